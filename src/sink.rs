@@ -1,0 +1,121 @@
+//! Sinks: where results and rejected frames go.
+//!
+//! [`ResultSink`] writes rendered results and flushes after each batch, so a
+//! window appears the moment it is final. A closed stdout (`| head`) is not an
+//! error: the sink reports it and the run stops quietly. [`RejectSink`] writes
+//! every rejected, late or outlying frame as a JSON line with its reason, its
+//! position and the raw frame, so that nothing is dropped silently.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The reader went away (`cardinal count | head`): stop, successfully.
+    #[error("output closed by the reader")]
+    Closed,
+    #[error("cannot write results: {0}")]
+    Results(io::Error),
+    #[error("cannot write rejects to {}: {source}", path.display())]
+    Rejects { path: PathBuf, source: io::Error },
+}
+
+/// Writes result lines to any writer, usually stdout.
+pub struct ResultSink {
+    out: BufWriter<Box<dyn Write + Send>>,
+}
+
+impl ResultSink {
+    pub fn new(out: Box<dyn Write + Send>) -> ResultSink {
+        ResultSink {
+            out: BufWriter::with_capacity(1 << 16, out),
+        }
+    }
+
+    pub fn stdout() -> ResultSink {
+        ResultSink::new(Box::new(io::stdout()))
+    }
+
+    /// Writes already rendered lines and flushes them.
+    pub fn write(&mut self, lines: &str) -> Result<(), SinkError> {
+        self.out
+            .write_all(lines.as_bytes())
+            .and_then(|_| self.out.flush())
+            .map_err(result_error)
+    }
+}
+
+fn result_error(e: io::Error) -> SinkError {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        SinkError::Closed
+    } else {
+        SinkError::Results(e)
+    }
+}
+
+/// One line of the rejects file.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct RejectRecord<'a> {
+    /// `late`, `outlier`, or a parse reason such as `truncated`.
+    pub reason: &'a str,
+    /// Human-readable detail, e.g. the granularities a late frame missed.
+    pub detail: String,
+    pub source: &'a str,
+    pub line: u64,
+    /// The frame as read, lossily decoded as UTF-8.
+    pub raw: String,
+}
+
+/// Writes rejected frames as JSON lines, if `--rejects` was given.
+pub struct RejectSink {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl RejectSink {
+    pub fn create(path: &Path) -> Result<RejectSink, SinkError> {
+        let f = File::create(path).map_err(|e| SinkError::Rejects {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Ok(RejectSink {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 16, f),
+        })
+    }
+
+    pub fn write(
+        &mut self,
+        reason: &str,
+        detail: String,
+        source: &str,
+        line: u64,
+        raw: &[u8],
+    ) -> Result<(), SinkError> {
+        let rec = RejectRecord {
+            reason,
+            detail,
+            source,
+            line,
+            raw: String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned(),
+        };
+        serde_json::to_writer(&mut self.out, &rec)
+            .map_err(io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"))
+            .map_err(|e| SinkError::Rejects {
+                path: self.path.clone(),
+                source: e,
+            })
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| SinkError::Rejects {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! Telemetry: the named events of a run, each counted and logged in one place, so
+//! that the logs and the summary can never disagree.
+//!
+//! Hot-path events (a frame counted) only bump a counter; rare ones (a rejected,
+//! late or outlying frame, a window emitted) also go to `tracing` at debug level,
+//! so `RUST_LOG=cardinal=debug` shows every decision with its position.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::aggregator::{GranularitySet, WindowResult};
+use crate::parser::ALL_REASONS;
+
+/// Counters for one run. Everything the summary prints comes from here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Telemetry {
+    pub frames_received: u64,
+    pub bytes_received: u64,
+    pub frames_counted: u64,
+    /// Parse rejections, indexed like [`ALL_REASONS`].
+    pub rejected: [u64; ALL_REASONS.len()],
+    /// Frames too late for at least one granularity.
+    pub late: u64,
+    /// Frames far ahead of the stream that the traffic never confirmed.
+    pub outliers: u64,
+    pub windows_emitted: u64,
+    pub corrections_emitted: u64,
+}
+
+impl Telemetry {
+    #[inline(always)]
+    pub fn bytes_received(&mut self, n: usize) {
+        self.bytes_received += n as u64;
+    }
+
+    #[inline(always)]
+    pub fn frame_received(&mut self) {
+        self.frames_received += 1;
+    }
+
+    #[inline(always)]
+    pub fn frame_counted(&mut self) {
+        self.frames_counted += 1;
+    }
+
+    pub fn frame_rejected(&mut self, reason: &'static str, source: &str, line: u64) {
+        let i = ALL_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .expect("reason listed in ALL_REASONS");
+        self.rejected[i] += 1;
+        tracing::debug!(event = "frame_rejected", reason, source, line);
+    }
+
+    /// `counted_elsewhere`: the frame still counted for the granularities it did not miss.
+    pub fn frame_late(&mut self, missed: GranularitySet, counted_elsewhere: bool, source: &str, line: u64) {
+        self.late += 1;
+        if counted_elsewhere {
+            self.frames_counted += 1;
+        }
+        tracing::debug!(event = "frame_late", missed = ?missed.iter().collect::<Vec<_>>(), source, line);
+    }
+
+    pub fn frame_outlier(&mut self, source: &str, line: u64) {
+        self.outliers += 1;
+        tracing::debug!(event = "frame_outlier", source, line);
+    }
+
+    pub fn window_emitted(&mut self, w: &WindowResult) {
+        if w.version > 1 {
+            self.corrections_emitted += 1;
+        } else {
+            self.windows_emitted += 1;
+        }
+        tracing::debug!(
+            event = "window_emitted",
+            window = w.granularity.name(),
+            start = w.span.start,
+            unique_users = w.unique_users,
+            version = w.version
+        );
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Adds another run's counters, e.g. a finished input's to the total.
+    pub fn merge(&mut self, other: &Telemetry) {
+        self.frames_received += other.frames_received;
+        self.bytes_received += other.bytes_received;
+        self.frames_counted += other.frames_counted;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+        self.late += other.late;
+        self.outliers += other.outliers;
+        self.windows_emitted += other.windows_emitted;
+        self.corrections_emitted += other.corrections_emitted;
+    }
+
+    /// The end-of-run summary for stderr.
+    pub fn summary(&self, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "cardinal: {} frames read ({:.1} MB) in {:.2}s: {:.0} frames/s, {:.1} MB/s",
+            self.frames_received,
+            self.bytes_received as f64 / 1e6,
+            secs,
+            self.frames_received as f64 / secs,
+            self.bytes_received as f64 / 1e6 / secs,
+        );
+        let _ = writeln!(
+            s,
+            "  counted {}, rejected {}, late {}, outliers {}; windows emitted {}, corrections {}",
+            self.frames_counted,
+            self.rejected_total(),
+            self.late,
+            self.outliers,
+            self.windows_emitted,
+            self.corrections_emitted,
+        );
+        let reasons: Vec<String> = ALL_REASONS
+            .iter()
+            .zip(self.rejected)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        if !reasons.is_empty() {
+            let _ = writeln!(s, "  rejected by reason: {}", reasons.join(", "));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lists_only_reasons_that_happened() {
+        let mut t = Telemetry::default();
+        t.frame_received();
+        t.frame_rejected("truncated", "f", 3);
+        t.frame_rejected("truncated", "f", 4);
+        let s = t.summary(Duration::from_secs(1));
+        assert!(s.contains("rejected by reason: truncated 2"), "{s}");
+        assert!(!s.contains("bad_ts"), "{s}");
+    }
+}

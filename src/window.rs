@@ -1,0 +1,365 @@
+//! Calendar windows: which minute, hour, day, ISO week, month and year a timestamp
+//! falls in, in a given time zone.
+//!
+//! Windows are half-open `[start, end)` in unix seconds. Day and longer windows
+//! start at local midnight and follow DST, so a day can last 23 or 25 hours;
+//! weeks are ISO weeks starting on Monday. The calendar arithmetic is jiff's; the
+//! UTC minute, hour, day and week fast paths are plain integer arithmetic because
+//! every frame asks for them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan, Zoned};
+use serde::{Deserialize, Serialize};
+
+/// A window length. The order is the emission order for windows that end together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Granularity {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Granularity {
+    pub const ALL: [Granularity; 6] = [
+        Granularity::Minute,
+        Granularity::Hour,
+        Granularity::Day,
+        Granularity::Week,
+        Granularity::Month,
+        Granularity::Year,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Minute => "minute",
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+            Granularity::Year => "year",
+        }
+    }
+}
+
+impl fmt::Display for Granularity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Granularity::ALL
+            .into_iter()
+            .find(|g| g.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown window {s:?}: expected one of minute, hour, day, week, month, year")
+            })
+    }
+}
+
+/// A half-open interval of unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Span {
+    #[inline(always)]
+    pub fn contains(&self, ts: i64) -> bool {
+        self.start <= ts && ts < self.end
+    }
+}
+
+/// Window arithmetic in one time zone.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    tz: TimeZone,
+    utc: bool,
+}
+
+const DAY: i64 = 86_400;
+
+impl Calendar {
+    pub fn utc() -> Calendar {
+        Calendar { tz: TimeZone::UTC, utc: true }
+    }
+
+    /// `name` is an IANA zone such as `Europe/Zurich`, or `UTC`.
+    pub fn for_zone(name: &str) -> Result<Calendar, jiff::Error> {
+        let tz = TimeZone::get(name)?;
+        let utc = tz.iana_name() == Some("UTC") || tz.iana_name() == Some("Etc/UTC");
+        Ok(Calendar { tz, utc })
+    }
+
+    pub fn zone_name(&self) -> &str {
+        self.tz.iana_name().unwrap_or("UTC")
+    }
+
+    /// The window of granularity `g` that contains `ts`. `ts` must be within
+    /// `0..=parser::MAX_TS`, which the parser guarantees.
+    pub fn window(&self, g: Granularity, ts: i64) -> Span {
+        if self.utc {
+            match g {
+                Granularity::Minute => return fixed(ts, 60, 0),
+                Granularity::Hour => return fixed(ts, 3600, 0),
+                Granularity::Day => return fixed(ts, DAY, 0),
+                // 1970-01-01 was a Thursday: Mondays are 4 days after multiples of 7 days.
+                Granularity::Week => return fixed(ts, 7 * DAY, 4 * DAY),
+                Granularity::Month | Granularity::Year => {}
+            }
+        }
+        self.window_zoned(g, ts)
+    }
+
+    fn window_zoned(&self, g: Granularity, ts: i64) -> Span {
+        let zdt = Timestamp::from_second(ts)
+            .expect("ts within jiff's range")
+            .to_zoned(self.tz.clone());
+        let secs = |z: &Zoned| z.timestamp().as_second();
+        let midnight = |d: jiff::civil::Date| {
+            d.to_zoned(self.tz.clone())
+                .and_then(|z| z.start_of_day())
+                .expect("a local midnight within jiff's range")
+        };
+        match g {
+            Granularity::Minute => {
+                // Offsets are whole minutes in every zone since the 1970s.
+                let off = i64::from(zdt.offset().seconds());
+                let start = ts - (ts + off).rem_euclid(60);
+                Span { start, end: start + 60 }
+            }
+            Granularity::Hour => {
+                // Keeps the current offset, so both 02:00 hours of a DST fall-back exist.
+                let start = zdt
+                    .with()
+                    .minute(0)
+                    .second(0)
+                    .subsec_nanosecond(0)
+                    .build()
+                    .map(|z| secs(&z))
+                    .unwrap_or(ts - ts.rem_euclid(3600));
+                Span { start, end: start + 3600 }
+            }
+            Granularity::Day => {
+                let d = zdt.date();
+                Span {
+                    start: secs(&midnight(d)),
+                    end: secs(&midnight(d.tomorrow().expect("date in range"))),
+                }
+            }
+            Granularity::Week => {
+                let d = zdt.date();
+                let monday = d
+                    .checked_sub(i64::from(d.weekday().to_monday_zero_offset()).days())
+                    .expect("date in range");
+                Span {
+                    start: secs(&midnight(monday)),
+                    end: secs(&midnight(monday.checked_add(7.days()).expect("date in range"))),
+                }
+            }
+            Granularity::Month => {
+                let first = zdt.date().first_of_month();
+                Span {
+                    start: secs(&midnight(first)),
+                    end: secs(&midnight(first.checked_add(1.month()).expect("date in range"))),
+                }
+            }
+            Granularity::Year => {
+                let first = zdt.date().first_of_year();
+                Span {
+                    start: secs(&midnight(first)),
+                    end: secs(&midnight(first.checked_add(1.year()).expect("date in range"))),
+                }
+            }
+        }
+    }
+
+    /// RFC 3339: `Z` in UTC, the zone's offset at that instant otherwise.
+    pub fn format(&self, ts: i64) -> String {
+        let t = Timestamp::from_second(ts).expect("ts within jiff's range");
+        if self.utc {
+            t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+        } else {
+            t.to_zoned(self.tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        }
+    }
+}
+
+#[inline(always)]
+fn fixed(ts: i64, len: i64, phase: i64) -> Span {
+    let start = ts - (ts - phase).rem_euclid(len);
+    Span { start, end: start + len }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> i64 {
+        s.parse::<Timestamp>().unwrap().as_second()
+    }
+
+    fn show(cal: &Calendar, g: Granularity, at: &str) -> (String, String) {
+        let w = cal.window(g, ts(at));
+        (cal.format(w.start), cal.format(w.end))
+    }
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.to_string(), b.to_string())
+    }
+
+    #[test]
+    fn utc_fast_paths_match_jiff() {
+        let cal = Calendar::utc();
+        for t in [0, 1, 59, 60, 86_399, 1_468_244_384, 1_700_000_000, 4_102_444_799] {
+            for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Week] {
+                assert_eq!(cal.window(g, t), cal.window_zoned(g, t), "{g} at {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn sample_minute_and_week_in_utc() {
+        let cal = Calendar::utc();
+        assert_eq!(
+            show(&cal, Granularity::Minute, "2016-07-11T13:39:44Z"),
+            pair("2016-07-11T13:39:00Z", "2016-07-11T13:40:00Z")
+        );
+        // 2016-07-11 was a Monday.
+        assert_eq!(
+            show(&cal, Granularity::Week, "2016-07-17T23:59:59Z"),
+            pair("2016-07-11T00:00:00Z", "2016-07-18T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn zurich_spring_forward_day_is_23_hours() {
+        let cal = Calendar::for_zone("Europe/Zurich").unwrap();
+        let w = cal.window(Granularity::Day, ts("2024-03-31T12:00:00Z"));
+        assert_eq!(w.end - w.start, 23 * 3600);
+        assert_eq!(
+            (cal.format(w.start), cal.format(w.end)),
+            pair("2024-03-31T00:00:00+01:00", "2024-04-01T00:00:00+02:00")
+        );
+        // 01:59:59 CET is followed by 03:00 CEST: the hour after 01:00 starts at 03:00.
+        assert_eq!(
+            show(&cal, Granularity::Hour, "2024-03-31T00:30:00Z"),
+            pair("2024-03-31T01:00:00+01:00", "2024-03-31T03:00:00+02:00")
+        );
+    }
+
+    #[test]
+    fn zurich_fall_back_day_is_25_hours_with_two_2am_hours() {
+        let cal = Calendar::for_zone("Europe/Zurich").unwrap();
+        let w = cal.window(Granularity::Day, ts("2024-10-27T12:00:00Z"));
+        assert_eq!(w.end - w.start, 25 * 3600);
+        assert_eq!(
+            show(&cal, Granularity::Hour, "2024-10-27T00:30:00Z"),
+            pair("2024-10-27T02:00:00+02:00", "2024-10-27T02:00:00+01:00")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Hour, "2024-10-27T01:30:00Z"),
+            pair("2024-10-27T02:00:00+01:00", "2024-10-27T03:00:00+01:00")
+        );
+    }
+
+    #[test]
+    fn local_midnight_not_utc_midnight() {
+        let cal = Calendar::for_zone("Europe/Zurich").unwrap();
+        // 23:30 UTC on Jan 1 is already Jan 2 in Zurich.
+        assert_eq!(
+            show(&cal, Granularity::Day, "2024-01-01T23:30:00Z"),
+            pair("2024-01-02T00:00:00+01:00", "2024-01-03T00:00:00+01:00")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Year, "2023-12-31T23:30:00Z"),
+            pair("2024-01-01T00:00:00+01:00", "2025-01-01T00:00:00+01:00")
+        );
+    }
+
+    #[test]
+    fn iso_week_53_spans_the_new_year() {
+        // 2020 has ISO week 53: Monday 2020-12-28 to Sunday 2021-01-03.
+        let cal = Calendar::utc();
+        for at in ["2020-12-28T00:00:00Z", "2021-01-01T12:00:00Z", "2021-01-03T23:59:59Z"] {
+            assert_eq!(
+                show(&cal, Granularity::Week, at),
+                pair("2020-12-28T00:00:00Z", "2021-01-04T00:00:00Z"),
+                "{at}"
+            );
+        }
+        let zurich = Calendar::for_zone("Europe/Zurich").unwrap();
+        assert_eq!(
+            show(&zurich, Granularity::Week, "2021-01-03T22:59:59Z"),
+            pair("2020-12-28T00:00:00+01:00", "2021-01-04T00:00:00+01:00")
+        );
+    }
+
+    #[test]
+    fn month_ends_and_leap_years() {
+        let cal = Calendar::utc();
+        assert_eq!(
+            show(&cal, Granularity::Month, "2024-02-29T23:59:59Z"),
+            pair("2024-02-01T00:00:00Z", "2024-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Month, "2023-02-28T12:00:00Z"),
+            pair("2023-02-01T00:00:00Z", "2023-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Month, "2024-12-31T23:59:59Z"),
+            pair("2024-12-01T00:00:00Z", "2025-01-01T00:00:00Z")
+        );
+        let y = cal.window(Granularity::Year, ts("2024-06-01T00:00:00Z"));
+        assert_eq!(y.end - y.start, 366 * DAY);
+        let y = cal.window(Granularity::Year, ts("2100-06-01T00:00:00Z"));
+        assert_eq!(y.end - y.start, 365 * DAY, "2100 is not a leap year");
+    }
+
+    #[test]
+    fn half_hour_zone_hours_start_at_half_past_utc() {
+        let cal = Calendar::for_zone("Asia/Kolkata").unwrap();
+        assert_eq!(
+            show(&cal, Granularity::Hour, "2024-01-01T10:10:00Z"),
+            pair("2024-01-01T15:00:00+05:30", "2024-01-01T16:00:00+05:30")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Minute, "2024-01-01T10:10:30Z"),
+            pair("2024-01-01T15:40:00+05:30", "2024-01-01T15:41:00+05:30")
+        );
+    }
+
+    #[test]
+    fn windows_tile_time_without_gaps() {
+        let cal = Calendar::for_zone("Europe/Zurich").unwrap();
+        for g in Granularity::ALL {
+            let mut t = ts("2024-03-01T00:00:00Z");
+            let stop = ts("2024-11-30T00:00:00Z");
+            let mut w = cal.window(g, t);
+            while t < stop {
+                assert!(w.contains(t), "{g}: {w:?} should contain {t}");
+                let next = cal.window(g, w.end);
+                assert_eq!(next.start, w.end, "{g}: windows must tile");
+                t = w.end + (w.end - w.start) / 2;
+                w = cal.window(g, t);
+            }
+        }
+    }
+
+    #[test]
+    fn parses_granularity_names() {
+        assert_eq!("Week".parse::<Granularity>().unwrap(), Granularity::Week);
+        assert!("fortnight".parse::<Granularity>().unwrap_err().contains("fortnight"));
+    }
+}
