@@ -1,1 +1,74 @@
-fn main(){}
+//! Root-field extraction throughput on generated 2 KB frames: Cardinal's parser
+//! side by side with sonic-rs's lazy `get_many` (validating) and a full serde_json
+//! parse, in one run, so the ratio is what matters on a noisy machine.
+
+use std::hint::black_box;
+
+use cardinal::generator::{FrameGen, GenConfig};
+use cardinal::parser::parse_frame;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn frames() -> Vec<Vec<u8>> {
+    let cfg = GenConfig {
+        frames: 4000,
+        string_ts: 0.1,
+        ..GenConfig::default()
+    };
+    FrameGen::new(&cfg).map(|f| f.line).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let frames = frames();
+    let bytes: usize = frames.iter().map(Vec::len).sum();
+    let mut g = c.benchmark_group("root_fields");
+    g.throughput(Throughput::Bytes(bytes as u64));
+
+    g.bench_function("cardinal", |b| {
+        b.iter(|| {
+            let mut acc = 0i64;
+            for f in &frames {
+                let fr = parse_frame(black_box(f)).expect("valid frame");
+                acc = acc.wrapping_add(fr.ts).wrapping_add(fr.uid.len() as i64);
+            }
+            acc
+        })
+    });
+
+    let mut tree = sonic_rs::PointerTree::new();
+    tree.add_path(["uid"].iter());
+    tree.add_path(["ts"].iter());
+    g.bench_function("sonic_rs_get_many", |b| {
+        b.iter(|| {
+            let mut acc = 0usize;
+            for f in &frames {
+                let v = sonic_rs::get_many(black_box(f.as_slice()), &tree).expect("valid frame");
+                acc += v
+                    .iter()
+                    .flatten()
+                    .map(|x| x.as_raw_str().len())
+                    .sum::<usize>();
+            }
+            acc
+        })
+    });
+
+    g.bench_function("serde_json_value", |b| {
+        b.iter(|| {
+            let mut acc = 0usize;
+            for f in &frames {
+                let v: serde_json::Value =
+                    serde_json::from_slice(black_box(f)).expect("valid frame");
+                acc += v["uid"].as_str().map_or(0, str::len);
+            }
+            acc
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);

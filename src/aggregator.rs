@@ -72,7 +72,9 @@ impl GranularitySet {
         self.0.count_ones() as usize
     }
     pub fn iter(self) -> impl Iterator<Item = Granularity> {
-        Granularity::ALL.into_iter().filter(move |g| self.contains(*g))
+        Granularity::ALL
+            .into_iter()
+            .filter(move |g| self.contains(*g))
     }
 }
 
@@ -218,8 +220,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             &mut self.released,
             &mut self.outliers,
         );
-        out.outliers
-            .extend(self.outliers.drain(..).map(|p| p.tag));
+        out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
         if self.watermark.get() != before {
             self.close_windows(out);
         }
@@ -235,8 +236,7 @@ impl<C: Counter, T> Aggregator<C, T> {
     pub fn flush(&mut self, out: &mut Output<T>) {
         self.guard
             .finish(&mut self.watermark, &mut self.released, &mut self.outliers);
-        out.outliers
-            .extend(self.outliers.drain(..).map(|p| p.tag));
+        out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
         self.count_released(out);
         while let Some((id, state)) = self.open.pop_first() {
             if state.version == 0 || state.dirty {
@@ -379,7 +379,10 @@ mod tests {
         )
     }
 
-    fn feed(a: &mut Aggregator<Exact, usize>, frames: &[(i64, &str)]) -> (Output<usize>, Vec<Verdict>) {
+    fn feed(
+        a: &mut Aggregator<Exact, usize>,
+        frames: &[(i64, &str)],
+    ) -> (Output<usize>, Vec<Verdict>) {
         let mut out = Output::default();
         let verdicts = frames
             .iter()
@@ -394,20 +397,49 @@ mod tests {
     #[test]
     fn emits_a_minute_when_the_watermark_passes_its_end() {
         let mut a = agg(&[Granularity::Minute], 5, 0);
-        let (out, _) = feed(&mut a, &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "a"), (M + 64, "c")]);
-        assert!(out.windows.is_empty(), "watermark {:?} is before the end", a.watermark().get());
+        let (out, _) = feed(
+            &mut a,
+            &[
+                (M, "a"),
+                (M + 1, "b"),
+                (M + 2, "c"),
+                (M + 3, "a"),
+                (M + 64, "c"),
+            ],
+        );
+        assert!(
+            out.windows.is_empty(),
+            "watermark {:?} is before the end",
+            a.watermark().get()
+        );
         let (out, _) = feed(&mut a, &[(M + 65, "d")]);
         assert_eq!(out.windows.len(), 1);
         let w = &out.windows[0];
-        assert_eq!((w.span.start, w.unique_users, w.frames, w.version), (M, 3, 4, 1));
+        assert_eq!(
+            (w.span.start, w.unique_users, w.frames, w.version),
+            (M, 3, 4, 1)
+        );
     }
 
     #[test]
     fn flush_emits_the_last_window_too() {
         let mut a = agg(&[Granularity::Minute, Granularity::Hour], 5, 0);
-        let (mut out, _) = feed(&mut a, &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d"), (M + 70, "e")]);
+        let (mut out, _) = feed(
+            &mut a,
+            &[
+                (M, "a"),
+                (M + 1, "b"),
+                (M + 2, "c"),
+                (M + 3, "d"),
+                (M + 70, "e"),
+            ],
+        );
         a.flush(&mut out);
-        let got: Vec<_> = out.windows.iter().map(|w| (w.granularity, w.span.start, w.unique_users)).collect();
+        let got: Vec<_> = out
+            .windows
+            .iter()
+            .map(|w| (w.granularity, w.span.start, w.unique_users))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -421,21 +453,46 @@ mod tests {
     #[test]
     fn late_frames_are_reported_per_granularity() {
         let mut a = agg(&[Granularity::Minute, Granularity::Hour], 5, 0);
-        feed(&mut a, &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d"), (M + 70, "e")]);
+        feed(
+            &mut a,
+            &[
+                (M, "a"),
+                (M + 1, "b"),
+                (M + 2, "c"),
+                (M + 3, "d"),
+                (M + 70, "e"),
+            ],
+        );
         let (_, v) = feed(&mut a, &[(M + 10, "late")]);
         let mut missed = GranularitySet::default();
         missed.insert(Granularity::Minute);
-        assert_eq!(v, vec![Verdict::Late { missed, counted: true }]);
+        assert_eq!(
+            v,
+            vec![Verdict::Late {
+                missed,
+                counted: true
+            }]
+        );
         let mut out = Output::default();
         a.flush(&mut out);
-        let hour = out.windows.iter().find(|w| w.granularity == Granularity::Hour).unwrap();
-        assert_eq!(hour.unique_users, 6, "the late frame still counts for its open hour");
+        let hour = out
+            .windows
+            .iter()
+            .find(|w| w.granularity == Granularity::Hour)
+            .unwrap();
+        assert_eq!(
+            hour.unique_users, 6,
+            "the late frame still counts for its open hour"
+        );
     }
 
     #[test]
     fn epoch_zero_is_late_and_reopens_nothing() {
         let mut a = agg(&Granularity::ALL, 5, 0);
-        feed(&mut a, &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d")]);
+        feed(
+            &mut a,
+            &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d")],
+        );
         let open = a.open_windows();
         let (out, v) = feed(&mut a, &[(0, "zero")]);
         assert!(matches!(v[0], Verdict::Late { missed, counted: false } if missed.len() == 6));
@@ -446,7 +503,10 @@ mod tests {
     #[test]
     fn grace_emits_versioned_corrections() {
         let mut a = agg(&[Granularity::Minute], 5, 30);
-        feed(&mut a, &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d")]);
+        feed(
+            &mut a,
+            &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d")],
+        );
         let (out, _) = feed(&mut a, &[(M + 66, "x")]);
         assert_eq!(out.windows[0].version, 1);
         assert_eq!(out.windows[0].unique_users, 4);
@@ -456,7 +516,10 @@ mod tests {
         assert!(out.windows.is_empty());
         let (out, _) = feed(&mut a, &[(M + 67, "y")]);
         let w = &out.windows[0];
-        assert_eq!((w.span.start, w.unique_users, w.frames, w.version), (M, 5, 6, 2));
+        assert_eq!(
+            (w.span.start, w.unique_users, w.frames, w.version),
+            (M, 5, 6, 2)
+        );
         // Past end + grace: late, and the window is gone.
         feed(&mut a, &[(M + 100, "z")]);
         let (_, v) = feed(&mut a, &[(M + 31, "too-late")]);
@@ -466,10 +529,22 @@ mod tests {
     #[test]
     fn an_outlier_neither_counts_nor_closes_windows() {
         let mut a = agg(&[Granularity::Minute], 5, 0);
-        let (out, v) = feed(&mut a, &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d"), (M + (1 << 28), "flip")]);
+        let (out, v) = feed(
+            &mut a,
+            &[
+                (M, "a"),
+                (M + 1, "b"),
+                (M + 2, "c"),
+                (M + 3, "d"),
+                (M + (1 << 28), "flip"),
+            ],
+        );
         assert_eq!(v[4], Verdict::Held);
         assert!(out.windows.is_empty());
-        let (out, _) = feed(&mut a, &[(M + 4, "e"), (M + 5, "f"), (M + 6, "g"), (M + 7, "h")]);
+        let (out, _) = feed(
+            &mut a,
+            &[(M + 4, "e"), (M + 5, "f"), (M + 6, "g"), (M + 7, "h")],
+        );
         assert_eq!(out.outliers, vec![4]);
         let mut out = Output::default();
         a.flush(&mut out);

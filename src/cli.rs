@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::aggregator::Settings;
 use crate::counter::HllConfig;
 use crate::emitter::Format;
-use crate::gen::{self, FrameGen, GenConfig};
+use crate::generator::{self, FrameGen, GenConfig};
 use crate::pipeline::{self, CountConfig, CounterKind, OpenInput, Sinks};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
@@ -135,7 +135,7 @@ pub struct CountArgs {
 #[derive(Debug, Args)]
 pub struct GenArgs {
     #[command(flatten)]
-    pub gen: GenOptions,
+    pub frames: GenOptions,
 
     /// Write to this file instead of stdout (`.gz` compresses).
     #[arg(long, short)]
@@ -226,7 +226,11 @@ fn parse_zone(s: &str) -> Result<Calendar, String> {
 pub fn parse_seconds(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i64>() {
-        return if n >= 0 { Ok(n) } else { Err(format!("{s:?} is negative")) };
+        return if n >= 0 {
+            Ok(n)
+        } else {
+            Err(format!("{s:?} is negative"))
+        };
     }
     let d: jiff::SignedDuration = t
         .parse()
@@ -255,7 +259,9 @@ impl CountingOptions {
             },
             counter: match self.counter {
                 CounterArg::Exact => CounterKind::Exact,
-                CounterArg::Hll => CounterKind::Hll(HllConfig { lg_k: self.precision }),
+                CounterArg::Hll => CounterKind::Hll(HllConfig {
+                    lg_k: self.precision,
+                }),
             },
             format: self.format,
             threads: self
@@ -287,7 +293,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn count(args: CountArgs) -> Result<ExitCode> {
-    let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files };
+    let files = if args.files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args.files
+    };
     // Open everything first, so a missing file fails before any output.
     let inputs = files
         .iter()
@@ -314,22 +324,24 @@ fn count_inputs(opts: &CountingOptions, inputs: Vec<OpenInput>) -> Result<ExitCo
 }
 
 fn gen_frames(args: GenArgs) -> Result<ExitCode> {
-    let cfg = GenConfig::from(&args.gen);
+    let cfg = GenConfig::from(&args.frames);
     let stats = match &args.output {
-        None => match gen::generate(&cfg, &mut io::stdout().lock()) {
+        None => match generator::generate(&cfg, &mut io::stdout().lock()) {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
             other => other.context("cannot write frames to stdout")?,
         },
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            let write = |w: &mut dyn Write| -> io::Result<gen::GenStats> {
+            let write = |w: &mut dyn Write| -> io::Result<generator::GenStats> {
                 let mut w = io::BufWriter::with_capacity(1 << 20, w);
-                let stats = gen::generate(&cfg, &mut w)?;
+                let stats = generator::generate(&cfg, &mut w)?;
                 w.flush()?;
                 Ok(stats)
             };
-            let is_gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+            let is_gz = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
             if is_gz {
                 let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
                 let stats = write(&mut enc);

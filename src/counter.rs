@@ -103,7 +103,9 @@ impl HllConfig {
 
 impl Default for HllConfig {
     fn default() -> Self {
-        HllConfig { lg_k: Self::DEFAULT_LG_K }
+        HllConfig {
+            lg_k: Self::DEFAULT_LG_K,
+        }
     }
 }
 
@@ -133,8 +135,7 @@ impl Counter for Hll {
     }
     fn new(config: &HllConfig) -> Self {
         Hll {
-            sketch: HllSketch::new(config.lg_k, HllType::Hll8)
-                .expect("lg_k validated by the CLI"),
+            sketch: HllSketch::new(config.lg_k, HllType::Hll8).expect("lg_k validated by the CLI"),
         }
     }
     #[inline(always)]

@@ -89,7 +89,10 @@ mod tests {
     fn result(rse: Option<f64>) -> WindowResult {
         WindowResult {
             granularity: Granularity::Minute,
-            span: Span { start: 1_468_244_340, end: 1_468_244_400 },
+            span: Span {
+                start: 1_468_244_340,
+                end: 1_468_244_400,
+            },
             unique_users: 16193,
             frames: 16250,
             version: 1,
@@ -123,7 +126,12 @@ mod tests {
     fn text_is_one_readable_line() {
         let mut s = String::new();
         render(Format::Text, &result(None), &Calendar::utc(), &mut s);
-        assert!(s.starts_with("minute 2016-07-11T13:39:00Z .. 2016-07-11T13:40:00Z  unique_users=16193"), "{s}");
+        assert!(
+            s.starts_with(
+                "minute 2016-07-11T13:39:00Z .. 2016-07-11T13:40:00Z  unique_users=16193"
+            ),
+            "{s}"
+        );
         assert_eq!(s.lines().count(), 1);
     }
 }

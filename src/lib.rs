@@ -11,11 +11,13 @@
 //!
 //! [`pipeline`] wires the stages together (parsing in parallel, aggregating in
 //! order), and [`telemetry`] is the one place where events are counted and logged.
-//! [`gen`] makes production-like frames for demos, tests and benchmarks.
+//! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
 pub mod aggregator;
+pub mod cli;
 pub mod counter;
 pub mod emitter;
+pub mod generator;
 pub mod parser;
 pub mod pipeline;
 pub mod sink;

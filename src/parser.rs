@@ -234,8 +234,7 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         let digits = match self.peek().ok_or(ParseError::Truncated)? {
             b'"' => {
-                let end =
-                    skip::string_body(self.buf, start + 1).ok_or(ParseError::Truncated)?;
+                let end = skip::string_body(self.buf, start + 1).ok_or(ParseError::Truncated)?;
                 self.pos = end + 1;
                 &self.buf[start + 1..end]
             }
@@ -522,20 +521,23 @@ mod tests {
 
     #[test]
     fn plain_frame() {
-        assert_eq!(ok(r#"{"uid":"abc","ts":1468244384}"#), ("abc".into(), 1468244384));
+        assert_eq!(
+            ok(r#"{"uid":"abc","ts":1468244384}"#),
+            ("abc".into(), 1468244384)
+        );
     }
 
     #[test]
     fn string_ts_and_any_key_order() {
-        assert_eq!(ok(r#"{"ts":"1468244384","uid":"u1"}"#), ("u1".into(), 1468244384));
+        assert_eq!(
+            ok(r#"{"ts":"1468244384","uid":"u1"}"#),
+            ("u1".into(), 1468244384)
+        );
     }
 
     #[test]
     fn whitespace_and_crlf() {
-        assert_eq!(
-            ok(" { \"uid\" : \"a\" ,\t\"ts\" : 5 } \r"),
-            ("a".into(), 5)
-        );
+        assert_eq!(ok(" { \"uid\" : \"a\" ,\t\"ts\" : 5 } \r"), ("a".into(), 5));
     }
 
     #[test]
@@ -558,7 +560,10 @@ mod tests {
 
     #[test]
     fn uid_escapes_and_unicode_are_decoded() {
-        assert_eq!(ok(r#"{"uid":"a\"b\\c\n\u00e9\ud83d\ude00","ts":1}"#).0, "a\"b\\c\né😀");
+        assert_eq!(
+            ok(r#"{"uid":"a\"b\\c\n\u00e9\ud83d\ude00","ts":1}"#).0,
+            "a\"b\\c\né😀"
+        );
         assert_eq!(ok(r#"{"uid":"grüße 日本","ts":1}"#).0, "grüße 日本");
         // The same user written two ways is one user.
         assert_eq!(ok(r#"{"uid":"\u0061b","ts":1}"#).0, "ab");
@@ -571,12 +576,16 @@ mod tests {
 
     #[test]
     fn repeated_keys_last_wins() {
-        assert_eq!(ok(r#"{"a":1,"a":{"b":2},"uid":"x","uid":"y","ts":1,"ts":2}"#), ("y".into(), 2));
+        assert_eq!(
+            ok(r#"{"a":1,"a":{"b":2},"uid":"x","uid":"y","ts":1,"ts":2}"#),
+            ("y".into(), 2)
+        );
     }
 
     #[test]
     fn all_value_kinds_are_skipped() {
-        let line = r#"{"n":-1.5e3,"t":true,"f":false,"z":null,"e":{},"ea":[],"s":"x","uid":"u","ts":1}"#;
+        let line =
+            r#"{"n":-1.5e3,"t":true,"f":false,"z":null,"e":{},"ea":[],"s":"x","uid":"u","ts":1}"#;
         assert_eq!(ok(line), ("u".into(), 1));
     }
 
@@ -599,15 +608,33 @@ mod tests {
 
     #[test]
     fn rejects_bad_ts() {
-        for ts in [r#""12a""#, "-5", "1.5", "1e9", r#""""#, "null", "true", r#"" 1""#, "253402300800", "{}"] {
-            assert_eq!(err(&format!(r#"{{"uid":"a","ts":{ts}}}"#)), ParseError::BadTs, "{ts}");
+        for ts in [
+            r#""12a""#,
+            "-5",
+            "1.5",
+            "1e9",
+            r#""""#,
+            "null",
+            "true",
+            r#"" 1""#,
+            "253402300800",
+            "{}",
+        ] {
+            assert_eq!(
+                err(&format!(r#"{{"uid":"a","ts":{ts}}}"#)),
+                ParseError::BadTs,
+                "{ts}"
+            );
         }
     }
 
     #[test]
     fn rejects_non_string_uid() {
         assert_eq!(err(r#"{"uid":12,"ts":1}"#), ParseError::UidNotString);
-        assert_eq!(err(r#"{"uid":{"id":"a"},"ts":1}"#), ParseError::UidNotString);
+        assert_eq!(
+            err(r#"{"uid":{"id":"a"},"ts":1}"#),
+            ParseError::UidNotString
+        );
         assert_eq!(err(r#"{"uid":"","ts":1}"#), ParseError::EmptyUid);
     }
 
@@ -618,7 +645,10 @@ mod tests {
         for cut in 1..line.len() {
             let e = err(&line[..cut]);
             assert!(
-                matches!(e, ParseError::Truncated | ParseError::Malformed(_) | ParseError::BadTs),
+                matches!(
+                    e,
+                    ParseError::Truncated | ParseError::Malformed(_) | ParseError::BadTs
+                ),
                 "prefix {cut}: {e:?}"
             );
         }
@@ -626,9 +656,18 @@ mod tests {
 
     #[test]
     fn rejects_trailing_garbage() {
-        assert!(matches!(err(r#"{"uid":"a","ts":1} x"#), ParseError::Malformed(_)));
-        assert!(matches!(err(r#"{"uid":"a","ts":1}{}"#), ParseError::Malformed(_)));
-        assert!(matches!(err(r#"{"uid":"a" "ts":1}"#), ParseError::Malformed(_)));
+        assert!(matches!(
+            err(r#"{"uid":"a","ts":1} x"#),
+            ParseError::Malformed(_)
+        ));
+        assert!(matches!(
+            err(r#"{"uid":"a","ts":1}{}"#),
+            ParseError::Malformed(_)
+        ));
+        assert!(matches!(
+            err(r#"{"uid":"a" "ts":1}"#),
+            ParseError::Malformed(_)
+        ));
     }
 
     #[test]
@@ -637,5 +676,83 @@ mod tests {
         let nested = format!(r#"{{"k":[{{"s":"{filler}"}},"{filler}",[{{"uid":"no"}}]]}}"#);
         let line = format!(r#"{{"x":{nested},"uid":"yes","y":{nested},"ts":42}}"#);
         assert_eq!(ok(&line), ("yes".into(), 42));
+    }
+
+    /// Random JSON (decoys included), serialized by serde_json: our answer must equal
+    /// the root fields as serde_json reads them back, and every prefix must be rejected.
+    mod reference {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                "(\\PC|[\"\\\\\n\t{}\\[\\]])*".prop_map(Value::String),
+                Just(Value::String("\"uid\":\"fake\",\"ts\":1".into())),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec(
+                        (
+                            prop_oneof![
+                                Just("uid".to_string()),
+                                Just("ts".to_string()),
+                                "\\PC{0,8}"
+                            ],
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn agrees_with_serde_json(
+                before in prop::collection::vec(("[a-z]{1,6}", value()), 0..4),
+                after in prop::collection::vec(("[a-z]{1,6}", value()), 0..4),
+                uid in "\\PC{1,12}",
+                ts in 0i64..=MAX_TS,
+                ts_as_string in any::<bool>(),
+                uid_first in any::<bool>(),
+            ) {
+                let mut parts: Vec<String> = before.iter()
+                    .filter(|(k, _)| k != "uid" && k != "ts")
+                    .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v)).collect();
+                let u = format!("\"uid\":{}", Value::from(uid.as_str()));
+                let t = if ts_as_string { format!("\"ts\":\"{ts}\"") } else { format!("\"ts\":{ts}") };
+                if uid_first { parts.push(u); parts.push(t); } else { parts.push(t); parts.push(u); }
+                parts.extend(after.iter().filter(|(k, _)| k != "uid" && k != "ts")
+                    .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v)));
+                let line = format!("{{{}}}", parts.join(","));
+                let reference: Value = serde_json::from_str(&line).unwrap();
+                let f = parse_frame(line.as_bytes()).unwrap();
+                prop_assert_eq!(f.uid.as_ref(), reference["uid"].as_str().unwrap().as_bytes());
+                prop_assert_eq!(f.ts, ts);
+                for cut in (1..line.len()).step_by(7) {
+                    prop_assert!(parse_frame(&line.as_bytes()[..cut]).is_err());
+                }
+            }
+
+            #[test]
+            fn simd_and_scalar_skips_agree(v in value()) {
+                let text = serde_json::to_string(&v).unwrap();
+                let b = text.as_bytes();
+                if b[0] == b'{' || b[0] == b'[' {
+                    prop_assert_eq!(skip::container(b, 0), Some(b.len()));
+                    prop_assert_eq!(skip::container_scalar(b, 0), Some(b.len()));
+                    prop_assert_eq!(skip::container(&b[..b.len() - 1], 0), None);
+                }
+            }
+        }
     }
 }

@@ -144,7 +144,11 @@ fn run<C: Counter>(
         }
 
         let mut stage = Aggregate::<C> {
-            agg: Aggregator::new(config.calendar.clone(), config.settings.clone(), counter_config),
+            agg: Aggregator::new(
+                config.calendar.clone(),
+                config.settings.clone(),
+                counter_config,
+            ),
             out: Output::default(),
             rendered: String::new(),
             format: config.format,
@@ -179,7 +183,9 @@ fn read_inputs<C: Counter>(
                 Ok(chunk) => {
                     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
                     // Either send failing means the aggregator stopped: stop reading.
-                    if order_tx.send(Ok(reply_rx)).is_err() || job_tx.send((chunk, reply_tx)).is_err() {
+                    if order_tx.send(Ok(reply_rx)).is_err()
+                        || job_tx.send((chunk, reply_tx)).is_err()
+                    {
                         return;
                     }
                 }
@@ -205,7 +211,9 @@ struct Aggregate<'s, C: Counter> {
 impl<C: Counter> Aggregate<'_, C> {
     fn consume(&mut self, order_rx: Receiver<Ordered<C::Key>>) -> Result<(), PipelineError> {
         for next in order_rx {
-            let parsed = next?.recv().expect("workers reply to every chunk they take");
+            let parsed = next?
+                .recv()
+                .expect("workers reply to every chunk they take");
             self.chunk(&parsed)?;
         }
         self.agg.flush(&mut self.out);
@@ -246,7 +254,8 @@ impl<C: Counter> Aggregate<'_, C> {
                     }
                 }
                 Err(err) => {
-                    self.telemetry.frame_rejected(err.reason(), &chunk.source, line_no);
+                    self.telemetry
+                        .frame_rejected(err.reason(), &chunk.source, line_no);
                     if let Some(r) = self.sinks.rejects.as_mut() {
                         r.write(err.reason(), err.to_string(), &chunk.source, line_no, raw())?;
                     }
@@ -256,7 +265,13 @@ impl<C: Counter> Aggregate<'_, C> {
         Ok(self.write_results()?)
     }
 
-    fn late(&mut self, verdict: Verdict, source: &str, line: u64, raw: &[u8]) -> Result<(), SinkError> {
+    fn late(
+        &mut self,
+        verdict: Verdict,
+        source: &str,
+        line: u64,
+        raw: &[u8],
+    ) -> Result<(), SinkError> {
         let Verdict::Late { missed, counted } = verdict else {
             return Ok(());
         };

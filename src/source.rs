@@ -127,8 +127,8 @@ impl<R: Read> Chunker<R> {
     fn cut(&mut self, upto: usize) -> Chunk {
         let rest = self.carry.split_off(upto);
         let data = std::mem::replace(&mut self.carry, rest);
-        let lines = memchr::memchr_iter(b'\n', &data).count() as u64
-            + u64::from(!data.ends_with(b"\n"));
+        let lines =
+            memchr::memchr_iter(b'\n', &data).count() as u64 + u64::from(!data.ends_with(b"\n"));
         let chunk = Chunk {
             source: self.source.clone(),
             first_line: self.next_line,
@@ -178,10 +178,10 @@ impl<R: Read> Iterator for Chunker<R> {
             }
             let full = self.carry.len() >= self.chunk_bytes;
             let short_read = n < want - have;
-            if full || short_read {
-                if let Some(last_nl) = memchr::memrchr(b'\n', &self.carry) {
-                    return Some(Ok(self.cut(last_nl + 1)));
-                }
+            if (full || short_read)
+                && let Some(last_nl) = memchr::memrchr(b'\n', &self.carry)
+            {
+                return Some(Ok(self.cut(last_nl + 1)));
             }
         }
     }
@@ -211,7 +211,10 @@ mod tests {
         for c in Chunker::new(Trickle { data, step }, "t", chunk) {
             let c = c.unwrap();
             for (i, l) in c.lines().enumerate() {
-                out.push((c.first_line + i as u64, String::from_utf8(l.to_vec()).unwrap()));
+                out.push((
+                    c.first_line + i as u64,
+                    String::from_utf8(l.to_vec()).unwrap(),
+                ));
             }
         }
         out
@@ -227,7 +230,11 @@ mod tests {
             .collect();
         for step in [1, 2, 3, 7, 100] {
             for chunk in [1, 4, 16, 1024] {
-                assert_eq!(collect(text.as_bytes(), step, chunk), want, "step {step} chunk {chunk}");
+                assert_eq!(
+                    collect(text.as_bytes(), step, chunk),
+                    want,
+                    "step {step} chunk {chunk}"
+                );
             }
         }
     }
@@ -241,11 +248,21 @@ mod tests {
     #[test]
     fn offsets_point_at_each_chunk() {
         let text = b"one\ntwo\nthree\n";
-        let chunks: Vec<Chunk> = Chunker::new(Trickle { data: text, step: 4 }, "t", 4)
-            .map(Result::unwrap)
-            .collect();
+        let chunks: Vec<Chunk> = Chunker::new(
+            Trickle {
+                data: text,
+                step: 4,
+            },
+            "t",
+            4,
+        )
+        .map(Result::unwrap)
+        .collect();
         for c in &chunks {
-            assert_eq!(&text[c.offset as usize..c.offset as usize + c.data.len()], &c.data[..]);
+            assert_eq!(
+                &text[c.offset as usize..c.offset as usize + c.data.len()],
+                &c.data[..]
+            );
         }
     }
 
@@ -254,11 +271,16 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.json.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
         enc.write_all(b"{\"uid\":\"a\",\"ts\":1}\n").unwrap();
         enc.finish().unwrap();
         let mut s = String::new();
-        Input::File(p).open().unwrap().read_to_string(&mut s).unwrap();
+        Input::File(p)
+            .open()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "{\"uid\":\"a\",\"ts\":1}\n");
         let missing = Input::File(dir.path().join("nope.json"));
         let err = missing.open().err().unwrap().to_string();

@@ -53,7 +53,13 @@ impl Telemetry {
     }
 
     /// `counted_elsewhere`: the frame still counted for the granularities it did not miss.
-    pub fn frame_late(&mut self, missed: GranularitySet, counted_elsewhere: bool, source: &str, line: u64) {
+    pub fn frame_late(
+        &mut self,
+        missed: GranularitySet,
+        counted_elsewhere: bool,
+        source: &str,
+        line: u64,
+    ) {
         self.late += 1;
         if counted_elsewhere {
             self.frames_counted += 1;

@@ -184,7 +184,10 @@ impl<P> OutlierGuard<P> {
         wm.observe(median);
         // Replay in arrival order. Those still far ahead wait again, with a fresh count.
         let replay: Vec<Held<P>> = self.held.drain(..).collect();
-        let limit = wm.max_trusted().expect("just set").saturating_add(self.config.max_ahead);
+        let limit = wm
+            .max_trusted()
+            .expect("just set")
+            .saturating_add(self.config.max_ahead);
         for h in replay {
             if h.ts <= limit {
                 wm.observe(h.ts);
@@ -324,7 +327,9 @@ mod tests {
         for i in 0..100_000i64 {
             r.feed(1_000_000 + i / 1000);
             if i % 3 == 0 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 r.feed(1_000_000 + (1i64 << (20 + (x >> 59) % 10)) + (x % 1000) as i64);
             }
             assert!(r.guard.held_len() <= 16);

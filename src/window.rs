@@ -60,7 +60,9 @@ impl FromStr for Granularity {
             .into_iter()
             .find(|g| g.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown window {s:?}: expected one of minute, hour, day, week, month, year")
+                format!(
+                    "unknown window {s:?}: expected one of minute, hour, day, week, month, year"
+                )
             })
     }
 }
@@ -90,7 +92,10 @@ const DAY: i64 = 86_400;
 
 impl Calendar {
     pub fn utc() -> Calendar {
-        Calendar { tz: TimeZone::UTC, utc: true }
+        Calendar {
+            tz: TimeZone::UTC,
+            utc: true,
+        }
     }
 
     /// `name` is an IANA zone such as `Europe/Zurich`, or `UTC`.
@@ -135,7 +140,10 @@ impl Calendar {
                 // Offsets are whole minutes in every zone since the 1970s.
                 let off = i64::from(zdt.offset().seconds());
                 let start = ts - (ts + off).rem_euclid(60);
-                Span { start, end: start + 60 }
+                Span {
+                    start,
+                    end: start + 60,
+                }
             }
             Granularity::Hour => {
                 // Keeps the current offset, so both 02:00 hours of a DST fall-back exist.
@@ -147,7 +155,10 @@ impl Calendar {
                     .build()
                     .map(|z| secs(&z))
                     .unwrap_or(ts - ts.rem_euclid(3600));
-                Span { start, end: start + 3600 }
+                Span {
+                    start,
+                    end: start + 3600,
+                }
             }
             Granularity::Day => {
                 let d = zdt.date();
@@ -163,21 +174,27 @@ impl Calendar {
                     .expect("date in range");
                 Span {
                     start: secs(&midnight(monday)),
-                    end: secs(&midnight(monday.checked_add(7.days()).expect("date in range"))),
+                    end: secs(&midnight(
+                        monday.checked_add(7.days()).expect("date in range"),
+                    )),
                 }
             }
             Granularity::Month => {
                 let first = zdt.date().first_of_month();
                 Span {
                     start: secs(&midnight(first)),
-                    end: secs(&midnight(first.checked_add(1.month()).expect("date in range"))),
+                    end: secs(&midnight(
+                        first.checked_add(1.month()).expect("date in range"),
+                    )),
                 }
             }
             Granularity::Year => {
                 let first = zdt.date().first_of_year();
                 Span {
                     start: secs(&midnight(first)),
-                    end: secs(&midnight(first.checked_add(1.year()).expect("date in range"))),
+                    end: secs(&midnight(
+                        first.checked_add(1.year()).expect("date in range"),
+                    )),
                 }
             }
         }
@@ -199,7 +216,10 @@ impl Calendar {
 #[inline(always)]
 fn fixed(ts: i64, len: i64, phase: i64) -> Span {
     let start = ts - (ts - phase).rem_euclid(len);
-    Span { start, end: start + len }
+    Span {
+        start,
+        end: start + len,
+    }
 }
 
 #[cfg(test)]
@@ -222,8 +242,22 @@ mod tests {
     #[test]
     fn utc_fast_paths_match_jiff() {
         let cal = Calendar::utc();
-        for t in [0, 1, 59, 60, 86_399, 1_468_244_384, 1_700_000_000, 4_102_444_799] {
-            for g in [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Week] {
+        for t in [
+            0,
+            1,
+            59,
+            60,
+            86_399,
+            1_468_244_384,
+            1_700_000_000,
+            4_102_444_799,
+        ] {
+            for g in [
+                Granularity::Minute,
+                Granularity::Hour,
+                Granularity::Day,
+                Granularity::Week,
+            ] {
                 assert_eq!(cal.window(g, t), cal.window_zoned(g, t), "{g} at {t}");
             }
         }
@@ -292,7 +326,11 @@ mod tests {
     fn iso_week_53_spans_the_new_year() {
         // 2020 has ISO week 53: Monday 2020-12-28 to Sunday 2021-01-03.
         let cal = Calendar::utc();
-        for at in ["2020-12-28T00:00:00Z", "2021-01-01T12:00:00Z", "2021-01-03T23:59:59Z"] {
+        for at in [
+            "2020-12-28T00:00:00Z",
+            "2021-01-01T12:00:00Z",
+            "2021-01-03T23:59:59Z",
+        ] {
             assert_eq!(
                 show(&cal, Granularity::Week, at),
                 pair("2020-12-28T00:00:00Z", "2021-01-04T00:00:00Z"),
@@ -360,6 +398,11 @@ mod tests {
     #[test]
     fn parses_granularity_names() {
         assert_eq!("Week".parse::<Granularity>().unwrap(), Granularity::Week);
-        assert!("fortnight".parse::<Granularity>().unwrap_err().contains("fortnight"));
+        assert!(
+            "fortnight"
+                .parse::<Granularity>()
+                .unwrap_err()
+                .contains("fortnight")
+        );
     }
 }

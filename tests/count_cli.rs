@@ -1,0 +1,370 @@
+//! End-to-end tests of `cardinal count`, `gen` and `demo` through the real binary,
+//! checked against exact counts computed independently (serde_json, or the
+//! generator's own record of what each frame really is).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use cardinal::generator::{FrameGen, GenConfig, Truth};
+use cardinal::window::{Calendar, Granularity};
+use serde_json::Value;
+
+fn cardinal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cardinal"))
+}
+
+fn run(args: &[&str]) -> Output {
+    cardinal().args(args).output().expect("cardinal runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// (window, start) -> unique users, from JSON output.
+fn counts_from_output(stdout: &[u8]) -> BTreeMap<(String, String), u64> {
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(v["final"], true);
+        let key = (
+            v["window"].as_str().unwrap().to_string(),
+            v["start"].as_str().unwrap().to_string(),
+        );
+        let prev = m.insert(key.clone(), v["unique_users"].as_u64().unwrap());
+        assert!(
+            prev.is_none(),
+            "window {key:?} emitted twice without --grace"
+        );
+    }
+    m
+}
+
+/// The exact answer, from the generator's ground truth: valid frames only.
+fn expected_from_truth(cfg: &GenConfig, grans: &[Granularity]) -> BTreeMap<(String, String), u64> {
+    let cal = Calendar::utc();
+    let mut sets: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
+    for f in FrameGen::new(cfg) {
+        if let Truth::Valid { uid, ts } = f.truth {
+            for g in grans {
+                let w = cal.window(*g, ts);
+                sets.entry((g.name().to_string(), cal.format(w.start)))
+                    .or_default()
+                    .insert(uid.clone());
+            }
+        }
+    }
+    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+}
+
+/// The exact answer computed with serde_json from a file of clean frames.
+fn expected_from_file(path: &Path) -> BTreeMap<(String, String), u64> {
+    let cal = Calendar::utc();
+    let mut sets: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let ts = match &v["ts"] {
+            Value::String(s) => s.parse::<i64>().unwrap(),
+            n => n.as_i64().unwrap(),
+        };
+        let w = cal.window(Granularity::Minute, ts);
+        sets.entry(("minute".into(), cal.format(w.start)))
+            .or_default()
+            .insert(v["uid"].as_str().unwrap().to_string());
+    }
+    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+}
+
+fn gen_file(dir: &Path, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let mut full = vec!["gen", "-o", p.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let o = run(&full);
+    assert!(o.status.success(), "gen failed: {}", stderr(&o));
+    p
+}
+
+#[test]
+fn clean_frames_match_a_serde_json_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(
+        dir.path(),
+        "clean.json",
+        &["--frames", "60000", "--string-ts", "0.3", "--seed", "3"],
+    );
+    let o = run(&["count", "--format", "json", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = counts_from_output(&o.stdout);
+    assert_eq!(got, expected_from_file(&file));
+    assert!(got.len() >= 2, "several minutes: {got:?}");
+    let summary = stderr(&o);
+    assert!(summary.contains("60000 frames read"), "{summary}");
+    assert!(summary.contains("counted 60000, rejected 0"), "{summary}");
+}
+
+#[test]
+fn disorder_garbage_and_bad_frames_give_the_exact_answer_and_every_reject_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--frames",
+        "80000",
+        "--rate",
+        "400",
+        "--users",
+        "5000",
+        "--seed",
+        "11",
+        "--disorder",
+        "0.3",
+        "--max-delay",
+        "5",
+        "--string-ts",
+        "0.2",
+        "--crlf",
+        "--bitflips",
+        "0.002",
+        "--malformed",
+        "0.01",
+    ];
+    let file = gen_file(dir.path(), "messy.json", &args);
+    let rejects = dir.path().join("rejects.jsonl");
+    let o = run(&[
+        "count",
+        "--format",
+        "json",
+        "--windows",
+        "minute,hour,day",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let cfg = GenConfig {
+        frames: 80000,
+        rate: 400.0,
+        users: 5000,
+        seed: 11,
+        disorder: 0.3,
+        max_delay: 5,
+        string_ts: 0.2,
+        crlf: true,
+        bitflips: 0.002,
+        malformed: 0.01,
+        ..GenConfig::default()
+    };
+    let want = expected_from_truth(
+        &cfg,
+        &[Granularity::Minute, Granularity::Hour, Granularity::Day],
+    );
+    assert_eq!(counts_from_output(&o.stdout), want);
+
+    // Every frame that did not count is in the rejects file, with its line number.
+    let truth: Vec<Truth> = FrameGen::new(&cfg).map(|f| f.truth).collect();
+    let not_counted = truth
+        .iter()
+        .filter(|t| !matches!(t, Truth::Valid { .. }))
+        .count();
+    let rejected: Vec<Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), not_counted, "{}", stderr(&o));
+    for r in &rejected {
+        let line = r["line"].as_u64().unwrap() as usize;
+        assert!(
+            !matches!(truth[line - 1], Truth::Valid { .. }),
+            "line {line} was valid: {r}"
+        );
+        assert!(r["reason"].is_string() && r["raw"].is_string());
+    }
+    let summary = stderr(&o);
+    assert!(
+        summary.contains("outliers") && summary.contains("late"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_real_jump_in_event_time_is_followed_and_every_frame_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(
+        dir.path(),
+        "gap.json",
+        &[
+            "--frames",
+            "40000",
+            "--seed",
+            "5",
+            "--gap-at",
+            "0.5",
+            "--gap-seconds",
+            "10800",
+        ],
+    );
+    let o = run(&["count", "--format", "json", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(counts_from_output(&o.stdout), expected_from_file(&file));
+    assert!(
+        stderr(&o).contains("counted 40000, rejected 0, late 0, outliers 0"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn stdin_and_gzip_give_the_same_answer_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = gen_file(dir.path(), "f.json", &["--frames", "20000", "--seed", "9"]);
+    let gz = gen_file(
+        dir.path(),
+        "f.json.gz",
+        &["--frames", "20000", "--seed", "9"],
+    );
+    let from_file = run(&["count", "--format", "json", plain.to_str().unwrap()]);
+    let from_gz = run(&["count", "--format", "json", gz.to_str().unwrap()]);
+    let mut child = cardinal()
+        .args(["count", "--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let from_stdin = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(from_file.status.success() && from_gz.status.success() && from_stdin.status.success());
+    assert_eq!(from_file.stdout, from_gz.stdout);
+    assert_eq!(from_file.stdout, from_stdin.stdout);
+}
+
+#[test]
+fn hll_counts_are_within_their_stated_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(dir.path(), "f.json", &["--frames", "60000", "--seed", "2"]);
+    let exact =
+        counts_from_output(&run(&["count", "--format", "json", file.to_str().unwrap()]).stdout);
+    let o = run(&[
+        "count",
+        "--format",
+        "json",
+        "--counter",
+        "hll",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["approx"], true);
+        let rse = v["rse"].as_f64().expect("approximate records state rse");
+        assert!(rse < 0.01, "default precision gives <= 1% rse, got {rse}");
+        let key = (
+            v["window"].as_str().unwrap().to_string(),
+            v["start"].as_str().unwrap().to_string(),
+        );
+        let want = exact[&key] as f64;
+        let got = v["unique_users"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= (3.0 * rse * want).max(2.0),
+            "{key:?}: {got} vs {want}, rse {rse}"
+        );
+    }
+}
+
+#[test]
+fn errors_name_the_file_or_option_with_the_documented_exit_status() {
+    let o = run(&["count", "/definitely/not/here.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/definitely/not/here.json"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["count", "--tz", "Mars/Olympus", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--tz") && stderr(&o).contains("Mars/Olympus"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["count", "--windows", "minute,fortnight"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("fortnight"), "{}", stderr(&o));
+
+    let o = run(&["count", "--lateness", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--lateness"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_frames_never_stop_the_run_and_exit_zero() {
+    let mut child = cardinal()
+        .args(["count", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"uid\":\"a\",\"ts\":60}\nnot json\n{\"uid\":\"b\",\"ts\":61}\n{\"uid\":\"c\",\n[]\n{\"uid\":\"c\",\"ts\":62}")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = counts_from_output(&o.stdout);
+    assert_eq!(
+        got.values().copied().collect::<Vec<_>>(),
+        vec![3],
+        "the last line has no newline and still counts"
+    );
+    assert!(stderr(&o).contains("rejected 3"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(
+        dir.path(),
+        "f.json",
+        &["--frames", "200000", "--rate", "100", "--seed", "4"],
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' count '{}' | head -n 1; echo \"status=${{PIPESTATUS[0]}}\"",
+            env!("CARGO_BIN_EXE_cardinal"),
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("minute"), "{text}");
+    assert!(text.trim_end().ends_with("status=0"), "{text}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_runs_with_nothing_to_set_up() {
+    let o = run(&["demo", "--frames", "30000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("minute 2016-07-11T13:39:00Z")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("hour")), "{text}");
+}
