@@ -11,7 +11,9 @@
 //! which is what catches truncated frames. Nested scalars (`tru`, `1.2.3`) are
 //! not validated: that would cost throughput and never changes a count.
 //!
-//! Duplicate root keys follow JSON.parse, Python and Go: the last one wins.
+//! Root `uid` and `ts` are taken from their first occurrence: once both are found,
+//! the rest of the frame is only checked for structure (as sonic-rs's `get_many`
+//! also takes the first). Other keys may repeat freely.
 
 use std::borrow::Cow;
 
@@ -116,6 +118,12 @@ pub fn parse_frame(line: &[u8]) -> Result<Frame<'_>, ParseError> {
             }
             p.skip_ws();
             match p.next_byte()? {
+                b',' if uid.is_some() && ts.is_some() => {
+                    // Both fields found: the rest only has to be well-formed, which
+                    // the block scanner checks far faster than key-by-key parsing.
+                    p.pos = skip::close_of(line, p.pos, 1).ok_or(ParseError::Truncated)?;
+                    break;
+                }
                 b',' => continue,
                 b'}' => break,
                 _ => return Err(ParseError::Malformed(p.pos - 1)),
@@ -358,19 +366,30 @@ mod skip {
     /// Only bracket balance is checked, not whether `{` closes with `}`.
     #[inline]
     pub fn container(buf: &[u8], start: usize) -> Option<usize> {
+        close_of(buf, start, 0)
+    }
+
+    /// From `pos`, outside any string and `depth` brackets deep, returns the index
+    /// just past the bracket that closes depth 1.
+    #[inline]
+    pub fn close_of(buf: &[u8], pos: usize, depth: usize) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         {
-            super::simd::container(buf, start)
+            super::simd::close_of(buf, pos, depth as i64)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            container_scalar(buf, start)
+            close_of_scalar(buf, pos, depth)
         }
     }
 
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub fn container_scalar(buf: &[u8], start: usize) -> Option<usize> {
-        let mut depth = 0usize;
+        close_of_scalar(buf, start, 0)
+    }
+
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    pub fn close_of_scalar(buf: &[u8], start: usize, mut depth: usize) -> Option<usize> {
         let mut pos = start;
         while pos < buf.len() {
             match buf[pos] {
@@ -393,9 +412,9 @@ mod skip {
     }
 }
 
-/// A 64-byte-block structural scanner in the style of simdjson, with SSE2 only
-/// (baseline on x86_64, so no runtime detection). It finds where a nested value
-/// ends without visiting its bytes one by one.
+/// A 64-byte-block structural scanner in the style of simdjson. It finds where a
+/// nested value ends without visiting its bytes one by one. SSE2 is the x86_64
+/// baseline; AVX2 with carry-less multiply is used when the CPU has it.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
@@ -407,44 +426,91 @@ mod simd {
         close: u64,
     }
 
-    #[inline(always)]
-    fn classify(block: &[u8; 64]) -> Masks {
-        // SAFETY: SSE2 is part of the x86_64 baseline; loads are unaligned and in bounds.
-        unsafe {
-            let q = _mm_set1_epi8(b'"' as i8);
-            let bs = _mm_set1_epi8(b'\\' as i8);
-            // `[` 0x5B and `{` 0x7B differ only in bit 0x20, as do `]` 0x5D and `}` 0x7D.
-            let fold = _mm_set1_epi8(0x20);
-            let op = _mm_set1_epi8(b'{' as i8);
-            let cl = _mm_set1_epi8(b'}' as i8);
-            let mut m = Masks {
-                quote: 0,
-                backslash: 0,
-                open: 0,
-                close: 0,
-            };
-            for i in 0..4 {
-                let v = _mm_loadu_si128(block.as_ptr().add(i * 16) as *const __m128i);
-                let f = _mm_or_si128(v, fold);
-                let sh = i * 16;
-                m.quote |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, q)) as u16 as u64) << sh;
-                m.backslash |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, bs)) as u16 as u64) << sh;
-                m.open |= (_mm_movemask_epi8(_mm_cmpeq_epi8(f, op)) as u16 as u64) << sh;
-                m.close |= (_mm_movemask_epi8(_mm_cmpeq_epi8(f, cl)) as u16 as u64) << sh;
+    /// How to classify a block and take a prefix XOR, per instruction set.
+    trait Isa {
+        unsafe fn classify(block: &[u8; 64]) -> Masks;
+        unsafe fn prefix_xor(x: u64) -> u64;
+    }
+
+    struct Sse2;
+    struct Avx2;
+
+    impl Isa for Sse2 {
+        #[inline(always)]
+        unsafe fn classify(block: &[u8; 64]) -> Masks {
+            // SAFETY: SSE2 is baseline on x86_64; loads are unaligned and in bounds.
+            unsafe {
+                let q = _mm_set1_epi8(b'"' as i8);
+                let bs = _mm_set1_epi8(b'\\' as i8);
+                // `[` 0x5B and `{` 0x7B differ only in bit 0x20, as do `]` 0x5D and `}` 0x7D.
+                let fold = _mm_set1_epi8(0x20);
+                let op = _mm_set1_epi8(b'{' as i8);
+                let cl = _mm_set1_epi8(b'}' as i8);
+                let mut m = Masks {
+                    quote: 0,
+                    backslash: 0,
+                    open: 0,
+                    close: 0,
+                };
+                for i in 0..4 {
+                    let v = _mm_loadu_si128(block.as_ptr().add(i * 16) as *const __m128i);
+                    let f = _mm_or_si128(v, fold);
+                    let sh = i * 16;
+                    m.quote |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, q)) as u16 as u64) << sh;
+                    m.backslash |= (_mm_movemask_epi8(_mm_cmpeq_epi8(v, bs)) as u16 as u64) << sh;
+                    m.open |= (_mm_movemask_epi8(_mm_cmpeq_epi8(f, op)) as u16 as u64) << sh;
+                    m.close |= (_mm_movemask_epi8(_mm_cmpeq_epi8(f, cl)) as u16 as u64) << sh;
+                }
+                m
             }
-            m
+        }
+
+        #[inline(always)]
+        unsafe fn prefix_xor(mut x: u64) -> u64 {
+            x ^= x << 1;
+            x ^= x << 2;
+            x ^= x << 4;
+            x ^= x << 8;
+            x ^= x << 16;
+            x ^= x << 32;
+            x
         }
     }
 
-    #[inline(always)]
-    fn prefix_xor(mut x: u64) -> u64 {
-        x ^= x << 1;
-        x ^= x << 2;
-        x ^= x << 4;
-        x ^= x << 8;
-        x ^= x << 16;
-        x ^= x << 32;
-        x
+    impl Isa for Avx2 {
+        #[inline(always)]
+        unsafe fn classify(block: &[u8; 64]) -> Masks {
+            // SAFETY: only called from `close_of_avx2`, entered after feature detection.
+            unsafe {
+                let q = _mm256_set1_epi8(b'"' as i8);
+                let bs = _mm256_set1_epi8(b'\\' as i8);
+                let fold = _mm256_set1_epi8(0x20);
+                let op = _mm256_set1_epi8(b'{' as i8);
+                let cl = _mm256_set1_epi8(b'}' as i8);
+                let lo = _mm256_loadu_si256(block.as_ptr() as *const __m256i);
+                let hi = _mm256_loadu_si256(block.as_ptr().add(32) as *const __m256i);
+                let mask = |v: __m256i, c: __m256i| {
+                    _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, c)) as u32 as u64
+                };
+                let (flo, fhi) = (_mm256_or_si256(lo, fold), _mm256_or_si256(hi, fold));
+                Masks {
+                    quote: mask(lo, q) | mask(hi, q) << 32,
+                    backslash: mask(lo, bs) | mask(hi, bs) << 32,
+                    open: mask(flo, op) | mask(fhi, op) << 32,
+                    close: mask(flo, cl) | mask(fhi, cl) << 32,
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn prefix_xor(x: u64) -> u64 {
+            // SAFETY: as above; carry-less multiply by all ones is a prefix XOR.
+            unsafe {
+                let v = _mm_set_epi64x(0, x as i64);
+                let ones = _mm_set1_epi8(-1);
+                _mm_cvtsi128_si64(_mm_clmulepi64_si128(v, ones, 0)) as u64
+            }
+        }
     }
 
     /// Bits of characters escaped by a backslash (simdjson's odd-run trick).
@@ -460,10 +526,27 @@ mod simd {
         (EVEN ^ invert) & follows_escape
     }
 
-    pub fn container(buf: &[u8], start: usize) -> Option<usize> {
+    /// See `skip::close_of`.
+    pub fn close_of(buf: &[u8], start: usize, depth: i64) -> Option<usize> {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+            // SAFETY: the features were just detected.
+            unsafe { close_of_avx2(buf, start, depth) }
+        } else {
+            // SAFETY: SSE2 is baseline on x86_64.
+            unsafe { close_of_with::<Sse2>(buf, start, depth) }
+        }
+    }
+
+    #[target_feature(enable = "avx2,pclmulqdq")]
+    unsafe fn close_of_avx2(buf: &[u8], start: usize, depth: i64) -> Option<usize> {
+        // SAFETY: the caller checked the features; the body is inlined with them enabled.
+        unsafe { close_of_with::<Avx2>(buf, start, depth) }
+    }
+
+    #[inline(always)]
+    unsafe fn close_of_with<I: Isa>(buf: &[u8], start: usize, mut depth: i64) -> Option<usize> {
         let mut pos = start;
-        let mut depth: i64 = 0;
-        let mut in_string: u64 = 0; // all-ones while a string spans the block boundary
+        let mut in_string: u64 = 0; // all ones while a string spans the block boundary
         let mut prev_escaped: u64 = 0;
         let mut tail = [b' '; 64];
         while pos < buf.len() {
@@ -475,10 +558,12 @@ mod simd {
                 tail[..n].copy_from_slice(&buf[pos..]);
                 &tail
             };
-            let m = classify(chunk);
+            // SAFETY: forwarded from the caller's feature guarantee.
+            let m = unsafe { I::classify(chunk) };
             let esc = escaped(m.backslash, &mut prev_escaped);
             let quotes = m.quote & !esc;
-            let string_mask = prefix_xor(quotes) ^ in_string;
+            // SAFETY: as above.
+            let string_mask = unsafe { I::prefix_xor(quotes) } ^ in_string;
             in_string = ((string_mask as i64) >> 63) as u64;
             let open = m.open & !string_mask;
             let close = m.close & !string_mask;
@@ -503,6 +588,12 @@ mod simd {
             pos += 64;
         }
         None
+    }
+
+    #[cfg(test)]
+    pub fn close_of_sse2(buf: &[u8], start: usize, depth: i64) -> Option<usize> {
+        // SAFETY: SSE2 is baseline on x86_64.
+        unsafe { close_of_with::<Sse2>(buf, start, depth) }
     }
 }
 
@@ -575,11 +666,20 @@ mod tests {
     }
 
     #[test]
-    fn repeated_keys_last_wins() {
+    fn repeated_keys_first_uid_and_ts_win() {
         assert_eq!(
-            ok(r#"{"a":1,"a":{"b":2},"uid":"x","uid":"y","ts":1,"ts":2}"#),
-            ("y".into(), 2)
+            ok(r#"{"a":1,"a":{"b":2},"uid":"x","ts":1,"uid":"y","ts":2,"a":[]}"#),
+            ("x".into(), 1)
         );
+        // Still fully checked for structure after both are found.
+        assert_eq!(
+            err(r#"{"uid":"x","ts":1,"a":[{"b":2]"#),
+            ParseError::Truncated
+        );
+        assert!(matches!(
+            err(r#"{"uid":"x","ts":1,"a":2} z"#),
+            ParseError::Malformed(_)
+        ));
     }
 
     #[test]
@@ -749,6 +849,8 @@ mod tests {
                 let b = text.as_bytes();
                 if b[0] == b'{' || b[0] == b'[' {
                     prop_assert_eq!(skip::container(b, 0), Some(b.len()));
+                    #[cfg(target_arch = "x86_64")]
+                    prop_assert_eq!(super::super::simd::close_of_sse2(b, 0, 0), Some(b.len()));
                     prop_assert_eq!(skip::container_scalar(b, 0), Some(b.len()));
                     prop_assert_eq!(skip::container(&b[..b.len() - 1], 0), None);
                 }

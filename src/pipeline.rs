@@ -17,7 +17,7 @@ use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::parser::{self, ParseError};
 use crate::sink::{RejectSink, ResultSink, SinkError};
-use crate::source::{Chunk, Chunker, SourceError};
+use crate::source::{BufferPool, Chunk, Chunker, SourceError};
 use crate::telemetry::Telemetry;
 use crate::window::Calendar;
 
@@ -99,8 +99,8 @@ struct HeldFrame {
 }
 
 fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
-    let mut entries = Vec::with_capacity(chunk.data.len() / 1024 + 1);
-    let base = chunk.data.as_ptr() as usize;
+    let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
+    let base = chunk.data().as_ptr() as usize;
     for line in chunk.lines() {
         let start = (line.as_ptr() as usize - base) as u32;
         let parsed = parser::parse_frame(line).map(|f| (f.ts, C::key(&f.uid)));
@@ -129,7 +129,9 @@ fn run<C: Counter>(
         let (order_tx, order_rx) = mpsc::sync_channel::<Ordered<C::Key>>(threads * 4);
         let job_rx = Arc::new(Mutex::new(job_rx));
 
-        scope.spawn(move || read_inputs::<C>(inputs, chunk_bytes, job_tx, order_tx));
+        let pool = BufferPool::default();
+        let reader_pool = pool.clone();
+        scope.spawn(move || read_inputs::<C>(inputs, chunk_bytes, reader_pool, job_tx, order_tx));
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             scope.spawn(move || {
@@ -154,6 +156,7 @@ fn run<C: Counter>(
             format: config.format,
             telemetry: Telemetry::default(),
             sinks,
+            pool,
         };
         let result = stage.consume(order_rx);
         match result {
@@ -174,11 +177,12 @@ fn run<C: Counter>(
 fn read_inputs<C: Counter>(
     inputs: Vec<OpenInput>,
     chunk_bytes: usize,
+    pool: BufferPool,
     job_tx: SyncSender<Job<C::Key>>,
     order_tx: SyncSender<Ordered<C::Key>>,
 ) {
     for input in inputs {
-        for chunk in Chunker::new(input.reader, &input.name, chunk_bytes) {
+        for chunk in Chunker::with_pool(input.reader, &input.name, chunk_bytes, pool.clone()) {
             match chunk {
                 Ok(chunk) => {
                     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
@@ -206,6 +210,7 @@ struct Aggregate<'s, C: Counter> {
     format: Format,
     telemetry: Telemetry,
     sinks: &'s mut Sinks,
+    pool: BufferPool,
 }
 
 impl<C: Counter> Aggregate<'_, C> {
@@ -215,6 +220,7 @@ impl<C: Counter> Aggregate<'_, C> {
                 .recv()
                 .expect("workers reply to every chunk they take");
             self.chunk(&parsed)?;
+            parsed.chunk.recycle(&self.pool);
         }
         self.agg.flush(&mut self.out);
         self.drain_output()?;
@@ -227,11 +233,11 @@ impl<C: Counter> Aggregate<'_, C> {
 
     fn chunk(&mut self, parsed: &ParsedChunk<C::Key>) -> Result<(), PipelineError> {
         let chunk = &parsed.chunk;
-        self.telemetry.bytes_received(chunk.data.len());
+        self.telemetry.bytes_received(chunk.data().len());
         for (i, e) in parsed.entries.iter().enumerate() {
             self.telemetry.frame_received();
             let line_no = chunk.first_line + i as u64;
-            let raw = || &chunk.data[e.start as usize..e.end as usize];
+            let raw = || &chunk.data()[e.start as usize..e.end as usize];
             match e.parsed {
                 Ok((ts, key)) => {
                     let verdict = self.agg.ingest(
