@@ -15,7 +15,7 @@
 //!   reported back with the granularities it missed.
 //! - `flush` (end of input) emits every open window as final.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::counter::Counter;
 use crate::watermark::{Admission, GuardConfig, OutlierGuard, Watermark};
@@ -28,6 +28,8 @@ pub struct Settings {
     pub lateness: i64,
     pub grace: i64,
     pub guard: GuardConfig,
+    /// A lane without frames for this long stops holding the watermark back.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             lateness: 5,
             grace: 0,
             guard: GuardConfig::default(),
+            idle_timeout_ms: 10_000,
         }
     }
 }
@@ -151,17 +154,54 @@ struct WindowState<C> {
 #[derive(Debug)]
 struct Pending<K, T> {
     key: K,
+    pos: u64,
     tag: T,
+}
+
+/// One input lane: a file, or a Kafka partition. Each has its own event clock,
+/// because partitions progress independently.
+struct Lane<K, T> {
+    watermark: Watermark,
+    guard: OutlierGuard<Pending<K, T>>,
+    /// Received a frame since the last heartbeat.
+    seen_since_tick: bool,
+    last_active_ms: Option<u64>,
+    idle: bool,
+    assigned: bool,
+    /// `(position, end of the coarsest window)` where that end changes: the first
+    /// position of a run whose window is still open cannot be committed yet.
+    runs: VecDeque<(u64, i64)>,
+    next_pos: Option<u64>,
+}
+
+impl<K, T> Lane<K, T> {
+    fn new(lateness: i64, guard: GuardConfig) -> Self {
+        Lane {
+            watermark: Watermark::new(lateness),
+            guard: OutlierGuard::new(guard),
+            seen_since_tick: false,
+            last_active_ms: None,
+            idle: false,
+            assigned: true,
+            runs: VecDeque::new(),
+            next_pos: None,
+        }
+    }
 }
 
 /// The aggregator. `C` counts users; `T` tags held frames so that the caller can
 /// report them (a source position, the raw bytes) when they come back.
+///
+/// Frames arrive on lanes (files: lane 0; Kafka: one per partition). The stream's
+/// watermark is the minimum over the lanes that are active, never moves back, and
+/// never falls below a floor set on restart.
 pub struct Aggregator<C: Counter, T> {
     calendar: Calendar,
     settings: Settings,
     counter_config: C::Config,
-    watermark: Watermark,
-    guard: OutlierGuard<Pending<C::Key, T>>,
+    lanes: Vec<Lane<C::Key, T>>,
+    /// The stream's watermark: what closes windows.
+    stream_wm: Option<i64>,
     open: BTreeMap<WindowId, WindowState<C>>,
     /// Last window seen per granularity: consecutive frames almost always share it.
     span_cache: [Span; 6],
@@ -180,10 +220,10 @@ impl<C: Counter, T> Aggregator<C, T> {
         };
         Aggregator {
             calendar,
-            watermark: Watermark::new(settings.lateness),
-            guard: OutlierGuard::new(settings.guard),
             settings,
             counter_config,
+            lanes: Vec::new(),
+            stream_wm: None,
             open: BTreeMap::new(),
             span_cache: [Span { start: 0, end: 0 }; 6],
             released: Vec::new(),
@@ -195,65 +235,197 @@ impl<C: Counter, T> Aggregator<C, T> {
         &self.calendar
     }
 
-    pub fn watermark(&self) -> Watermark {
-        self.watermark
+    /// The stream's watermark: windows ending at or before it are final.
+    pub fn watermark(&self) -> Option<i64> {
+        self.stream_wm
+    }
+
+    /// The highest trusted event time on any lane.
+    pub fn max_trusted(&self) -> Option<i64> {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.watermark.max_trusted())
+            .max()
     }
 
     pub fn open_windows(&self) -> usize {
         self.open.len()
     }
 
-    /// Ingests one frame. `tag` is called only if the frame is held.
+    /// Windows ending at or before `floor` are taken as already emitted: after a
+    /// restart, frames for them are late instead of re-emitting a partial count.
+    pub fn set_watermark_floor(&mut self, floor: i64, out: &mut Output<T>) {
+        if self.stream_wm.is_none_or(|wm| wm < floor) {
+            self.stream_wm = Some(floor);
+            self.close_windows(out);
+        }
+    }
+
+    fn ensure_lane(&mut self, lane: usize) {
+        if lane >= self.lanes.len() {
+            let (lateness, guard) = (self.settings.lateness, self.settings.guard);
+            self.lanes.resize_with(lane + 1, || {
+                let mut l = Lane::new(lateness, guard);
+                l.assigned = false;
+                l
+            });
+        }
+        self.lanes[lane].assigned = true;
+    }
+
+    /// Ingests one frame from `lane` at source position `pos` (an offset or a line).
+    /// `tag` is called only if the frame is held.
     #[inline]
     pub fn ingest(
         &mut self,
+        lane: usize,
+        pos: u64,
         ts: i64,
         key: C::Key,
         tag: impl FnOnce() -> T,
         out: &mut Output<T>,
     ) -> Verdict {
-        let before = self.watermark.get();
-        let admission = self.guard.admit(
-            &mut self.watermark,
+        self.ensure_lane(lane);
+        let l = &mut self.lanes[lane];
+        l.seen_since_tick = true;
+        l.next_pos = Some(pos + 1);
+        let was_idle = std::mem::replace(&mut l.idle, false);
+        let before = l.watermark.get();
+        let admission = l.guard.admit(
+            &mut l.watermark,
             ts,
-            || Pending { key, tag: tag() },
+            || Pending {
+                key,
+                pos,
+                tag: tag(),
+            },
             &mut self.released,
             &mut self.outliers,
         );
+        let moved = l.watermark.get() != before;
         out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
-        if self.watermark.get() != before {
-            self.close_windows(out);
+        if moved || was_idle {
+            self.advance(out);
         }
         let verdict = match admission {
-            Admission::Trusted => self.count(ts, key),
+            Admission::Trusted => self.count(lane, pos, ts, key),
             Admission::Held => Verdict::Held,
         };
-        self.count_released(out);
+        self.count_released(lane, out);
         verdict
+    }
+
+    /// Wall-clock housekeeping, called periodically by live sources: lanes without
+    /// frames for `idle_timeout` stop holding the watermark back, and when every
+    /// lane has been quiet for lateness + idle timeout, all open windows are emitted.
+    pub fn heartbeat(&mut self, now_ms: u64, out: &mut Output<T>) {
+        let idle_ms = self.settings.idle_timeout_ms;
+        let mut latest_activity = None;
+        for l in self.lanes.iter_mut().filter(|l| l.assigned) {
+            if std::mem::take(&mut l.seen_since_tick) {
+                l.last_active_ms = Some(now_ms);
+            }
+            l.idle = l
+                .last_active_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= idle_ms);
+            latest_activity = latest_activity.max(l.last_active_ms);
+        }
+        self.advance(out);
+        let quiet_for = latest_activity.map(|t| now_ms.saturating_sub(t));
+        let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
+        if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
+            self.emit_all_open(out);
+        }
+    }
+
+    /// A lane is gone (a revoked partition): it no longer holds the watermark back.
+    /// Its held frames are judged now, as at the end of input.
+    pub fn remove_lane(&mut self, lane: usize, out: &mut Output<T>) {
+        let Some(l) = self.lanes.get_mut(lane) else {
+            return;
+        };
+        l.assigned = false;
+        l.guard
+            .finish(&mut l.watermark, &mut self.released, &mut self.outliers);
+        l.runs.clear();
+        out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
+        self.count_released(lane, out);
+        self.advance(out);
+    }
+
+    /// The first position on `lane` that is not yet safe to commit: every frame
+    /// before it has been counted in windows that are final. `None` if the lane
+    /// has seen nothing.
+    pub fn safe_position(&self, lane: usize) -> Option<u64> {
+        let l = self.lanes.get(lane)?;
+        l.runs.front().map(|r| r.0).or(l.next_pos)
     }
 
     /// End of input: resolves held frames, then emits every open window as final.
     pub fn flush(&mut self, out: &mut Output<T>) {
-        self.guard
-            .finish(&mut self.watermark, &mut self.released, &mut self.outliers);
-        out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
-        self.count_released(out);
+        for lane in 0..self.lanes.len() {
+            let l = &mut self.lanes[lane];
+            l.guard
+                .finish(&mut l.watermark, &mut self.released, &mut self.outliers);
+            out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
+            self.count_released(lane, out);
+        }
+        self.emit_all_open(out);
+    }
+
+    /// Emits every open window as final and moves the watermark past them, so that
+    /// a straggler can never produce a second, partial version 1.
+    fn emit_all_open(&mut self, out: &mut Output<T>) {
+        let mut last_end = None;
         while let Some((id, state)) = self.open.pop_first() {
             if state.version == 0 || state.dirty {
                 out.windows.push(self.result(id, &state));
             }
+            last_end = last_end.max(Some(id.end));
+        }
+        self.stream_wm = self.stream_wm.max(last_end);
+        for l in &mut self.lanes {
+            l.runs.clear();
         }
     }
 
-    fn count_released(&mut self, out: &mut Output<T>) {
+    /// Recomputes the stream watermark from the lanes and closes what it passed.
+    fn advance(&mut self, out: &mut Output<T>) {
+        let active = self
+            .lanes
+            .iter()
+            .filter(|l| l.assigned && !l.idle)
+            .map(|l| l.watermark.get());
+        // A lane without any trusted frame yet cannot say how far the stream is.
+        let min_active = if active.clone().any(|w| w.is_none()) {
+            None
+        } else {
+            active.flatten().min()
+        };
+        let candidate = min_active.or_else(|| {
+            // Every lane is idle: the most advanced one speaks for the stream.
+            let any_active = self.lanes.iter().any(|l| l.assigned && !l.idle);
+            if any_active {
+                None
+            } else {
+                self.lanes.iter().filter_map(|l| l.watermark.get()).max()
+            }
+        });
+        if candidate > self.stream_wm {
+            self.stream_wm = candidate;
+            self.close_windows(out);
+        }
+    }
+
+    fn count_released(&mut self, lane: usize, out: &mut Output<T>) {
         if self.released.is_empty() {
             return;
         }
         // A jump moved the watermark: close what it closed before counting.
-        self.close_windows(out);
+        self.advance(out);
         let released = std::mem::take(&mut self.released);
         for (ts, p) in released {
-            match self.count(ts, p.key) {
+            match self.count(lane, p.pos, ts, p.key) {
                 Verdict::Counted => out.released_counted += 1,
                 late => out.late.push((p.tag, late)),
             }
@@ -261,9 +433,10 @@ impl<C: Counter, T> Aggregator<C, T> {
     }
 
     #[inline]
-    fn count(&mut self, ts: i64, key: C::Key) -> Verdict {
-        let wm = self.watermark.get().unwrap_or(i64::MIN);
+    fn count(&mut self, lane: usize, pos: u64, ts: i64, key: C::Key) -> Verdict {
+        let wm = self.stream_wm.unwrap_or(i64::MIN);
         let mut missed = GranularitySet::default();
+        let mut coarsest_end = None;
         for i in 0..self.settings.granularities.len() {
             let g = self.settings.granularities[i];
             let cached = self.span_cache[g as usize];
@@ -278,6 +451,7 @@ impl<C: Counter, T> Aggregator<C, T> {
                 missed.insert(g);
                 continue;
             }
+            coarsest_end = Some(span.end);
             let id = WindowId {
                 end: span.end,
                 granularity: g,
@@ -296,6 +470,12 @@ impl<C: Counter, T> Aggregator<C, T> {
                 state.dirty |= changed || state.version > 0;
             }
         }
+        if let Some(end) = coarsest_end {
+            let runs = &mut self.lanes[lane].runs;
+            if runs.back().is_none_or(|r| r.1 != end) {
+                runs.push_back((pos, end));
+            }
+        }
         if missed.is_empty() {
             Verdict::Counted
         } else {
@@ -307,7 +487,7 @@ impl<C: Counter, T> Aggregator<C, T> {
     }
 
     fn close_windows(&mut self, out: &mut Output<T>) {
-        let Some(wm) = self.watermark.get() else {
+        let Some(wm) = self.stream_wm else {
             return;
         };
         let grace = self.settings.grace;
@@ -338,6 +518,11 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
         for id in expired {
             self.open.remove(&id);
+        }
+        for l in &mut self.lanes {
+            while l.runs.front().is_some_and(|r| r.1 <= wm) {
+                l.runs.pop_front();
+            }
         }
     }
 
@@ -374,6 +559,7 @@ mod tests {
                     max_ahead: 600,
                     confirm: 4,
                 },
+                idle_timeout_ms: 10_000,
             },
             (),
         )
@@ -387,7 +573,9 @@ mod tests {
         let verdicts = frames
             .iter()
             .enumerate()
-            .map(|(i, (ts, uid))| a.ingest(*ts, Exact::key(uid.as_bytes()), || i, &mut out))
+            .map(|(i, (ts, uid))| {
+                a.ingest(0, i as u64, *ts, Exact::key(uid.as_bytes()), || i, &mut out)
+            })
             .collect();
         (out, verdicts)
     }
@@ -410,7 +598,7 @@ mod tests {
         assert!(
             out.windows.is_empty(),
             "watermark {:?} is before the end",
-            a.watermark().get()
+            a.watermark()
         );
         let (out, _) = feed(&mut a, &[(M + 65, "d")]);
         assert_eq!(out.windows.len(), 1);
@@ -558,12 +746,95 @@ mod tests {
         let mut x: u64 = 7;
         for i in 0..50_000i64 {
             let mut out = Output::default();
-            a.ingest(M + i / 100, i as u64, || 0, &mut out);
+            a.ingest(0, 0, M + i / 100, i as u64, || 0, &mut out);
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             let garbage = (x >> 30) as i64 % 4_000_000_000;
-            a.ingest(garbage, i as u64, || 0, &mut out);
+            a.ingest(0, 0, garbage, i as u64, || 0, &mut out);
             assert!(a.open_windows() <= 6 + 6, "{} open", a.open_windows());
         }
+    }
+
+    fn lanes_agg() -> Aggregator<Exact, usize> {
+        Aggregator::new(
+            Calendar::utc(),
+            Settings {
+                granularities: vec![Granularity::Minute],
+                lateness: 5,
+                grace: 0,
+                guard: GuardConfig {
+                    max_ahead: 600,
+                    confirm: 1,
+                },
+                idle_timeout_ms: 1000,
+            },
+            (),
+        )
+    }
+
+    #[test]
+    fn the_slowest_active_lane_holds_the_watermark() {
+        let mut a = lanes_agg();
+        let mut out = Output::default();
+        a.ingest(0, 0, M, 1, || 0, &mut out);
+        a.ingest(1, 0, M, 2, || 0, &mut out);
+        a.ingest(0, 1, M + 100, 3, || 0, &mut out);
+        assert!(out.windows.is_empty(), "lane 1 is still at M");
+        assert_eq!(a.watermark(), Some(M - 5));
+        a.ingest(1, 1, M + 70, 4, || 0, &mut out);
+        assert_eq!(out.windows.len(), 1);
+        assert_eq!(out.windows[0].unique_users, 2);
+    }
+
+    #[test]
+    fn an_idle_lane_stops_holding_results_back_and_quiet_streams_drain() {
+        let mut a = lanes_agg();
+        let mut out = Output::default();
+        a.ingest(0, 0, M, 1, || 0, &mut out);
+        a.ingest(1, 0, M, 2, || 0, &mut out);
+        a.heartbeat(0, &mut out);
+        a.ingest(0, 1, M + 100, 3, || 0, &mut out);
+        a.heartbeat(500, &mut out);
+        assert!(out.windows.is_empty());
+        a.heartbeat(1200, &mut out);
+        assert_eq!(out.windows.len(), 1, "lane 1 idle for 1.2 s > 1 s");
+        // Nothing at all for idle + lateness: the last window goes out too.
+        a.heartbeat(500 + 1000 + 5000, &mut out);
+        assert_eq!(out.windows.len(), 2);
+        // And a straggler for it is late, not a second version 1.
+        let v = a.ingest(0, 2, M + 101, 9, || 0, &mut out);
+        assert!(matches!(v, Verdict::Late { .. }));
+    }
+
+    #[test]
+    fn safe_positions_wait_for_the_windows_their_frames_are_in() {
+        let mut a = lanes_agg();
+        let mut out = Output::default();
+        assert_eq!(a.safe_position(0), None);
+        a.ingest(0, 10, M, 1, || 0, &mut out);
+        a.ingest(0, 11, M + 30, 2, || 0, &mut out);
+        assert_eq!(a.safe_position(0), Some(10), "minute M is open");
+        a.ingest(0, 12, M + 62, 3, || 0, &mut out);
+        assert_eq!(a.safe_position(0), Some(10));
+        a.ingest(0, 13, M + 66, 4, || 0, &mut out);
+        assert_eq!(out.windows.len(), 1);
+        assert_eq!(
+            a.safe_position(0),
+            Some(12),
+            "frames 10 and 11 are in an emitted window"
+        );
+        a.flush(&mut out);
+        assert_eq!(a.safe_position(0), Some(14));
+    }
+
+    #[test]
+    fn a_floor_makes_frames_of_emitted_windows_late() {
+        let mut a = lanes_agg();
+        let mut out = Output::default();
+        a.set_watermark_floor(M + 60, &mut out);
+        a.ingest(0, 0, M + 70, 1, || 0, &mut out);
+        assert_eq!(out.released_counted, 1);
+        let v = a.ingest(0, 1, M + 10, 2, || 0, &mut out);
+        assert!(matches!(v, Verdict::Late { counted: false, .. }), "{v:?}");
     }
 
     proptest::proptest! {
@@ -590,12 +861,12 @@ mod tests {
             let grans = [Granularity::Minute, Granularity::Hour, Granularity::Day];
             let mut a: Aggregator<Exact, usize> = Aggregator::new(
                 Calendar::utc(),
-                Settings { granularities: grans.to_vec(), lateness, grace: 0, guard: GuardConfig::default() },
+                Settings { granularities: grans.to_vec(), lateness, ..Settings::default() },
                 (),
             );
             let mut out = Output::default();
             for (i, (_, ts, uid)) in frames.iter().enumerate() {
-                let v = a.ingest(*ts, Exact::key(uid.to_string().as_bytes()), || i, &mut out);
+                let v = a.ingest(0, i as u64, *ts, Exact::key(uid.to_string().as_bytes()), || i, &mut out);
                 proptest::prop_assert!(!matches!(v, Verdict::Late { .. }), "frame within lateness was late");
             }
             a.flush(&mut out);

@@ -90,6 +90,10 @@ pub struct CountingOptions {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub confirm: u32,
 
+    /// Live sources: a partition without frames for this long stops holding results back.
+    #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+    pub idle_timeout: i64,
+
     /// Distinct counter: exact (64-bit hashes) or hll (Apache DataSketches HLL).
     #[arg(long, value_enum, default_value = "exact")]
     pub counter: CounterArg,
@@ -256,6 +260,7 @@ impl CountingOptions {
                     max_ahead: self.max_ahead,
                     confirm: self.confirm as usize,
                 },
+                idle_timeout_ms: self.idle_timeout as u64 * 1000,
             },
             counter: match self.counter {
                 CounterArg::Exact => CounterKind::Exact,

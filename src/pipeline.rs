@@ -241,6 +241,8 @@ impl<C: Counter> Aggregate<'_, C> {
             match e.parsed {
                 Ok((ts, key)) => {
                     let verdict = self.agg.ingest(
+                        0,
+                        line_no,
                         ts,
                         key,
                         || HeldFrame {
@@ -307,7 +309,7 @@ impl<C: Counter> Aggregate<'_, C> {
             if let Some(r) = self.sinks.rejects.as_mut() {
                 let detail = format!(
                     "ts far ahead of the stream (trusted max {:?}) and never confirmed by other frames",
-                    self.agg.watermark().max_trusted()
+                    self.agg.max_trusted()
                 );
                 r.write("outlier", detail, &held.source, held.line, &held.raw)?;
             }
