@@ -1,10 +1,12 @@
-//! The `count` pipeline: sources → parser → aggregator → emitter → sinks.
+//! The pipeline: sources → parser → aggregator → emitter → sinks.
 //!
-//! Parsing is the expensive stage, so it runs on a pool of worker threads, one
-//! chunk at a time. Aggregation must see frames in arrival order (the watermark
-//! depends on it), so each chunk's parse result comes back through its own
-//! one-shot channel, queued in read order: the aggregator waits on them in turn.
-//! Channels are bounded, so a slow sink slows the reader instead of filling memory.
+//! A *feeder* thread (files, or a Kafka consumer) cuts its input into chunks and
+//! hands them to a pool of parser threads. Aggregation must see frames in arrival
+//! order (the watermark depends on it), so each chunk's parse result comes back
+//! through its own one-shot channel, queued in feed order, and the aggregating
+//! stage on the calling thread takes them in turn. Feeders can also queue wall-clock
+//! ticks and lane revocations. All channels are bounded, so a slow sink slows the
+//! feeder instead of filling memory.
 
 use std::io::Read;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -12,11 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::aggregator::{Aggregator, Output, Settings, Verdict};
+use crate::aggregator::{Aggregator, Output, Settings, Verdict, WindowResult};
 use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::parser::{self, ParseError};
-use crate::sink::{RejectSink, ResultSink, SinkError};
+use crate::sink::{Position, RejectSink, ResultSink, SinkError};
 use crate::source::{BufferPool, Chunk, Chunker, SourceError};
 use crate::telemetry::Telemetry;
 use crate::window::Calendar;
@@ -28,7 +30,7 @@ pub enum CounterKind {
     Hll(HllConfig),
 }
 
-/// Everything `count` needs besides its inputs and sinks.
+/// Everything the pipeline needs besides its inputs and sinks.
 #[derive(Debug, Clone)]
 pub struct CountConfig {
     pub calendar: Calendar,
@@ -57,6 +59,9 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// A live source or sink failed (the message says which and why).
+    #[error("{0}")]
+    Live(String),
 }
 
 /// How the run ended, with its counters.
@@ -67,22 +72,92 @@ pub struct CountReport {
     pub output_closed: bool,
 }
 
+/// What a live source does besides feeding frames: publish results, commit
+/// progress. Called on the aggregating thread.
+pub trait Hooks {
+    /// Windows just emitted (already written to stdout).
+    fn results(
+        &mut self,
+        _windows: &[WindowResult],
+        _calendar: &Calendar,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// After every queue item; `safe(lane)` is the first position not yet covered
+    /// by final results (see `Aggregator::safe_position`).
+    fn progress(
+        &mut self,
+        _safe: &dyn Fn(usize) -> Option<u64>,
+        _now_ms: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// The feed ended. `complete`: the input is exhausted (flush everything as final);
+    /// otherwise the run was stopped and open windows stay open.
+    fn finished(
+        &mut self,
+        _safe: &dyn Fn(usize) -> Option<u64>,
+        _complete: bool,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+}
+
+/// No hooks: files and stdin.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
 /// Counts the inputs, in order, as one stream.
 pub fn count(
     config: &CountConfig,
     inputs: Vec<OpenInput>,
     sinks: &mut Sinks,
 ) -> Result<CountReport, PipelineError> {
+    let chunk_bytes = config.chunk_bytes;
+    run(config, sinks, &mut NoHooks, move |feed| {
+        for input in inputs {
+            for chunk in
+                Chunker::with_pool(input.reader, &input.name, chunk_bytes, feed.pool().clone())
+            {
+                match chunk {
+                    Ok(chunk) => {
+                        if !feed.chunk(chunk) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        feed.fail(e.into());
+                        return;
+                    }
+                }
+            }
+        }
+        feed.end(true);
+    })
+}
+
+/// Runs the pipeline with `feeder` on its own thread.
+pub fn run<F>(
+    config: &CountConfig,
+    sinks: &mut Sinks,
+    hooks: &mut dyn Hooks,
+    feeder: F,
+) -> Result<CountReport, PipelineError>
+where
+    F: FnOnce(Feed) + Send,
+{
     match config.counter {
-        CounterKind::Exact => run::<Exact>(config, (), inputs, sinks),
-        CounterKind::Hll(h) => run::<Hll>(config, h, inputs, sinks),
+        CounterKind::Exact => run_with::<Exact, F>(config, (), sinks, hooks, feeder),
+        CounterKind::Hll(h) => run_with::<Hll, F>(config, h, sinks, hooks, feeder),
     }
 }
 
-/// One line of a parsed chunk.
+/// One parsed frame of a chunk.
 struct Entry<K> {
     start: u32,
     end: u32,
+    lane: u32,
+    pos: u64,
     parsed: Result<(i64, K), ParseError>,
 }
 
@@ -93,52 +168,105 @@ struct ParsedChunk<K> {
 
 /// A frame held by the outlier guard, kept so it can be written out if rejected.
 struct HeldFrame {
-    source: Arc<str>,
-    line: u64,
+    position: Position,
     raw: Box<[u8]>,
 }
 
 fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
     let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
     let base = chunk.data().as_ptr() as usize;
-    for line in chunk.lines() {
-        let start = (line.as_ptr() as usize - base) as u32;
-        let parsed = parser::parse_frame(line).map(|f| (f.ts, C::key(&f.uid)));
+    for (lane, pos, frame) in chunk.frames() {
+        let start = (frame.as_ptr() as usize - base) as u32;
+        let parsed = parser::parse_frame(frame).map(|f| (f.ts, C::key(&f.uid)));
         entries.push(Entry {
             start,
-            end: start + line.len() as u32,
+            end: start + frame.len() as u32,
+            lane,
+            pos,
             parsed,
         });
     }
     ParsedChunk { chunk, entries }
 }
 
-type Job<K> = (Chunk, SyncSender<ParsedChunk<K>>);
-type Ordered<K> = Result<Receiver<ParsedChunk<K>>, SourceError>;
+/// What the feeder queues for the aggregating stage, in order.
+enum Item {
+    Chunk(Receiver<Box<dyn std::any::Any + Send>>),
+    Tick(u64),
+    Revoked(Vec<u32>),
+    End { complete: bool },
+    Failed(PipelineError),
+}
 
-fn run<C: Counter>(
+/// The feeder's handle: every method returns `false` once the pipeline has stopped.
+pub struct Feed {
+    order_tx: SyncSender<Item>,
+    job_tx: SyncSender<(Chunk, SyncSender<Box<dyn std::any::Any + Send>>)>,
+    pool: BufferPool,
+}
+
+impl Feed {
+    /// Chunk buffers to reuse.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    pub fn chunk(&self, chunk: Chunk) -> bool {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.order_tx.send(Item::Chunk(reply_rx)).is_ok()
+            && self.job_tx.send((chunk, reply_tx)).is_ok()
+    }
+
+    /// Wall-clock time in milliseconds, for idle lanes and quiet streams.
+    pub fn tick(&self, now_ms: u64) -> bool {
+        self.order_tx.send(Item::Tick(now_ms)).is_ok()
+    }
+
+    /// These lanes (partitions) are no longer ours.
+    pub fn revoked(&self, lanes: Vec<u32>) -> bool {
+        self.order_tx.send(Item::Revoked(lanes)).is_ok()
+    }
+
+    /// No more input. `complete`: flush every window as final.
+    pub fn end(&self, complete: bool) {
+        let _ = self.order_tx.send(Item::End { complete });
+    }
+
+    pub fn fail(&self, e: PipelineError) {
+        let _ = self.order_tx.send(Item::Failed(e));
+    }
+}
+
+fn run_with<C: Counter, F>(
     config: &CountConfig,
     counter_config: C::Config,
-    inputs: Vec<OpenInput>,
     sinks: &mut Sinks,
-) -> Result<CountReport, PipelineError> {
+    hooks: &mut dyn Hooks,
+    feeder: F,
+) -> Result<CountReport, PipelineError>
+where
+    F: FnOnce(Feed) + Send,
+{
     let threads = config.threads.max(1);
-    let chunk_bytes = config.chunk_bytes;
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job<C::Key>>(threads * 2);
-        let (order_tx, order_rx) = mpsc::sync_channel::<Ordered<C::Key>>(threads * 4);
+        let (job_tx, job_rx) =
+            mpsc::sync_channel::<(Chunk, SyncSender<Box<dyn std::any::Any + Send>>)>(threads * 2);
+        let (order_tx, order_rx) = mpsc::sync_channel::<Item>(threads * 4);
         let job_rx = Arc::new(Mutex::new(job_rx));
-
         let pool = BufferPool::default();
-        let reader_pool = pool.clone();
-        scope.spawn(move || read_inputs::<C>(inputs, chunk_bytes, reader_pool, job_tx, order_tx));
+        let feed = Feed {
+            order_tx,
+            job_tx,
+            pool: pool.clone(),
+        };
+        scope.spawn(move || feeder(feed));
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             scope.spawn(move || {
                 loop {
                     let job = job_rx.lock().expect("no worker panics holding it").recv();
                     let Ok((chunk, reply)) = job else { break };
-                    if reply.send(parse_chunk::<C>(chunk)).is_err() {
+                    if reply.send(Box::new(parse_chunk::<C>(chunk))).is_err() {
                         break;
                     }
                 }
@@ -153,10 +281,12 @@ fn run<C: Counter>(
             ),
             out: Output::default(),
             rendered: String::new(),
+            emitted: Vec::new(),
             format: config.format,
             telemetry: Telemetry::default(),
             sinks,
             pool,
+            hooks,
         };
         let result = stage.consume(order_rx);
         match result {
@@ -173,81 +303,100 @@ fn run<C: Counter>(
     })
 }
 
-/// The reader thread: chunks every input in order and hands them out for parsing.
-fn read_inputs<C: Counter>(
-    inputs: Vec<OpenInput>,
-    chunk_bytes: usize,
-    pool: BufferPool,
-    job_tx: SyncSender<Job<C::Key>>,
-    order_tx: SyncSender<Ordered<C::Key>>,
-) {
-    for input in inputs {
-        for chunk in Chunker::with_pool(input.reader, &input.name, chunk_bytes, pool.clone()) {
-            match chunk {
-                Ok(chunk) => {
-                    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-                    // Either send failing means the aggregator stopped: stop reading.
-                    if order_tx.send(Ok(reply_rx)).is_err()
-                        || job_tx.send((chunk, reply_tx)).is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = order_tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// The aggregating end of the pipeline, on the calling thread.
 struct Aggregate<'s, C: Counter> {
     agg: Aggregator<C, HeldFrame>,
     out: Output<HeldFrame>,
     rendered: String,
+    emitted: Vec<WindowResult>,
     format: Format,
     telemetry: Telemetry,
     sinks: &'s mut Sinks,
     pool: BufferPool,
+    hooks: &'s mut dyn Hooks,
 }
 
 impl<C: Counter> Aggregate<'_, C> {
-    fn consume(&mut self, order_rx: Receiver<Ordered<C::Key>>) -> Result<(), PipelineError> {
-        for next in order_rx {
-            let parsed = next?
-                .recv()
-                .expect("workers reply to every chunk they take");
-            self.chunk(&parsed)?;
-            parsed.chunk.recycle(&self.pool);
+    fn consume(&mut self, order_rx: Receiver<Item>) -> Result<(), PipelineError> {
+        let mut now_ms = None;
+        for item in order_rx {
+            match item {
+                Item::Chunk(rx) => {
+                    let parsed = rx.recv().expect("workers reply to every chunk they take");
+                    let parsed = parsed
+                        .downcast::<ParsedChunk<C::Key>>()
+                        .expect("parsed with this counter's key");
+                    self.chunk(&parsed)?;
+                    parsed.chunk.recycle(&self.pool);
+                }
+                Item::Tick(now) => {
+                    now_ms = Some(now);
+                    self.agg.heartbeat(now, &mut self.out);
+                    self.drain_output()?;
+                }
+                Item::Revoked(lanes) => {
+                    for lane in lanes {
+                        self.agg.remove_lane(lane as usize, &mut self.out);
+                    }
+                    self.drain_output()?;
+                }
+                Item::End { complete } => {
+                    if complete {
+                        self.agg.flush(&mut self.out);
+                        self.drain_output()?;
+                    }
+                    self.publish()?;
+                    if let Some(r) = self.sinks.rejects.as_mut() {
+                        r.flush()?;
+                    }
+                    let agg = &self.agg;
+                    return self
+                        .hooks
+                        .finished(&|lane| agg.safe_position(lane), complete);
+                }
+                Item::Failed(e) => return Err(e),
+            }
+            self.publish()?;
+            let agg = &self.agg;
+            self.hooks
+                .progress(&|lane| agg.safe_position(lane), now_ms)?;
         }
-        self.agg.flush(&mut self.out);
-        self.drain_output()?;
-        self.write_results()?;
-        if let Some(r) = self.sinks.rejects.as_mut() {
-            r.flush()?;
-        }
-        Ok(())
+        // The feeder went away without saying why: treat as stopped, not complete.
+        Err(PipelineError::Live(
+            "the input feeder stopped unexpectedly".into(),
+        ))
     }
 
     fn chunk(&mut self, parsed: &ParsedChunk<C::Key>) -> Result<(), PipelineError> {
         let chunk = &parsed.chunk;
         self.telemetry.bytes_received(chunk.data().len());
-        for (i, e) in parsed.entries.iter().enumerate() {
+        let is_records = chunk.record_count() > 0;
+        for e in &parsed.entries {
             self.telemetry.frame_received();
-            let line_no = chunk.first_line + i as u64;
             let raw = || &chunk.data()[e.start as usize..e.end as usize];
+            let position = || {
+                if is_records {
+                    Position::Offset {
+                        topic: chunk.source.clone(),
+                        partition: e.lane,
+                        offset: e.pos,
+                    }
+                } else {
+                    Position::Line {
+                        source: chunk.source.clone(),
+                        line: e.pos,
+                    }
+                }
+            };
             match e.parsed {
                 Ok((ts, key)) => {
                     let verdict = self.agg.ingest(
-                        0,
-                        line_no,
+                        e.lane as usize,
+                        e.pos,
                         ts,
                         key,
                         || HeldFrame {
-                            source: chunk.source.clone(),
-                            line: line_no,
+                            position: position(),
                             raw: raw().into(),
                         },
                         &mut self.out,
@@ -255,39 +404,33 @@ impl<C: Counter> Aggregate<'_, C> {
                     match verdict {
                         Verdict::Counted => self.telemetry.frame_counted(),
                         Verdict::Held => {}
-                        late => self.late(late, &chunk.source, line_no, raw())?,
+                        late => self.late(late, &position(), raw())?,
                     }
                     if !self.out.is_empty() {
                         self.drain_output()?;
                     }
                 }
                 Err(err) => {
-                    self.telemetry
-                        .frame_rejected(err.reason(), &chunk.source, line_no);
+                    let position = position();
+                    self.telemetry.frame_rejected(err.reason(), &position);
                     if let Some(r) = self.sinks.rejects.as_mut() {
-                        r.write(err.reason(), err.to_string(), &chunk.source, line_no, raw())?;
+                        r.write(err.reason(), err.to_string(), &position, raw())?;
                     }
                 }
             }
         }
-        Ok(self.write_results()?)
+        Ok(())
     }
 
-    fn late(
-        &mut self,
-        verdict: Verdict,
-        source: &str,
-        line: u64,
-        raw: &[u8],
-    ) -> Result<(), SinkError> {
+    fn late(&mut self, verdict: Verdict, position: &Position, raw: &[u8]) -> Result<(), SinkError> {
         let Verdict::Late { missed, counted } = verdict else {
             return Ok(());
         };
-        self.telemetry.frame_late(missed, counted, source, line);
+        self.telemetry.frame_late(missed, counted, position);
         if let Some(r) = self.sinks.rejects.as_mut() {
             let names: Vec<&str> = missed.iter().map(|g| g.name()).collect();
             let detail = format!("window already final: {}", names.join(","));
-            r.write("late", detail, source, line, raw)?;
+            r.write("late", detail, position, raw)?;
         }
         Ok(())
     }
@@ -296,32 +439,38 @@ impl<C: Counter> Aggregate<'_, C> {
         for w in self.out.windows.drain(..) {
             self.telemetry.window_emitted(&w);
             emitter::render(self.format, &w, self.agg.calendar(), &mut self.rendered);
+            self.emitted.push(w);
         }
         for _ in 0..self.out.released_counted {
             self.telemetry.frame_counted();
         }
         let late = std::mem::take(&mut self.out.late);
         for (held, verdict) in late {
-            self.late(verdict, &held.source, held.line, &held.raw)?;
+            self.late(verdict, &held.position, &held.raw)?;
         }
         for held in std::mem::take(&mut self.out.outliers) {
-            self.telemetry.frame_outlier(&held.source, held.line);
+            self.telemetry.frame_outlier(&held.position);
             if let Some(r) = self.sinks.rejects.as_mut() {
                 let detail = format!(
                     "ts far ahead of the stream (trusted max {:?}) and never confirmed by other frames",
                     self.agg.max_trusted()
                 );
-                r.write("outlier", detail, &held.source, held.line, &held.raw)?;
+                r.write("outlier", detail, &held.position, &held.raw)?;
             }
         }
         self.out.clear();
         Ok(())
     }
 
-    fn write_results(&mut self) -> Result<(), SinkError> {
+    /// Writes what was emitted since the last call to stdout and the hooks.
+    fn publish(&mut self) -> Result<(), PipelineError> {
         if !self.rendered.is_empty() {
             self.sinks.results.write(&self.rendered)?;
             self.rendered.clear();
+        }
+        if !self.emitted.is_empty() {
+            self.hooks.results(&self.emitted, self.agg.calendar())?;
+            self.emitted.clear();
         }
         Ok(())
     }

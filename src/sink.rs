@@ -6,9 +6,11 @@
 //! every rejected, late or outlying frame as a JSON line with its reason, its
 //! position and the raw frame, so that nothing is dropped silently.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -57,15 +59,48 @@ fn result_error(e: io::Error) -> SinkError {
     }
 }
 
-/// One line of the rejects file.
+/// Where a frame came from: a line of a file, or an offset in a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    Line {
+        source: Arc<str>,
+        line: u64,
+    },
+    Offset {
+        topic: Arc<str>,
+        partition: u32,
+        offset: u64,
+    },
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Line { source, line } => write!(f, "{source}:{line}"),
+            Position::Offset {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}[{partition}]@{offset}"),
+        }
+    }
+}
+
+/// One line of the rejects file. Files give `line`; Kafka gives `partition` and `offset`.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct RejectRecord<'a> {
     /// `late`, `outlier`, or a parse reason such as `truncated`.
     pub reason: &'a str,
     /// Human-readable detail, e.g. the granularities a late frame missed.
     pub detail: String,
+    /// The file, or the topic.
     pub source: &'a str,
-    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub partition: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub offset: Option<u64>,
     /// The frame as read, lossily decoded as UTF-8.
     pub raw: String,
 }
@@ -92,16 +127,33 @@ impl RejectSink {
         &mut self,
         reason: &str,
         detail: String,
-        source: &str,
-        line: u64,
+        position: &Position,
         raw: &[u8],
     ) -> Result<(), SinkError> {
-        let rec = RejectRecord {
-            reason,
-            detail,
-            source,
-            line,
-            raw: String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned(),
+        let raw = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned();
+        let rec = match position {
+            Position::Line { source, line } => RejectRecord {
+                reason,
+                detail,
+                source,
+                line: Some(*line),
+                partition: None,
+                offset: None,
+                raw,
+            },
+            Position::Offset {
+                topic,
+                partition,
+                offset,
+            } => RejectRecord {
+                reason,
+                detail,
+                source: topic,
+                line: None,
+                partition: Some(*partition),
+                offset: Some(*offset),
+                raw,
+            },
         };
         serde_json::to_writer(&mut self.out, &rec)
             .map_err(io::Error::from)

@@ -78,20 +78,80 @@ pub enum SourceError {
     },
 }
 
-/// Whole lines from one input, with their position in it.
+/// A batch of frames: whole lines from one input, or records (Kafka messages)
+/// whose bounds are given explicitly because a message may contain newlines.
 #[derive(Debug)]
 pub struct Chunk {
-    /// The input's name, shared by all its chunks.
+    /// The input's name (a file, or a topic), shared by all its chunks.
     pub source: Arc<str>,
-    /// 1-based number of the first line in the chunk.
+    /// 1-based number of the first line in the chunk (line-split chunks).
     pub first_line: u64,
     /// Byte offset of the chunk in the (decompressed) input.
     pub offset: u64,
     buf: Vec<u8>,
     len: usize,
+    records: Option<Vec<Record>>,
+}
+
+/// Where one record of a chunk is, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub start: u32,
+    pub end: u32,
+    /// The lane (Kafka partition) it arrived on.
+    pub lane: u32,
+    /// Its position in the lane (Kafka offset).
+    pub pos: u64,
 }
 
 impl Chunk {
+    /// A chunk of records appended one by one (see [`Chunk::push_record`]).
+    pub fn records(source: Arc<str>, mut buf: Vec<u8>) -> Chunk {
+        buf.clear();
+        Chunk {
+            source,
+            first_line: 0,
+            offset: 0,
+            buf,
+            len: 0,
+            records: Some(Vec::new()),
+        }
+    }
+
+    /// Appends one record (a Kafka message payload).
+    pub fn push_record(&mut self, lane: u32, pos: u64, payload: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        self.len = self.buf.len();
+        self.records.get_or_insert_with(Vec::new).push(Record {
+            start: start as u32,
+            end: self.len as u32,
+            lane,
+            pos,
+        });
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Every frame with its lane and position: records as given, or lines
+    /// (lane 0, position = line number).
+    pub fn frames(&self) -> Box<dyn Iterator<Item = (u32, u64, &[u8])> + '_> {
+        match &self.records {
+            Some(records) => Box::new(
+                records
+                    .iter()
+                    .map(|r| (r.lane, r.pos, &self.buf[r.start as usize..r.end as usize])),
+            ),
+            None => Box::new(
+                self.lines()
+                    .enumerate()
+                    .map(|(i, l)| (0, self.first_line + i as u64, l)),
+            ),
+        }
+    }
+
     /// Complete lines, each ending in `\n` except perhaps the input's last.
     pub fn data(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -132,7 +192,7 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    fn take(&self, size: usize) -> Vec<u8> {
+    pub fn take(&self, size: usize) -> Vec<u8> {
         let recycled = self.free.lock().expect("pool lock").pop();
         match recycled {
             Some(b) if b.len() >= size => b,
@@ -196,6 +256,7 @@ impl<R: Read> Chunker<R> {
             offset: self.offset,
             buf,
             len: upto,
+            records: None,
         };
         self.next_line += lines;
         self.offset += upto as u64;

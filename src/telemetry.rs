@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::aggregator::{GranularitySet, WindowResult};
 use crate::parser::ALL_REASONS;
+use crate::sink::Position;
 
 /// Counters for one run. Everything the summary prints comes from here.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,13 +44,13 @@ impl Telemetry {
         self.frames_counted += 1;
     }
 
-    pub fn frame_rejected(&mut self, reason: &'static str, source: &str, line: u64) {
+    pub fn frame_rejected(&mut self, reason: &'static str, position: &Position) {
         let i = ALL_REASONS
             .iter()
             .position(|r| *r == reason)
             .expect("reason listed in ALL_REASONS");
         self.rejected[i] += 1;
-        tracing::debug!(event = "frame_rejected", reason, source, line);
+        tracing::debug!(event = "frame_rejected", reason, %position);
     }
 
     /// `counted_elsewhere`: the frame still counted for the granularities it did not miss.
@@ -57,19 +58,18 @@ impl Telemetry {
         &mut self,
         missed: GranularitySet,
         counted_elsewhere: bool,
-        source: &str,
-        line: u64,
+        position: &Position,
     ) {
         self.late += 1;
         if counted_elsewhere {
             self.frames_counted += 1;
         }
-        tracing::debug!(event = "frame_late", missed = ?missed.iter().collect::<Vec<_>>(), source, line);
+        tracing::debug!(event = "frame_late", missed = ?missed.iter().collect::<Vec<_>>(), %position);
     }
 
-    pub fn frame_outlier(&mut self, source: &str, line: u64) {
+    pub fn frame_outlier(&mut self, position: &Position) {
         self.outliers += 1;
-        tracing::debug!(event = "frame_outlier", source, line);
+        tracing::debug!(event = "frame_outlier", %position);
     }
 
     pub fn window_emitted(&mut self, w: &WindowResult) {
@@ -149,8 +149,12 @@ mod tests {
     fn summary_lists_only_reasons_that_happened() {
         let mut t = Telemetry::default();
         t.frame_received();
-        t.frame_rejected("truncated", "f", 3);
-        t.frame_rejected("truncated", "f", 4);
+        let at = |line| Position::Line {
+            source: "f".into(),
+            line,
+        };
+        t.frame_rejected("truncated", &at(3));
+        t.frame_rejected("truncated", &at(4));
         let s = t.summary(Duration::from_secs(1));
         assert!(s.contains("rejected by reason: truncated 2"), "{s}");
         assert!(!s.contains("bad_ts"), "{s}");
