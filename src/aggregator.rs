@@ -338,8 +338,18 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
     }
 
-    /// A lane is gone (a revoked partition): it no longer holds the watermark back.
-    /// Its held frames are judged now, as at the end of input.
+    /// A lane is ours now (an assigned partition). Until it delivers a frame or
+    /// goes idle, it holds the watermark back: it may carry older frames.
+    pub fn add_lane(&mut self, lane: usize) {
+        self.ensure_lane(lane);
+        let l = &mut self.lanes[lane];
+        l.idle = false;
+        l.seen_since_tick = true;
+    }
+
+    /// A lane is gone (a revoked partition) or has no more frames (a backfill read it
+    /// to its end): it no longer holds the watermark back. Its held frames are
+    /// judged now, as at the end of input.
     pub fn remove_lane(&mut self, lane: usize, out: &mut Output<T>) {
         let Some(l) = self.lanes.get_mut(lane) else {
             return;
@@ -347,7 +357,6 @@ impl<C: Counter, T> Aggregator<C, T> {
         l.assigned = false;
         l.guard
             .finish(&mut l.watermark, &mut self.released, &mut self.outliers);
-        l.runs.clear();
         out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
         self.count_released(lane, out);
         self.advance(out);

@@ -5,7 +5,9 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -14,6 +16,7 @@ use crate::aggregator::Settings;
 use crate::counter::HllConfig;
 use crate::emitter::Format;
 use crate::generator::{self, FrameGen, GenConfig};
+use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom};
 use crate::pipeline::{self, CountConfig, CounterKind, OpenInput, Sinks};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
@@ -57,6 +60,11 @@ pub enum Command {
     /// Count unique users per window in files or stdin.
     #[command(after_help = AFTER_HELP)]
     Count(CountArgs),
+    /// Consume frames from Kafka, count them, publish results (the main job).
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
+    /// Load JSON lines from files or stdin into a Kafka topic.
+    Produce(ProduceArgs),
     /// Write synthetic production-like frames (deterministic for a seed).
     Gen(GenArgs),
     /// Run the main job on built-in sample data: a million generated frames, counted.
@@ -130,6 +138,111 @@ pub enum CounterArg {
 pub struct CountArgs {
     #[command(flatten)]
     pub counting: CountingOptions,
+
+    /// Input files (`.gz` is decompressed); `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+const RUN_AFTER_HELP: &str = "\
+Delivery:
+  Offsets are committed only after every window the frames count in has been
+  emitted and, with --results-topic, acknowledged by the broker: at-least-once.
+  Results are keyed WINDOW/START, so a compacted results topic keeps the latest
+  version of each window.
+
+Watermarks:
+  Each partition has its own watermark; the stream's is the minimum over the
+  partitions that received frames within --idle-timeout. When no frames arrive
+  at all for --idle-timeout plus --lateness, every open window is emitted.
+
+Examples:
+  cardinal run --brokers localhost:9092 --topic clicks --results-topic unique-users
+  cardinal run --brokers kafka:9093 --topic clicks -X security.protocol=SASL_SSL \\
+      -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=me -X sasl.password=...
+  cardinal run --brokers localhost:9092 --topic clicks --from earliest --until-end \\
+      --windows minute,hour,day,week,month,year";
+
+/// Connection options for Kafka commands.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma-separated HOST:PORT.
+    #[arg(long, short = 'b', value_name = "HOST:PORT[,...]")]
+    pub brokers: String,
+
+    /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable, wins over defaults).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub property: Vec<(String, String)>,
+
+    /// Give up with an error if the cluster does not answer within this long.
+    #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+    pub timeout: i64,
+}
+
+impl KafkaArgs {
+    pub fn options(&self) -> KafkaOptions {
+        KafkaOptions {
+            brokers: self.brokers.clone(),
+            properties: self.property.clone(),
+            timeout: Duration::from_secs(self.timeout.max(1) as u64),
+        }
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE, e.g. -X security.protocol=SSL"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Topic to read frames from.
+    #[arg(long, short)]
+    pub topic: String,
+
+    /// Consumer group.
+    #[arg(long, short, default_value = "cardinal")]
+    pub group: String,
+
+    /// Also produce each result as JSON to this topic, keyed WINDOW/START.
+    #[arg(long, value_name = "TOPIC")]
+    pub results_topic: Option<String>,
+
+    /// Where to start in partitions without a position of ours.
+    #[arg(long, value_enum, default_value = "committed")]
+    pub from: StartFrom,
+
+    /// Backfill: read up to the end offsets as of start, emit everything as final, exit 0.
+    #[arg(long)]
+    pub until_end: bool,
+
+    /// How often to commit offsets that published results cover.
+    #[arg(long, default_value = "1s", value_parser = parse_seconds)]
+    pub commit_interval: i64,
+
+    #[command(flatten)]
+    pub counting: CountingOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Topic to write to (it must exist).
+    #[arg(long, short)]
+    pub topic: String,
+
+    /// Key each message by this root-level field (e.g. uid), so a user stays on one partition.
+    #[arg(long, value_name = "FIELD")]
+    pub key_field: Option<String>,
 
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
@@ -292,19 +405,18 @@ impl CountingOptions {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(args) => count(args),
+        Command::Run(args) => run_kafka(args),
+        Command::Produce(args) => produce(args),
         Command::Gen(args) => gen_frames(args),
         Command::Demo(args) => demo(args),
     }
 }
 
-fn count(args: CountArgs) -> Result<ExitCode> {
-    let files = if args.files.is_empty() {
-        vec!["-".to_string()]
-    } else {
-        args.files
-    };
-    // Open everything first, so a missing file fails before any output.
-    let inputs = files
+/// Opens every input first, so that a missing file fails before any output.
+fn open_inputs(files: &[String]) -> Result<Vec<OpenInput>> {
+    let stdin = ["-".to_string()];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    files
         .iter()
         .map(|f| {
             let input = Input::from_arg(f);
@@ -313,8 +425,66 @@ fn count(args: CountArgs) -> Result<ExitCode> {
                 reader: input.open()?,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    count_inputs(&args.counting, inputs)
+        .collect()
+}
+
+fn count(args: CountArgs) -> Result<ExitCode> {
+    count_inputs(&args.counting, open_inputs(&args.files)?)
+}
+
+/// SIGINT and SIGTERM ask for a graceful stop: commit what is safe, exit 0.
+fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
+    }
+    Ok(flag)
+}
+
+fn run_kafka(args: RunArgs) -> Result<ExitCode> {
+    let opts = RunOptions {
+        kafka: args.kafka.options(),
+        topic: args.topic,
+        group: args.group,
+        results_topic: args.results_topic,
+        from: args.from,
+        until_end: args.until_end,
+        commit_interval: Duration::from_secs(args.commit_interval.max(0) as u64),
+    };
+    let config = args.counting.config();
+    let mut sinks = args.counting.sinks()?;
+    let started = Instant::now();
+    let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?)?;
+    if !args.counting.quiet {
+        eprint!("{}", report.telemetry.summary(started.elapsed()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    let inputs = open_inputs(&args.files)?;
+    let started = Instant::now();
+    let report = kafka::produce(
+        &args.kafka.options(),
+        &args.topic,
+        args.key_field.as_deref(),
+        inputs,
+    )?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let blank = if report.skipped_blank > 0 {
+        format!(", {} blank lines skipped", report.skipped_blank)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "cardinal: produced {} messages ({:.1} MB) to {} in {:.2}s: {:.0} msg/s{blank}",
+        report.messages,
+        report.bytes as f64 / 1e6,
+        args.topic,
+        secs,
+        report.messages as f64 / secs,
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn count_inputs(opts: &CountingOptions, inputs: Vec<OpenInput>) -> Result<ExitCode> {

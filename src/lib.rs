@@ -2,12 +2,14 @@
 //! a stream of JSON click frames, and emits each window's count as soon as it is final.
 //!
 //! The pipeline, in the order data flows through it:
-//! 1. [`source`]: files, `.gz` files and stdin, cut into chunks of whole lines.
+//! 1. [`source`]: files, `.gz` files and stdin, cut into chunks of whole lines;
+//!    or [`kafka`], whose consumer feeds chunks of messages.
 //! 2. [`parser`]: pulls the root-level `uid` and `ts` out of each frame.
 //! 3. [`aggregator`]: assigns frames to calendar [`window`]s, keeps a [`counter`] per
 //!    open window, and closes windows as the [`watermark`] passes them.
 //! 4. [`emitter`]: renders window results as text or JSON lines.
-//! 5. [`sink`]: where results and rejected frames are written.
+//! 5. [`sink`]: where results and rejected frames are written (and [`kafka`]'s
+//!    producer, for a results topic).
 //!
 //! [`pipeline`] wires the stages together (parsing in parallel, aggregating in
 //! order), and [`telemetry`] is the one place where events are counted and logged.
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod counter;
 pub mod emitter;
 pub mod generator;
+pub mod kafka;
 pub mod parser;
 pub mod pipeline;
 pub mod sink;

@@ -193,6 +193,7 @@ fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
 enum Item {
     Chunk(Receiver<Box<dyn std::any::Any + Send>>),
     Tick(u64),
+    Assigned(Vec<u32>),
     Revoked(Vec<u32>),
     End { complete: bool },
     Failed(PipelineError),
@@ -222,7 +223,12 @@ impl Feed {
         self.order_tx.send(Item::Tick(now_ms)).is_ok()
     }
 
-    /// These lanes (partitions) are no longer ours.
+    /// These lanes (partitions) are ours now: hold results back until they speak.
+    pub fn assigned(&self, lanes: Vec<u32>) -> bool {
+        self.order_tx.send(Item::Assigned(lanes)).is_ok()
+    }
+
+    /// These lanes (partitions) are no longer ours, or have nothing more to say.
     pub fn revoked(&self, lanes: Vec<u32>) -> bool {
         self.order_tx.send(Item::Revoked(lanes)).is_ok()
     }
@@ -333,6 +339,11 @@ impl<C: Counter> Aggregate<'_, C> {
                     now_ms = Some(now);
                     self.agg.heartbeat(now, &mut self.out);
                     self.drain_output()?;
+                }
+                Item::Assigned(lanes) => {
+                    for lane in lanes {
+                        self.agg.add_lane(lane as usize);
+                    }
                 }
                 Item::Revoked(lanes) => {
                     for lane in lanes {

@@ -1,0 +1,678 @@
+//! Kafka: the consumer that feeds the pipeline (`cardinal run`), the producer that
+//! publishes results to a topic, and `cardinal produce` for loading frames.
+//!
+//! Delivery: a frame's offset is committed only once every window it counts in has
+//! been emitted *and* the results producer has flushed (every record acked). That is
+//! at-least-once; results are keyed `WINDOW/START` so a compacted topic keeps the
+//! latest version of each window, and unique counts are idempotent under replay.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+
+use crate::aggregator::WindowResult;
+use crate::emitter::Record;
+use crate::pipeline::{self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks};
+use crate::source::{CHUNK_BYTES, Chunk};
+use crate::window::Calendar;
+
+/// Connection settings shared by every command that talks to Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    /// `-X key=value` librdkafka properties, applied last so they win.
+    pub properties: Vec<(String, String)>,
+    /// How long to wait for the cluster before giving up with an error.
+    pub timeout: Duration,
+}
+
+impl KafkaOptions {
+    fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Where `run` starts in partitions it has no position for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+    /// The group's committed offset; earliest if there is none.
+    Committed,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub kafka: KafkaOptions,
+    pub topic: String,
+    pub group: String,
+    pub results_topic: Option<String>,
+    pub from: StartFrom,
+    /// Read up to the end offsets as of start, flush everything, stop.
+    pub until_end: bool,
+    pub commit_interval: Duration,
+}
+
+/// Consumer defaults. `fetch.wait.max.ms` matters most: some brokers (Tansu) wait
+/// at least half of it on every fetch, and librdkafka's 500 ms caps a consumer at
+/// about 11k messages/s there. Real Kafka does not need it; `-X` overrides it.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("fetch.wait.max.ms", "5"),
+    ("session.timeout.ms", "10000"),
+    ("partition.assignment.strategy", "range"),
+];
+
+/// Producer defaults for throughput: large batches, a short linger.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("linger.ms", "20"),
+    ("batch.size", "1000000"),
+    ("queue.buffering.max.kbytes", "1048576"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("partitioner", "murmur2_random"),
+    ("acks", "all"),
+];
+
+/// Consumer callbacks: assigns partitions from our own positions when we have them
+/// (so a rebalance that gives a partition back does not re-read what we counted),
+/// and records revocations for the feeder to forward in order.
+struct RunContext {
+    topic: String,
+    from: StartFrom,
+    positions: Mutex<HashMap<i32, i64>>,
+    revoked: Mutex<Vec<i32>>,
+    assigned: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for RunContext {}
+
+impl ConsumerContext for RunContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positions = self.positions.lock().expect("positions lock");
+                let mut parts = Vec::new();
+                for elem in tpl.elements_for_topic(&self.topic) {
+                    parts.push(elem.partition());
+                }
+                for p in &parts {
+                    let offset = match (positions.get(p), self.from) {
+                        (Some(pos), _) => Offset::Offset(*pos),
+                        (None, StartFrom::Earliest) => Offset::Beginning,
+                        (None, StartFrom::Latest) => Offset::End,
+                        (None, StartFrom::Committed) => Offset::Stored,
+                    };
+                    let _ = tpl.set_partition_offset(&self.topic, *p, offset);
+                }
+                tracing::info!(event = "partitions_assigned", partitions = ?parts);
+                self.assigned.lock().expect("assigned lock").extend(parts);
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(event = "assign_failed", error = %e);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(event = "partitions_revoked", partitions = ?parts);
+                self.revoked.lock().expect("revoked lock").extend(parts);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(event = "unassign_failed", error = %e);
+                }
+            }
+            other => tracing::error!(event = "rebalance_error", error = ?other),
+        }
+    }
+}
+
+/// Counts failed deliveries, so that nothing is committed past a lost result.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().expect("error lock");
+            first.get_or_insert_with(|| {
+                format!(
+                    "{} (topic {}, partition {})",
+                    e,
+                    msg.topic(),
+                    msg.partition()
+                )
+            });
+        }
+    }
+}
+
+impl DeliveryTracker {
+    fn check(&self) -> Result<(), String> {
+        match self.failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} messages could not be delivered; first error: {}",
+                self.first_error
+                    .lock()
+                    .expect("error lock")
+                    .clone()
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
+fn live(msg: impl Into<String>) -> PipelineError {
+    PipelineError::Live(msg.into())
+}
+
+/// Checks that the brokers answer and that `topic` exists; returns its partitions.
+fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    opts: &KafkaOptions,
+    topic: &str,
+) -> Result<Vec<i32>, PipelineError> {
+    let md = consumer.fetch_metadata(Some(topic), opts.timeout).map_err(|e| {
+        live(format!(
+            "cannot reach Kafka at {} within {:?}: {e}; check --brokers and that the broker is up (or raise --timeout)",
+            opts.brokers, opts.timeout
+        ))
+    })?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| {
+            live(format!(
+                "topic {topic:?} does not exist on {}",
+                opts.brokers
+            ))
+        })?;
+    if let Some(err) = t.error() {
+        return Err(live(format!(
+            "topic {topic:?} is not available on {}: {err:?}; create it first (Cardinal does not auto-create topics)",
+            opts.brokers
+        )));
+    }
+    if t.partitions().is_empty() {
+        return Err(live(format!(
+            "topic {topic:?} does not exist on {} (no partitions)",
+            opts.brokers
+        )));
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// `cardinal run`: consume frames, count, publish, commit.
+pub fn run(
+    opts: &RunOptions,
+    config: &CountConfig,
+    sinks: &mut Sinks,
+    shutdown: Arc<AtomicBool>,
+) -> Result<CountReport, PipelineError> {
+    let context = RunContext {
+        topic: opts.topic.clone(),
+        from: opts.from,
+        positions: Mutex::new(HashMap::new()),
+        revoked: Mutex::new(Vec::new()),
+        assigned: Mutex::new(Vec::new()),
+    };
+    let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
+    cfg.set("group.id", &opts.group);
+    let consumer: Arc<BaseConsumer<RunContext>> = Arc::new(
+        cfg.create_with_context(context)
+            .map_err(|e| live(format!("bad Kafka consumer settings: {e}")))?,
+    );
+    let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
+    let producer = match &opts.results_topic {
+        Some(t) => {
+            partitions_of(&consumer, &opts.kafka, t)?;
+            let p: ThreadedProducer<DeliveryTracker> = opts
+                .kafka
+                .config(PRODUCER_DEFAULTS)
+                .create_with_context(DeliveryTracker::default())
+                .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
+            Some((t.clone(), p))
+        }
+        None => None,
+    };
+    let end_offsets = if opts.until_end {
+        let mut ends = HashMap::new();
+        for p in &partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&opts.topic, *p, opts.kafka.timeout)
+                .map_err(|e| {
+                    live(format!(
+                        "cannot read the end offsets of {}[{p}]: {e}",
+                        opts.topic
+                    ))
+                })?;
+            ends.insert(*p, (low, high));
+        }
+        tracing::info!(event = "backfill_target", topic = %opts.topic, ends = ?ends);
+        Some(ends)
+    } else {
+        None
+    };
+    consumer
+        .subscribe(&[&opts.topic])
+        .map_err(|e| live(format!("cannot subscribe to {}: {e}", opts.topic)))?;
+
+    let mut hooks = KafkaHooks {
+        consumer: consumer.clone(),
+        topic: opts.topic.clone(),
+        producer,
+        timeout: opts.kafka.timeout,
+        commit_interval: opts.commit_interval,
+        last_commit: Instant::now(),
+        committed: HashMap::new(),
+    };
+    let feeder_consumer = consumer.clone();
+    let topic: Arc<str> = Arc::from(opts.topic.as_str());
+    let result = pipeline::run(config, sinks, &mut hooks, move |feed| {
+        feed_from_kafka(&feeder_consumer, topic, end_offsets, &shutdown, feed)
+    });
+    consumer.unsubscribe();
+    result
+}
+
+/// The feeder thread: polls, batches messages into chunks, forwards rebalances
+/// and wall-clock ticks, and decides when a backfill is complete.
+fn feed_from_kafka(
+    consumer: &BaseConsumer<RunContext>,
+    topic: Arc<str>,
+    end_offsets: Option<HashMap<i32, (i64, i64)>>,
+    shutdown: &AtomicBool,
+    feed: Feed,
+) {
+    const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
+    const TICK: Duration = Duration::from_millis(100);
+    let started = Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0));
+    let mut batch_started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut positions: HashMap<i32, i64> = HashMap::new();
+    let mut last_progress = Instant::now();
+    let mut read = 0u64;
+    let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            let _ = feed.chunk(chunk);
+            tracing::info!(event = "shutdown_requested");
+            feed.end(false);
+            return;
+        }
+        match consumer.poll(Duration::from_millis(10)) {
+            Some(Ok(msg)) => {
+                let p = msg.partition();
+                let payload = msg.payload().unwrap_or(b"");
+                chunk.push_record(p as u32, msg.offset() as u64, payload);
+                positions.insert(p, msg.offset() + 1);
+                read += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => {
+                // librdkafka retries transient errors itself; what reaches us is worth a warning.
+                tracing::warn!(event = "consumer_error", error = %e);
+                if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                    feed.fail(live(format!("fatal consumer error on {topic}: {e}")));
+                    return;
+                }
+            }
+            None => {}
+        }
+        let assigned: Vec<i32> =
+            std::mem::take(&mut *consumer.context().assigned.lock().expect("assigned lock"));
+        if !assigned.is_empty() && !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
+            return;
+        }
+        let mut revoked: Vec<i32> =
+            std::mem::take(&mut *consumer.context().revoked.lock().expect("revoked lock"));
+        if let Some(ends) = &end_offsets {
+            // A backfilled partition read to its end must not hold the others back.
+            for (p, (low, high)) in ends {
+                let at_end = high <= low || positions.get(p).is_some_and(|pos| pos >= high);
+                if at_end && finished.insert(*p) {
+                    revoked.push(*p);
+                }
+            }
+        }
+        let full = chunk.data().len() >= CHUNK_BYTES || chunk.record_count() >= 4096;
+        if full
+            || !revoked.is_empty()
+            || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)
+        {
+            {
+                let mut shared = consumer.context().positions.lock().expect("positions lock");
+                shared.extend(positions.iter().map(|(p, o)| (*p, *o)));
+            }
+            let next = Chunk::records(topic.clone(), feed.pool().take(0));
+            if !feed.chunk(std::mem::replace(&mut chunk, next)) {
+                return;
+            }
+            batch_started = Instant::now();
+        }
+        if !revoked.is_empty() && !feed.revoked(revoked.iter().map(|p| *p as u32).collect()) {
+            return;
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            if !feed.tick(now_ms()) {
+                return;
+            }
+            if last_progress.elapsed() >= Duration::from_secs(5) {
+                last_progress = Instant::now();
+                tracing::info!(
+                    event = "progress",
+                    frames_read = read,
+                    elapsed_s = started.elapsed().as_secs()
+                );
+            }
+            if let Some(ends) = &end_offsets
+                && backfill_done(consumer, &topic, ends, &positions)
+            {
+                if chunk.record_count() > 0 {
+                    let _ = feed.chunk(chunk);
+                }
+                tracing::info!(event = "backfill_complete", frames_read = read);
+                feed.end(true);
+                return;
+            }
+        }
+    }
+}
+
+/// Every partition has been read up to the end offset it had at start.
+fn backfill_done(
+    consumer: &BaseConsumer<RunContext>,
+    topic: &str,
+    ends: &HashMap<i32, (i64, i64)>,
+    positions: &HashMap<i32, i64>,
+) -> bool {
+    let fetch_positions = consumer.position().ok();
+    ends.iter().all(|(p, (low, high))| {
+        if high <= low {
+            return true;
+        }
+        if positions.get(p).is_some_and(|pos| pos >= high) {
+            return true;
+        }
+        // Started at or past the end (committed offsets): nothing to read.
+        let fetched = fetch_positions
+            .as_ref()
+            .and_then(|tpl| tpl.find_partition(topic, *p))
+            .and_then(|e| e.offset().to_raw());
+        fetched.is_some_and(|o| o >= *high)
+    })
+}
+
+/// Publishes results and commits offsets that the published results cover.
+struct KafkaHooks {
+    consumer: Arc<BaseConsumer<RunContext>>,
+    topic: String,
+    producer: Option<(String, ThreadedProducer<DeliveryTracker>)>,
+    timeout: Duration,
+    commit_interval: Duration,
+    last_commit: Instant,
+    committed: HashMap<i32, i64>,
+}
+
+impl KafkaHooks {
+    fn commit(
+        &mut self,
+        safe: &dyn Fn(usize) -> Option<u64>,
+        mode: CommitMode,
+    ) -> Result<(), PipelineError> {
+        // Results first: an offset may only be committed once what it counts in is acked.
+        if let Some((topic, producer)) = &self.producer {
+            producer.flush(self.timeout).map_err(|e| {
+                live(format!(
+                    "results to {topic} not acknowledged within {:?}: {e}",
+                    self.timeout
+                ))
+            })?;
+            producer.context().check().map_err(live)?;
+        }
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(|e| live(format!("cannot read the partition assignment: {e}")))?;
+        let mut tpl = TopicPartitionList::new();
+        for elem in assignment.elements_for_topic(&self.topic) {
+            let p = elem.partition();
+            if let Some(pos) = safe(p as usize) {
+                let pos = pos as i64;
+                if self.committed.get(&p) != Some(&pos) {
+                    tpl.add_partition_offset(&self.topic, p, Offset::Offset(pos))
+                        .map_err(|e| {
+                            live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic))
+                        })?;
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                for elem in tpl.elements() {
+                    if let Some(o) = elem.offset().to_raw() {
+                        self.committed.insert(elem.partition(), o);
+                    }
+                }
+                tracing::debug!(event = "offsets_committed", offsets = ?self.committed);
+                Ok(())
+            }
+            // Losing a partition mid-commit is normal during a rebalance: the next commit retries.
+            Err(e) => {
+                tracing::warn!(event = "commit_failed", error = %e);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Hooks for KafkaHooks {
+    fn results(
+        &mut self,
+        windows: &[WindowResult],
+        calendar: &Calendar,
+    ) -> Result<(), PipelineError> {
+        let Some((topic, producer)) = &self.producer else {
+            return Ok(());
+        };
+        for w in windows {
+            let record = Record::new(w, calendar);
+            let key = record.key();
+            let payload = serde_json::to_string(&record).expect("a record always serializes");
+            let mut pending = BaseRecord::to(topic).key(&key).payload(&payload);
+            loop {
+                match producer.send(pending) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        pending = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(live(format!("cannot produce to {topic}: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(
+        &mut self,
+        safe: &dyn Fn(usize) -> Option<u64>,
+        _now_ms: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        if self.last_commit.elapsed() >= self.commit_interval {
+            self.last_commit = Instant::now();
+            self.commit(safe, CommitMode::Async)?;
+        }
+        Ok(())
+    }
+
+    fn finished(
+        &mut self,
+        safe: &dyn Fn(usize) -> Option<u64>,
+        _complete: bool,
+    ) -> Result<(), PipelineError> {
+        self.commit(safe, CommitMode::Sync)
+    }
+}
+
+/// `cardinal produce`: what was sent.
+#[derive(Debug, Default)]
+pub struct ProduceReport {
+    pub messages: u64,
+    pub bytes: u64,
+    pub skipped_blank: u64,
+}
+
+/// Loads JSON lines into `topic`, keyed by a root-level field when asked.
+pub fn produce(
+    opts: &KafkaOptions,
+    topic: &str,
+    key_field: Option<&str>,
+    inputs: Vec<pipeline::OpenInput>,
+) -> Result<ProduceReport, PipelineError> {
+    let producer: ThreadedProducer<DeliveryTracker> = opts
+        .config(PRODUCER_DEFAULTS)
+        .create_with_context(DeliveryTracker::default())
+        .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
+    let probe: BaseConsumer = opts
+        .config(&[])
+        .create()
+        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+    partitions_of(&probe, opts, topic)?;
+    let mut report = ProduceReport::default();
+    for input in inputs {
+        for chunk in crate::source::Chunker::new(input.reader, &input.name, CHUNK_BYTES) {
+            let chunk = chunk?;
+            for (_, line_no, line) in chunk.frames() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    report.skipped_blank += 1;
+                    continue;
+                }
+                let key = key_field.and_then(|f| root_key(line, f));
+                let mut record = BaseRecord::to(topic).payload(line);
+                if let Some(k) = &key {
+                    record = record.key(k.as_slice());
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err((e, _)) => {
+                            return Err(live(format!(
+                                "cannot produce {}:{line_no} to {topic}: {e}",
+                                input.name
+                            )));
+                        }
+                    }
+                }
+                report.messages += 1;
+                report.bytes += line.len() as u64;
+            }
+        }
+    }
+    producer
+        .flush(opts.timeout.max(Duration::from_secs(30)))
+        .map_err(|e| live(format!("messages to {topic} not acknowledged in time: {e}")))?;
+    producer.context().check().map_err(live)?;
+    Ok(report)
+}
+
+/// The key for `--key-field`: the root `uid` through Cardinal's parser, any other
+/// root field as its raw JSON text (strings without quotes).
+fn root_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
+    if field == "uid" {
+        return crate::parser::parse_frame(line)
+            .ok()
+            .map(|f| f.uid.into_owned());
+    }
+    let v = sonic_rs::get(line, [field]).ok()?;
+    let raw = v.as_raw_str();
+    Some(
+        raw.strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or(raw)
+            .as_bytes()
+            .to_vec(),
+    )
+}
+
+/// Creates a topic (for the demo and tests). Existing topics are left alone.
+pub fn create_topic(
+    opts: &KafkaOptions,
+    topic: &str,
+    partitions: i32,
+    compacted: bool,
+) -> Result<(), PipelineError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = opts
+        .config(&[])
+        .create()
+        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    if compacted {
+        new = new.set("cleanup.policy", "compact");
+    }
+    let rt = futures_executor::block_on(admin.create_topics(
+        [&new],
+        &AdminOptions::new().operation_timeout(Some(opts.timeout)),
+    ))
+    .map_err(|e| {
+        live(format!(
+            "cannot create topic {topic} on {}: {e}",
+            opts.brokers
+        ))
+    })?;
+    for r in rt {
+        match r {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(live(format!("cannot create topic {t}: {e}"))),
+        }
+    }
+    Ok(())
+}
