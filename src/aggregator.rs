@@ -347,9 +347,8 @@ impl<C: Counter, T> Aggregator<C, T> {
         l.seen_since_tick = true;
     }
 
-    /// A lane is gone (a revoked partition) or has no more frames (a backfill read it
-    /// to its end): it no longer holds the watermark back. Its held frames are
-    /// judged now, as at the end of input.
+    /// A lane has no more frames (a backfill read it to its end): it no longer
+    /// holds the watermark back. Its held frames are judged now, as at the end of input.
     pub fn remove_lane(&mut self, lane: usize, out: &mut Output<T>) {
         let Some(l) = self.lanes.get_mut(lane) else {
             return;

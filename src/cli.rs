@@ -65,6 +65,8 @@ pub enum Command {
     Run(RunArgs),
     /// Load JSON lines from files or stdin into a Kafka topic.
     Produce(ProduceArgs),
+    /// Print every message of a topic up to its current end (like kcat -C -e).
+    Consume(ConsumeArgs),
     /// Write synthetic production-like frames (deterministic for a seed).
     Gen(GenArgs),
     /// Run the main job on built-in sample data: a million generated frames, counted.
@@ -250,6 +252,24 @@ pub struct ProduceArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Topic to read, from the beginning of every partition to its end.
+    #[arg(long, short)]
+    pub topic: String,
+
+    /// Print `KEY<TAB>VALUE` instead of the value alone.
+    #[arg(long)]
+    pub keys: bool,
+
+    /// Keep only the last value per key (what a compacted topic converges to).
+    #[arg(long)]
+    pub latest_per_key: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct GenArgs {
     #[command(flatten)]
     pub frames: GenOptions,
@@ -407,6 +427,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Count(args) => count(args),
         Command::Run(args) => run_kafka(args),
         Command::Produce(args) => produce(args),
+        Command::Consume(args) => consume(args),
         Command::Gen(args) => gen_frames(args),
         Command::Demo(args) => demo(args),
     }
@@ -459,6 +480,50 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         eprint!("{}", report.telemetry.summary(started.elapsed()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn consume(args: ConsumeArgs) -> Result<ExitCode> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut latest: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+    let mut write_error = None;
+    kafka::consume_to_end(&args.kafka.options(), &args.topic, |m| {
+        if args.latest_per_key {
+            latest.insert(m.key.unwrap_or_default(), m.payload);
+            return true;
+        }
+        let mut line = Vec::with_capacity(m.payload.len() + 64);
+        if args.keys {
+            line.extend_from_slice(m.key.as_deref().unwrap_or_default());
+            line.push(b'\t');
+        }
+        line.extend_from_slice(&m.payload);
+        line.push(b'\n');
+        match out.write_all(&line) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        }
+    })?;
+    for (k, v) in latest {
+        let res = if args.keys {
+            out.write_all(&k).and_then(|_| out.write_all(b"\t"))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = res
+            .and_then(|_| out.write_all(&v))
+            .and_then(|_| out.write_all(b"\n"))
+        {
+            write_error = Some(e);
+            break;
+        }
+    }
+    match write_error.map_or_else(|| out.flush(), Err) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn produce(args: ProduceArgs) -> Result<ExitCode> {

@@ -95,12 +95,13 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 
 /// Consumer callbacks: assigns partitions from our own positions when we have them
 /// (so a rebalance that gives a partition back does not re-read what we counted),
-/// and records revocations for the feeder to forward in order.
+/// and records assignments for the feeder to forward in order. A revoked partition
+/// is not dropped from the watermark: it keeps holding results back until it goes
+/// idle, so that a short rebalance that gives it back makes none of its frames late.
 struct RunContext {
     topic: String,
     from: StartFrom,
     positions: Mutex<HashMap<i32, i64>>,
-    revoked: Mutex<Vec<i32>>,
     assigned: Mutex<Vec<i32>>,
 }
 
@@ -142,7 +143,6 @@ impl ConsumerContext for RunContext {
                     .map(|e| e.partition())
                     .collect();
                 tracing::info!(event = "partitions_revoked", partitions = ?parts);
-                self.revoked.lock().expect("revoked lock").extend(parts);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(event = "unassign_failed", error = %e);
                 }
@@ -247,7 +247,6 @@ pub fn run(
         topic: opts.topic.clone(),
         from: opts.from,
         positions: Mutex::new(HashMap::new()),
-        revoked: Mutex::new(Vec::new()),
         assigned: Mutex::new(Vec::new()),
     };
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
@@ -342,6 +341,13 @@ fn feed_from_kafka(
                 let payload = msg.payload().unwrap_or(b"");
                 chunk.push_record(p as u32, msg.offset() as u64, payload);
                 positions.insert(p, msg.offset() + 1);
+                // Shared at once: a rebalance inside the next poll must see it.
+                consumer
+                    .context()
+                    .positions
+                    .lock()
+                    .expect("positions lock")
+                    .insert(p, msg.offset() + 1);
                 read += 1;
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -360,33 +366,28 @@ fn feed_from_kafka(
         if !assigned.is_empty() && !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
             return;
         }
-        let mut revoked: Vec<i32> =
-            std::mem::take(&mut *consumer.context().revoked.lock().expect("revoked lock"));
+        let mut done = Vec::new();
         if let Some(ends) = &end_offsets {
             // A backfilled partition read to its end must not hold the others back.
             for (p, (low, high)) in ends {
                 let at_end = high <= low || positions.get(p).is_some_and(|pos| pos >= high);
                 if at_end && finished.insert(*p) {
-                    revoked.push(*p);
+                    done.push(*p);
                 }
             }
         }
         let full = chunk.data().len() >= CHUNK_BYTES || chunk.record_count() >= 4096;
         if full
-            || !revoked.is_empty()
+            || !done.is_empty()
             || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)
         {
-            {
-                let mut shared = consumer.context().positions.lock().expect("positions lock");
-                shared.extend(positions.iter().map(|(p, o)| (*p, *o)));
-            }
             let next = Chunk::records(topic.clone(), feed.pool().take(0));
             if !feed.chunk(std::mem::replace(&mut chunk, next)) {
                 return;
             }
             batch_started = Instant::now();
         }
-        if !revoked.is_empty() && !feed.revoked(revoked.iter().map(|p| *p as u32).collect()) {
+        if !done.is_empty() && !feed.lanes_done(done.iter().map(|p| *p as u32).collect()) {
             return;
         }
         if last_tick.elapsed() >= TICK {
@@ -675,4 +676,82 @@ pub fn create_topic(
         }
     }
     Ok(())
+}
+
+/// One message read by `cardinal consume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads every partition of `topic` from the beginning up to its end offsets as of
+/// the call, without a consumer group (like `kcat -C -e`). For reading results back.
+pub fn consume_to_end(
+    opts: &KafkaOptions,
+    topic: &str,
+    mut each: impl FnMut(Consumed) -> bool,
+) -> Result<u64, PipelineError> {
+    let consumer: BaseConsumer = opts
+        .config(&[
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "5"),
+            ("group.id", "cardinal-consume"),
+        ])
+        .create()
+        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+    let partitions = partitions_of(&consumer, opts, topic)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, opts.timeout)
+            .map_err(|e| live(format!("cannot read the end offsets of {topic}[{p}]: {e}")))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| live(format!("cannot assign {topic}[{p}]: {e}")))?;
+            remaining.insert(p, high);
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| live(format!("cannot assign {topic}: {e}")))?;
+    let mut read = 0;
+    let mut last_message = Instant::now();
+    while !remaining.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_message = Instant::now();
+                read += 1;
+                let done = remaining
+                    .get(&m.partition())
+                    .is_some_and(|high| m.offset() + 1 >= *high);
+                if done {
+                    remaining.remove(&m.partition());
+                }
+                let keep_going = each(Consumed {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+                if !keep_going {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(live(format!("cannot read {topic}: {e}"))),
+            None if last_message.elapsed() > opts.timeout => {
+                return Err(live(format!(
+                    "no message from {topic} for {:?} with partitions {:?} not read to their end",
+                    opts.timeout,
+                    remaining.keys().collect::<Vec<_>>()
+                )));
+            }
+            None => {}
+        }
+    }
+    Ok(read)
 }

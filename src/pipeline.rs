@@ -194,7 +194,7 @@ enum Item {
     Chunk(Receiver<Box<dyn std::any::Any + Send>>),
     Tick(u64),
     Assigned(Vec<u32>),
-    Revoked(Vec<u32>),
+    LanesDone(Vec<u32>),
     End { complete: bool },
     Failed(PipelineError),
 }
@@ -228,9 +228,9 @@ impl Feed {
         self.order_tx.send(Item::Assigned(lanes)).is_ok()
     }
 
-    /// These lanes (partitions) are no longer ours, or have nothing more to say.
-    pub fn revoked(&self, lanes: Vec<u32>) -> bool {
-        self.order_tx.send(Item::Revoked(lanes)).is_ok()
+    /// These lanes have nothing more to say (a backfill read them to their end).
+    pub fn lanes_done(&self, lanes: Vec<u32>) -> bool {
+        self.order_tx.send(Item::LanesDone(lanes)).is_ok()
     }
 
     /// No more input. `complete`: flush every window as final.
@@ -345,7 +345,7 @@ impl<C: Counter> Aggregate<'_, C> {
                         self.agg.add_lane(lane as usize);
                     }
                 }
-                Item::Revoked(lanes) => {
+                Item::LanesDone(lanes) => {
                     for lane in lanes {
                         self.agg.remove_lane(lane as usize, &mut self.out);
                     }

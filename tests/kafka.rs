@@ -1,0 +1,457 @@
+//! `cardinal run`, `produce` and `consume` against a real broker: Tansu with the
+//! SQLite engine (right offsets, real consumer groups), started per test on a free
+//! port. Install it with `scripts/kafka.sh install` (scripts/test.sh does).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cardinal::generator::{FrameGen, GenConfig, Truth};
+use cardinal::window::{Calendar, Granularity};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::Value;
+
+/// A Tansu broker for one test, killed when dropped.
+struct Broker {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let tansu = which_tansu();
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(tansu)
+            .current_dir(dir.path())
+            .args(["broker", "--listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not answer on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let o = Command::new(which_tansu())
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.addr),
+            ])
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "create {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which_tansu() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidates = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(PathBuf::from)
+        .chain([Path::new(&home).join(".cargo/bin")])
+        .map(|d| d.join("tansu"))
+        .collect::<Vec<_>>();
+    candidates.into_iter().find(|p| p.is_file()).expect(
+        "these tests need the Tansu broker: run scripts/kafka.sh install (scripts/test.sh does)",
+    )
+}
+
+fn cardinal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cardinal"))
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn write_frames(dir: &Path, cfg: &GenConfig) -> PathBuf {
+    let path = dir.join("frames.json");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    cardinal::generator::generate(cfg, &mut f).unwrap();
+    path
+}
+
+fn produce(b: &Broker, topic: &str, file: &Path) {
+    ok(cardinal()
+        .args(["produce", "-b", &b.addr, "-t", topic, "--key-field", "uid"])
+        .arg(file)
+        .output()
+        .unwrap());
+}
+
+/// (window, start) -> unique users, computed from the generator's ground truth.
+fn expected(cfg: &GenConfig, grans: &[Granularity]) -> BTreeMap<(String, String), u64> {
+    let cal = Calendar::utc();
+    let mut sets: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
+    for f in FrameGen::new(cfg) {
+        if let Truth::Valid { uid, ts } = f.truth {
+            for g in grans {
+                let w = cal.window(*g, ts);
+                sets.entry((g.name().into(), cal.format(w.start)))
+                    .or_default()
+                    .insert(uid.clone());
+            }
+        }
+    }
+    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+}
+
+fn counts(lines: &str) -> BTreeMap<(String, String), u64> {
+    lines
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let json = l.split_once('\t').map_or(l, |(_, v)| v);
+            let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+            assert_eq!(v["final"], true);
+            (
+                (
+                    v["window"].as_str().unwrap().into(),
+                    v["start"].as_str().unwrap().into(),
+                ),
+                v["unique_users"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn results_topic(b: &Broker, topic: &str) -> String {
+    let o = ok(cardinal()
+        .args([
+            "consume",
+            "-b",
+            &b.addr,
+            "-t",
+            topic,
+            "--keys",
+            "--latest-per-key",
+        ])
+        .output()
+        .unwrap());
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn four_partitions_through_a_results_topic_give_the_exact_count() {
+    let b = Broker::start();
+    b.create_topic("frames", 4);
+    b.create_topic("results", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 30_000,
+        rate: 200.0,
+        users: 3000,
+        seed: 21,
+        string_ts: 0.2,
+        malformed: 0.01,
+        ..GenConfig::default()
+    };
+    let frames_file = write_frames(dir.path(), &cfg);
+    produce(&b, "frames", &frames_file);
+    let o = ok(cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "--results-topic",
+            "results",
+            "--until-end",
+        ])
+        .args(["--windows", "minute,hour", "--format", "json"])
+        .output()
+        .unwrap());
+    let want = expected(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    assert_eq!(counts(&String::from_utf8_lossy(&o.stdout)), want, "stdout");
+    let published = results_topic(&b, "results");
+    assert_eq!(counts(&published), want, "results topic");
+    // Keys are WINDOW/START.
+    for line in published.lines() {
+        let (key, json) = line.split_once('\t').unwrap();
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            key,
+            format!(
+                "{}/{}",
+                v["window"].as_str().unwrap(),
+                v["start"].as_str().unwrap()
+            )
+        );
+    }
+    // `produce` skips blank lines (a message cannot be "nothing"); everything else arrives.
+    let non_blank = std::fs::read(&frames_file)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count();
+    let summary = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        summary.contains(&format!("{non_blank} frames read")),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_clean_stop_resumes_from_committed_offsets() {
+    let b = Broker::start();
+    b.create_topic("frames", 4);
+    b.create_topic("results", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 24_000,
+        rate: 100.0,
+        users: 2000,
+        seed: 8,
+        ..GenConfig::default()
+    };
+    let all = write_frames(dir.path(), &cfg);
+    let text = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let first = dir.path().join("first.json");
+    let second = dir.path().join("second.json");
+    std::fs::write(&first, lines[..12_000].join("\n") + "\n").unwrap();
+    std::fs::write(&second, lines[12_000..].join("\n") + "\n").unwrap();
+
+    // A live run over the first half, stopped with SIGTERM once it has published.
+    produce(&b, "frames", &first);
+    let mut live = cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "-g",
+            "resume",
+            "--results-topic",
+            "results",
+        ])
+        .args(["--format", "json", "--commit-interval", "0s"])
+        .env("RUST_LOG", "cardinal=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(live.stdout.take().unwrap());
+    let mut first_result = String::new();
+    stdout.read_line(&mut first_result).unwrap();
+    assert!(
+        first_result.contains("\"window\":\"minute\""),
+        "{first_result}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-TERM", &live.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "SIGTERM is a clean stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The second half, then a backfill from the committed offsets of the same group.
+    produce(&b, "frames", &second);
+    let o = ok(cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "-g",
+            "resume",
+            "--results-topic",
+            "results",
+        ])
+        .args(["--until-end", "--format", "json"])
+        .output()
+        .unwrap());
+    let summary = String::from_utf8_lossy(&o.stderr);
+    let read: u64 = summary
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        read < 24_000,
+        "resumed from committed offsets, not from the start: {summary}"
+    );
+    assert!(read >= 12_000, "read at least the second half: {summary}");
+    assert_eq!(
+        counts(&results_topic(&b, "results")),
+        expected(&cfg, &[Granularity::Minute])
+    );
+}
+
+#[test]
+fn one_instance_survives_a_rebalance() {
+    let b = Broker::start();
+    b.create_topic("frames", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 60_000,
+        rate: 300.0,
+        users: 5000,
+        seed: 13,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let run = cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "-g",
+            "rebalance",
+            "--until-end",
+            "--format",
+            "json",
+        ])
+        .args(["--windows", "minute,hour"])
+        .env("RUST_LOG", "cardinal=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A second member joins the group for a few seconds, then leaves gracefully.
+    std::thread::sleep(Duration::from_millis(500));
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("group.id", "rebalance")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .unwrap();
+    other.subscribe(&["frames"]).unwrap();
+    let joined = Instant::now();
+    while joined.elapsed() < Duration::from_secs(4) {
+        // Poll to take part in the group, but never count or commit anything.
+        let _ = other.poll(Duration::from_millis(100));
+    }
+    other.unsubscribe();
+    drop(other);
+
+    let o = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("partitions_revoked"),
+        "the second member caused a rebalance:\n{stderr}"
+    );
+    assert_eq!(
+        counts(&String::from_utf8_lossy(&o.stdout)),
+        expected(&cfg, &[Granularity::Minute, Granularity::Hour])
+    );
+}
+
+#[test]
+fn an_unreachable_broker_fails_fast_and_names_it() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let o = cardinal()
+        .args(["run", "-b", &addr, "-t", "frames", "--timeout", "3s"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("cannot reach"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_topic_is_a_clear_error() {
+    let b = Broker::start();
+    let o = cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "no-such-topic",
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("no-such-topic"), "{stderr}");
+    let o = cardinal()
+        .args([
+            "produce",
+            "-b",
+            &b.addr,
+            "-t",
+            "no-such-topic",
+            "--timeout",
+            "5s",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-topic"));
+}
