@@ -2,7 +2,7 @@
 //! the library. Option values are validated here, by clap, so that a bad value
 //! exits with status 2 and a message that names the option.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::aggregator::Settings;
 use crate::counter::HllConfig;
 use crate::emitter::Format;
-use crate::generator::{self, FrameGen, GenConfig};
-use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom};
+use crate::generator::{self, GenConfig};
+use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::pipeline::{self, CountConfig, CounterKind, OpenInput, Sinks};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
@@ -69,7 +69,7 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Write synthetic production-like frames (deterministic for a seed).
     Gen(GenArgs),
-    /// Run the main job on built-in sample data: a million generated frames, counted.
+    /// Run the main job on built-in data: a million generated frames through Kafka, counted.
     Demo(DemoArgs),
 }
 
@@ -347,6 +347,10 @@ pub struct DemoArgs {
     /// Number of generated frames.
     #[arg(long, default_value_t = 1_000_000)]
     pub frames: u64,
+
+    /// The broker to go through: an embedded one, or Tansu if installed (scripts/kafka.sh install).
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub broker: crate::demo::DemoBroker,
 }
 
 fn parse_granularity(s: &str) -> Result<Granularity, String> {
@@ -469,7 +473,12 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         group: args.group,
         results_topic: args.results_topic,
         from: args.from,
-        until_end: args.until_end,
+        until: if args.until_end {
+            Until::EndAtStart
+        } else {
+            Until::Forever
+        },
+        fed: None,
         commit_interval: Duration::from_secs(args.commit_interval.max(0) as u64),
     };
     let config = args.counting.config();
@@ -604,20 +613,22 @@ fn gen_frames(args: GenArgs) -> Result<ExitCode> {
 }
 
 fn demo(args: DemoArgs) -> Result<ExitCode> {
-    let cfg = GenConfig {
+    let frames = GenConfig {
         frames: args.frames,
         ..GenConfig::default()
     };
     eprintln!(
-        "cardinal demo: generating {} production-like frames (~2 KB each, {} users, from 2016-07-11 13:39:44 UTC) and counting unique users per minute and hour",
-        cfg.frames, cfg.users
+        "cardinal demo: {} production-like frames (~2 KB each, {} users, from 2016-07-11 13:39:44 UTC) \
+         through Kafka, counting unique users per minute and hour",
+        frames.frames, frames.users
     );
     let opts = CountingOptions::try_parse_demo()?;
-    let input = OpenInput {
-        name: "<demo>".to_string(),
-        reader: Box::new(GenReader::new(FrameGen::new(&cfg))),
-    };
-    count_inputs(&opts, vec![input])
+    let config = opts.config();
+    let mut sinks = opts.sinks()?;
+    let started = Instant::now();
+    let telemetry = crate::demo::run(args.broker, frames, &config, &mut sinks)?;
+    eprint!("{}", telemetry.summary(started.elapsed()));
+    Ok(ExitCode::SUCCESS)
 }
 
 impl CountingOptions {
@@ -629,44 +640,6 @@ impl CountingOptions {
             o: CountingOptions,
         }
         Ok(Wrap::try_parse_from(["demo", "--windows", "minute,hour"])?.o)
-    }
-}
-
-/// Streams generated frames as bytes, so the demo never holds them all in memory.
-struct GenReader {
-    frames: FrameGen,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl GenReader {
-    fn new(frames: FrameGen) -> GenReader {
-        GenReader {
-            frames,
-            buf: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for GenReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-            // Batch frames so that reads look like a file's, not a pipe's.
-            for f in self.frames.by_ref().take(256) {
-                self.buf.extend_from_slice(&f.line);
-                self.buf.push(b'\n');
-            }
-            if self.buf.is_empty() {
-                return Ok(0);
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

@@ -66,9 +66,25 @@ pub struct RunOptions {
     pub group: String,
     pub results_topic: Option<String>,
     pub from: StartFrom,
-    /// Read up to the end offsets as of start, flush everything, stop.
-    pub until_end: bool,
+    pub until: Until,
     pub commit_interval: Duration,
+    /// Counts the frames handed to the pipeline, for callers that pace a producer.
+    pub fed: Option<Arc<AtomicU64>>,
+}
+
+/// End offsets per partition, set by whoever knows them.
+pub type SharedOffsets = Arc<Mutex<Option<HashMap<i32, i64>>>>;
+
+/// When `run` stops by itself.
+#[derive(Debug, Clone)]
+pub enum Until {
+    /// Never: a live consumer, stopped by SIGINT or SIGTERM.
+    Forever,
+    /// `--until-end`: the end offsets as of start; everything is flushed as final.
+    EndAtStart,
+    /// Offsets set later by whoever produces the data (the demo knows them from
+    /// its delivery reports, which is also right on brokers whose ListOffsets is not).
+    Target(SharedOffsets),
 }
 
 /// Consumer defaults. `fetch.wait.max.ms` matters most: some brokers (Tansu) wait
@@ -157,6 +173,8 @@ impl ConsumerContext for RunContext {
 pub struct DeliveryTracker {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Next offset per partition after the last delivered message, when asked for.
+    ends: Option<Mutex<HashMap<i32, i64>>>,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -164,6 +182,11 @@ impl ClientContext for DeliveryTracker {}
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let (Ok(msg), Some(ends)) = (result, &self.ends) {
+            let mut ends = ends.lock().expect("ends lock");
+            let end = ends.entry(msg.partition()).or_insert(0);
+            *end = (*end).max(msg.offset() + 1);
+        }
         if let Err((e, msg)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self.first_error.lock().expect("error lock");
@@ -180,7 +203,24 @@ impl ProducerContext for DeliveryTracker {
 }
 
 impl DeliveryTracker {
-    fn check(&self) -> Result<(), String> {
+    /// A tracker that also remembers the end offset of every partition written to.
+    pub fn recording_ends() -> DeliveryTracker {
+        DeliveryTracker {
+            ends: Some(Mutex::new(HashMap::new())),
+            ..DeliveryTracker::default()
+        }
+    }
+
+    /// Next offset per partition after the last delivered message.
+    pub fn ends(&self) -> HashMap<i32, i64> {
+        self.ends
+            .as_ref()
+            .map(|e| e.lock().expect("ends lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// Fails if any message could not be delivered.
+    pub fn check(&self) -> Result<(), String> {
         match self.failed.load(Ordering::Relaxed) {
             0 => Ok(()),
             n => Err(format!(
@@ -191,6 +231,32 @@ impl DeliveryTracker {
                     .clone()
                     .unwrap_or_default()
             )),
+        }
+    }
+}
+
+/// The producer settings Cardinal uses, with `-X` overrides applied.
+pub fn producer_config(opts: &KafkaOptions) -> ClientConfig {
+    opts.config(PRODUCER_DEFAULTS)
+}
+
+/// Sends, waiting while librdkafka's local queue is full instead of failing.
+pub fn send_with_backpressure<K, P>(
+    producer: &ThreadedProducer<DeliveryTracker>,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), String>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, back)) => return Err(format!("cannot produce to {}: {e}", back.topic)),
         }
     }
 }
@@ -268,7 +334,7 @@ pub fn run(
         }
         None => None,
     };
-    let end_offsets = if opts.until_end {
+    let end_offsets = if matches!(opts.until, Until::EndAtStart) {
         let mut ends = HashMap::new();
         for p in &partitions {
             let (low, high) = consumer
@@ -301,19 +367,46 @@ pub fn run(
     };
     let feeder_consumer = consumer.clone();
     let topic: Arc<str> = Arc::from(opts.topic.as_str());
+    let target = match &opts.until {
+        Until::Target(t) => Some(t.clone()),
+        _ => None,
+    };
+    let fed = opts.fed.clone();
     let result = pipeline::run(config, sinks, &mut hooks, move |feed| {
-        feed_from_kafka(&feeder_consumer, topic, end_offsets, &shutdown, feed)
+        let ends = EndOffsets {
+            at_start: end_offsets,
+            target,
+        };
+        feed_from_kafka(&feeder_consumer, topic, ends, fed, &shutdown, feed)
     });
     consumer.unsubscribe();
     result
 }
 
-/// The feeder thread: polls, batches messages into chunks, forwards rebalances
-/// and wall-clock ticks, and decides when a backfill is complete.
+/// Where a bounded run ends: `(low, high)` per partition as of start, or a target
+/// filled in later.
+struct EndOffsets {
+    at_start: Option<HashMap<i32, (i64, i64)>>,
+    target: Option<SharedOffsets>,
+}
+
+impl EndOffsets {
+    fn get(&self) -> Option<HashMap<i32, (i64, i64)>> {
+        if let Some(e) = &self.at_start {
+            return Some(e.clone());
+        }
+        let target = self.target.as_ref()?.lock().expect("target lock").clone()?;
+        Some(target.into_iter().map(|(p, high)| (p, (0, high))).collect())
+    }
+}
+
+/// The feeder thread: polls, batches messages into chunks, forwards assignments
+/// and wall-clock ticks, and decides when a bounded run is complete.
 fn feed_from_kafka(
     consumer: &BaseConsumer<RunContext>,
     topic: Arc<str>,
-    end_offsets: Option<HashMap<i32, (i64, i64)>>,
+    end_offsets: EndOffsets,
+    fed: Option<Arc<AtomicU64>>,
     shutdown: &AtomicBool,
     feed: Feed,
 ) {
@@ -328,6 +421,7 @@ fn feed_from_kafka(
     let mut last_progress = Instant::now();
     let mut read = 0u64;
     let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut ends_now = None;
     loop {
         if shutdown.load(Ordering::Relaxed) {
             let _ = feed.chunk(chunk);
@@ -366,13 +460,19 @@ fn feed_from_kafka(
         if !assigned.is_empty() && !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
             return;
         }
+        let tick = last_tick.elapsed() >= TICK;
         let mut done = Vec::new();
-        if let Some(ends) = &end_offsets {
-            // A backfilled partition read to its end must not hold the others back.
-            for (p, (low, high)) in ends {
-                let at_end = high <= low || positions.get(p).is_some_and(|pos| pos >= high);
-                if at_end && finished.insert(*p) {
-                    done.push(*p);
+        if tick {
+            if ends_now.is_none() || end_offsets.target.is_some() {
+                ends_now = end_offsets.get();
+            }
+            if let Some(ends) = &ends_now {
+                // A partition read to its end must not hold the others back.
+                for (p, (low, high)) in ends {
+                    let at_end = high <= low || positions.get(p).is_some_and(|pos| pos >= high);
+                    if at_end && finished.insert(*p) {
+                        done.push(*p);
+                    }
                 }
             }
         }
@@ -382,15 +482,19 @@ fn feed_from_kafka(
             || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)
         {
             let next = Chunk::records(topic.clone(), feed.pool().take(0));
+            let records = chunk.record_count() as u64;
             if !feed.chunk(std::mem::replace(&mut chunk, next)) {
                 return;
+            }
+            if let Some(fed) = &fed {
+                fed.fetch_add(records, Ordering::Relaxed);
             }
             batch_started = Instant::now();
         }
         if !done.is_empty() && !feed.lanes_done(done.iter().map(|p| *p as u32).collect()) {
             return;
         }
-        if last_tick.elapsed() >= TICK {
+        if tick {
             last_tick = Instant::now();
             if !feed.tick(now_ms()) {
                 return;
@@ -403,7 +507,7 @@ fn feed_from_kafka(
                     elapsed_s = started.elapsed().as_secs()
                 );
             }
-            if let Some(ends) = &end_offsets
+            if let Some(ends) = &ends_now
                 && backfill_done(consumer, &topic, ends, &positions)
             {
                 if chunk.record_count() > 0 {
@@ -520,17 +624,8 @@ impl Hooks for KafkaHooks {
             let record = Record::new(w, calendar);
             let key = record.key();
             let payload = serde_json::to_string(&record).expect("a record always serializes");
-            let mut pending = BaseRecord::to(topic).key(&key).payload(&payload);
-            loop {
-                match producer.send(pending) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        pending = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => return Err(live(format!("cannot produce to {topic}: {e}"))),
-                }
-            }
+            send_with_backpressure(producer, BaseRecord::to(topic).key(&key).payload(&payload))
+                .map_err(live)?;
         }
         Ok(())
     }
@@ -595,21 +690,8 @@ pub fn produce(
                 if let Some(k) = &key {
                     record = record.key(k.as_slice());
                 }
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            record = back;
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        Err((e, _)) => {
-                            return Err(live(format!(
-                                "cannot produce {}:{line_no} to {topic}: {e}",
-                                input.name
-                            )));
-                        }
-                    }
-                }
+                send_with_backpressure(&producer, record)
+                    .map_err(|e| live(format!("{}:{line_no}: {e}", input.name)))?;
                 report.messages += 1;
                 report.bytes += line.len() as u64;
             }
@@ -624,7 +706,7 @@ pub fn produce(
 
 /// The key for `--key-field`: the root `uid` through Cardinal's parser, any other
 /// root field as its raw JSON text (strings without quotes).
-fn root_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
+pub fn root_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
     if field == "uid" {
         return crate::parser::parse_frame(line)
             .ok()

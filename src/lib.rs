@@ -18,6 +18,7 @@
 pub mod aggregator;
 pub mod cli;
 pub mod counter;
+pub mod demo;
 pub mod emitter;
 pub mod generator;
 pub mod kafka;

@@ -357,7 +357,7 @@ fn a_closed_stdout_is_not_an_error() {
 }
 
 #[test]
-fn demo_runs_with_nothing_to_set_up() {
+fn demo_runs_through_an_embedded_broker_and_publishes_the_exact_counts() {
     let o = run(&["demo", "--frames", "30000"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -366,5 +366,28 @@ fn demo_runs_with_nothing_to_set_up() {
             .any(|l| l.starts_with("minute 2016-07-11T13:39:00Z")),
         "{text}"
     );
-    assert!(text.lines().any(|l| l.starts_with("hour")), "{text}");
+    assert!(
+        stderr(&o).contains("mock cluster"),
+        "the demo says which broker: {}",
+        stderr(&o)
+    );
+    // What the results topic holds equals `count` over the same generated frames.
+    let published: String = text
+        .lines()
+        .filter_map(|l| l.split_once('\t').map(|(_, json)| format!("{json}\n")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(dir.path(), "demo.json", &["--frames", "30000"]);
+    let counted = run(&[
+        "count",
+        "--windows",
+        "minute,hour",
+        "--format",
+        "json",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        counts_from_output(published.as_bytes()),
+        counts_from_output(&counted.stdout)
+    );
 }

@@ -1,0 +1,236 @@
+//! `cardinal demo`: the main job, end to end, on built-in data with nothing to set up.
+//!
+//! Generated frames are produced into a broker, `run` consumes them to the end and
+//! publishes results to a results topic, which is then read back and printed. The
+//! broker is librdkafka's in-process mock cluster unless `--broker tansu` asks for a
+//! Tansu broker (which must be installed: `scripts/kafka.sh install`).
+//!
+//! The mock cluster keeps only 5 MiB per partition and drops older data without an
+//! error, so the producer is paced to stay a bounded number of frames ahead of the
+//! consumer, and the run ends at the offsets the producer's delivery reports gave.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+use crate::generator::{FrameGen, GenConfig};
+use crate::kafka::{
+    self, DeliveryTracker, KafkaOptions, RunOptions, SharedOffsets, StartFrom, Until,
+};
+use crate::pipeline::{CountConfig, Sinks};
+use crate::telemetry::Telemetry;
+
+/// Which broker the demo uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoBroker {
+    /// librdkafka's in-process mock cluster.
+    Embedded,
+    /// A Tansu broker (SQLite engine) started for the demo and stopped after it.
+    Tansu,
+}
+
+const FRAMES_TOPIC: &str = "clicks";
+const RESULTS_TOPIC: &str = "unique-users";
+const PARTITIONS: i32 = 4;
+/// At most this many frames produced but not yet consumed: about 3 MB per partition,
+/// inside the mock cluster's 5 MiB.
+const MAX_LAG: u64 = 6_000;
+
+/// A running broker and how to reach it; stops it when dropped.
+enum Broker {
+    Embedded(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    Tansu {
+        child: Child,
+        addr: String,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Broker {
+    fn start(kind: DemoBroker) -> Result<Broker> {
+        match kind {
+            DemoBroker::Embedded => {
+                let cluster =
+                    MockCluster::new(1).context("cannot start the embedded Kafka mock cluster")?;
+                cluster.create_topic(FRAMES_TOPIC, PARTITIONS, 1)?;
+                cluster.create_topic(RESULTS_TOPIC, 1, 1)?;
+                Ok(Broker::Embedded(cluster))
+            }
+            DemoBroker::Tansu => {
+                let tansu =
+                    find_tansu().context("Tansu is not installed: run scripts/kafka.sh install")?;
+                let dir = tempfile::tempdir()?;
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                let addr = format!("127.0.0.1:{port}");
+                let child = Command::new(&tansu)
+                    .current_dir(dir.path())
+                    .args(["broker", "--listener-url", &format!("tcp://{addr}")])
+                    .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+                    .args(["--storage-engine", "sqlite://tansu.db"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", tansu.display()))?;
+                let broker = Broker::Tansu {
+                    child,
+                    addr: addr.clone(),
+                    _dir: dir,
+                };
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while std::net::TcpStream::connect(&addr).is_err() {
+                    if Instant::now() > deadline {
+                        bail!("Tansu did not answer on {addr} within 30 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let opts = options(&addr);
+                kafka::create_topic(&opts, FRAMES_TOPIC, PARTITIONS, false)?;
+                kafka::create_topic(&opts, RESULTS_TOPIC, 1, true)?;
+                Ok(broker)
+            }
+        }
+    }
+
+    fn addr(&self) -> String {
+        match self {
+            Broker::Embedded(c) => c.bootstrap_servers(),
+            Broker::Tansu { addr, .. } => addr.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Broker::Embedded(c) => format!(
+                "librdkafka's embedded mock cluster at {}",
+                c.bootstrap_servers()
+            ),
+            Broker::Tansu { addr, .. } => format!("Tansu (SQLite engine) at {addr}"),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn find_tansu() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([home.join(".cargo/bin")])
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file())
+}
+
+fn options(addr: &str) -> KafkaOptions {
+    KafkaOptions {
+        brokers: addr.to_string(),
+        properties: vec![],
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// Runs the demo; returns the run's counters.
+pub fn run(
+    kind: DemoBroker,
+    frames: GenConfig,
+    config: &CountConfig,
+    sinks: &mut Sinks,
+) -> Result<Telemetry> {
+    let broker = Broker::start(kind)?;
+    eprintln!("cardinal demo: broker: {}", broker.describe());
+    let opts = options(&broker.addr());
+    let target: SharedOffsets = Arc::new(Mutex::new(None));
+    let fed = Arc::new(AtomicU64::new(0));
+    let run_opts = RunOptions {
+        kafka: opts.clone(),
+        topic: FRAMES_TOPIC.into(),
+        group: "cardinal-demo".into(),
+        results_topic: Some(RESULTS_TOPIC.into()),
+        from: StartFrom::Earliest,
+        until: Until::Target(target.clone()),
+        commit_interval: Duration::from_secs(1),
+        fed: Some(fed.clone()),
+    };
+
+    let producer = {
+        let opts = opts.clone();
+        let fed = fed.clone();
+        let target = target.clone();
+        std::thread::spawn(move || produce_paced(&opts, frames, &fed, &target))
+    };
+    let report = kafka::run(&run_opts, config, sinks, Arc::new(AtomicBool::new(false)));
+    let produced = producer.join().expect("the demo producer does not panic")?;
+    let report = report?;
+    eprintln!(
+        "cardinal demo: produced {produced} frames to topic {FRAMES_TOPIC} ({PARTITIONS} partitions)"
+    );
+
+    let mut published = Vec::new();
+    kafka::consume_to_end(&opts, RESULTS_TOPIC, |m| {
+        published.push((m.key.unwrap_or_default(), m.payload));
+        true
+    })?;
+    eprintln!(
+        "cardinal demo: topic {RESULTS_TOPIC} holds {} result records, keyed WINDOW/START:",
+        published.len()
+    );
+    for (key, value) in &published {
+        println!(
+            "{}\t{}",
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(value)
+        );
+    }
+    Ok(report.telemetry)
+}
+
+/// Produces the generated frames keyed by uid, never more than [`MAX_LAG`] ahead of
+/// the consumer, then publishes the end offsets its delivery reports gave.
+fn produce_paced(
+    opts: &KafkaOptions,
+    frames: GenConfig,
+    fed: &AtomicU64,
+    target: &Mutex<Option<HashMap<i32, i64>>>,
+) -> Result<u64> {
+    let producer: ThreadedProducer<DeliveryTracker> = kafka::producer_config(opts)
+        .create_with_context(DeliveryTracker::recording_ends())
+        .context("cannot create the demo producer")?;
+    let mut produced = 0u64;
+    for frame in FrameGen::new(&frames) {
+        while produced.saturating_sub(fed.load(Ordering::Relaxed)) >= MAX_LAG {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let key = kafka::root_key(&frame.line, "uid");
+        let mut record = BaseRecord::to(FRAMES_TOPIC).payload(&frame.line);
+        if let Some(k) = &key {
+            record = record.key(k.as_slice());
+        }
+        kafka::send_with_backpressure(&producer, record).map_err(anyhow::Error::msg)?;
+        produced += 1;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("the demo frames were not acknowledged")?;
+    producer.context().check().map_err(anyhow::Error::msg)?;
+    *target.lock().expect("target lock") = Some(producer.context().ends());
+    Ok(produced)
+}
