@@ -1,0 +1,177 @@
+//! Kafka end to end: `run` to the end of a topic against a raw consume-only loop
+//! over the same topic with the same client settings, alternated in one run.
+//!
+//! Needs Tansu (`scripts/kafka.sh install`). It uses Tansu's memory engine, the
+//! fast one, which is only right for reading a topic sequentially from the start;
+//! the end offsets come from the producer's delivery reports, not ListOffsets.
+//!
+//!     cargo bench --bench kafka -- [FRAMES] [ROUNDS]
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cardinal::aggregator::Settings;
+use cardinal::emitter::Format;
+use cardinal::generator::{FrameGen, GenConfig};
+use cardinal::kafka::{self, DeliveryTracker, KafkaOptions, RunOptions, StartFrom, Until};
+use cardinal::pipeline::{CountConfig, CounterKind, Sinks};
+use cardinal::sink::ResultSink;
+use cardinal::window::{Calendar, Granularity};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const TOPIC: &str = "bench-frames";
+const PARTITIONS: i32 = 4;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let frames: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(300_000);
+    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut broker = Command::new("tansu")
+        .current_dir(dir.path())
+        .args(["broker", "--listener-url", &format!("tcp://{addr}")])
+        .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Tansu is needed: scripts/kafka.sh install");
+    while std::net::TcpStream::connect(&addr).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let opts = KafkaOptions {
+        brokers: addr.clone(),
+        properties: vec![],
+        timeout: Duration::from_secs(30),
+    };
+    kafka::create_topic(&opts, TOPIC, PARTITIONS, false).unwrap();
+
+    let started = Instant::now();
+    let producer: ThreadedProducer<DeliveryTracker> = kafka::producer_config(&opts)
+        .create_with_context(DeliveryTracker::recording_ends())
+        .unwrap();
+    let mut bytes = 0u64;
+    let cfg = GenConfig {
+        frames,
+        ..GenConfig::default()
+    };
+    for f in FrameGen::new(&cfg) {
+        let key = kafka::root_key(&f.line, "uid").unwrap();
+        bytes += f.line.len() as u64;
+        kafka::send_with_backpressure(&producer, BaseRecord::to(TOPIC).key(&key).payload(&f.line))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    producer.context().check().unwrap();
+    let ends = producer.context().ends();
+    println!(
+        "produced {frames} frames ({:.0} MB) into {PARTITIONS} partitions in {:.1}s; ends {ends:?}",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut raw = Vec::new();
+    let mut run = Vec::new();
+    for round in 0..rounds {
+        raw.push(raw_consume(&addr, &ends, frames));
+        run.push(cardinal_run(&opts, &ends, round));
+        println!(
+            "round {round}: raw {:.2}s, run {:.2}s",
+            raw[round], run[round]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (raw_s, run_s) = (median(&mut raw), median(&mut run));
+    println!(
+        "raw consume: {:.0} frames/s ({:.0} MB/s); cardinal run --until-end: {:.0} frames/s ({:.0} MB/s); run/raw = {:.0}%",
+        frames as f64 / raw_s,
+        bytes as f64 / 1e6 / raw_s,
+        frames as f64 / run_s,
+        bytes as f64 / 1e6 / run_s,
+        100.0 * raw_s / run_s
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// The same client settings as `run`, reading every message once and touching its payload.
+fn raw_consume(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "bench-raw")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(TOPIC, *p, Offset::Beginning)
+            .unwrap();
+    }
+    let started = Instant::now();
+    consumer.assign(&tpl).unwrap();
+    let mut read = 0u64;
+    let mut checksum = 0u64;
+    while read < frames {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            use rdkafka::Message;
+            checksum = checksum.wrapping_add(m.payload().map_or(0, |p| p.len() as u64));
+            read += 1;
+        }
+    }
+    std::hint::black_box(checksum);
+    started.elapsed().as_secs_f64()
+}
+
+fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> f64 {
+    let config = CountConfig {
+        calendar: Calendar::utc(),
+        settings: Settings {
+            granularities: vec![Granularity::Minute, Granularity::Hour],
+            ..Settings::default()
+        },
+        counter: CounterKind::Exact,
+        format: Format::Json,
+        threads: 2,
+        chunk_bytes: cardinal::source::CHUNK_BYTES,
+    };
+    let run = RunOptions {
+        kafka: opts.clone(),
+        topic: TOPIC.into(),
+        group: format!("bench-run-{round}"),
+        results_topic: None,
+        from: StartFrom::Earliest,
+        until: Until::Target(Arc::new(Mutex::new(Some(ends.clone())))),
+        commit_interval: Duration::from_secs(1),
+        fed: None,
+    };
+    let mut sinks = Sinks {
+        results: ResultSink::new(Box::new(std::io::sink())),
+        rejects: None,
+    };
+    let started = Instant::now();
+    let report = kafka::run(&run, &config, &mut sinks, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(
+        report.telemetry.frames_counted,
+        ends.values().sum::<i64>() as u64
+    );
+    started.elapsed().as_secs_f64()
+}
