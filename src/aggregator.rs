@@ -17,7 +17,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::counter::Counter;
+use serde::{Deserialize, Serialize};
+
+use crate::counter::{Counter, CounterState};
 use crate::watermark::{Admission, GuardConfig, OutlierGuard, Watermark};
 use crate::window::{Calendar, Granularity, Span};
 
@@ -132,6 +134,45 @@ impl<T> Output<T> {
         self.outliers.clear();
         self.released_counted = 0;
     }
+}
+
+/// The aggregator's state in a checkpoint. `H` is the caller's form of a held frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot<H> {
+    pub stream_wm: Option<i64>,
+    pub windows: Vec<WindowSnapshot>,
+    pub lanes: Vec<LaneSnapshot<H>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSnapshot {
+    pub granularity: Granularity,
+    pub start: i64,
+    pub end: i64,
+    pub frames: u64,
+    /// The last version emitted (0: not emitted yet).
+    pub version: u32,
+    pub dirty: bool,
+    pub counter: CounterState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneSnapshot<H> {
+    pub index: usize,
+    pub watermark: Watermark,
+    pub trusted_count: u64,
+    pub held: Vec<HeldSnapshot<H>>,
+    pub assigned: bool,
+    pub runs: Vec<(u64, i64)>,
+    pub next_pos: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldSnapshot<H> {
+    pub ts: i64,
+    pub pos: u64,
+    pub trusted_count_when_held: u64,
+    pub frame: H,
 }
 
 /// Ordered by end first, so the closed windows are always at the front.
@@ -534,6 +575,115 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
     }
 
+    /// The whole state, for a checkpoint. `held` turns a held frame's tag into
+    /// something serializable (the caller keeps the raw frame there).
+    pub fn snapshot<H>(&self, held: impl Fn(&T) -> H) -> Snapshot<H> {
+        Snapshot {
+            stream_wm: self.stream_wm,
+            windows: self
+                .open
+                .iter()
+                .map(|(id, w)| WindowSnapshot {
+                    granularity: id.granularity,
+                    start: id.start,
+                    end: id.end,
+                    frames: w.frames,
+                    version: w.version,
+                    dirty: w.dirty,
+                    counter: w.counter.save(),
+                })
+                .collect(),
+            lanes: self
+                .lanes
+                .iter()
+                .enumerate()
+                .map(|(index, l)| {
+                    let (trusted_count, frames) = l.guard.state();
+                    LaneSnapshot {
+                        index,
+                        watermark: l.watermark,
+                        trusted_count,
+                        held: frames
+                            .map(|(ts, when, p)| HeldSnapshot {
+                                ts,
+                                pos: p.pos,
+                                trusted_count_when_held: when,
+                                frame: held(&p.tag),
+                            })
+                            .collect(),
+                        assigned: l.assigned,
+                        runs: l.runs.iter().copied().collect(),
+                        next_pos: l.next_pos,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds an aggregator from [`Aggregator::snapshot`]. `unheld` recovers a held
+    /// frame's key and tag (by parsing the raw frame again).
+    pub fn restore<H>(
+        calendar: Calendar,
+        settings: Settings,
+        counter_config: C::Config,
+        snapshot: Snapshot<H>,
+        unheld: impl Fn(H) -> Option<(C::Key, T)>,
+    ) -> Result<Self, String> {
+        let mut agg = Aggregator::new(calendar, settings, counter_config);
+        agg.stream_wm = snapshot.stream_wm;
+        for w in snapshot.windows {
+            let counter = C::load(w.counter, &agg.counter_config)?;
+            agg.open.insert(
+                WindowId {
+                    end: w.end,
+                    granularity: w.granularity,
+                    start: w.start,
+                },
+                WindowState {
+                    counter,
+                    frames: w.frames,
+                    version: w.version,
+                    dirty: w.dirty,
+                },
+            );
+        }
+        for l in snapshot.lanes {
+            let mut held = Vec::new();
+            for h in l.held {
+                let (key, tag) =
+                    unheld(h.frame).ok_or("a held frame in the checkpoint no longer parses")?;
+                held.push((
+                    h.ts,
+                    h.trusted_count_when_held,
+                    Pending {
+                        key,
+                        pos: h.pos,
+                        tag,
+                    },
+                ));
+            }
+            agg.ensure_lane(l.index);
+            let lane = &mut agg.lanes[l.index];
+            lane.watermark = l.watermark;
+            lane.guard = OutlierGuard::restore(agg.settings.guard, l.trusted_count, held);
+            lane.assigned = l.assigned;
+            lane.runs = l.runs.into_iter().collect();
+            lane.next_pos = l.next_pos;
+            // Wall-clock idleness starts afresh: the restart itself was a pause.
+            lane.seen_since_tick = l.assigned;
+        }
+        Ok(agg)
+    }
+
+    /// Each lane's next position: where to resume reading after restoring a snapshot.
+    pub fn next_positions(&self) -> Vec<(usize, u64)> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.next_pos.map(|p| (i, p)))
+            .collect()
+    }
+
     fn result(&self, id: WindowId, state: &WindowState<C>) -> WindowResult {
         WindowResult {
             granularity: id.granularity,
@@ -843,6 +993,51 @@ mod tests {
         assert_eq!(out.released_counted, 1);
         let v = a.ingest(0, 1, M + 10, 2, || 0, &mut out);
         assert!(matches!(v, Verdict::Late { counted: false, .. }), "{v:?}");
+    }
+
+    #[test]
+    fn a_restored_snapshot_carries_on_exactly_like_the_original() {
+        let frames: Vec<(usize, i64, String)> = (0..5000)
+            .map(|i| {
+                (
+                    i % 3,
+                    M + i as i64 / 40 + if i % 7 == 0 { -3 } else { 0 },
+                    format!("u{}", i % 800),
+                )
+            })
+            .chain([(1, M + (1 << 29), "garbage".to_string())])
+            .chain((5000..9000).map(|i| (i % 3, M + i as i64 / 40, format!("u{}", i % 900))))
+            .collect();
+        let run = |split: Option<usize>| {
+            let mut a = agg(&[Granularity::Minute, Granularity::Hour], 5, 10);
+            let mut out = Output::default();
+            for (i, (lane, ts, uid)) in frames.iter().enumerate() {
+                if Some(i) == split {
+                    let snap = a.snapshot(|tag| *tag);
+                    let bytes = postcard::to_stdvec(&snap).unwrap();
+                    let back: Snapshot<usize> = postcard::from_bytes(&bytes).unwrap();
+                    assert_eq!(back, snap);
+                    a = Aggregator::restore(Calendar::utc(), a.settings.clone(), (), back, |tag| {
+                        Some((Exact::key(frames[tag].2.as_bytes()), tag))
+                    })
+                    .unwrap();
+                }
+                a.ingest(
+                    *lane,
+                    i as u64,
+                    *ts,
+                    Exact::key(uid.as_bytes()),
+                    || i,
+                    &mut out,
+                );
+            }
+            a.flush(&mut out);
+            (out.windows, out.outliers)
+        };
+        let whole = run(None);
+        for split in [1, 3, 2500, 5000, 5001, 5005, 8999] {
+            assert_eq!(run(Some(split)), whole, "split at {split}");
+        }
     }
 
     proptest::proptest! {

@@ -29,6 +29,19 @@ pub trait Counter: Sized + Send + 'static {
     fn count(&self) -> u64;
     /// Relative standard error, for approximate counters.
     fn rse(&self) -> Option<f64>;
+    /// The counter's state, for checkpoints.
+    fn save(&self) -> CounterState;
+    /// Rebuilds a counter from a checkpoint.
+    fn load(state: CounterState, config: &Self::Config) -> Result<Self, String>;
+}
+
+/// A counter's checkpointed state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum CounterState {
+    /// The 64-bit uid hashes.
+    Exact(Vec<u64>),
+    /// A DataSketches HLL sketch in its standard binary format.
+    Hll(Vec<u8>),
 }
 
 /// Hashes are already uniform: hashing them again would only cost time.
@@ -80,6 +93,19 @@ impl Counter for Exact {
     }
     fn rse(&self) -> Option<f64> {
         None
+    }
+    fn save(&self) -> CounterState {
+        CounterState::Exact(self.seen.iter().copied().collect())
+    }
+    fn load(state: CounterState, _: &()) -> Result<Self, String> {
+        match state {
+            CounterState::Exact(hashes) => Ok(Exact {
+                seen: hashes.into_iter().collect(),
+            }),
+            CounterState::Hll(_) => {
+                Err("the checkpoint holds HLL sketches, this run counts exactly".into())
+            }
+        }
     }
 }
 
@@ -154,6 +180,28 @@ impl Counter for Hll {
         }
         Some((self.sketch.upper_bound(NumStdDev::One) / est - 1.0).max(0.0))
     }
+    fn save(&self) -> CounterState {
+        CounterState::Hll(self.sketch.serialize())
+    }
+    fn load(state: CounterState, config: &HllConfig) -> Result<Self, String> {
+        match state {
+            CounterState::Hll(bytes) => {
+                let sketch =
+                    HllSketch::deserialize(&bytes).map_err(|e| format!("bad HLL sketch: {e}"))?;
+                if sketch.lg_config_k() != config.lg_k {
+                    return Err(format!(
+                        "the checkpoint's sketches have precision {}, this run asks for {}",
+                        sketch.lg_config_k(),
+                        config.lg_k
+                    ));
+                }
+                Ok(Hll { sketch })
+            }
+            CounterState::Exact(_) => {
+                Err("the checkpoint holds exact sets, this run counts with HLL".into())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +230,24 @@ mod tests {
         assert!(rse > 0.0 && rse < 0.01, "rse {rse}");
         let err = (c.count() as f64 - n as f64).abs() / n as f64;
         assert!(err < 3.0 * rse, "error {err} vs rse {rse}");
+    }
+
+    #[test]
+    fn counters_survive_save_and_load() {
+        let mut e = Exact::new(&());
+        let mut h = Hll::new(&HllConfig::default());
+        for i in 0..10_000 {
+            let uid = format!("u{i}");
+            e.insert(Exact::key(uid.as_bytes()));
+            h.insert(Hll::key(uid.as_bytes()));
+        }
+        assert_eq!(Exact::load(e.save(), &()).unwrap().count(), e.count());
+        assert_eq!(
+            Hll::load(h.save(), &HllConfig::default()).unwrap().count(),
+            h.count()
+        );
+        assert!(Hll::load(e.save(), &HllConfig::default()).is_err());
+        assert!(Hll::load(h.save(), &HllConfig { lg_k: 12 }).is_err());
     }
 
     #[test]

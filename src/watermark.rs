@@ -115,6 +115,37 @@ impl<P> OutlierGuard<P> {
         self.held.len()
     }
 
+    /// For checkpoints: the trusted-frame count and the held frames, oldest first,
+    /// as `(ts, trusted count when held, payload)`.
+    pub fn state(&self) -> (u64, impl Iterator<Item = (i64, u64, &P)>) {
+        (
+            self.trusted_count,
+            self.held
+                .iter()
+                .map(|h| (h.ts, h.trusted_count_when_held, &h.payload)),
+        )
+    }
+
+    /// Rebuilds a guard from [`OutlierGuard::state`].
+    pub fn restore(
+        config: GuardConfig,
+        trusted_count: u64,
+        held: impl IntoIterator<Item = (i64, u64, P)>,
+    ) -> Self {
+        OutlierGuard {
+            config,
+            held: held
+                .into_iter()
+                .map(|(ts, trusted_count_when_held, payload)| Held {
+                    ts,
+                    trusted_count_when_held,
+                    payload,
+                })
+                .collect(),
+            trusted_count,
+        }
+    }
+
     /// Classifies one frame against the watermark.
     ///
     /// `payload` is only built when the frame is held. Frames that a jump lets
