@@ -162,6 +162,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         until: Until::Target(Arc::new(Mutex::new(Some(ends.clone())))),
         commit_interval: Duration::from_secs(1),
         fed: None,
+        state: None,
     };
     let mut sinks = Sinks {
         results: ResultSink::new(Box::new(std::io::sink())),

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::aggregator::Settings;
+use crate::checkpoint::{Checkpoint, Checkpointing, FileCheckpoints, InputPosition, StateDir};
 use crate::counter::HllConfig;
 use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
-use crate::pipeline::{self, CountConfig, CounterKind, OpenInput, Sinks};
+use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
 use crate::watermark::GuardConfig;
@@ -136,10 +137,30 @@ pub enum CounterArg {
     Hll,
 }
 
+/// Checkpoints, for `count` on files and for `run`.
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// Checkpoint the state here (every --checkpoint-interval and at shutdown) and
+    /// resume from it on start. Files resume at their checkpointed byte; stdin cannot.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Discard the checkpoint in --state-dir instead of resuming from it.
+    #[arg(long, requires = "state_dir")]
+    pub reset_state: bool,
+
+    /// How often to checkpoint (for `run`, offsets are committed at the same time).
+    #[arg(long, default_value = "1s", value_parser = parse_seconds)]
+    pub checkpoint_interval: i64,
+}
+
 #[derive(Debug, Args)]
 pub struct CountArgs {
     #[command(flatten)]
     pub counting: CountingOptions,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
@@ -225,12 +246,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub until_end: bool,
 
-    /// How often to commit offsets that published results cover.
-    #[arg(long, default_value = "1s", value_parser = parse_seconds)]
-    pub commit_interval: i64,
-
     #[command(flatten)]
     pub counting: CountingOptions,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +406,24 @@ pub fn parse_seconds(s: &str) -> Result<i64, String> {
 }
 
 impl CountingOptions {
+    /// What a checkpoint's state depends on: restoring it under other options would be wrong.
+    pub fn identity(&self) -> String {
+        let windows: Vec<&str> = self.windows.iter().map(|g| g.name()).collect();
+        let counter = match self.counter {
+            CounterArg::Exact => "exact".to_string(),
+            CounterArg::Hll => format!("hll/{}", self.precision),
+        };
+        format!(
+            "windows={} tz={} lateness={} grace={} max_ahead={} confirm={} counter={counter}",
+            windows.join(","),
+            self.tz.zone_name(),
+            self.lateness,
+            self.grace,
+            self.max_ahead,
+            self.confirm
+        )
+    }
+
     pub fn config(&self) -> CountConfig {
         CountConfig {
             calendar: self.tz.clone(),
@@ -454,7 +492,81 @@ fn open_inputs(files: &[String]) -> Result<Vec<OpenInput>> {
 }
 
 fn count(args: CountArgs) -> Result<ExitCode> {
-    count_inputs(&args.counting, open_inputs(&args.files)?)
+    let Some(dir) = &args.state.state_dir else {
+        return count_inputs(&args.counting, open_inputs(&args.files)?);
+    };
+    if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
+        bail!("--state-dir needs files: stdin cannot be resumed from a checkpoint");
+    }
+    let identity = format!(
+        "files {} {}",
+        args.files.join(","),
+        args.counting.identity()
+    );
+    let state_dir = StateDir::open(dir)?;
+    let restore = match state_dir.load(&identity, args.state.reset_state)? {
+        Some(Checkpoint {
+            input: InputPosition::Files { complete: true, .. },
+            ..
+        }) => {
+            eprintln!(
+                "cardinal: the checkpoint in {} says these files were counted to the end; nothing to do \
+                 (pass --reset-state to count them again)",
+                dir.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Checkpoint {
+            input:
+                InputPosition::Files {
+                    input,
+                    offset,
+                    next_line,
+                    ..
+                },
+            state,
+            ..
+        }) => {
+            tracing::info!(event = "checkpoint_restored", input, offset, next_line);
+            Some((
+                state,
+                FileResume {
+                    input,
+                    offset,
+                    next_line,
+                },
+            ))
+        }
+        Some(_) => bail!(
+            "{} holds a checkpoint of a Kafka run, not of files",
+            dir.display()
+        ),
+        None => None,
+    };
+    let inputs = open_inputs(&args.files)?;
+    let config = args.counting.config();
+    let mut sinks = args.counting.sinks()?;
+    let mut hooks = FileCheckpoints::new(
+        Checkpointing::new(state_dir, identity),
+        Duration::from_secs(args.state.checkpoint_interval.max(0) as u64),
+    );
+    let started = Instant::now();
+    let report = pipeline::count_from(
+        &config,
+        inputs,
+        &mut sinks,
+        &mut hooks,
+        restore,
+        Some(shutdown_flag()?),
+    )?;
+    if !args.counting.quiet && !report.output_closed {
+        eprint!(
+            "{}{}",
+            report.telemetry.summary(started.elapsed()),
+            hooks.checkpointing.summary()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGINT and SIGTERM ask for a graceful stop: commit what is safe, exit 0.
@@ -467,11 +579,26 @@ fn shutdown_flag() -> Result<Arc<AtomicBool>> {
 }
 
 fn run_kafka(args: RunArgs) -> Result<ExitCode> {
+    let state = args
+        .state
+        .state_dir
+        .as_ref()
+        .map(|dir| kafka::StateOptions {
+            dir: dir.clone(),
+            reset: args.state.reset_state,
+            identity: format!(
+                "kafka topic={} group={} {}",
+                args.topic,
+                args.group,
+                args.counting.identity()
+            ),
+        });
     let opts = RunOptions {
         kafka: args.kafka.options(),
         topic: args.topic,
         group: args.group,
         results_topic: args.results_topic,
+        state,
         from: args.from,
         until: if args.until_end {
             Until::EndAtStart
@@ -479,14 +606,18 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             Until::Forever
         },
         fed: None,
-        commit_interval: Duration::from_secs(args.commit_interval.max(0) as u64),
+        commit_interval: Duration::from_secs(args.state.checkpoint_interval.max(0) as u64),
     };
     let config = args.counting.config();
     let mut sinks = args.counting.sinks()?;
     let started = Instant::now();
     let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?)?;
     if !args.counting.quiet {
-        eprint!("{}", report.telemetry.summary(started.elapsed()));
+        eprint!(
+            "{}{}",
+            report.telemetry.summary(started.elapsed()),
+            report.checkpoint_summary
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -169,6 +169,7 @@ pub fn run(
         until: Until::Target(target.clone()),
         commit_interval: Duration::from_secs(1),
         fed: Some(fed.clone()),
+        state: None,
     };
 
     let producer = {

@@ -21,8 +21,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::aggregator::WindowResult;
+use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::emitter::Record;
-use crate::pipeline::{self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks};
+use crate::pipeline::{
+    self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
+};
 use crate::source::{CHUNK_BYTES, Chunk};
 use crate::window::Calendar;
 
@@ -70,6 +73,8 @@ pub struct RunOptions {
     pub commit_interval: Duration,
     /// Counts the frames handed to the pipeline, for callers that pace a producer.
     pub fed: Option<Arc<AtomicU64>>,
+    /// Checkpoint to (and resume from) a state directory.
+    pub state: Option<StateOptions>,
 }
 
 /// End offsets per partition, set by whoever knows them.
@@ -309,10 +314,34 @@ pub fn run(
     sinks: &mut Sinks,
     shutdown: Arc<AtomicBool>,
 ) -> Result<CountReport, PipelineError> {
+    // A checkpoint, if any, says where every partition it has seen resumes.
+    let mut restored = None;
+    let mut positions = HashMap::new();
+    let checkpoints = match &opts.state {
+        Some(st) => {
+            let dir = StateDir::open(&st.dir).map_err(|e| live(e.to_string()))?;
+            if let Some(cp) = dir
+                .load(&st.identity, st.reset)
+                .map_err(|e| live(e.to_string()))?
+            {
+                let InputPosition::Kafka { offsets } = &cp.input else {
+                    return Err(live(format!(
+                        "{} holds a checkpoint of files, not of Kafka",
+                        st.dir.display()
+                    )));
+                };
+                positions.extend(offsets.iter().copied());
+                tracing::info!(event = "checkpoint_restored", offsets = ?offsets, windows = cp.state.windows.len());
+                restored = Some(cp.state);
+            }
+            Some(Checkpointing::new(dir, st.identity.clone()))
+        }
+        None => None,
+    };
     let context = RunContext {
         topic: opts.topic.clone(),
         from: opts.from,
-        positions: Mutex::new(HashMap::new()),
+        positions: Mutex::new(positions),
         assigned: Mutex::new(Vec::new()),
     };
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
@@ -364,6 +393,7 @@ pub fn run(
         commit_interval: opts.commit_interval,
         last_commit: Instant::now(),
         committed: HashMap::new(),
+        checkpoints,
     };
     let feeder_consumer = consumer.clone();
     let topic: Arc<str> = Arc::from(opts.topic.as_str());
@@ -372,7 +402,7 @@ pub fn run(
         _ => None,
     };
     let fed = opts.fed.clone();
-    let result = pipeline::run(config, sinks, &mut hooks, move |feed| {
+    let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
         let ends = EndOffsets {
             at_start: end_offsets,
             target,
@@ -380,7 +410,11 @@ pub fn run(
         feed_from_kafka(&feeder_consumer, topic, ends, fed, &shutdown, feed)
     });
     consumer.unsubscribe();
-    result
+    let mut report = result?;
+    if let Some(cp) = &hooks.checkpoints {
+        report.checkpoint_summary = cp.summary();
+    }
+    Ok(report)
 }
 
 /// Where a bounded run ends: `(low, high)` per partition as of start, or a target
@@ -554,15 +588,12 @@ struct KafkaHooks {
     commit_interval: Duration,
     last_commit: Instant,
     committed: HashMap<i32, i64>,
+    checkpoints: Option<Checkpointing>,
 }
 
 impl KafkaHooks {
-    fn commit(
-        &mut self,
-        safe: &dyn Fn(usize) -> Option<u64>,
-        mode: CommitMode,
-    ) -> Result<(), PipelineError> {
-        // Results first: an offset may only be committed once what it counts in is acked.
+    fn commit(&mut self, state: &dyn StateView, mode: CommitMode) -> Result<(), PipelineError> {
+        // Results first: neither a checkpoint nor an offset may get ahead of what is acked.
         if let Some((topic, producer)) = &self.producer {
             producer.flush(self.timeout).map_err(|e| {
                 live(format!(
@@ -572,6 +603,27 @@ impl KafkaHooks {
             })?;
             producer.context().check().map_err(live)?;
         }
+        // With a checkpoint, the state covers everything read so far; without one,
+        // only what final results cover is safe.
+        let positions: HashMap<i32, i64> = match &mut self.checkpoints {
+            Some(cp) => {
+                let next = state.next_positions();
+                let checkpoint = Checkpoint {
+                    identity: cp.identity.clone(),
+                    written_unix_ms: crate::checkpoint::unix_ms(),
+                    input: InputPosition::Kafka {
+                        offsets: next.iter().map(|(p, o)| (*p as i32, *o as i64)).collect(),
+                    },
+                    state: state.snapshot(),
+                };
+                let stats = cp.dir.save(&checkpoint).map_err(|e| live(e.to_string()))?;
+                cp.saved(stats);
+                next.into_iter()
+                    .map(|(p, o)| (p as i32, o as i64))
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
         let assignment = self
             .consumer
             .assignment()
@@ -579,14 +631,15 @@ impl KafkaHooks {
         let mut tpl = TopicPartitionList::new();
         for elem in assignment.elements_for_topic(&self.topic) {
             let p = elem.partition();
-            if let Some(pos) = safe(p as usize) {
-                let pos = pos as i64;
-                if self.committed.get(&p) != Some(&pos) {
-                    tpl.add_partition_offset(&self.topic, p, Offset::Offset(pos))
-                        .map_err(|e| {
-                            live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic))
-                        })?;
-                }
+            let pos = match self.checkpoints {
+                Some(_) => positions.get(&p).copied(),
+                None => state.safe_position(p as usize).map(|o| o as i64),
+            };
+            if let Some(pos) = pos
+                && self.committed.get(&p) != Some(&pos)
+            {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(pos))
+                    .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
             }
         }
         if tpl.count() == 0 {
@@ -632,23 +685,29 @@ impl Hooks for KafkaHooks {
 
     fn progress(
         &mut self,
-        safe: &dyn Fn(usize) -> Option<u64>,
+        state: &dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
         if self.last_commit.elapsed() >= self.commit_interval {
             self.last_commit = Instant::now();
-            self.commit(safe, CommitMode::Async)?;
+            self.commit(state, CommitMode::Async)?;
         }
         Ok(())
     }
 
-    fn finished(
-        &mut self,
-        safe: &dyn Fn(usize) -> Option<u64>,
-        _complete: bool,
-    ) -> Result<(), PipelineError> {
-        self.commit(safe, CommitMode::Sync)
+    fn finished(&mut self, state: &dyn StateView, _complete: bool) -> Result<(), PipelineError> {
+        self.commit(state, CommitMode::Sync)
     }
+}
+
+/// `--state-dir` for a run: where checkpoints go, and what they must match.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    pub dir: std::path::PathBuf,
+    /// Discard an existing checkpoint instead of resuming from it.
+    pub reset: bool,
+    /// What the state depends on (inputs and counting options), checked on restore.
+    pub identity: String,
 }
 
 /// `cardinal produce`: what was sent.

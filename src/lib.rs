@@ -16,6 +16,7 @@
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
 pub mod aggregator;
+pub mod checkpoint;
 pub mod cli;
 pub mod counter;
 pub mod demo;

@@ -9,12 +9,14 @@
 //! feeder instead of filling memory.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::aggregator::{Aggregator, Output, Settings, Verdict, WindowResult};
+use crate::aggregator::{Aggregator, Output, Settings, Snapshot, Verdict, WindowResult};
+use crate::checkpoint::HeldRaw;
 use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::parser::{self, ParseError};
@@ -70,10 +72,24 @@ pub struct CountReport {
     pub telemetry: Telemetry,
     /// The reader of the results went away before the end (`| head`).
     pub output_closed: bool,
+    /// What checkpointing cost, if it was on (a line for the summary).
+    pub checkpoint_summary: String,
 }
 
-/// What a live source does besides feeding frames: publish results, commit
-/// progress. Called on the aggregating thread.
+/// What the hooks may ask of the aggregating stage, between two queue items.
+pub trait StateView {
+    /// The first position on `lane` not yet covered by final results.
+    fn safe_position(&self, lane: usize) -> Option<u64>;
+    /// Each lane's next position: what the state reflects.
+    fn next_positions(&self) -> Vec<(usize, u64)>;
+    /// For files: (input index, byte offset, next line) after the last chunk counted.
+    fn file_position(&self) -> Option<(usize, u64, u64)>;
+    /// The aggregator's whole state, for a checkpoint.
+    fn snapshot(&self) -> Snapshot<HeldRaw>;
+}
+
+/// What a source does besides feeding frames: publish results, commit progress,
+/// checkpoint. Called on the aggregating thread.
 pub trait Hooks {
     /// Windows just emitted (already written to stdout).
     fn results(
@@ -83,22 +99,17 @@ pub trait Hooks {
     ) -> Result<(), PipelineError> {
         Ok(())
     }
-    /// After every queue item; `safe(lane)` is the first position not yet covered
-    /// by final results (see `Aggregator::safe_position`).
+    /// After every queue item.
     fn progress(
         &mut self,
-        _safe: &dyn Fn(usize) -> Option<u64>,
+        _state: &dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
         Ok(())
     }
-    /// The feed ended. `complete`: the input is exhausted (flush everything as final);
-    /// otherwise the run was stopped and open windows stay open.
-    fn finished(
-        &mut self,
-        _safe: &dyn Fn(usize) -> Option<u64>,
-        _complete: bool,
-    ) -> Result<(), PipelineError> {
+    /// The feed ended. `complete`: the input is exhausted and every window was
+    /// emitted as final; otherwise the run was stopped and open windows stay open.
+    fn finished(&mut self, _state: &dyn StateView, _complete: bool) -> Result<(), PipelineError> {
         Ok(())
     }
 }
@@ -113,12 +124,51 @@ pub fn count(
     inputs: Vec<OpenInput>,
     sinks: &mut Sinks,
 ) -> Result<CountReport, PipelineError> {
+    count_from(config, inputs, sinks, &mut NoHooks, None, None)
+}
+
+/// Where to resume files: input index, byte offset in it, line number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileResume {
+    pub input: usize,
+    pub offset: u64,
+    pub next_line: u64,
+}
+
+/// Counts files with hooks (checkpoints), optionally resuming from a restored state.
+/// A `shutdown` request stops between chunks, without emitting open windows.
+pub fn count_from(
+    config: &CountConfig,
+    inputs: Vec<OpenInput>,
+    sinks: &mut Sinks,
+    hooks: &mut dyn Hooks,
+    restore: Option<(Snapshot<HeldRaw>, FileResume)>,
+    shutdown: Option<Arc<AtomicBool>>,
+) -> Result<CountReport, PipelineError> {
     let chunk_bytes = config.chunk_bytes;
-    run(config, sinks, &mut NoHooks, move |feed| {
-        for input in inputs {
-            for chunk in
+    let (snapshot, resume) = match restore {
+        Some((s, r)) => (Some(s), Some(r)),
+        None => (None, None),
+    };
+    run(config, sinks, hooks, snapshot, move |feed| {
+        for (index, input) in inputs.into_iter().enumerate() {
+            if resume.is_some_and(|r| index < r.input) {
+                continue;
+            }
+            let mut chunker =
                 Chunker::with_pool(input.reader, &input.name, chunk_bytes, feed.pool().clone())
+                    .input(index);
+            if let Some(r) = resume.filter(|r| r.input == index)
+                && let Err(e) = chunker.skip_to(r.offset, r.next_line)
             {
+                feed.fail(e.into());
+                return;
+            }
+            for chunk in chunker {
+                if shutdown.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    feed.end(false);
+                    return;
+                }
                 match chunk {
                     Ok(chunk) => {
                         if !feed.chunk(chunk) {
@@ -136,19 +186,20 @@ pub fn count(
     })
 }
 
-/// Runs the pipeline with `feeder` on its own thread.
+/// Runs the pipeline with `feeder` on its own thread, from a restored state if given.
 pub fn run<F>(
     config: &CountConfig,
     sinks: &mut Sinks,
     hooks: &mut dyn Hooks,
+    restore: Option<Snapshot<HeldRaw>>,
     feeder: F,
 ) -> Result<CountReport, PipelineError>
 where
     F: FnOnce(Feed) + Send,
 {
     match config.counter {
-        CounterKind::Exact => run_with::<Exact, F>(config, (), sinks, hooks, feeder),
-        CounterKind::Hll(h) => run_with::<Hll, F>(config, h, sinks, hooks, feeder),
+        CounterKind::Exact => run_with::<Exact, F>(config, (), sinks, hooks, restore, feeder),
+        CounterKind::Hll(h) => run_with::<Hll, F>(config, h, sinks, hooks, restore, feeder),
     }
 }
 
@@ -248,12 +299,38 @@ fn run_with<C: Counter, F>(
     counter_config: C::Config,
     sinks: &mut Sinks,
     hooks: &mut dyn Hooks,
+    restore: Option<Snapshot<HeldRaw>>,
     feeder: F,
 ) -> Result<CountReport, PipelineError>
 where
     F: FnOnce(Feed) + Send,
 {
     let threads = config.threads.max(1);
+    let agg = match restore {
+        None => Aggregator::new(
+            config.calendar.clone(),
+            config.settings.clone(),
+            counter_config,
+        ),
+        Some(snapshot) => Aggregator::restore(
+            config.calendar.clone(),
+            config.settings.clone(),
+            counter_config,
+            snapshot,
+            |held: HeldRaw| {
+                let frame = parser::parse_frame(&held.raw).ok()?;
+                let key = C::key(&frame.uid);
+                Some((
+                    key,
+                    HeldFrame {
+                        position: held.position(),
+                        raw: held.raw.into(),
+                    },
+                ))
+            },
+        )
+        .map_err(|e| PipelineError::Live(format!("cannot restore the checkpoint: {e}")))?,
+    };
     std::thread::scope(|scope| {
         let (job_tx, job_rx) =
             mpsc::sync_channel::<(Chunk, SyncSender<Box<dyn std::any::Any + Send>>)>(threads * 2);
@@ -280,11 +357,8 @@ where
         }
 
         let mut stage = Aggregate::<C> {
-            agg: Aggregator::new(
-                config.calendar.clone(),
-                config.settings.clone(),
-                counter_config,
-            ),
+            agg,
+            file_position: None,
             out: Output::default(),
             rendered: String::new(),
             emitted: Vec::new(),
@@ -299,19 +373,43 @@ where
             Ok(()) => Ok(CountReport {
                 telemetry: stage.telemetry,
                 output_closed: false,
+                checkpoint_summary: String::new(),
             }),
             Err(PipelineError::Sink(SinkError::Closed)) => Ok(CountReport {
                 telemetry: stage.telemetry,
                 output_closed: true,
+                checkpoint_summary: String::new(),
             }),
             Err(e) => Err(e),
         }
     })
 }
 
+/// The aggregating stage as the hooks see it.
+struct View<'a, C: Counter> {
+    agg: &'a Aggregator<C, HeldFrame>,
+    file_position: Option<(usize, u64, u64)>,
+}
+
+impl<C: Counter> StateView for View<'_, C> {
+    fn safe_position(&self, lane: usize) -> Option<u64> {
+        self.agg.safe_position(lane)
+    }
+    fn next_positions(&self) -> Vec<(usize, u64)> {
+        self.agg.next_positions()
+    }
+    fn file_position(&self) -> Option<(usize, u64, u64)> {
+        self.file_position
+    }
+    fn snapshot(&self) -> Snapshot<HeldRaw> {
+        self.agg.snapshot(|h| HeldRaw::new(&h.position, &h.raw))
+    }
+}
+
 /// The aggregating end of the pipeline, on the calling thread.
 struct Aggregate<'s, C: Counter> {
     agg: Aggregator<C, HeldFrame>,
+    file_position: Option<(usize, u64, u64)>,
     out: Output<HeldFrame>,
     rendered: String,
     emitted: Vec<WindowResult>,
@@ -333,6 +431,15 @@ impl<C: Counter> Aggregate<'_, C> {
                         .downcast::<ParsedChunk<C::Key>>()
                         .expect("parsed with this counter's key");
                     self.chunk(&parsed)?;
+                    let c = &parsed.chunk;
+                    if c.record_count() == 0 {
+                        let lines = parsed.entries.len() as u64;
+                        self.file_position = Some((
+                            c.input,
+                            c.offset + c.data().len() as u64,
+                            c.first_line + lines,
+                        ));
+                    }
                     parsed.chunk.recycle(&self.pool);
                 }
                 Item::Tick(now) => {
@@ -360,17 +467,20 @@ impl<C: Counter> Aggregate<'_, C> {
                     if let Some(r) = self.sinks.rejects.as_mut() {
                         r.flush()?;
                     }
-                    let agg = &self.agg;
-                    return self
-                        .hooks
-                        .finished(&|lane| agg.safe_position(lane), complete);
+                    let view = View {
+                        agg: &self.agg,
+                        file_position: self.file_position,
+                    };
+                    return self.hooks.finished(&view, complete);
                 }
                 Item::Failed(e) => return Err(e),
             }
             self.publish()?;
-            let agg = &self.agg;
-            self.hooks
-                .progress(&|lane| agg.safe_position(lane), now_ms)?;
+            let view = View {
+                agg: &self.agg,
+                file_position: self.file_position,
+            };
+            self.hooks.progress(&view, now_ms)?;
         }
         // The feeder went away without saying why: treat as stopped, not complete.
         Err(PipelineError::Live(

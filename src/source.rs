@@ -88,6 +88,8 @@ pub struct Chunk {
     pub first_line: u64,
     /// Byte offset of the chunk in the (decompressed) input.
     pub offset: u64,
+    /// Which input of the run (files are read in order).
+    pub input: usize,
     buf: Vec<u8>,
     len: usize,
     records: Option<Vec<Record>>,
@@ -112,6 +114,7 @@ impl Chunk {
             source,
             first_line: 0,
             offset: 0,
+            input: 0,
             buf,
             len: 0,
             records: Some(Vec::new()),
@@ -221,9 +224,44 @@ pub struct Chunker<R> {
     offset: u64,
     chunk_bytes: usize,
     eof: bool,
+    input: usize,
 }
 
 impl<R: Read> Chunker<R> {
+    /// Tags chunks with the input's index in the run.
+    pub fn input(mut self, index: usize) -> Self {
+        self.input = index;
+        self
+    }
+
+    /// Resumes at a checkpointed position: skips `offset` bytes (decompressed bytes
+    /// for `.gz`, which cannot seek) and numbers lines from `next_line`.
+    pub fn skip_to(&mut self, offset: u64, next_line: u64) -> Result<(), SourceError> {
+        let skipped =
+            io::copy(&mut (&mut self.reader).take(offset), &mut io::sink()).map_err(|e| {
+                SourceError::Read {
+                    name: self.source.to_string(),
+                    line: 0,
+                    source: e,
+                }
+            })?;
+        if skipped < offset {
+            return Err(SourceError::Read {
+                name: self.source.to_string(),
+                line: 0,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the checkpoint is at byte {offset} but the input has only {skipped}: is it the same file?"
+                    ),
+                ),
+            });
+        }
+        self.offset = offset;
+        self.next_line = next_line;
+        Ok(())
+    }
+
     pub fn new(reader: R, source: &str, chunk_bytes: usize) -> Self {
         Self::with_pool(reader, source, chunk_bytes, BufferPool::default())
     }
@@ -239,6 +277,7 @@ impl<R: Read> Chunker<R> {
             offset: 0,
             chunk_bytes,
             eof: false,
+            input: 0,
         }
     }
 
@@ -254,6 +293,7 @@ impl<R: Read> Chunker<R> {
             source: self.source.clone(),
             first_line: self.next_line,
             offset: self.offset,
+            input: self.input,
             buf,
             len: upto,
             records: None,

@@ -391,3 +391,136 @@ fn demo_runs_through_an_embedded_broker_and_publishes_the_exact_counts() {
         counts_from_output(&counted.stdout)
     );
 }
+
+/// Latest record per (window, start) from JSON output lines.
+fn latest_per_window(stdout: &[u8]) -> BTreeMap<(String, String), (u64, u64)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                (
+                    v["window"].as_str().unwrap().into(),
+                    v["start"].as_str().unwrap().into(),
+                ),
+                (
+                    v["unique_users"].as_u64().unwrap(),
+                    v["frames"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn count_resumes_a_killed_backfill_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(
+        dir.path(),
+        "big.json",
+        &[
+            "--frames",
+            "300000",
+            "--rate",
+            "200",
+            "--seed",
+            "17",
+            "--disorder",
+            "0.1",
+        ],
+    );
+    let file = file.to_str().unwrap();
+    let whole = run(&[
+        "count",
+        "--format",
+        "json",
+        "--windows",
+        "minute,hour",
+        file,
+    ]);
+    assert!(whole.status.success());
+
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let args = [
+        "count",
+        "--format",
+        "json",
+        "--windows",
+        "minute,hour",
+        "--state-dir",
+        state,
+        "--checkpoint-interval",
+        "0s",
+        file,
+    ];
+    let out_path = dir.path().join("first.out");
+    let mut first = cardinal()
+        .args(args)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill -9 once a checkpoint exists and some results are out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(Path::new(state).join("checkpoint").exists()
+        && std::fs::metadata(&out_path).unwrap().len() > 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let _ = first.kill();
+    let status = first.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the backfill was killed before it finished; make the file bigger"
+    );
+
+    let second = run(&args);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let resumed_frames: u64 = stderr(&second)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        resumed_frames < 300_000,
+        "resumed, not restarted: {}",
+        stderr(&second)
+    );
+
+    let mut combined = std::fs::read(&out_path).unwrap();
+    combined.extend_from_slice(&second.stdout);
+    assert_eq!(
+        latest_per_window(&combined),
+        latest_per_window(&whole.stdout)
+    );
+
+    // A corrupt checkpoint is refused, and --reset-state starts over.
+    std::fs::write(Path::new(state).join("checkpoint"), b"CARDCKPT garbage").unwrap();
+    let refused = run(&args);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("corrupt") && stderr(&refused).contains("--reset-state"),
+        "{}",
+        stderr(&refused)
+    );
+    let mut reset = args.to_vec();
+    reset.insert(1, "--reset-state");
+    let again = run(&reset);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        latest_per_window(&again.stdout),
+        latest_per_window(&whole.stdout)
+    );
+
+    // Stdin cannot resume.
+    let o = run(&["count", "--state-dir", state, "-"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("stdin"), "{}", stderr(&o));
+}

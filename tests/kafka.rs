@@ -271,7 +271,7 @@ fn a_clean_stop_resumes_from_committed_offsets() {
             "--results-topic",
             "results",
         ])
-        .args(["--format", "json", "--commit-interval", "0s"])
+        .args(["--format", "json", "--checkpoint-interval", "0s"])
         .env("RUST_LOG", "cardinal=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -454,4 +454,182 @@ fn a_missing_topic_is_a_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-topic"));
+}
+
+/// Latest record per key on a results topic, as (window, start) -> (unique_users, frames).
+fn latest(b: &Broker, topic: &str) -> BTreeMap<String, (u64, u64, bool)> {
+    results_topic(b, topic)
+        .lines()
+        .map(|l| {
+            let (key, json) = l.split_once('\t').unwrap();
+            let v: Value = serde_json::from_str(json).unwrap();
+            (
+                key.to_string(),
+                (
+                    v["unique_users"].as_u64().unwrap(),
+                    v["frames"].as_u64().unwrap(),
+                    v["final"] == true,
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
+    let b = Broker::start();
+    b.create_topic("frames", 4);
+    b.create_topic("results-ref", 1);
+    b.create_topic("results-killed", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 200_000,
+        rate: 500.0,
+        users: 20_000,
+        seed: 99,
+        disorder: 0.1,
+        max_delay: 3,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let common = [
+        "--until-end",
+        "--windows",
+        "minute,hour",
+        "--format",
+        "json",
+        "--idle-timeout",
+        "60s",
+        "-X",
+        "session.timeout.ms=6000",
+    ];
+    ok(cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "-g",
+            "ref",
+            "--results-topic",
+            "results-ref",
+        ])
+        .args(common)
+        .output()
+        .unwrap());
+
+    let state = dir.path().join("state");
+    let killed_run = || {
+        let mut c = cardinal();
+        c.args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "-g",
+            "killed",
+            "--results-topic",
+            "results-killed",
+        ])
+        .args(common)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        c
+    };
+    // Deterministic "random" moments: after the group settles (up to 6 s for the
+    // killed member's session to expire) plus 0.3 to 2.7 s of processing.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for kill in 0..5 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let wait = Duration::from_millis(300 + x % 2400)
+            + if kill == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(6)
+            };
+        let mut child = killed_run().spawn().unwrap();
+        std::thread::sleep(wait);
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let last = killed_run().stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+
+    let reference = latest(&b, "results-ref");
+    let killed = latest(&b, "results-killed");
+    assert!(reference.len() >= 8, "{reference:?}");
+    assert!(killed.values().all(|v| v.2), "every window ends final");
+    assert_eq!(
+        killed, reference,
+        "the killed-and-restarted run converges to the uninterrupted one"
+    );
+    let truth = expected(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    let got: BTreeMap<(String, String), u64> = killed
+        .iter()
+        .map(|(k, v)| {
+            let (w, s) = k.split_once('/').unwrap();
+            ((w.to_string(), s.to_string()), v.0)
+        })
+        .collect();
+    assert_eq!(got, truth);
+}
+
+#[test]
+fn sigterm_checkpoints_commits_and_exits_zero() {
+    let b = Broker::start();
+    b.create_topic("frames", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 20_000,
+        rate: 100.0,
+        users: 2000,
+        seed: 5,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let state = dir.path().join("state");
+    let mut live = cardinal()
+        .args([
+            "run", "-b", &b.addr, "-t", "frames", "-g", "term", "--format", "json",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(live.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"window\""), "{first}");
+    let status = Command::new("kill")
+        .args(["-TERM", &live.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes =
+        std::fs::read(state.join("checkpoint")).expect("a checkpoint was written at shutdown");
+    let cp = cardinal::checkpoint::decode(&bytes).unwrap();
+    let cardinal::checkpoint::InputPosition::Kafka { offsets } = cp.input else {
+        panic!("a Kafka checkpoint")
+    };
+    let read: i64 = offsets.iter().map(|(_, o)| o).sum();
+    assert!(read > 0, "{offsets:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checkpoints:"));
 }

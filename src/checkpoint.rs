@@ -1,0 +1,447 @@
+//! Checkpoints: the aggregator's state and the input positions it reflects, written
+//! atomically to `--state-dir` so that a crash loses nothing and replays little.
+//!
+//! File format (`DIR/checkpoint`): the 8-byte magic `CARDCKPT`, a little-endian u32
+//! format version, a u64 payload length, the payload's xxh3-64 checksum, then the
+//! payload (postcard). A write goes to a temporary file that is fsynced, renamed over
+//! the old one, and the directory fsynced: a reader sees the old checkpoint or the
+//! new one, never a mix. A checkpoint written for other inputs or other counting
+//! options is refused, as is a corrupt one: Cardinal never silently starts from zero.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::aggregator::Snapshot;
+use crate::pipeline::{Hooks, PipelineError, StateView};
+use crate::sink::Position;
+
+const MAGIC: &[u8; 8] = b"CARDCKPT";
+const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 8;
+const FILE_NAME: &str = "checkpoint";
+
+/// A frame the outlier guard was holding, as stored in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldRaw {
+    pub source: String,
+    /// Line number (files) or offset (Kafka).
+    pub pos: u64,
+    /// Kafka partition, if the frame came from Kafka.
+    pub partition: Option<u32>,
+    pub raw: Vec<u8>,
+}
+
+impl HeldRaw {
+    pub fn new(position: &Position, raw: &[u8]) -> HeldRaw {
+        match position {
+            Position::Line { source, line } => HeldRaw {
+                source: source.to_string(),
+                pos: *line,
+                partition: None,
+                raw: raw.to_vec(),
+            },
+            Position::Offset {
+                topic,
+                partition,
+                offset,
+            } => HeldRaw {
+                source: topic.to_string(),
+                pos: *offset,
+                partition: Some(*partition),
+                raw: raw.to_vec(),
+            },
+        }
+    }
+
+    pub fn position(&self) -> Position {
+        match self.partition {
+            Some(partition) => Position::Offset {
+                topic: self.source.as_str().into(),
+                partition,
+                offset: self.pos,
+            },
+            None => Position::Line {
+                source: self.source.as_str().into(),
+                line: self.pos,
+            },
+        }
+    }
+}
+
+/// Where the inputs stood when the state was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum InputPosition {
+    /// Next offset to read, per partition.
+    Kafka { offsets: Vec<(i32, i64)> },
+    /// Files are read in order: everything before `offset` bytes (decompressed) of
+    /// input number `input` has been counted; `next_line` is the line there.
+    Files {
+        input: usize,
+        offset: u64,
+        next_line: u64,
+        /// Every input was read to its end and every window emitted.
+        complete: bool,
+    },
+}
+
+/// One checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// What the state depends on: inputs and counting options.
+    pub identity: String,
+    pub written_unix_ms: u64,
+    pub input: InputPosition,
+    pub state: Snapshot<HeldRaw>,
+}
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("cannot use state directory {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "checkpoint {} is corrupt ({why}); refusing to start from zero. Move it away, or pass --reset-state to discard it",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "checkpoint {} was written for another job:\n  it has:    {found}\n  this run: {expected}\nUse another --state-dir, or pass --reset-state to discard it",
+        path.display()
+    )]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// What a save cost, for telemetry and the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SaveStats {
+    pub bytes: u64,
+    pub millis: f64,
+}
+
+/// A `--state-dir`.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Creates the directory if needed.
+    pub fn open(dir: &Path) -> Result<StateDir, CheckpointError> {
+        fs::create_dir_all(dir).map_err(|e| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// The checkpoint for `identity`, if there is one. With `reset`, an existing
+    /// checkpoint is discarded instead of read.
+    pub fn load(&self, identity: &str, reset: bool) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.path();
+        if reset {
+            return match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::warn!(event = "checkpoint_discarded", path = %path.display());
+                    Ok(None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(CheckpointError::Io { path, source: e }),
+            };
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CheckpointError::Io { path, source: e }),
+        };
+        let checkpoint = decode(&bytes).map_err(|why| CheckpointError::Corrupt {
+            path: path.clone(),
+            why,
+        })?;
+        if checkpoint.identity != identity {
+            return Err(CheckpointError::Foreign {
+                path,
+                found: checkpoint.identity,
+                expected: identity.to_string(),
+            });
+        }
+        Ok(Some(checkpoint))
+    }
+
+    /// Writes atomically: temporary file, fsync, rename, fsync of the directory.
+    pub fn save(&self, checkpoint: &Checkpoint) -> Result<SaveStats, CheckpointError> {
+        let started = Instant::now();
+        let bytes = encode(checkpoint);
+        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| CheckpointError::Io { path, source: e }
+        };
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, self.path()).map_err(io_err(&self.path()))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        Ok(SaveStats {
+            bytes: bytes.len() as u64,
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// Checkpointing in progress, with what it has cost so far.
+pub struct Checkpointing {
+    pub dir: StateDir,
+    pub identity: String,
+    pub saves: u64,
+    pub last: Option<SaveStats>,
+    pub total_millis: f64,
+}
+
+impl Checkpointing {
+    pub fn new(dir: StateDir, identity: String) -> Checkpointing {
+        Checkpointing {
+            dir,
+            identity,
+            saves: 0,
+            last: None,
+            total_millis: 0.0,
+        }
+    }
+
+    pub fn saved(&mut self, stats: SaveStats) {
+        self.saves += 1;
+        self.total_millis += stats.millis;
+        self.last = Some(stats);
+        tracing::debug!(
+            event = "checkpoint_saved",
+            bytes = stats.bytes,
+            millis = stats.millis
+        );
+    }
+
+    pub fn summary(&self) -> String {
+        match self.last {
+            Some(last) => format!(
+                "  checkpoints: {} written to {}, {:.1} ms on average, last {:.1} KB\n",
+                self.saves,
+                self.dir.path().display(),
+                self.total_millis / self.saves as f64,
+                last.bytes as f64 / 1e3
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Checkpoints for `count` on files: every `interval`, and when the run ends.
+pub struct FileCheckpoints {
+    pub checkpointing: Checkpointing,
+    pub interval: std::time::Duration,
+    last: Instant,
+}
+
+impl FileCheckpoints {
+    pub fn new(checkpointing: Checkpointing, interval: std::time::Duration) -> FileCheckpoints {
+        FileCheckpoints {
+            checkpointing,
+            interval,
+            last: Instant::now(),
+        }
+    }
+
+    fn save(&mut self, state: &dyn StateView, complete: bool) -> Result<(), PipelineError> {
+        let Some((input, offset, next_line)) = state.file_position() else {
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            identity: self.checkpointing.identity.clone(),
+            written_unix_ms: unix_ms(),
+            input: InputPosition::Files {
+                input,
+                offset,
+                next_line,
+                complete,
+            },
+            state: state.snapshot(),
+        };
+        let stats = self
+            .checkpointing
+            .dir
+            .save(&checkpoint)
+            .map_err(|e| PipelineError::Live(e.to_string()))?;
+        self.checkpointing.saved(stats);
+        Ok(())
+    }
+}
+
+impl Hooks for FileCheckpoints {
+    fn progress(
+        &mut self,
+        state: &dyn StateView,
+        _now_ms: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        if self.last.elapsed() >= self.interval {
+            self.last = Instant::now();
+            self.save(state, false)?;
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, state: &dyn StateView, complete: bool) -> Result<(), PipelineError> {
+        self.save(state, complete)
+    }
+}
+
+pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
+    let payload = postcard::to_stdvec(checkpoint).expect("a checkpoint always serializes");
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err("not a Cardinal checkpoint (bad magic or too short)".into());
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(format!(
+            "format version {version}, this Cardinal reads version {VERSION}"
+        ));
+    }
+    let len = u64_at(12) as usize;
+    let payload = &bytes[HEADER..];
+    if payload.len() != len {
+        return Err(format!(
+            "truncated: {} payload bytes, header says {len}",
+            payload.len()
+        ));
+    }
+    if xxhash_rust::xxh3::xxh3_64(payload) != u64_at(20) {
+        return Err("checksum mismatch".into());
+    }
+    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregator::{LaneSnapshot, WindowSnapshot};
+    use crate::counter::CounterState;
+    use crate::watermark::Watermark;
+    use crate::window::Granularity;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            identity: "kafka topic=clicks group=g windows=minute".into(),
+            written_unix_ms: 1,
+            input: InputPosition::Kafka {
+                offsets: vec![(0, 10), (1, 20)],
+            },
+            state: Snapshot {
+                stream_wm: Some(100),
+                windows: vec![WindowSnapshot {
+                    granularity: Granularity::Minute,
+                    start: 60,
+                    end: 120,
+                    frames: 3,
+                    version: 0,
+                    dirty: false,
+                    counter: CounterState::Exact(vec![1, 2, 3]),
+                }],
+                lanes: vec![LaneSnapshot {
+                    index: 0,
+                    watermark: Watermark::new(5),
+                    trusted_count: 7,
+                    held: vec![],
+                    assigned: true,
+                    runs: vec![(3, 120)],
+                    next_pos: Some(10),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        assert_eq!(sd.load("x", false).unwrap(), None);
+        let cp = sample();
+        let stats = sd.save(&cp).unwrap();
+        assert!(stats.bytes > HEADER as u64);
+        assert_eq!(sd.load(&cp.identity, false).unwrap(), Some(cp.clone()));
+        assert!(!dir.path().join("checkpoint.tmp").exists());
+    }
+
+    #[test]
+    fn corrupt_truncated_and_foreign_checkpoints_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let cp = sample();
+        sd.save(&cp).unwrap();
+        let good = fs::read(sd.path()).unwrap();
+
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        fs::write(sd.path(), &flipped).unwrap();
+        let e = sd.load(&cp.identity, false).unwrap_err().to_string();
+        assert!(e.contains("checksum") && e.contains("--reset-state"), "{e}");
+
+        fs::write(sd.path(), &good[..good.len() - 5]).unwrap();
+        assert!(
+            sd.load(&cp.identity, false)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
+
+        fs::write(sd.path(), b"{\"some\":\"json\"}").unwrap();
+        assert!(
+            sd.load(&cp.identity, false)
+                .unwrap_err()
+                .to_string()
+                .contains("not a Cardinal checkpoint")
+        );
+
+        fs::write(sd.path(), &good).unwrap();
+        let e = sd.load("kafka topic=other", false).unwrap_err().to_string();
+        assert!(
+            e.contains("another job") && e.contains("topic=other"),
+            "{e}"
+        );
+
+        // --reset-state discards it.
+        assert_eq!(sd.load("kafka topic=other", true).unwrap(), None);
+        assert!(!sd.path().exists());
+    }
+}
