@@ -210,7 +210,8 @@ pub struct Checkpointing {
     pub dir: StateDir,
     pub identity: String,
     pub saves: u64,
-    pub last: Option<SaveStats>,
+    pub largest_bytes: u64,
+    pub slowest_millis: f64,
     pub total_millis: f64,
 }
 
@@ -220,7 +221,8 @@ impl Checkpointing {
             dir,
             identity,
             saves: 0,
-            last: None,
+            largest_bytes: 0,
+            slowest_millis: 0.0,
             total_millis: 0.0,
         }
     }
@@ -228,7 +230,8 @@ impl Checkpointing {
     pub fn saved(&mut self, stats: SaveStats) {
         self.saves += 1;
         self.total_millis += stats.millis;
-        self.last = Some(stats);
+        self.largest_bytes = self.largest_bytes.max(stats.bytes);
+        self.slowest_millis = self.slowest_millis.max(stats.millis);
         tracing::debug!(
             event = "checkpoint_saved",
             bytes = stats.bytes,
@@ -237,16 +240,17 @@ impl Checkpointing {
     }
 
     pub fn summary(&self) -> String {
-        match self.last {
-            Some(last) => format!(
-                "  checkpoints: {} written to {}, {:.1} ms on average, last {:.1} KB\n",
-                self.saves,
-                self.dir.path().display(),
-                self.total_millis / self.saves as f64,
-                last.bytes as f64 / 1e3
-            ),
-            None => String::new(),
+        if self.saves == 0 {
+            return String::new();
         }
+        format!(
+            "  checkpoints: {} written to {}, {:.1} ms on average, slowest {:.1} ms, largest {:.1} KB\n",
+            self.saves,
+            self.dir.path().display(),
+            self.total_millis / self.saves as f64,
+            self.slowest_millis,
+            self.largest_bytes as f64 / 1e3
+        )
     }
 }
 

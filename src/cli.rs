@@ -150,8 +150,8 @@ pub struct StateArgs {
     pub reset_state: bool,
 
     /// How often to checkpoint (for `run`, offsets are committed at the same time).
-    #[arg(long, default_value = "1s", value_parser = parse_seconds)]
-    pub checkpoint_interval: i64,
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -383,6 +383,15 @@ fn parse_zone(s: &str) -> Result<Calendar, String> {
     })
 }
 
+/// A duration that may be shorter than a second: `100ms`, `1s`, `2m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 100ms, 1s or 2m"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
+}
+
 /// Whole seconds: `5s`, `2m`, `1h30m`, `1 day`, or a bare number of seconds.
 pub fn parse_seconds(s: &str) -> Result<i64, String> {
     let t = s.trim();
@@ -548,7 +557,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
     let mut sinks = args.counting.sinks()?;
     let mut hooks = FileCheckpoints::new(
         Checkpointing::new(state_dir, identity),
-        Duration::from_secs(args.state.checkpoint_interval.max(0) as u64),
+        args.state.checkpoint_interval,
     );
     let started = Instant::now();
     let report = pipeline::count_from(
@@ -606,7 +615,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             Until::Forever
         },
         fed: None,
-        commit_interval: Duration::from_secs(args.state.checkpoint_interval.max(0) as u64),
+        commit_interval: args.state.checkpoint_interval,
     };
     let config = args.counting.config();
     let mut sinks = args.counting.sinks()?;
