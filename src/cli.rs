@@ -495,6 +495,7 @@ fn open_inputs(files: &[String]) -> Result<Vec<OpenInput>> {
             Ok(OpenInput {
                 name: input.name(),
                 reader: input.open()?,
+                mapped: input.map(),
             })
         })
         .collect()

@@ -21,7 +21,7 @@ use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::parser::{self, ParseError};
 use crate::sink::{Position, RejectSink, ResultSink, SinkError};
-use crate::source::{BufferPool, Chunk, Chunker, SourceError};
+use crate::source::{BufferPool, Chunk, Chunker, MappedChunker, SourceError};
 use crate::telemetry::Telemetry;
 use crate::window::Calendar;
 
@@ -48,6 +48,8 @@ pub struct CountConfig {
 pub struct OpenInput {
     pub name: String,
     pub reader: Box<dyn Read + Send>,
+    /// The same file memory-mapped, when possible: `count` then reads it without copying.
+    pub mapped: Option<Arc<memmap2::Mmap>>,
 }
 
 pub struct Sinks {
@@ -155,17 +157,38 @@ pub fn count_from(
             if resume.is_some_and(|r| index < r.input) {
                 continue;
             }
+            let stopping = || shutdown.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+            let resume_here = resume.filter(|r| r.input == index);
+            if let Some(map) = input.mapped {
+                let mut chunker = MappedChunker::new(map, &input.name, chunk_bytes, index);
+                if let Some(r) = resume_here
+                    && let Err(e) = chunker.skip_to(r.offset, r.next_line)
+                {
+                    feed.fail(e.into());
+                    return;
+                }
+                for chunk in chunker {
+                    if stopping() {
+                        feed.end(false);
+                        return;
+                    }
+                    if !feed.chunk(chunk) {
+                        return;
+                    }
+                }
+                continue;
+            }
             let mut chunker =
                 Chunker::with_pool(input.reader, &input.name, chunk_bytes, feed.pool().clone())
                     .input(index);
-            if let Some(r) = resume.filter(|r| r.input == index)
+            if let Some(r) = resume_here
                 && let Err(e) = chunker.skip_to(r.offset, r.next_line)
             {
                 feed.fail(e.into());
                 return;
             }
             for chunk in chunker {
-                if shutdown.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                if stopping() {
                     feed.end(false);
                     return;
                 }
@@ -359,6 +382,7 @@ where
         let mut stage = Aggregate::<C> {
             agg,
             file_position: None,
+            next_line: 1,
             out: Output::default(),
             rendered: String::new(),
             emitted: Vec::new(),
@@ -410,6 +434,8 @@ impl<C: Counter> StateView for View<'_, C> {
 struct Aggregate<'s, C: Counter> {
     agg: Aggregator<C, HeldFrame>,
     file_position: Option<(usize, u64, u64)>,
+    /// Line number of the next line of the current input.
+    next_line: u64,
     out: Output<HeldFrame>,
     rendered: String,
     emitted: Vec<WindowResult>,
@@ -433,12 +459,9 @@ impl<C: Counter> Aggregate<'_, C> {
                     self.chunk(&parsed)?;
                     let c = &parsed.chunk;
                     if c.record_count() == 0 {
-                        let lines = parsed.entries.len() as u64;
-                        self.file_position = Some((
-                            c.input,
-                            c.offset + c.data().len() as u64,
-                            c.first_line + lines,
-                        ));
+                        self.next_line += parsed.entries.len() as u64;
+                        self.file_position =
+                            Some((c.input, c.offset + c.data().len() as u64, self.next_line));
                     }
                     parsed.chunk.recycle(&self.pool);
                 }
@@ -492,20 +515,30 @@ impl<C: Counter> Aggregate<'_, C> {
         let chunk = &parsed.chunk;
         self.telemetry.bytes_received(chunk.data().len());
         let is_records = chunk.record_count() > 0;
+        // Lines carry their index in the chunk; the line number is counted here.
+        let line_base = match chunk.first_line {
+            Some(first) if !is_records => {
+                self.next_line = first;
+                first
+            }
+            _ if is_records => 0,
+            _ => self.next_line,
+        };
         for e in &parsed.entries {
             self.telemetry.frame_received();
+            let pos = e.pos + line_base;
             let raw = || &chunk.data()[e.start as usize..e.end as usize];
             let position = || {
                 if is_records {
                     Position::Offset {
                         topic: chunk.source.clone(),
                         partition: e.lane,
-                        offset: e.pos,
+                        offset: pos,
                     }
                 } else {
                     Position::Line {
                         source: chunk.source.clone(),
-                        line: e.pos,
+                        line: pos,
                     }
                 }
             };
@@ -513,7 +546,7 @@ impl<C: Counter> Aggregate<'_, C> {
                 Ok((ts, key)) => {
                     let verdict = self.agg.ingest(
                         e.lane as usize,
-                        e.pos,
+                        pos,
                         ts,
                         key,
                         || HeldFrame {

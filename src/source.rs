@@ -41,6 +41,24 @@ impl Input {
         }
     }
 
+    /// Maps a plain file into memory, when that is possible and worth it: not stdin,
+    /// not `.gz`, not empty. The file must not shrink while it is read.
+    pub fn map(&self) -> Option<Arc<memmap2::Mmap>> {
+        let Input::File(p) = self else { return None };
+        if is_gzip(p) {
+            return None;
+        }
+        let f = File::open(p).ok()?;
+        if !f.metadata().ok()?.is_file() || f.metadata().ok()?.len() == 0 {
+            return None;
+        }
+        // SAFETY: the mapping is read-only; a file truncated while it is counted would
+        // fault, as with every mmap reader (ripgrep documents the same).
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&f) }.ok()?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Some(Arc::new(map))
+    }
+
     /// Opens the input, decompressing `.gz` files.
     pub fn open(&self) -> Result<Box<dyn Read + Send>, SourceError> {
         match self {
@@ -70,10 +88,10 @@ fn is_gzip(p: &Path) -> bool {
 pub enum SourceError {
     #[error("cannot open {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
-    #[error("cannot read {name} after line {line}: {source}")]
+    #[error("cannot read {name} at byte {offset}: {source}")]
     Read {
         name: String,
-        line: u64,
+        offset: u64,
         source: io::Error,
     },
 }
@@ -84,15 +102,27 @@ pub enum SourceError {
 pub struct Chunk {
     /// The input's name (a file, or a topic), shared by all its chunks.
     pub source: Arc<str>,
-    /// 1-based number of the first line in the chunk (line-split chunks).
-    pub first_line: u64,
+    /// 1-based number of the first line, on the first chunk of an input (or where it
+    /// resumes); `None` when it follows on from the previous chunk. Counting lines is
+    /// left to the aggregating stage, which sees chunks in order anyway.
+    pub first_line: Option<u64>,
     /// Byte offset of the chunk in the (decompressed) input.
     pub offset: u64,
     /// Which input of the run (files are read in order).
     pub input: usize,
-    buf: Vec<u8>,
+    buf: Bytes,
     len: usize,
     records: Option<Vec<Record>>,
+}
+
+/// A chunk's memory: its own buffer, or a slice of a memory-mapped file (no copy).
+#[derive(Debug)]
+enum Bytes {
+    Owned(Vec<u8>),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+    },
 }
 
 /// Where one record of a chunk is, and where it came from.
@@ -110,9 +140,10 @@ impl Chunk {
     /// A chunk of records appended one by one (see [`Chunk::push_record`]).
     pub fn records(source: Arc<str>, mut buf: Vec<u8>) -> Chunk {
         buf.clear();
+        let buf = Bytes::Owned(buf);
         Chunk {
             source,
-            first_line: 0,
+            first_line: None,
             offset: 0,
             input: 0,
             buf,
@@ -123,9 +154,12 @@ impl Chunk {
 
     /// Appends one record (a Kafka message payload).
     pub fn push_record(&mut self, lane: u32, pos: u64, payload: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(payload);
-        self.len = self.buf.len();
+        let Bytes::Owned(buf) = &mut self.buf else {
+            unreachable!("record chunks own their buffer")
+        };
+        let start = buf.len();
+        buf.extend_from_slice(payload);
+        self.len = buf.len();
         self.records.get_or_insert_with(Vec::new).push(Record {
             start: start as u32,
             end: self.len as u32,
@@ -138,26 +172,27 @@ impl Chunk {
         self.records.as_ref().map_or(0, Vec::len)
     }
 
-    /// Every frame with its lane and position: records as given, or lines
-    /// (lane 0, position = line number).
+    /// Every frame with its lane and position: records as given, or lines (lane 0,
+    /// position = index of the line in this chunk, from 0).
     pub fn frames(&self) -> Box<dyn Iterator<Item = (u32, u64, &[u8])> + '_> {
         match &self.records {
-            Some(records) => Box::new(
-                records
-                    .iter()
-                    .map(|r| (r.lane, r.pos, &self.buf[r.start as usize..r.end as usize])),
-            ),
-            None => Box::new(
-                self.lines()
-                    .enumerate()
-                    .map(|(i, l)| (0, self.first_line + i as u64, l)),
-            ),
+            Some(records) => Box::new(records.iter().map(|r| {
+                (
+                    r.lane,
+                    r.pos,
+                    &self.data()[r.start as usize..r.end as usize],
+                )
+            })),
+            None => Box::new(self.lines().enumerate().map(|(i, l)| (0, i as u64, l))),
         }
     }
 
     /// Complete lines, each ending in `\n` except perhaps the input's last.
     pub fn data(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match &self.buf {
+            Bytes::Owned(b) => &b[..self.len],
+            Bytes::Mapped { map, start } => &map[*start..*start + self.len],
+        }
     }
 
     /// Lines without their terminator (`\r` is left for the parser, which allows it).
@@ -183,7 +218,9 @@ impl Chunk {
 
     /// Gives the chunk's memory back for the next chunk to reuse.
     pub fn recycle(self, pool: &BufferPool) {
-        pool.put(self.buf);
+        if let Bytes::Owned(buf) = self.buf {
+            pool.put(buf);
+        }
     }
 }
 
@@ -220,7 +257,8 @@ pub struct Chunker<R> {
     /// Always fully initialised; `filled` bytes of it are data.
     cur: Vec<u8>,
     filled: usize,
-    next_line: u64,
+    /// The line number to put on the next chunk, if it starts a numbering.
+    next_line: Option<u64>,
     offset: u64,
     chunk_bytes: usize,
     eof: bool,
@@ -241,14 +279,14 @@ impl<R: Read> Chunker<R> {
             io::copy(&mut (&mut self.reader).take(offset), &mut io::sink()).map_err(|e| {
                 SourceError::Read {
                     name: self.source.to_string(),
-                    line: 0,
+                    offset: 0,
                     source: e,
                 }
             })?;
         if skipped < offset {
             return Err(SourceError::Read {
                 name: self.source.to_string(),
-                line: 0,
+                offset,
                 source: io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
@@ -258,7 +296,7 @@ impl<R: Read> Chunker<R> {
             });
         }
         self.offset = offset;
-        self.next_line = next_line;
+        self.next_line = Some(next_line);
         Ok(())
     }
 
@@ -273,7 +311,7 @@ impl<R: Read> Chunker<R> {
             cur: Vec::new(),
             pool,
             filled: 0,
-            next_line: 1,
+            next_line: Some(1),
             offset: 0,
             chunk_bytes,
             eof: false,
@@ -286,19 +324,15 @@ impl<R: Read> Chunker<R> {
         next[..self.filled - upto].copy_from_slice(&self.cur[upto..self.filled]);
         let buf = std::mem::replace(&mut self.cur, next);
         self.filled -= upto;
-        let data = &buf[..upto];
-        let lines =
-            memchr::memchr_iter(b'\n', data).count() as u64 + u64::from(!data.ends_with(b"\n"));
         let chunk = Chunk {
             source: self.source.clone(),
-            first_line: self.next_line,
+            first_line: self.next_line.take(),
             offset: self.offset,
             input: self.input,
-            buf,
+            buf: Bytes::Owned(buf),
             len: upto,
             records: None,
         };
-        self.next_line += lines;
         self.offset += upto as u64;
         chunk
     }
@@ -333,7 +367,7 @@ impl<R: Read> Iterator for Chunker<R> {
                         self.filled = 0;
                         return Some(Err(SourceError::Read {
                             name: self.source.to_string(),
-                            line: self.next_line.saturating_sub(1),
+                            offset: self.offset + self.filled as u64,
                             source: e,
                         }));
                     }
@@ -352,6 +386,84 @@ impl<R: Read> Iterator for Chunker<R> {
                 return Some(Ok(self.cut(last_nl + 1)));
             }
         }
+    }
+}
+
+/// Cuts a memory-mapped file into chunks of whole lines without copying it: the
+/// parser threads read the page cache directly, and share the page faults.
+pub struct MappedChunker {
+    map: Arc<memmap2::Mmap>,
+    source: Arc<str>,
+    pos: usize,
+    next_line: Option<u64>,
+    chunk_bytes: usize,
+    input: usize,
+}
+
+impl MappedChunker {
+    pub fn new(map: Arc<memmap2::Mmap>, source: &str, chunk_bytes: usize, input: usize) -> Self {
+        MappedChunker {
+            map,
+            source: Arc::from(source),
+            pos: 0,
+            next_line: Some(1),
+            chunk_bytes,
+            input,
+        }
+    }
+
+    /// Resumes at a checkpointed byte offset and line number.
+    pub fn skip_to(&mut self, offset: u64, next_line: u64) -> Result<(), SourceError> {
+        if offset as usize > self.map.len() {
+            return Err(SourceError::Read {
+                name: self.source.to_string(),
+                offset,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the checkpoint is at byte {offset} but the input has only {}: is it the same file?",
+                        self.map.len()
+                    ),
+                ),
+            });
+        }
+        self.pos = offset as usize;
+        self.next_line = Some(next_line);
+        Ok(())
+    }
+}
+
+impl Iterator for MappedChunker {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        let rest = &self.map[self.pos..];
+        if rest.is_empty() {
+            return None;
+        }
+        let len = if rest.len() <= self.chunk_bytes {
+            rest.len()
+        } else {
+            // Up to the last newline within the target size, or the end of a longer line.
+            match memchr::memrchr(b'\n', &rest[..self.chunk_bytes]) {
+                Some(nl) => nl + 1,
+                None => memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1),
+            }
+        };
+        let chunk = Chunk {
+            source: self.source.clone(),
+            first_line: self.next_line.take(),
+            offset: self.pos as u64,
+            input: self.input,
+            buf: Bytes::Mapped {
+                map: self.map.clone(),
+                start: self.pos,
+            },
+            len,
+            records: None,
+        };
+        self.pos += len;
+        Some(chunk)
     }
 }
 
@@ -376,13 +488,15 @@ mod tests {
 
     fn collect(data: &[u8], step: usize, chunk: usize) -> Vec<(u64, String)> {
         let mut out = vec![];
+        let mut line = 0;
         for c in Chunker::new(Trickle { data, step }, "t", chunk) {
             let c = c.unwrap();
-            for (i, l) in c.lines().enumerate() {
-                out.push((
-                    c.first_line + i as u64,
-                    String::from_utf8(l.to_vec()).unwrap(),
-                ));
+            if let Some(first) = c.first_line {
+                line = first;
+            }
+            for l in c.lines() {
+                out.push((line, String::from_utf8(l.to_vec()).unwrap()));
+                line += 1;
             }
         }
         out
@@ -405,6 +519,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Absolute line numbers from chunks, as the aggregating stage computes them.
+    fn numbered(chunks: impl Iterator<Item = Chunk>) -> Vec<(u64, Vec<u8>)> {
+        let mut line = 0;
+        let mut out = vec![];
+        for c in chunks {
+            if let Some(first) = c.first_line {
+                line = first;
+            }
+            for (_, _, l) in c.frames() {
+                out.push((line, l.to_vec()));
+                line += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn mapped_files_give_the_same_lines_and_positions_as_reading() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.json");
+        let text: String = (0..500)
+            .map(|i| format!("{{\"n\":{}}}\n", "x".repeat(i % 37)))
+            .collect::<String>()
+            + "tail";
+        File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let map = Input::File(p.clone()).map().unwrap();
+        for chunk in [1, 7, 64, 100_000] {
+            let mapped = numbered(MappedChunker::new(map.clone(), "f", chunk, 0));
+            let read =
+                numbered(Chunker::new(File::open(&p).unwrap(), "f", chunk).map(Result::unwrap));
+            assert_eq!(mapped, read, "chunk size {chunk}");
+            assert_eq!(mapped.len(), 501);
+            assert_eq!(mapped[500], (501, b"tail".to_vec()));
+        }
+        let mut resumed = MappedChunker::new(map.clone(), "f", 64, 0);
+        resumed
+            .skip_to(text.find("\n").unwrap() as u64 + 1, 2)
+            .unwrap();
+        assert_eq!(resumed.next().unwrap().first_line, Some(2));
+        assert_eq!(resumed.next().unwrap().first_line, None);
     }
 
     #[test]
