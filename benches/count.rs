@@ -70,7 +70,6 @@ fn bench(c: &mut Criterion) {
                 let input = OpenInput {
                     name: "bench".into(),
                     reader: Box::new(Cursor::new(SharedBytes(data.clone()))),
-                    mapped: None,
                 };
                 pipeline::count(&config, vec![input], &mut sinks).expect("count")
             })

@@ -495,7 +495,6 @@ fn open_inputs(files: &[String]) -> Result<Vec<OpenInput>> {
             Ok(OpenInput {
                 name: input.name(),
                 reader: input.open()?,
-                mapped: input.map(),
             })
         })
         .collect()

@@ -21,7 +21,7 @@ use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::parser::{self, ParseError};
 use crate::sink::{Position, RejectSink, ResultSink, SinkError};
-use crate::source::{BufferPool, Chunk, Chunker, MappedChunker, SourceError};
+use crate::source::{BufferPool, Chunk, Chunker, SourceError};
 use crate::telemetry::Telemetry;
 use crate::window::Calendar;
 
@@ -48,8 +48,6 @@ pub struct CountConfig {
 pub struct OpenInput {
     pub name: String,
     pub reader: Box<dyn Read + Send>,
-    /// The same file memory-mapped, when possible: `count` then reads it without copying.
-    pub mapped: Option<Arc<memmap2::Mmap>>,
 }
 
 pub struct Sinks {
@@ -159,25 +157,6 @@ pub fn count_from(
             }
             let stopping = || shutdown.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
             let resume_here = resume.filter(|r| r.input == index);
-            if let Some(map) = input.mapped {
-                let mut chunker = MappedChunker::new(map, &input.name, chunk_bytes, index);
-                if let Some(r) = resume_here
-                    && let Err(e) = chunker.skip_to(r.offset, r.next_line)
-                {
-                    feed.fail(e.into());
-                    return;
-                }
-                for chunk in chunker {
-                    if stopping() {
-                        feed.end(false);
-                        return;
-                    }
-                    if !feed.chunk(chunk) {
-                        return;
-                    }
-                }
-                continue;
-            }
             let mut chunker =
                 Chunker::with_pool(input.reader, &input.name, chunk_bytes, feed.pool().clone())
                     .input(index);

@@ -41,24 +41,6 @@ impl Input {
         }
     }
 
-    /// Maps a plain file into memory, when that is possible and worth it: not stdin,
-    /// not `.gz`, not empty. The file must not shrink while it is read.
-    pub fn map(&self) -> Option<Arc<memmap2::Mmap>> {
-        let Input::File(p) = self else { return None };
-        if is_gzip(p) {
-            return None;
-        }
-        let f = File::open(p).ok()?;
-        if !f.metadata().ok()?.is_file() || f.metadata().ok()?.len() == 0 {
-            return None;
-        }
-        // SAFETY: the mapping is read-only; a file truncated while it is counted would
-        // fault, as with every mmap reader (ripgrep documents the same).
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&f) }.ok()?;
-        let _ = map.advise(memmap2::Advice::Sequential);
-        Some(Arc::new(map))
-    }
-
     /// Opens the input, decompressing `.gz` files.
     pub fn open(&self) -> Result<Box<dyn Read + Send>, SourceError> {
         match self {
@@ -110,19 +92,9 @@ pub struct Chunk {
     pub offset: u64,
     /// Which input of the run (files are read in order).
     pub input: usize,
-    buf: Bytes,
+    buf: Vec<u8>,
     len: usize,
     records: Option<Vec<Record>>,
-}
-
-/// A chunk's memory: its own buffer, or a slice of a memory-mapped file (no copy).
-#[derive(Debug)]
-enum Bytes {
-    Owned(Vec<u8>),
-    Mapped {
-        map: Arc<memmap2::Mmap>,
-        start: usize,
-    },
 }
 
 /// Where one record of a chunk is, and where it came from.
@@ -140,7 +112,6 @@ impl Chunk {
     /// A chunk of records appended one by one (see [`Chunk::push_record`]).
     pub fn records(source: Arc<str>, mut buf: Vec<u8>) -> Chunk {
         buf.clear();
-        let buf = Bytes::Owned(buf);
         Chunk {
             source,
             first_line: None,
@@ -154,12 +125,9 @@ impl Chunk {
 
     /// Appends one record (a Kafka message payload).
     pub fn push_record(&mut self, lane: u32, pos: u64, payload: &[u8]) {
-        let Bytes::Owned(buf) = &mut self.buf else {
-            unreachable!("record chunks own their buffer")
-        };
-        let start = buf.len();
-        buf.extend_from_slice(payload);
-        self.len = buf.len();
+        let start = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        self.len = self.buf.len();
         self.records.get_or_insert_with(Vec::new).push(Record {
             start: start as u32,
             end: self.len as u32,
@@ -189,10 +157,7 @@ impl Chunk {
 
     /// Complete lines, each ending in `\n` except perhaps the input's last.
     pub fn data(&self) -> &[u8] {
-        match &self.buf {
-            Bytes::Owned(b) => &b[..self.len],
-            Bytes::Mapped { map, start } => &map[*start..*start + self.len],
-        }
+        &self.buf[..self.len]
     }
 
     /// Lines without their terminator (`\r` is left for the parser, which allows it).
@@ -218,9 +183,7 @@ impl Chunk {
 
     /// Gives the chunk's memory back for the next chunk to reuse.
     pub fn recycle(self, pool: &BufferPool) {
-        if let Bytes::Owned(buf) = self.buf {
-            pool.put(buf);
-        }
+        pool.put(self.buf);
     }
 }
 
@@ -329,7 +292,7 @@ impl<R: Read> Chunker<R> {
             first_line: self.next_line.take(),
             offset: self.offset,
             input: self.input,
-            buf: Bytes::Owned(buf),
+            buf,
             len: upto,
             records: None,
         };
@@ -386,84 +349,6 @@ impl<R: Read> Iterator for Chunker<R> {
                 return Some(Ok(self.cut(last_nl + 1)));
             }
         }
-    }
-}
-
-/// Cuts a memory-mapped file into chunks of whole lines without copying it: the
-/// parser threads read the page cache directly, and share the page faults.
-pub struct MappedChunker {
-    map: Arc<memmap2::Mmap>,
-    source: Arc<str>,
-    pos: usize,
-    next_line: Option<u64>,
-    chunk_bytes: usize,
-    input: usize,
-}
-
-impl MappedChunker {
-    pub fn new(map: Arc<memmap2::Mmap>, source: &str, chunk_bytes: usize, input: usize) -> Self {
-        MappedChunker {
-            map,
-            source: Arc::from(source),
-            pos: 0,
-            next_line: Some(1),
-            chunk_bytes,
-            input,
-        }
-    }
-
-    /// Resumes at a checkpointed byte offset and line number.
-    pub fn skip_to(&mut self, offset: u64, next_line: u64) -> Result<(), SourceError> {
-        if offset as usize > self.map.len() {
-            return Err(SourceError::Read {
-                name: self.source.to_string(),
-                offset,
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the checkpoint is at byte {offset} but the input has only {}: is it the same file?",
-                        self.map.len()
-                    ),
-                ),
-            });
-        }
-        self.pos = offset as usize;
-        self.next_line = Some(next_line);
-        Ok(())
-    }
-}
-
-impl Iterator for MappedChunker {
-    type Item = Chunk;
-
-    fn next(&mut self) -> Option<Chunk> {
-        let rest = &self.map[self.pos..];
-        if rest.is_empty() {
-            return None;
-        }
-        let len = if rest.len() <= self.chunk_bytes {
-            rest.len()
-        } else {
-            // Up to the last newline within the target size, or the end of a longer line.
-            match memchr::memrchr(b'\n', &rest[..self.chunk_bytes]) {
-                Some(nl) => nl + 1,
-                None => memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1),
-            }
-        };
-        let chunk = Chunk {
-            source: self.source.clone(),
-            first_line: self.next_line.take(),
-            offset: self.pos as u64,
-            input: self.input,
-            buf: Bytes::Mapped {
-                map: self.map.clone(),
-                start: self.pos,
-            },
-            len,
-            records: None,
-        };
-        self.pos += len;
-        Some(chunk)
     }
 }
 
@@ -538,33 +423,23 @@ mod tests {
     }
 
     #[test]
-    fn mapped_files_give_the_same_lines_and_positions_as_reading() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.json");
+    fn line_numbers_do_not_depend_on_chunk_sizes_and_resume_where_told() {
         let text: String = (0..500)
             .map(|i| format!("{{\"n\":{}}}\n", "x".repeat(i % 37)))
             .collect::<String>()
             + "tail";
-        File::create(&p)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let map = Input::File(p.clone()).map().unwrap();
-        for chunk in [1, 7, 64, 100_000] {
-            let mapped = numbered(MappedChunker::new(map.clone(), "f", chunk, 0));
-            let read =
-                numbered(Chunker::new(File::open(&p).unwrap(), "f", chunk).map(Result::unwrap));
-            assert_eq!(mapped, read, "chunk size {chunk}");
-            assert_eq!(mapped.len(), 501);
-            assert_eq!(mapped[500], (501, b"tail".to_vec()));
+        let reference = numbered(Chunker::new(text.as_bytes(), "f", 1 << 20).map(Result::unwrap));
+        assert_eq!(reference.len(), 501);
+        assert_eq!(reference[500], (501, b"tail".to_vec()));
+        for chunk in [1, 7, 64] {
+            let got = numbered(Chunker::new(text.as_bytes(), "f", chunk).map(Result::unwrap));
+            assert_eq!(got, reference, "chunk size {chunk}");
         }
-        let mut resumed = MappedChunker::new(map.clone(), "f", 64, 0);
-        resumed
-            .skip_to(text.find("\n").unwrap() as u64 + 1, 2)
-            .unwrap();
-        assert_eq!(resumed.next().unwrap().first_line, Some(2));
-        assert_eq!(resumed.next().unwrap().first_line, None);
+        let second_line = text.find('\n').unwrap() as u64 + 1;
+        let mut resumed = Chunker::new(text.as_bytes(), "f", 64);
+        resumed.skip_to(second_line, 2).unwrap();
+        let rest = numbered(resumed.map(Result::unwrap));
+        assert_eq!(rest, reference[1..]);
     }
 
     #[test]
