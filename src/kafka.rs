@@ -454,6 +454,7 @@ fn feed_from_kafka(
     let mut positions: HashMap<i32, i64> = HashMap::new();
     let mut last_progress = Instant::now();
     let mut read = 0u64;
+    let mut read_at_last_progress = 0u64;
     let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut ends_now = None;
     loop {
@@ -534,12 +535,35 @@ fn feed_from_kafka(
                 return;
             }
             if last_progress.elapsed() >= Duration::from_secs(5) {
+                let rate =
+                    (read - read_at_last_progress) as f64 / last_progress.elapsed().as_secs_f64();
                 last_progress = Instant::now();
-                tracing::info!(
-                    event = "progress",
-                    frames_read = read,
-                    elapsed_s = started.elapsed().as_secs()
-                );
+                read_at_last_progress = read;
+                match &ends_now {
+                    // A bounded run says how far it has to go, on stderr, whatever the log level.
+                    Some(ends) => {
+                        let to_go: i64 = ends
+                            .iter()
+                            .map(|(p, (low, high))| {
+                                high - positions.get(p).copied().unwrap_or(*low).max(*low)
+                            })
+                            .filter(|n| *n > 0)
+                            .sum();
+                        let eta = if rate > 0.0 {
+                            to_go as f64 / rate
+                        } else {
+                            f64::INFINITY
+                        };
+                        eprintln!(
+                            "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets (about {eta:.0} s)"
+                        );
+                    }
+                    None => tracing::info!(
+                        event = "progress",
+                        frames_read = read,
+                        frames_per_s = rate as u64
+                    ),
+                }
             }
             if let Some(ends) = &ends_now
                 && backfill_done(consumer, &topic, ends, &positions)
