@@ -8,7 +8,6 @@
 //!     cargo bench --bench kafka -- [FRAMES] [ROUNDS]
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use cardinal::generator::{FrameGen, GenConfig};
 use cardinal::kafka::{self, DeliveryTracker, KafkaOptions, RunOptions, StartFrom, Until};
 use cardinal::pipeline::{CountConfig, CounterKind, Sinks};
 use cardinal::sink::ResultSink;
+use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::{Calendar, Granularity};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -35,31 +35,10 @@ fn main() {
     let frames: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(300_000);
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut broker = Command::new("tansu")
-        .current_dir(dir.path())
-        .args(["broker", "--listener-url", &format!("tcp://{addr}")])
-        .args(["--advertised-listener-url", &format!("tcp://{addr}")])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Tansu is needed: scripts/kafka.sh install");
-    while std::net::TcpStream::connect(&addr).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let opts = KafkaOptions {
-        brokers: addr.clone(),
-        properties: vec![],
-        timeout: Duration::from_secs(30),
-    };
-    kafka::create_topic(&opts, TOPIC, PARTITIONS, false).unwrap();
+    let broker = Tansu::start(Engine::Memory).expect("Tansu is needed: scripts/kafka.sh install");
+    let addr = broker.addr().to_string();
+    let opts = broker.options();
+    broker.create_topic(TOPIC, PARTITIONS, false).unwrap();
 
     let started = Instant::now();
     let producer: ThreadedProducer<DeliveryTracker> = kafka::producer_config(&opts)
@@ -108,8 +87,6 @@ fn main() {
         bytes as f64 / 1e6 / run_s,
         100.0 * raw_s / run_s
     );
-    let _ = broker.kill();
-    let _ = broker.wait();
 }
 
 /// The same client settings as `run`, reading every message once and touching its payload.

@@ -10,13 +10,11 @@
 //! consumer, and the run ends at the offsets the producer's delivery reports gave.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
@@ -25,6 +23,7 @@ use crate::kafka::{
     self, DeliveryTracker, KafkaOptions, RunOptions, SharedOffsets, StartFrom, Until,
 };
 use crate::pipeline::{CountConfig, Sinks};
+use crate::tansu::{Engine, Tansu};
 use crate::telemetry::Telemetry;
 
 /// Which broker the demo uses.
@@ -46,11 +45,7 @@ const MAX_LAG: u64 = 6_000;
 /// A running broker and how to reach it; stops it when dropped.
 enum Broker {
     Embedded(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
-    Tansu {
-        child: Child,
-        addr: String,
-        _dir: tempfile::TempDir,
-    },
+    Tansu(Tansu),
 }
 
 impl Broker {
@@ -64,38 +59,10 @@ impl Broker {
                 Ok(Broker::Embedded(cluster))
             }
             DemoBroker::Tansu => {
-                let tansu =
-                    find_tansu().context("Tansu is not installed: run scripts/kafka.sh install")?;
-                let dir = tempfile::tempdir()?;
-                let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port();
-                let addr = format!("127.0.0.1:{port}");
-                let child = Command::new(&tansu)
-                    .current_dir(dir.path())
-                    .args(["broker", "--listener-url", &format!("tcp://{addr}")])
-                    .args(["--advertised-listener-url", &format!("tcp://{addr}")])
-                    .args(["--storage-engine", "sqlite://tansu.db"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .with_context(|| format!("cannot start {}", tansu.display()))?;
-                let broker = Broker::Tansu {
-                    child,
-                    addr: addr.clone(),
-                    _dir: dir,
-                };
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while std::net::TcpStream::connect(&addr).is_err() {
-                    if Instant::now() > deadline {
-                        bail!("Tansu did not answer on {addr} within 30 s");
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let opts = options(&addr);
-                kafka::create_topic(&opts, FRAMES_TOPIC, PARTITIONS, false)?;
-                kafka::create_topic(&opts, RESULTS_TOPIC, 1, true)?;
-                Ok(broker)
+                let tansu = Tansu::start(Engine::Sqlite)?;
+                tansu.create_topic(FRAMES_TOPIC, PARTITIONS, false)?;
+                tansu.create_topic(RESULTS_TOPIC, 1, true)?;
+                Ok(Broker::Tansu(tansu))
             }
         }
     }
@@ -103,7 +70,7 @@ impl Broker {
     fn addr(&self) -> String {
         match self {
             Broker::Embedded(c) => c.bootstrap_servers(),
-            Broker::Tansu { addr, .. } => addr.clone(),
+            Broker::Tansu(t) => t.addr().to_string(),
         }
     }
 
@@ -113,31 +80,9 @@ impl Broker {
                 "librdkafka's embedded mock cluster at {}",
                 c.bootstrap_servers()
             ),
-            Broker::Tansu { addr, .. } => format!("Tansu (SQLite engine) at {addr}"),
+            Broker::Tansu(t) => format!("Tansu (SQLite engine) at {}", t.addr()),
         }
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Broker::Tansu { child, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn find_tansu() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([home.join(".cargo/bin")])
-        .map(|d| d.join("tansu"))
-        .find(|p| p.is_file())
 }
 
 fn options(addr: &str) -> KafkaOptions {

@@ -27,6 +27,7 @@ pub mod parser;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod tansu;
 pub mod telemetry;
 pub mod watermark;
 pub mod window;

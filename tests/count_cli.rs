@@ -7,13 +7,13 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 use cardinal::generator::{FrameGen, GenConfig, Truth};
 use cardinal::window::{Calendar, Granularity};
 use serde_json::Value;
 
-fn cardinal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cardinal"))
-}
+use common::cardinal;
 
 fn run(args: &[&str]) -> Output {
     cardinal().args(args).output().expect("cardinal runs")
@@ -40,23 +40,6 @@ fn counts_from_output(stdout: &[u8]) -> BTreeMap<(String, String), u64> {
         );
     }
     m
-}
-
-/// The exact answer, from the generator's ground truth: valid frames only.
-fn expected_from_truth(cfg: &GenConfig, grans: &[Granularity]) -> BTreeMap<(String, String), u64> {
-    let cal = Calendar::utc();
-    let mut sets: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
-    for f in FrameGen::new(cfg) {
-        if let Truth::Valid { uid, ts } = f.truth {
-            for g in grans {
-                let w = cal.window(*g, ts);
-                sets.entry((g.name().to_string(), cal.format(w.start)))
-                    .or_default()
-                    .insert(uid.clone());
-            }
-        }
-    }
-    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
 }
 
 /// The exact answer computed with serde_json from a file of clean frames.
@@ -155,7 +138,7 @@ fn disorder_garbage_and_bad_frames_give_the_exact_answer_and_every_reject_is_wri
         malformed: 0.01,
         ..GenConfig::default()
     };
-    let want = expected_from_truth(
+    let want = common::expected_from_truth(
         &cfg,
         &[Granularity::Minute, Granularity::Hour, Granularity::Day],
     );

@@ -2,99 +2,40 @@
 //! SQLite engine (right offsets, real consumer groups), started per test on a free
 //! port. Install it with `scripts/kafka.sh install` (scripts/test.sh does).
 
-use std::collections::{BTreeMap, HashSet};
+mod common;
+
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cardinal::generator::{FrameGen, GenConfig, Truth};
-use cardinal::window::{Calendar, Granularity};
+use cardinal::generator::GenConfig;
+use cardinal::tansu::{Engine, Tansu};
+use cardinal::window::Granularity;
+use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 
-/// A Tansu broker for one test, killed when dropped.
+/// A Tansu broker (SQLite engine) for one test, killed when dropped.
 struct Broker {
-    child: Child,
+    tansu: Tansu,
     addr: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Broker {
     fn start() -> Broker {
-        let tansu = which_tansu();
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(tansu)
-            .current_dir(dir.path())
-            .args(["broker", "--listener-url", &format!("tcp://{addr}")])
-            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not answer on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker {
-            child,
-            addr,
-            _dir: dir,
-        }
+        let tansu = Tansu::start(Engine::Sqlite)
+            .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+        let addr = tansu.addr().to_string();
+        Broker { tansu, addr }
     }
 
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let o = Command::new(which_tansu())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.addr),
-            ])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "create {name}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+    fn create_topic(&self, name: &str, partitions: i32) {
+        self.tansu.create_topic(name, partitions, false).unwrap();
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn which_tansu() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(PathBuf::from)
-        .chain([Path::new(&home).join(".cargo/bin")])
-        .map(|d| d.join("tansu"))
-        .collect::<Vec<_>>();
-    candidates.into_iter().find(|p| p.is_file()).expect(
-        "these tests need the Tansu broker: run scripts/kafka.sh install (scripts/test.sh does)",
-    )
-}
-
-fn cardinal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cardinal"))
 }
 
 fn ok(o: Output) -> Output {
@@ -123,21 +64,8 @@ fn produce(b: &Broker, topic: &str, file: &Path) {
         .unwrap());
 }
 
-/// (window, start) -> unique users, computed from the generator's ground truth.
 fn expected(cfg: &GenConfig, grans: &[Granularity]) -> BTreeMap<(String, String), u64> {
-    let cal = Calendar::utc();
-    let mut sets: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
-    for f in FrameGen::new(cfg) {
-        if let Truth::Valid { uid, ts } = f.truth {
-            for g in grans {
-                let w = cal.window(*g, ts);
-                sets.entry((g.name().into(), cal.format(w.start)))
-                    .or_default()
-                    .insert(uid.clone());
-            }
-        }
-    }
-    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+    common::expected_from_truth(cfg, grans)
 }
 
 fn counts(lines: &str) -> BTreeMap<(String, String), u64> {

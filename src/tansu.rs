@@ -1,0 +1,127 @@
+//! A local Tansu broker (crates.io `tansu`, Apache-2.0) that Cardinal starts and
+//! stops itself: for `demo --broker tansu`, the Kafka tests and the Kafka benchmark.
+//! Install it with `scripts/kafka.sh install`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::kafka::{self, KafkaOptions};
+
+/// Tansu's storage engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Right offsets, survives restarts: for everything that checks correctness.
+    Sqlite,
+    /// Fast, but its ListOffsets answers are wrong: only for reading a topic
+    /// sequentially from the start, as the benchmark does.
+    Memory,
+}
+
+#[derive(Debug, Error)]
+pub enum TansuError {
+    #[error(
+        "Tansu is not installed (looked in PATH and ~/.cargo/bin): run scripts/kafka.sh install"
+    )]
+    NotInstalled,
+    #[error("cannot start Tansu: {0}")]
+    Start(#[from] std::io::Error),
+    #[error("Tansu did not answer on {0} within 30 s")]
+    NoAnswer(String),
+    #[error(transparent)]
+    Topic(#[from] crate::pipeline::PipelineError),
+}
+
+/// A running broker on a free loopback port, with its data in a temporary
+/// directory; killed when dropped.
+pub struct Tansu {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    /// The `tansu` binary, if installed.
+    pub fn find() -> Option<PathBuf> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain([home.join(".cargo/bin")])
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    }
+
+    pub fn start(engine: Engine) -> Result<Tansu, TansuError> {
+        let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
+        let dir = tempfile::tempdir()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        // The SQLite path is relative to Tansu's working directory.
+        let storage = match engine {
+            Engine::Sqlite => "sqlite://tansu.db",
+            Engine::Memory => "memory://tansu/",
+        };
+        let child = Command::new(bin)
+            .current_dir(dir.path())
+            .args(["broker", "--listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--storage-engine", storage])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let broker = Tansu {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&broker.addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(TansuError::NoAnswer(broker.addr.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn options(&self) -> KafkaOptions {
+        KafkaOptions {
+            brokers: self.addr.clone(),
+            properties: vec![],
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Creates a topic (Tansu does not auto-create them).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        compacted: bool,
+    ) -> Result<(), TansuError> {
+        Ok(kafka::create_topic(
+            &self.options(),
+            name,
+            partitions,
+            compacted,
+        )?)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
