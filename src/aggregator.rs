@@ -41,7 +41,7 @@ impl Default for Settings {
             lateness: 5,
             grace: 0,
             guard: GuardConfig::default(),
-            idle_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
         }
     }
 }

@@ -56,6 +56,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Without RUST_LOG: a service logs what operators need (assignments, restores,
+    /// shutdown) at info; one-shot commands only warn.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "cardinal=info",
+            _ => "cardinal=warn",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Count unique users per window in files or stdin.
@@ -102,7 +113,9 @@ pub struct CountingOptions {
     pub confirm: u32,
 
     /// Live sources: a partition without frames for this long stops holding results back.
-    #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+    /// Keep it above the consumer group's session timeout (10 s), or partitions that come
+    /// back after a restart may find their windows closed.
+    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
     pub idle_timeout: i64,
 
     /// Distinct counter: exact (64-bit hashes) or hll (Apache DataSketches HLL).
@@ -472,7 +485,13 @@ impl CountingOptions {
     }
 }
 
-/// Runs the parsed command. Errors are for main to print; their exit status is 1.
+/// A combination of options that cannot work; main exits 2 for it, as for clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the parsed command. Errors are for main to print: status 2 for a
+/// [`UsageError`], 1 for everything else.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(args) => count(args),
@@ -505,7 +524,10 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         return count_inputs(&args.counting, open_inputs(&args.files)?);
     };
     if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
-        bail!("--state-dir needs files: stdin cannot be resumed from a checkpoint");
+        return Err(UsageError(
+            "--state-dir needs files: stdin cannot be resumed from a checkpoint".into(),
+        )
+        .into());
     }
     let identity = format!(
         "files {} {}",

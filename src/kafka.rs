@@ -124,6 +124,10 @@ struct RunContext {
     from: StartFrom,
     positions: Mutex<HashMap<i32, i64>>,
     assigned: Mutex<Vec<i32>>,
+    /// Whether the group has given us any partition. Wall-clock time is only passed
+    /// on while it has: waiting for a rebalance (a restart waits out the dead
+    /// member's session) must not make partitions look idle.
+    holding: AtomicBool,
 }
 
 impl ClientContext for RunContext {}
@@ -152,6 +156,7 @@ impl ConsumerContext for RunContext {
                     let _ = tpl.set_partition_offset(&self.topic, *p, offset);
                 }
                 tracing::info!(event = "partitions_assigned", partitions = ?parts);
+                self.holding.store(!parts.is_empty(), Ordering::Relaxed);
                 self.assigned.lock().expect("assigned lock").extend(parts);
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(event = "assign_failed", error = %e);
@@ -164,6 +169,7 @@ impl ConsumerContext for RunContext {
                     .map(|e| e.partition())
                     .collect();
                 tracing::info!(event = "partitions_revoked", partitions = ?parts);
+                self.holding.store(false, Ordering::Relaxed);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(event = "unassign_failed", error = %e);
                 }
@@ -343,6 +349,7 @@ pub fn run(
         from: opts.from,
         positions: Mutex::new(positions),
         assigned: Mutex::new(Vec::new()),
+        holding: AtomicBool::new(false),
     };
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
     cfg.set("group.id", &opts.group);
@@ -531,7 +538,7 @@ fn feed_from_kafka(
         }
         if tick {
             last_tick = Instant::now();
-            if !feed.tick(now_ms()) {
+            if consumer.context().holding.load(Ordering::Relaxed) && !feed.tick(now_ms()) {
                 return;
             }
             if last_progress.elapsed() >= Duration::from_secs(5) {

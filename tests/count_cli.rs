@@ -502,8 +502,8 @@ fn count_resumes_a_killed_backfill_from_its_checkpoint() {
         latest_per_window(&whole.stdout)
     );
 
-    // Stdin cannot resume.
+    // Stdin cannot resume: a usage error.
     let o = run(&["count", "--state-dir", state, "-"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("stdin"), "{}", stderr(&o));
 }

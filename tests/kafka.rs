@@ -244,8 +244,9 @@ fn a_clean_stop_resumes_from_committed_offsets() {
         .unwrap());
     let summary = String::from_utf8_lossy(&o.stderr);
     let read: u64 = summary
-        .split_whitespace()
-        .nth(1)
+        .lines()
+        .find(|l| l.contains("frames read"))
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{summary}"));
     assert!(
