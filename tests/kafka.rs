@@ -36,6 +36,16 @@ impl Broker {
     fn create_topic(&self, name: &str, partitions: i32) {
         self.tansu.create_topic(name, partitions, false).unwrap();
     }
+
+    /// A broker with a 4-partition `frames` topic and one-partition result topics.
+    fn with_topics(results: &[&str]) -> Broker {
+        let b = Broker::start();
+        b.create_topic("frames", 4);
+        for r in results {
+            b.create_topic(r, 1);
+        }
+        b
+    }
 }
 
 fn ok(o: Output) -> Output {
@@ -105,9 +115,7 @@ fn results_topic(b: &Broker, topic: &str) -> String {
 
 #[test]
 fn four_partitions_through_a_results_topic_give_the_exact_count() {
-    let b = Broker::start();
-    b.create_topic("frames", 4);
-    b.create_topic("results", 1);
+    let b = Broker::with_topics(&["results"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 30_000,
@@ -166,9 +174,7 @@ fn four_partitions_through_a_results_topic_give_the_exact_count() {
 
 #[test]
 fn a_clean_stop_resumes_from_committed_offsets() {
-    let b = Broker::start();
-    b.create_topic("frames", 4);
-    b.create_topic("results", 1);
+    let b = Broker::with_topics(&["results"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 24_000,
@@ -262,8 +268,7 @@ fn a_clean_stop_resumes_from_committed_offsets() {
 
 #[test]
 fn one_instance_survives_a_rebalance() {
-    let b = Broker::start();
-    b.create_topic("frames", 4);
+    let b = Broker::with_topics(&[]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 60_000,
@@ -406,10 +411,7 @@ fn latest(b: &Broker, topic: &str) -> BTreeMap<String, (u64, u64, bool)> {
 
 #[test]
 fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
-    let b = Broker::start();
-    b.create_topic("frames", 4);
-    b.create_topic("results-ref", 1);
-    b.create_topic("results-killed", 1);
+    let b = Broker::with_topics(&["results-ref", "results-killed"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 200_000,
@@ -515,8 +517,7 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
 
 #[test]
 fn sigterm_checkpoints_commits_and_exits_zero() {
-    let b = Broker::start();
-    b.create_topic("frames", 4);
+    let b = Broker::with_topics(&[]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 20_000,
