@@ -87,6 +87,7 @@ pub enum Command {
 
 /// Options shared by every command that counts.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Counting")]
 pub struct CountingOptions {
     /// Windows to count, comma-separated: minute, hour, day, week, month, year.
     #[arg(long, value_delimiter = ',', default_value = "minute", value_parser = parse_granularity)]
@@ -152,6 +153,7 @@ pub enum CounterArg {
 
 /// Checkpoints, for `count` on files and for `run`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Checkpoints")]
 pub struct StateArgs {
     /// Checkpoint the state here (every --checkpoint-interval and at shutdown) and
     /// resume from it on start. Files resume at their checkpointed byte; stdin cannot.
@@ -201,6 +203,7 @@ Examples:
 
 /// Connection options for Kafka commands.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kafka connection")]
 pub struct KafkaArgs {
     /// Bootstrap brokers, comma-separated HOST:PORT.
     #[arg(long, short = 'b', value_name = "HOST:PORT[,...]")]
@@ -236,9 +239,6 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
     /// Topic to read frames from.
     #[arg(long, short)]
     pub topic: String,
@@ -264,13 +264,13 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub state: StateArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
     /// Topic to write to (it must exist).
     #[arg(long, short)]
     pub topic: String,
@@ -282,13 +282,13 @@ pub struct ProduceArgs {
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
     /// Topic to read, from the beginning of every partition to its end.
     #[arg(long, short)]
     pub topic: String,
@@ -300,6 +300,9 @@ pub struct ConsumeArgs {
     /// Keep only the last value per key (what a compacted topic converges to).
     #[arg(long)]
     pub latest_per_key: bool,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
