@@ -66,13 +66,6 @@ pub struct Exact {
     seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
 }
 
-impl Exact {
-    /// The hashes, for checkpoints and tests.
-    pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.seen.iter().copied()
-    }
-}
-
 impl Counter for Exact {
     type Key = u64;
     type Config = ();
@@ -120,11 +113,6 @@ impl HllConfig {
     pub const DEFAULT_LG_K: u8 = 14;
     pub const MIN_LG_K: u8 = 4;
     pub const MAX_LG_K: u8 = 21;
-
-    /// The textbook HLL error for this precision, for help texts and docs.
-    pub fn nominal_rse(&self) -> f64 {
-        1.04 / f64::from(1u32 << self.lg_k).sqrt()
-    }
 }
 
 impl Default for HllConfig {
@@ -139,16 +127,6 @@ impl Default for HllConfig {
 #[derive(Debug, Clone)]
 pub struct Hll {
     sketch: HllSketch,
-}
-
-impl Hll {
-    /// The sketch in the DataSketches binary format.
-    pub fn serialize(&self) -> Vec<u8> {
-        self.sketch.serialize()
-    }
-    pub fn sketch(&self) -> &HllSketch {
-        &self.sketch
-    }
 }
 
 impl Counter for Hll {
@@ -260,6 +238,6 @@ mod tests {
             ours.insert(Hll::key(uid.as_bytes()));
             theirs.update(raw_bytes::from_str(&uid));
         }
-        assert_eq!(ours.serialize(), theirs.serialize());
+        assert_eq!(ours.save(), CounterState::Hll(theirs.serialize()));
     }
 }

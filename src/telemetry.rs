@@ -91,20 +91,6 @@ impl Telemetry {
         self.rejected.iter().sum()
     }
 
-    /// Adds another run's counters, e.g. a finished input's to the total.
-    pub fn merge(&mut self, other: &Telemetry) {
-        self.frames_received += other.frames_received;
-        self.bytes_received += other.bytes_received;
-        self.frames_counted += other.frames_counted;
-        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
-            *a += b;
-        }
-        self.late += other.late;
-        self.outliers += other.outliers;
-        self.windows_emitted += other.windows_emitted;
-        self.corrections_emitted += other.corrections_emitted;
-    }
-
     /// The end-of-run summary for stderr.
     pub fn summary(&self, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64().max(1e-9);
