@@ -567,24 +567,23 @@ mod simd {
             in_string = ((string_mask as i64) >> 63) as u64;
             let open = m.open & !string_mask;
             let close = m.close & !string_mask;
-            // Quick path: the block cannot bring depth to zero.
-            if depth > close.count_ones() as i64 {
-                depth += open.count_ones() as i64 - close.count_ones() as i64;
-            } else {
-                let mut both = open | close;
-                while both != 0 {
-                    let bit = both.trailing_zeros();
-                    both &= both - 1;
-                    if open >> bit & 1 == 1 {
-                        depth += 1;
-                    } else {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(pos + bit as usize + 1);
-                        }
+            // Depth can only reach zero at a closing bracket, so only those are
+            // visited, with the opens before each counted by popcount: no
+            // unpredictable open-or-close branch per bracket.
+            if depth <= close.count_ones() as i64 {
+                let mut closes = close;
+                let mut closed = 0i64;
+                while closes != 0 {
+                    let bit = closes.trailing_zeros();
+                    closed += 1;
+                    let opened = (open & ((1u64 << bit) - 1)).count_ones() as i64;
+                    if depth + opened - closed == 0 {
+                        return Some(pos + bit as usize + 1);
                     }
+                    closes &= closes - 1;
                 }
             }
+            depth += open.count_ones() as i64 - close.count_ones() as i64;
             pos += 64;
         }
         None
