@@ -927,3 +927,121 @@ pub fn consume_to_end(
     }
     Ok(read)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Error paths against librdkafka's in-process mock cluster. The real broker
+    //! (Tansu) covers the happy paths in `tests/kafka.rs`.
+
+    use super::*;
+    use crate::aggregator::Settings;
+    use crate::emitter::Format;
+    use crate::generator::{FrameGen, GenConfig};
+    use crate::pipeline::CounterKind;
+    use crate::sink::ResultSink;
+    use crate::window::{Calendar, Granularity};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::RDKafkaApiKey;
+
+    #[test]
+    fn a_result_that_cannot_be_delivered_fails_the_run_and_commits_nothing_it_covers() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("frames", 2, 1).unwrap();
+        cluster.create_topic("results", 1, 1).unwrap();
+        let opts = KafkaOptions {
+            brokers: cluster.bootstrap_servers(),
+            properties: vec![],
+            timeout: Duration::from_secs(10),
+        };
+        // A few minutes of event time, so that several minute windows close.
+        let frames = GenConfig {
+            frames: 3000,
+            rate: 10.0,
+            users: 300,
+            ..GenConfig::default()
+        };
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
+            .create_with_context(DeliveryTracker::recording_ends())
+            .unwrap();
+        for f in FrameGen::new(&frames) {
+            let key = root_key(&f.line, "uid").unwrap();
+            send_with_backpressure(
+                &producer,
+                BaseRecord::to("frames").key(&key).payload(&f.line),
+            )
+            .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        producer.context().check().unwrap();
+        let ends = producer.context().ends();
+
+        // From now on every produce request is refused, for good: no result can be acked.
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500],
+        );
+        let run = RunOptions {
+            kafka: opts.clone(),
+            topic: "frames".into(),
+            group: "lost-results".into(),
+            results_topic: Some("results".into()),
+            from: StartFrom::Earliest,
+            until: Until::Target(Arc::new(Mutex::new(Some(ends)))),
+            commit_interval: Duration::ZERO,
+            fed: None,
+            state: None,
+        };
+        let config = CountConfig {
+            calendar: Calendar::utc(),
+            settings: Settings {
+                granularities: vec![Granularity::Minute],
+                ..Settings::default()
+            },
+            counter: CounterKind::Exact,
+            format: Format::Json,
+            threads: 1,
+            chunk_bytes: crate::source::CHUNK_BYTES,
+        };
+        let mut sinks = Sinks {
+            results: ResultSink::new(Box::new(std::io::sink())),
+            rejects: None,
+        };
+        // Either the delivery reports or the next send reports the refusal.
+        let err = run_options_run(&run, &config, &mut sinks)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("could not be delivered") || err.contains("cannot produce to results"),
+            "{err}"
+        );
+
+        // The first minute holds the first frame of every partition, and its result
+        // was never acked: no partition may have an offset committed past 0.
+        let probe: BaseConsumer = opts
+            .config(&[("group.id", "lost-results"), ("session.timeout.ms", "6000")])
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("frames", 0);
+        tpl.add_partition("frames", 1);
+        let committed = probe
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        for e in committed.elements() {
+            let offset = e.offset().to_raw().unwrap_or(-1);
+            assert!(
+                offset <= 0,
+                "partition {} committed at {offset}",
+                e.partition()
+            );
+        }
+    }
+
+    fn run_options_run(
+        run_opts: &RunOptions,
+        config: &CountConfig,
+        sinks: &mut Sinks,
+    ) -> Result<CountReport, PipelineError> {
+        run(run_opts, config, sinks, Arc::new(AtomicBool::new(false)))
+    }
+}
