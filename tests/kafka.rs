@@ -563,3 +563,49 @@ fn sigterm_checkpoints_commits_and_exits_zero() {
     assert!(read > 0, "{offsets:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("checkpoints:"));
 }
+
+#[test]
+fn when_frames_stop_the_open_windows_are_emitted_after_idle_timeout_plus_lateness() {
+    let b = Broker::with_topics(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 3000,
+        rate: 20.0,
+        users: 500,
+        seed: 3,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let want = expected(&cfg, &[Granularity::Minute]);
+    let mut live = cardinal()
+        .args([
+            "run", "-b", &b.addr, "-t", "frames", "-g", "quiet", "--format", "json",
+        ])
+        .args(["--idle-timeout", "2s", "--lateness", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Live mode never reaches an end of input: only wall-clock quiet can emit the
+    // last minute, whose end no frame passes.
+    let stdout = BufReader::new(live.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counts(&got).len() < want.len() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push_str(&line);
+            got.push('\n');
+        }
+    }
+    let _ = live.kill();
+    let _ = live.wait();
+    assert_eq!(counts(&got), want);
+}
