@@ -235,7 +235,7 @@ impl<K, T> Lane<K, T> {
 ///
 /// Frames arrive on lanes (files: lane 0; Kafka: one per partition). The stream's
 /// watermark is the minimum over the lanes that are active, never moves back, and
-/// never falls below a floor set on restart.
+/// is restored with the rest of the state from a checkpoint.
 pub struct Aggregator<C: Counter, T> {
     calendar: Calendar,
     settings: Settings,
@@ -291,15 +291,6 @@ impl<C: Counter, T> Aggregator<C, T> {
 
     pub fn open_windows(&self) -> usize {
         self.open.len()
-    }
-
-    /// Windows ending at or before `floor` are taken as already emitted: after a
-    /// restart, frames for them are late instead of re-emitting a partial count.
-    pub fn set_watermark_floor(&mut self, floor: i64, out: &mut Output<T>) {
-        if self.stream_wm.is_none_or(|wm| wm < floor) {
-            self.stream_wm = Some(floor);
-            self.close_windows(out);
-        }
     }
 
     fn ensure_lane(&mut self, lane: usize) {
@@ -982,17 +973,6 @@ mod tests {
         );
         a.flush(&mut out);
         assert_eq!(a.safe_position(0), Some(14));
-    }
-
-    #[test]
-    fn a_floor_makes_frames_of_emitted_windows_late() {
-        let mut a = lanes_agg();
-        let mut out = Output::default();
-        a.set_watermark_floor(M + 60, &mut out);
-        a.ingest(0, 0, M + 70, 1, || 0, &mut out);
-        assert_eq!(out.released_counted, 1);
-        let v = a.ingest(0, 1, M + 10, 2, || 0, &mut out);
-        assert!(matches!(v, Verdict::Late { counted: false, .. }), "{v:?}");
     }
 
     #[test]

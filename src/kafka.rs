@@ -573,7 +573,7 @@ fn feed_from_kafka(
                 }
             }
             if let Some(ends) = &ends_now
-                && backfill_done(consumer, &topic, ends, &positions)
+                && backfill_done(consumer, &topic, ends, &finished)
             {
                 if chunk.record_count() > 0 {
                     let _ = feed.chunk(chunk);
@@ -586,27 +586,22 @@ fn feed_from_kafka(
     }
 }
 
-/// Every partition has been read up to the end offset it had at start.
+/// Every partition has been read up to its end offset (`finished`, kept by the
+/// feeder), or started at or past it (committed offsets), leaving nothing to read.
 fn backfill_done(
     consumer: &BaseConsumer<RunContext>,
     topic: &str,
     ends: &HashMap<i32, (i64, i64)>,
-    positions: &HashMap<i32, i64>,
+    finished: &std::collections::HashSet<i32>,
 ) -> bool {
     let fetch_positions = consumer.position().ok();
-    ends.iter().all(|(p, (low, high))| {
-        if high <= low {
-            return true;
-        }
-        if positions.get(p).is_some_and(|pos| pos >= high) {
-            return true;
-        }
-        // Started at or past the end (committed offsets): nothing to read.
-        let fetched = fetch_positions
-            .as_ref()
-            .and_then(|tpl| tpl.find_partition(topic, *p))
-            .and_then(|e| e.offset().to_raw());
-        fetched.is_some_and(|o| o >= *high)
+    ends.iter().all(|(p, (_, high))| {
+        finished.contains(p)
+            || fetch_positions
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(topic, *p))
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|o| o >= *high)
     })
 }
 
