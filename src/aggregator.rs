@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::counter::{Counter, CounterState};
-use crate::watermark::{Admission, GuardConfig, OutlierGuard, Watermark};
+use crate::watermark::{
+    Admission, Decisions, GuardConfig, Held, OutlierGuard, WallClock, Watermark,
+};
 use crate::window::{Calendar, Granularity, Span};
 
 /// How the aggregator behaves; everything is in seconds.
@@ -96,6 +98,8 @@ pub enum Verdict {
     },
     /// Far ahead of the stream: held until the traffic confirms or contradicts it.
     Held,
+    /// Outside the range of timestamps whose windows the calendar can represent.
+    OutOfRange,
 }
 
 /// Results produced while ingesting, drained by the caller.
@@ -160,8 +164,7 @@ pub struct WindowSnapshot {
 pub struct LaneSnapshot<H> {
     pub index: usize,
     pub watermark: Watermark,
-    pub trusted_count: u64,
-    pub held: Vec<HeldSnapshot<H>>,
+    pub held: Vec<Held<HeldSnapshot<H>>>,
     pub assigned: bool,
     pub runs: Vec<(u64, i64)>,
     pub next_pos: Option<u64>,
@@ -169,9 +172,7 @@ pub struct LaneSnapshot<H> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldSnapshot<H> {
-    pub ts: i64,
     pub pos: u64,
-    pub trusted_count_when_held: u64,
     pub frame: H,
 }
 
@@ -248,6 +249,10 @@ pub struct Aggregator<C: Counter, T> {
     span_cache: [Span; 6],
     released: Vec<(i64, Pending<C::Key, T>)>,
     outliers: Vec<Pending<C::Key, T>>,
+    /// The largest `ts` whose windows the calendar can represent.
+    max_ts: i64,
+    /// The wall clock, for live sources: set before each batch of frames.
+    clock: Option<WallClock>,
 }
 
 impl<C: Counter, T> Aggregator<C, T> {
@@ -255,10 +260,14 @@ impl<C: Counter, T> Aggregator<C, T> {
         let mut granularities = settings.granularities.clone();
         granularities.sort();
         granularities.dedup();
-        let settings = Settings {
+        let mut settings = Settings {
             granularities,
             ..settings
         };
+        if settings.granularities.is_empty() {
+            settings.granularities.push(Granularity::Minute);
+        }
+        let max_ts = calendar.max_ts(&settings.granularities);
         Aggregator {
             calendar,
             settings,
@@ -269,7 +278,20 @@ impl<C: Counter, T> Aggregator<C, T> {
             span_cache: [Span { start: 0, end: 0 }; 6],
             released: Vec::new(),
             outliers: Vec::new(),
+            max_ts,
+            clock: None,
         }
+    }
+
+    /// The range of `ts` this aggregator can window: others are [`Verdict::OutOfRange`].
+    pub fn ts_range(&self) -> (i64, i64) {
+        (0, self.max_ts)
+    }
+
+    /// The wall clock for the frames that follow (live sources only; `None` for
+    /// files and backfills, where it says nothing about event time).
+    pub fn set_clock(&mut self, clock: Option<WallClock>) {
+        self.clock = clock;
     }
 
     pub fn calendar(&self) -> &Calendar {
@@ -321,29 +343,36 @@ impl<C: Counter, T> Aggregator<C, T> {
         let l = &mut self.lanes[lane];
         l.seen_since_tick = true;
         l.next_pos = Some(pos + 1);
+        if !(0..=self.max_ts).contains(&ts) {
+            return Verdict::OutOfRange;
+        }
         let was_idle = std::mem::replace(&mut l.idle, false);
         let before = l.watermark.get();
         let admission = l.guard.admit(
             &mut l.watermark,
             ts,
+            self.clock,
             || Pending {
                 key,
                 pos,
                 tag: tag(),
             },
-            &mut self.released,
-            &mut self.outliers,
+            Decisions {
+                released: &mut self.released,
+                outliers: &mut self.outliers,
+            },
         );
         let moved = l.watermark.get() != before;
         out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
-        if moved || was_idle {
-            self.advance(out);
-        }
+        // Count first, close after: what this frame released is never late for it.
         let verdict = match admission {
             Admission::Trusted => self.count(lane, pos, ts, key),
             Admission::Held => Verdict::Held,
         };
         self.count_released(lane, out);
+        if moved || was_idle {
+            self.advance(out);
+        }
         verdict
     }
 
@@ -386,27 +415,43 @@ impl<C: Counter, T> Aggregator<C, T> {
             return;
         };
         l.assigned = false;
-        l.guard
-            .finish(&mut l.watermark, &mut self.released, &mut self.outliers);
+        l.guard.finish(
+            &mut l.watermark,
+            Decisions {
+                released: &mut self.released,
+                outliers: &mut self.outliers,
+            },
+        );
         out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
         self.count_released(lane, out);
         self.advance(out);
     }
 
     /// The first position on `lane` that is not yet safe to commit: every frame
-    /// before it has been counted in windows that are final. `None` if the lane
-    /// has seen nothing.
+    /// before it has been rejected, or counted in windows that are final, and none
+    /// is held by the outlier guard. `None` if the lane has seen nothing. This is
+    /// the one place that decides what a commit may cover.
     pub fn safe_position(&self, lane: usize) -> Option<u64> {
         let l = self.lanes.get(lane)?;
-        l.runs.front().map(|r| r.0).or(l.next_pos)
+        let open = l.runs.front().map(|r| r.0);
+        let held = l.guard.held().map(|h| h.frame.pos).min();
+        match (open, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b).or(l.next_pos),
+        }
     }
 
     /// End of input: resolves held frames, then emits every open window as final.
     pub fn flush(&mut self, out: &mut Output<T>) {
         for lane in 0..self.lanes.len() {
             let l = &mut self.lanes[lane];
-            l.guard
-                .finish(&mut l.watermark, &mut self.released, &mut self.outliers);
+            l.guard.finish(
+                &mut l.watermark,
+                Decisions {
+                    released: &mut self.released,
+                    outliers: &mut self.outliers,
+                },
+            );
             out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
             self.count_released(lane, out);
         }
@@ -461,8 +506,8 @@ impl<C: Counter, T> Aggregator<C, T> {
         if self.released.is_empty() {
             return;
         }
-        // A jump moved the watermark: close what it closed before counting.
-        self.advance(out);
+        // Counted before the stream's watermark moves on: they are never late for
+        // their own release. (The lane's watermark has moved; the stream's has not.)
         let released = std::mem::take(&mut self.released);
         for (ts, p) in released {
             match self.count(lane, p.pos, ts, p.key) {
@@ -588,24 +633,25 @@ impl<C: Counter, T> Aggregator<C, T> {
                 .lanes
                 .iter()
                 .enumerate()
-                .map(|(index, l)| {
-                    let (trusted_count, frames) = l.guard.state();
-                    LaneSnapshot {
-                        index,
-                        watermark: l.watermark,
-                        trusted_count,
-                        held: frames
-                            .map(|(ts, when, p)| HeldSnapshot {
-                                ts,
-                                pos: p.pos,
-                                trusted_count_when_held: when,
-                                frame: held(&p.tag),
-                            })
-                            .collect(),
-                        assigned: l.assigned,
-                        runs: l.runs.iter().copied().collect(),
-                        next_pos: l.next_pos,
-                    }
+                .map(|(index, l)| LaneSnapshot {
+                    index,
+                    watermark: l.watermark,
+                    held: l
+                        .guard
+                        .held()
+                        .map(|h| Held {
+                            ts: h.ts,
+                            supported: h.supported,
+                            contradicted: h.contradicted,
+                            frame: HeldSnapshot {
+                                pos: h.frame.pos,
+                                frame: held(&h.frame.tag),
+                            },
+                        })
+                        .collect(),
+                    assigned: l.assigned,
+                    runs: l.runs.iter().copied().collect(),
+                    next_pos: l.next_pos,
                 })
                 .collect(),
         }
@@ -641,22 +687,23 @@ impl<C: Counter, T> Aggregator<C, T> {
         for l in snapshot.lanes {
             let mut held = Vec::new();
             for h in l.held {
-                let (key, tag) =
-                    unheld(h.frame).ok_or("a held frame in the checkpoint no longer parses")?;
-                held.push((
-                    h.ts,
-                    h.trusted_count_when_held,
-                    Pending {
+                let (key, tag) = unheld(h.frame.frame)
+                    .ok_or("a held frame in the checkpoint no longer parses")?;
+                held.push(Held {
+                    ts: h.ts,
+                    supported: h.supported,
+                    contradicted: h.contradicted,
+                    frame: Pending {
                         key,
-                        pos: h.pos,
+                        pos: h.frame.pos,
                         tag,
                     },
-                ));
+                });
             }
             agg.ensure_lane(l.index);
             let lane = &mut agg.lanes[l.index];
             lane.watermark = l.watermark;
-            lane.guard = OutlierGuard::restore(agg.settings.guard, l.trusted_count, held);
+            lane.guard = OutlierGuard::restore(agg.settings.guard, held);
             lane.assigned = l.assigned;
             lane.runs = l.runs.into_iter().collect();
             lane.next_pos = l.next_pos;
@@ -1020,6 +1067,122 @@ mod tests {
         }
     }
 
+    #[test]
+    fn accepts_exactly_the_timestamps_whose_windows_can_be_represented() {
+        // jiff's time ends at 9999-12-30T22:00:00Z, and civil time with 9999-12-31:
+        // a window is representable if its end is. Worked out by hand from that.
+        let table = [
+            ("UTC", Granularity::Minute, "9999-12-30T21:59:59Z"),
+            ("UTC", Granularity::Hour, "9999-12-30T21:59:59Z"),
+            ("UTC", Granularity::Day, "9999-12-29T23:59:59Z"),
+            ("UTC", Granularity::Week, "9999-12-26T23:59:59Z"),
+            ("UTC", Granularity::Month, "9999-11-30T23:59:59Z"),
+            ("UTC", Granularity::Year, "9998-12-31T23:59:59Z"),
+            ("Asia/Tokyo", Granularity::Minute, "9999-12-30T21:59:59Z"),
+            ("Asia/Tokyo", Granularity::Hour, "9999-12-30T21:59:59Z"),
+            ("Asia/Tokyo", Granularity::Day, "9999-12-30T14:59:59Z"),
+            ("Asia/Tokyo", Granularity::Week, "9999-12-26T14:59:59Z"),
+            ("Asia/Tokyo", Granularity::Month, "9999-11-30T14:59:59Z"),
+            ("Asia/Tokyo", Granularity::Year, "9998-12-31T14:59:59Z"),
+            (
+                "America/Los_Angeles",
+                Granularity::Minute,
+                "9999-12-30T21:59:59Z",
+            ),
+            (
+                "America/Los_Angeles",
+                Granularity::Hour,
+                "9999-12-30T21:59:59Z",
+            ),
+            (
+                "America/Los_Angeles",
+                Granularity::Day,
+                "9999-12-30T07:59:59Z",
+            ),
+            (
+                "America/Los_Angeles",
+                Granularity::Week,
+                "9999-12-27T07:59:59Z",
+            ),
+            (
+                "America/Los_Angeles",
+                Granularity::Month,
+                "9999-12-01T07:59:59Z",
+            ),
+            (
+                "America/Los_Angeles",
+                Granularity::Year,
+                "9999-01-01T07:59:59Z",
+            ),
+        ];
+        for (zone, g, last) in table {
+            let last: i64 = last.parse::<jiff::Timestamp>().unwrap().as_second();
+            let mut a: Aggregator<Exact, usize> = Aggregator::new(
+                Calendar::for_zone(zone).unwrap(),
+                Settings {
+                    granularities: vec![g],
+                    guard: GuardConfig {
+                        max_ahead: 60,
+                        confirm: 1,
+                    },
+                    ..Settings::default()
+                },
+                (),
+            );
+            assert_eq!(a.ts_range(), (0, last), "{zone} {g}");
+            let mut out = Output::default();
+            for ts in [-1, last + 1, i64::MAX] {
+                let v = a.ingest(0, 0, ts, 1, || 0, &mut out);
+                assert_eq!(v, Verdict::OutOfRange, "{zone} {g} at {ts}");
+            }
+            // The edges count, and their windows render.
+            for ts in [0, last] {
+                let mut a: Aggregator<Exact, usize> =
+                    Aggregator::new(a.calendar().clone(), a.settings.clone(), ());
+                assert_ne!(a.ingest(0, 0, ts, 1, || 0, &mut out), Verdict::OutOfRange);
+                a.flush(&mut out);
+                let w = out.windows.pop().unwrap();
+                assert!(w.span.contains(ts), "{zone} {g} at {ts}");
+                let end = a.calendar().format(w.span.end);
+                assert!(end.parse::<jiff::Timestamp>().is_ok(), "{zone} {g}: {end}");
+            }
+        }
+        // All six windows together: the strictest one rules.
+        let a: Aggregator<Exact, usize> = Aggregator::new(
+            Calendar::for_zone("Asia/Tokyo").unwrap(),
+            Settings {
+                granularities: Granularity::ALL.to_vec(),
+                ..Settings::default()
+            },
+            (),
+        );
+        assert_eq!(
+            a.ts_range().1,
+            "9998-12-31T14:59:59Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_second()
+        );
+    }
+
+    #[test]
+    fn a_held_frame_is_never_safe_to_commit() {
+        let mut a = agg(&[Granularity::Minute], 5, 0);
+        let mut out = Output::default();
+        for (i, ts) in [M, M + 1, M + 2, M + 3].into_iter().enumerate() {
+            a.ingest(0, 100 + i as u64, ts, 1, || i, &mut out);
+        }
+        assert_eq!(a.safe_position(0), Some(100));
+        // Everything so far is final, and a far-future frame is held at 104.
+        a.ingest(0, 104, M + 66, 2, || 4, &mut out);
+        a.ingest(0, 105, M + 100_000, 3, || 5, &mut out);
+        assert_eq!(out.windows.len(), 1);
+        assert_eq!(a.safe_position(0), Some(104), "minute M+60 is open");
+        a.ingest(0, 106, M + 130, 4, || 6, &mut out);
+        assert_eq!(out.windows.len(), 2);
+        assert_eq!(a.safe_position(0), Some(105), "105 is held, not counted");
+    }
+
     proptest::proptest! {
         /// The aggregator equals a naive group-by when frames are shuffled within the lateness.
         #[test]
@@ -1029,19 +1192,27 @@ mod tests {
             users in 1u64..500,
             lateness in 1i64..20,
             rate in 1i64..200,
+            sparse in 0u64..4,
         ) {
             let mut rng = seed;
             let mut next = || { rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); rng >> 33 };
-            // In-order event times, then each frame delayed by less than the lateness.
+            // In-order event times, dense or with gaps of up to seconds, hours or
+            // years, then each frame delayed by less than the lateness.
+            let mut ts = M;
             let mut frames: Vec<(i64, i64, u64)> = (0..n as i64)
                 .map(|i| {
-                    let ts = M + i / rate;
+                    ts += match sparse {
+                        0 => i64::from(i % rate == 0),
+                        1 => (next() % 300) as i64,
+                        2 => (next() % 20_000) as i64,
+                        _ => (next() % 100_000_000) as i64,
+                    };
                     let delay = (next() % lateness as u64) as i64;
                     (ts + delay, ts, next() % users)
                 })
                 .collect();
             frames.sort_by_key(|f| f.0);
-            let grans = [Granularity::Minute, Granularity::Hour, Granularity::Day];
+            let grans = Granularity::ALL;
             let mut a: Aggregator<Exact, usize> = Aggregator::new(
                 Calendar::utc(),
                 Settings { granularities: grans.to_vec(), lateness, ..Settings::default() },
@@ -1053,6 +1224,8 @@ mod tests {
                 proptest::prop_assert!(!matches!(v, Verdict::Late { .. }), "frame within lateness was late");
             }
             a.flush(&mut out);
+            proptest::prop_assert!(out.late.is_empty(), "released frames were late: {:?}", out.late);
+            proptest::prop_assert!(out.outliers.is_empty(), "outliers in an ordered stream: {:?}", out.outliers);
             let cal = Calendar::utc();
             let mut naive: HashMap<(Granularity, i64), HashSet<u64>> = HashMap::new();
             for (_, ts, uid) in &frames {

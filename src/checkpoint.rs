@@ -21,7 +21,8 @@ use crate::pipeline::{Hooks, PipelineError, StateView};
 use crate::sink::Position;
 
 const MAGIC: &[u8; 8] = b"CARDCKPT";
-const VERSION: u32 = 1;
+/// 2: held frames carry the votes of later frames (supported, contradicted).
+const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 8;
 const FILE_NAME: &str = "checkpoint";
 
@@ -384,7 +385,6 @@ mod tests {
                 lanes: vec![LaneSnapshot {
                     index: 0,
                     watermark: Watermark::new(5),
-                    trusted_count: 7,
                     held: vec![],
                     assigned: true,
                     runs: vec![(3, 120)],

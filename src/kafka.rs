@@ -27,6 +27,7 @@ use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
 use crate::source::{CHUNK_BYTES, Chunk};
+use crate::watermark::WallClock;
 use crate::window::Calendar;
 
 /// Connection settings shared by every command that talks to Kafka.
@@ -441,6 +442,12 @@ impl EndOffsets {
     }
 }
 
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The feeder thread: polls, batches messages into chunks, forwards assignments
 /// and wall-clock ticks, and decides when a bounded run is complete.
 fn feed_from_kafka(
@@ -464,6 +471,8 @@ fn feed_from_kafka(
     let mut read_at_last_progress = 0u64;
     let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut ends_now = None;
+    // A backfill reads the past: only a live run may trust frames for being recent.
+    let trust_recent = end_offsets.at_start.is_none() && end_offsets.target.is_none();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             let _ = feed.chunk(chunk);
@@ -525,6 +534,10 @@ fn feed_from_kafka(
         {
             let next = Chunk::records(topic.clone(), feed.pool().take(0));
             let records = chunk.record_count() as u64;
+            chunk.clock = Some(WallClock {
+                now: unix_now_secs(),
+                trust_recent,
+            });
             if !feed.chunk(std::mem::replace(&mut chunk, next)) {
                 return;
             }

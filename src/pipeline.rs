@@ -366,6 +366,13 @@ where
             rendered: String::new(),
             emitted: Vec::new(),
             format: config.format,
+            windows_named: config
+                .settings
+                .granularities
+                .iter()
+                .map(|g| g.name())
+                .collect::<Vec<_>>()
+                .join(","),
             telemetry: Telemetry::default(),
             sinks,
             pool,
@@ -419,6 +426,8 @@ struct Aggregate<'s, C: Counter> {
     rendered: String,
     emitted: Vec<WindowResult>,
     format: Format,
+    /// The enabled windows, for messages.
+    windows_named: String,
     telemetry: Telemetry,
     sinks: &'s mut Sinks,
     pool: BufferPool,
@@ -493,6 +502,7 @@ impl<C: Counter> Aggregate<'_, C> {
     fn chunk(&mut self, parsed: &ParsedChunk<C::Key>) -> Result<(), PipelineError> {
         let chunk = &parsed.chunk;
         self.telemetry.bytes_received(chunk.data().len());
+        self.agg.set_clock(chunk.clock);
         let is_records = chunk.record_count() > 0;
         // Lines carry their index in the chunk; the line number is counted here.
         let line_base = match chunk.first_line {
@@ -537,20 +547,38 @@ impl<C: Counter> Aggregate<'_, C> {
                     match verdict {
                         Verdict::Counted => self.telemetry.frame_counted(),
                         Verdict::Held => {}
+                        Verdict::OutOfRange => {
+                            let (lo, hi) = self.agg.ts_range();
+                            let detail = format!(
+                                "ts {ts} is outside {lo}..={hi}, the range whose windows \
+                                 ({}) can be represented in {}",
+                                self.windows_named,
+                                self.agg.calendar().zone_name()
+                            );
+                            self.reject(ParseError::BadTs.reason(), detail, &position(), raw())?;
+                        }
                         late => self.late(late, &position(), raw())?,
                     }
                     if !self.out.is_empty() {
                         self.drain_output()?;
                     }
                 }
-                Err(err) => {
-                    let position = position();
-                    self.telemetry.frame_rejected(err.reason(), &position);
-                    if let Some(r) = self.sinks.rejects.as_mut() {
-                        r.write(err.reason(), err.to_string(), &position, raw())?;
-                    }
-                }
+                Err(err) => self.reject(err.reason(), err.to_string(), &position(), raw())?,
             }
+        }
+        Ok(())
+    }
+
+    fn reject(
+        &mut self,
+        reason: &'static str,
+        detail: String,
+        position: &Position,
+        raw: &[u8],
+    ) -> Result<(), SinkError> {
+        self.telemetry.frame_rejected(reason, position);
+        if let Some(r) = self.sinks.rejects.as_mut() {
+            r.write(reason, detail, position, raw)?;
         }
         Ok(())
     }
@@ -584,10 +612,14 @@ impl<C: Counter> Aggregate<'_, C> {
         for held in std::mem::take(&mut self.out.outliers) {
             self.telemetry.frame_outlier(&held.position);
             if let Some(r) = self.sinks.rejects.as_mut() {
-                let detail = format!(
-                    "ts far ahead of the stream (trusted max {:?}) and never confirmed by other frames",
-                    self.agg.max_trusted()
-                );
+                let detail = match self.agg.max_trusted() {
+                    Some(max) => format!(
+                        "ts far ahead of the stream, whose latest trusted ts was {max} ({}), \
+                         and contradicted by the frames that followed",
+                        self.agg.calendar().format(max)
+                    ),
+                    None => "ts far from every other frame of the stream".to_string(),
+                };
                 r.write("outlier", detail, &held.position, &held.raw)?;
             }
         }

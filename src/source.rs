@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
+use crate::watermark::WallClock;
+
 /// Target chunk size: large enough to amortise hand-offs between threads, small
 /// enough that several fit in cache-friendly flight.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -92,6 +94,8 @@ pub struct Chunk {
     pub offset: u64,
     /// Which input of the run (files are read in order).
     pub input: usize,
+    /// Live sources only: the wall clock once every frame of the chunk had arrived.
+    pub clock: Option<WallClock>,
     buf: Vec<u8>,
     len: usize,
     records: Option<Vec<Record>>,
@@ -115,6 +119,7 @@ impl Chunk {
         Chunk {
             source,
             first_line: None,
+            clock: None,
             offset: 0,
             input: 0,
             buf,
@@ -290,6 +295,7 @@ impl<R: Read> Chunker<R> {
         let chunk = Chunk {
             source: self.source.clone(),
             first_line: self.next_line.take(),
+            clock: None,
             offset: self.offset,
             input: self.input,
             buf,

@@ -4,20 +4,30 @@
 //! A window is final once the watermark reaches its end.
 //!
 //! Trust rule (the [`OutlierGuard`]):
-//! - A frame at most `max_ahead` beyond the highest trusted `ts` is trusted.
+//! - A frame at most `reach` beyond the highest trusted `ts` is trusted, where the
+//!   reach is the larger of `max_ahead` and the lateness (a frame no further ahead
+//!   than a frame may be late cannot be told from ordinary disorder).
 //! - A frame further ahead is *held* in a small buffer instead: it neither moves
 //!   the watermark nor is counted yet.
-//! - A held frame that sees `confirm` trusted frames arrive after it is an
-//!   **outlier**: the bulk of the traffic did not follow it (a bit flip, a bad clock).
-//! - When `confirm` frames are held at once, the bulk of the traffic *has* moved
-//!   (a source came back after an outage, a backfill resumed after a gap). The
-//!   trusted time jumps to the median of the held frames and they are replayed in
-//!   arrival order, so every frame after a real jump is counted.
+//! - Every later frame either *supports* a held frame (it is at or after it, give or
+//!   take the lateness) or *contradicts* it (it is earlier than that). A held frame
+//!   contradicted by `confirm` frames is an **outlier**: the traffic went on without
+//!   it (a bit flip, a bad clock). In a stream whose disorder stays within the
+//!   lateness, nothing is ever contradicted, whatever its rate or its gaps.
+//! - Whenever the trusted time moves, held frames within reach of it are released.
+//! - When `confirm` frames are held at once, the stream has moved (a source came
+//!   back after an outage, a sparse stream took its next step): the trusted time
+//!   moves to the median of the held frames, and every held frame within reach is
+//!   released, in arrival order.
+//! - Released frames are handed back to be counted *before* the caller lets the
+//!   watermark close anything, so the frames that prove a jump are never late.
 //! - Before the first trusted frame, the first `confirm` frames are held and the
 //!   median picks the start, so garbage at the very start cannot pin the clock.
+//! - With a wall clock (a live Kafka run), a frame more than `max_ahead` in the
+//!   future is an outlier at once, and a frame within `max_ahead` of now is trusted
+//!   at once, so a sparse live partition is never held back by the frame count.
 //!
-//! The buffer never holds more than `confirm` frames, and a real jump is followed
-//! after at most `confirm` frames.
+//! The buffer never holds more than `confirm` frames.
 
 use std::collections::VecDeque;
 
@@ -40,11 +50,15 @@ impl Watermark {
 
     /// Windows ending at or before this instant are final.
     pub fn get(&self) -> Option<i64> {
-        self.max_trusted.map(|m| m - self.lateness)
+        self.max_trusted.map(|m| m.saturating_sub(self.lateness))
     }
 
     pub fn max_trusted(&self) -> Option<i64> {
         self.max_trusted
+    }
+
+    pub fn lateness(&self) -> i64 {
+        self.lateness
     }
 
     /// Records a trusted timestamp. Returns whether the watermark moved.
@@ -65,7 +79,7 @@ impl Watermark {
 pub struct GuardConfig {
     /// How far beyond the highest trusted `ts` a frame may be and still be trusted.
     pub max_ahead: i64,
-    /// How many agreeing frames make a jump, and how many trusted frames convict an outlier.
+    /// How many held frames make a jump, and how many contradicting frames convict an outlier.
     pub confirm: usize,
 }
 
@@ -78,11 +92,24 @@ impl Default for GuardConfig {
     }
 }
 
-#[derive(Debug)]
-struct Held<P> {
-    ts: i64,
-    trusted_count_when_held: u64,
-    payload: P,
+/// The wall clock, for live sources only: files and backfills have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// Unix seconds when the frames at hand had all been received.
+    pub now: i64,
+    /// Trust frames within `max_ahead` of now at once (a live run, not a backfill).
+    pub trust_recent: bool,
+}
+
+/// A frame the guard holds, with the verdicts of the frames that came after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held<P> {
+    pub ts: i64,
+    /// Later frames at or after `ts - lateness`.
+    pub supported: u32,
+    /// Later frames before `ts - lateness`.
+    pub contradicted: u32,
+    pub frame: P,
 }
 
 /// What the guard decided about one frame.
@@ -90,8 +117,14 @@ struct Held<P> {
 pub enum Admission {
     /// Count it now.
     Trusted,
-    /// Kept aside; it comes back through `released` or `outliers` later.
+    /// Kept aside, or convicted at once; it comes back through `released` or `outliers`.
     Held,
+}
+
+/// Where the guard's decisions go: frames to count now, in order, and outliers.
+pub struct Decisions<'a, P> {
+    pub released: &'a mut Vec<(i64, P)>,
+    pub outliers: &'a mut Vec<P>,
 }
 
 /// The trust rule. `P` is whatever the caller needs back for a held frame.
@@ -99,7 +132,6 @@ pub enum Admission {
 pub struct OutlierGuard<P> {
     config: GuardConfig,
     held: VecDeque<Held<P>>,
-    trusted_count: u64,
 }
 
 impl<P> OutlierGuard<P> {
@@ -107,7 +139,6 @@ impl<P> OutlierGuard<P> {
         OutlierGuard {
             config,
             held: VecDeque::with_capacity(config.confirm),
-            trusted_count: 0,
         }
     }
 
@@ -115,123 +146,139 @@ impl<P> OutlierGuard<P> {
         self.held.len()
     }
 
-    /// For checkpoints: the trusted-frame count and the held frames, oldest first,
-    /// as `(ts, trusted count when held, payload)`.
-    pub fn state(&self) -> (u64, impl Iterator<Item = (i64, u64, &P)>) {
-        (
-            self.trusted_count,
-            self.held
-                .iter()
-                .map(|h| (h.ts, h.trusted_count_when_held, &h.payload)),
-        )
+    /// For checkpoints: the held frames, oldest first.
+    pub fn held(&self) -> impl Iterator<Item = &Held<P>> {
+        self.held.iter()
     }
 
-    /// Rebuilds a guard from [`OutlierGuard::state`].
-    pub fn restore(
-        config: GuardConfig,
-        trusted_count: u64,
-        held: impl IntoIterator<Item = (i64, u64, P)>,
-    ) -> Self {
+    /// Rebuilds a guard from [`OutlierGuard::held`].
+    pub fn restore(config: GuardConfig, held: impl IntoIterator<Item = Held<P>>) -> Self {
         OutlierGuard {
             config,
-            held: held
-                .into_iter()
-                .map(|(ts, trusted_count_when_held, payload)| Held {
-                    ts,
-                    trusted_count_when_held,
-                    payload,
-                })
-                .collect(),
-            trusted_count,
+            held: held.into_iter().collect(),
         }
+    }
+
+    fn reach(&self, wm: &Watermark) -> i64 {
+        self.config.max_ahead.max(wm.lateness())
     }
 
     /// Classifies one frame against the watermark.
     ///
-    /// `payload` is only built when the frame is held. Frames that a jump lets
-    /// through are appended to `released` (in arrival order) and must be counted;
-    /// frames convicted as outliers are appended to `outliers`.
+    /// `payload` is only built when the frame is held. Frames released by this
+    /// frame are appended to `released` (in arrival order) and must be counted
+    /// before the watermark closes anything; convicted frames go to `outliers`.
     #[inline]
     pub fn admit(
         &mut self,
         wm: &mut Watermark,
         ts: i64,
+        clock: Option<WallClock>,
         payload: impl FnOnce() -> P,
-        released: &mut Vec<(i64, P)>,
-        outliers: &mut Vec<P>,
+        to: Decisions<'_, P>,
     ) -> Admission {
-        let trusted = match wm.max_trusted() {
-            Some(m) => ts <= m.saturating_add(self.config.max_ahead),
-            None => false,
-        };
+        if let Some(c) = clock
+            && ts > c.now.saturating_add(self.config.max_ahead)
+        {
+            // From the future by this machine's clock: no later frame can vouch for it.
+            to.outliers.push(payload());
+            return Admission::Held;
+        }
+        let reach = self.reach(wm);
+        if !self.held.is_empty() {
+            self.judge_held_by(ts, wm.lateness(), to.outliers);
+        }
+        let trusted = wm
+            .max_trusted()
+            .is_some_and(|m| ts <= m.saturating_add(reach))
+            || clock.is_some_and(|c| c.trust_recent && ts >= c.now - self.config.max_ahead);
         if trusted {
-            wm.observe(ts);
-            self.trusted_count += 1;
-            self.convict(outliers);
+            if wm.observe(ts) && !self.held.is_empty() {
+                self.release_within_reach(wm, to.released);
+            }
             return Admission::Trusted;
         }
         self.held.push_back(Held {
             ts,
-            trusted_count_when_held: self.trusted_count,
-            payload: payload(),
+            supported: 0,
+            contradicted: 0,
+            frame: payload(),
         });
         if self.held.len() >= self.config.confirm {
-            self.jump(wm, released, outliers);
+            self.jump(wm, to.released);
         }
         Admission::Held
     }
 
-    /// End of input: held frames that make up most of the traffic since the first of
-    /// them are a jump; the others are outliers.
-    pub fn finish(
-        &mut self,
-        wm: &mut Watermark,
-        released: &mut Vec<(i64, P)>,
-        outliers: &mut Vec<P>,
-    ) {
-        let Some(first) = self.held.front() else {
-            return;
-        };
-        let trusted_since = self.trusted_count - first.trusted_count_when_held;
-        if wm.max_trusted().is_none() || (self.held.len() as u64) > trusted_since {
-            self.jump(wm, released, outliers);
-        }
-        outliers.extend(self.held.drain(..).map(|h| h.payload));
-    }
-
-    fn convict(&mut self, outliers: &mut Vec<P>) {
-        while let Some(h) = self.held.front() {
-            if self.trusted_count - h.trusted_count_when_held < self.config.confirm as u64 {
-                break;
+    /// End of input: a held frame that more later frames support than contradict
+    /// is counted (the stream moved, or this was its last step); the others are outliers.
+    pub fn finish(&mut self, wm: &mut Watermark, to: Decisions<'_, P>) {
+        let mut kept = VecDeque::new();
+        for h in self.held.drain(..) {
+            // The frame supports itself.
+            if h.supported + 1 >= h.contradicted {
+                kept.push_back(h);
+            } else {
+                to.outliers.push(h.frame);
             }
-            outliers.push(self.held.pop_front().expect("front exists").payload);
+        }
+        for h in kept {
+            wm.observe(h.ts);
+            to.released.push((h.ts, h.frame));
         }
     }
 
-    fn jump(&mut self, wm: &mut Watermark, released: &mut Vec<(i64, P)>, outliers: &mut Vec<P>) {
+    /// A new frame at `ts` speaks for or against every frame held before it.
+    fn judge_held_by(&mut self, ts: i64, lateness: i64, outliers: &mut Vec<P>) {
+        let confirm = self.config.confirm as u32;
+        let mut i = 0;
+        while i < self.held.len() {
+            let h = &mut self.held[i];
+            if ts < h.ts.saturating_sub(lateness) {
+                h.contradicted += 1;
+                if h.contradicted >= confirm {
+                    let h = self.held.remove(i).expect("index in range");
+                    outliers.push(h.frame);
+                    continue;
+                }
+            } else {
+                h.supported += 1;
+            }
+            i += 1;
+        }
+    }
+
+    /// Releases, in arrival order, every held frame within reach of the trusted time,
+    /// for as long as releasing them moves it further.
+    fn release_within_reach(&mut self, wm: &mut Watermark, released: &mut Vec<(i64, P)>) {
+        let reach = self.reach(wm);
+        loop {
+            let Some(limit) = wm.max_trusted().map(|m| m.saturating_add(reach)) else {
+                return;
+            };
+            let before = self.held.len();
+            let mut keep = VecDeque::with_capacity(before);
+            for h in self.held.drain(..) {
+                if h.ts <= limit {
+                    wm.observe(h.ts);
+                    released.push((h.ts, h.frame));
+                } else {
+                    keep.push_back(h);
+                }
+            }
+            self.held = keep;
+            if self.held.len() == before || self.held.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn jump(&mut self, wm: &mut Watermark, released: &mut Vec<(i64, P)>) {
         let mut times: Vec<i64> = self.held.iter().map(|h| h.ts).collect();
         let mid = (times.len() - 1) / 2;
         let median = *times.select_nth_unstable(mid).1;
         wm.observe(median);
-        // Replay in arrival order. Those still far ahead wait again, with a fresh count.
-        let replay: Vec<Held<P>> = self.held.drain(..).collect();
-        let limit = wm
-            .max_trusted()
-            .expect("just set")
-            .saturating_add(self.config.max_ahead);
-        for h in replay {
-            if h.ts <= limit {
-                wm.observe(h.ts);
-                self.trusted_count += 1;
-                released.push((h.ts, h.payload));
-            } else {
-                self.held.push_back(Held {
-                    trusted_count_when_held: self.trusted_count,
-                    ..h
-                });
-            }
-        }
-        self.convict(outliers);
+        self.release_within_reach(wm, released);
     }
 }
 
@@ -239,9 +286,12 @@ impl<P> OutlierGuard<P> {
 mod tests {
     use super::*;
 
+    /// Feeds a guard and checks, frame by frame, that nothing it lets through is
+    /// behind the watermark as it stood when that frame arrived (so never late).
     struct Run {
         wm: Watermark,
         guard: OutlierGuard<i64>,
+        clock: Option<WallClock>,
         counted: Vec<i64>,
         outliers: Vec<i64>,
     }
@@ -251,24 +301,33 @@ mod tests {
             Run {
                 wm: Watermark::new(5),
                 guard: OutlierGuard::new(GuardConfig { max_ahead, confirm }),
+                clock: None,
                 counted: vec![],
                 outliers: vec![],
             }
         }
         fn feed(&mut self, ts: i64) {
+            let before = self.wm.get().unwrap_or(i64::MIN);
             let mut released = vec![];
-            let a = self
-                .guard
-                .admit(&mut self.wm, ts, || ts, &mut released, &mut self.outliers);
-            if a == Admission::Trusted {
-                self.counted.push(ts);
+            let to = Decisions {
+                released: &mut released,
+                outliers: &mut self.outliers,
+            };
+            if self.guard.admit(&mut self.wm, ts, self.clock, || ts, to) == Admission::Trusted {
+                released.insert(0, (ts, ts));
             }
-            self.counted.extend(released.into_iter().map(|(t, _)| t));
+            for (t, _) in released {
+                assert!(t >= before, "{t} let through behind the watermark {before}");
+                self.counted.push(t);
+            }
         }
         fn finish(&mut self) {
             let mut released = vec![];
-            self.guard
-                .finish(&mut self.wm, &mut released, &mut self.outliers);
+            let to = Decisions {
+                released: &mut released,
+                outliers: &mut self.outliers,
+            };
+            self.guard.finish(&mut self.wm, to);
             self.counted.extend(released.into_iter().map(|(t, _)| t));
         }
     }
@@ -288,14 +347,13 @@ mod tests {
         for ts in [2_000_000_000, 1000, 1001, 1002, 1003, 1004] {
             r.feed(ts);
         }
-        // 4 held -> median 1001 -> the three real ones released; the garbage waits.
         assert_eq!(r.wm.max_trusted(), Some(1004));
-        assert!(!r.counted.contains(&2_000_000_000));
-        for t in 1005..1009 {
-            r.feed(t);
-        }
-        assert_eq!(r.outliers, vec![2_000_000_000]);
-        assert_eq!(r.counted.len(), 9);
+        assert_eq!(
+            r.outliers,
+            vec![2_000_000_000],
+            "four later frames contradict it"
+        );
+        assert_eq!(r.counted, vec![1000, 1001, 1002, 1003, 1004]);
     }
 
     #[test]
@@ -314,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn a_real_jump_is_followed_within_confirm_frames_and_nothing_is_lost() {
+    fn a_real_jump_counts_every_frame_that_proves_it() {
         let mut r = Run::new(60, 8);
         for t in 0..100 {
             r.feed(1000 + t / 10);
@@ -329,7 +387,18 @@ mod tests {
     }
 
     #[test]
-    fn held_frames_at_the_end_are_a_jump_only_if_they_are_most_of_the_traffic() {
+    fn a_frame_just_past_reach_is_released_when_the_stream_catches_up() {
+        // 161 is beyond 100 + 60 when it comes, but 159 makes it plausible.
+        let mut r = Run::new(60, 4);
+        for t in [100, 100, 100, 100, 161, 159] {
+            r.feed(t);
+        }
+        assert_eq!(r.guard.held_len(), 0);
+        assert_eq!(r.counted, vec![100, 100, 100, 100, 159, 161]);
+    }
+
+    #[test]
+    fn held_frames_at_the_end_count_unless_later_frames_contradict_them() {
         let mut r = Run::new(60, 8);
         for t in 0..50 {
             r.feed(1000 + t);
@@ -338,7 +407,11 @@ mod tests {
         r.feed(5001);
         r.feed(1050);
         r.finish();
-        assert_eq!(r.counted.len(), 53);
+        assert_eq!(
+            r.counted.len(),
+            53,
+            "one straggler does not outvote two frames"
+        );
         let mut r = Run::new(60, 8);
         for t in 0..50 {
             r.feed(1000 + t);
@@ -349,6 +422,7 @@ mod tests {
         }
         r.finish();
         assert_eq!(r.outliers, vec![5000]);
+        assert_eq!(r.counted.len(), 53);
     }
 
     #[test]
@@ -366,5 +440,98 @@ mod tests {
             assert!(r.guard.held_len() <= 16);
         }
         assert_eq!(r.wm.max_trusted(), Some(1_000_000 + 99));
+        assert_eq!(r.counted.len(), 100_000);
+    }
+
+    #[test]
+    fn a_sparse_stream_with_one_bit_flip_loses_only_the_flip() {
+        for gap in [61, 3600, 86_400 * 30] {
+            let mut r = Run::new(60, 16);
+            let times: Vec<i64> = (0..200).map(|i| 1_400_000_000 + i * gap).collect();
+            for (i, t) in times.iter().enumerate() {
+                r.feed(*t);
+                if i == 100 {
+                    r.feed(t ^ (1 << 31));
+                }
+            }
+            r.finish();
+            assert_eq!(r.counted, times, "gap {gap}");
+            assert_eq!(r.outliers, vec![times[100] ^ (1 << 31)], "gap {gap}");
+        }
+    }
+
+    #[test]
+    fn the_wall_clock_convicts_the_future_and_trusts_the_present() {
+        let mut r = Run::new(60, 16);
+        let now = 1_700_000_000;
+        r.clock = Some(WallClock {
+            now,
+            trust_recent: true,
+        });
+        r.feed(now - 10);
+        assert_eq!(r.counted, vec![now - 10], "near now: trusted at once");
+        r.feed(now + 3600);
+        assert_eq!(
+            r.outliers,
+            vec![now + 3600],
+            "from the future: an outlier at once"
+        );
+        // A sparse live stream: one frame every two minutes, each counted on arrival.
+        for i in 1..10 {
+            r.clock = Some(WallClock {
+                now: now + 120 * i,
+                trust_recent: true,
+            });
+            r.feed(now + 120 * i - 2);
+            assert_eq!(r.guard.held_len(), 0);
+        }
+        assert_eq!(r.counted.len(), 10);
+        // A backfill keeps the frame-count rule: the same sparse frame is held.
+        r.clock = Some(WallClock {
+            now: now + 2000,
+            trust_recent: false,
+        });
+        r.feed(now + 1999);
+        assert_eq!(r.guard.held_len(), 1);
+    }
+
+    proptest::proptest! {
+        /// In-order streams with gaps from none to years, disordered within the
+        /// lateness, lose nothing: no outlier, nothing let through behind the watermark.
+        #[test]
+        fn ordered_streams_with_any_gaps_are_all_counted(
+            seed in 0u64..u64::MAX,
+            n in 1usize..400,
+            confirm in 1usize..20,
+        ) {
+            let mut rng = seed | 1;
+            let mut next = || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng };
+            let mut t: i64 = 1_000_000_000;
+            let mut times = Vec::with_capacity(n);
+            for _ in 0..n {
+                t += match next() % 6 {
+                    0 => 0,
+                    1 => (next() % 5) as i64,
+                    2 => (next() % 120) as i64,
+                    3 => (next() % 10_000) as i64,
+                    4 => (next() % 40_000_000) as i64,
+                    _ => 1,
+                };
+                times.push(t);
+            }
+            // Shuffle within the lateness: each frame delayed by less than 5 s of event time.
+            let mut keyed: Vec<(i64, i64)> =
+                times.iter().map(|&t| (t + (next() % 5) as i64, t)).collect();
+            keyed.sort();
+            let mut r = Run::new(60, confirm);
+            for (_, t) in &keyed {
+                r.feed(*t);
+            }
+            r.finish();
+            proptest::prop_assert!(r.outliers.is_empty(), "outliers {:?}", r.outliers);
+            let mut counted = r.counted.clone();
+            counted.sort();
+            proptest::prop_assert_eq!(counted, times);
+        }
     }
 }

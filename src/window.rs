@@ -109,8 +109,37 @@ impl Calendar {
         self.tz.iana_name().unwrap_or("UTC")
     }
 
+    /// The largest `ts` whose windows of every granularity in `grans` can be
+    /// represented, start and end, in this zone (jiff's range ends late in 9999).
+    /// The smallest is 0: every zone can represent the windows of the epoch.
+    pub fn max_ts(&self, grans: &[Granularity]) -> i64 {
+        let ok = |ts: i64| grans.iter().all(|&g| self.checked_window(g, ts).is_some());
+        // Representability is monotone in ts: a window fails only when its end
+        // runs past the end of jiff's time, and later windows end later.
+        let (mut lo, mut hi) = (0i64, crate::parser::MAX_TS + 1);
+        if ok(crate::parser::MAX_TS) {
+            return crate::parser::MAX_TS;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ok(mid) { lo = mid } else { hi = mid }
+        }
+        lo
+    }
+
+    /// The window of granularity `g` that contains `ts`, if it can be represented.
+    pub fn checked_window(&self, g: Granularity, ts: i64) -> Option<Span> {
+        let span = if self.utc && g <= Granularity::Week {
+            self.window(g, ts)
+        } else {
+            self.window_zoned(g, ts)?
+        };
+        let fits = |t: i64| Timestamp::from_second(t).is_ok();
+        (fits(span.start) && fits(span.end)).then_some(span)
+    }
+
     /// The window of granularity `g` that contains `ts`. `ts` must be within
-    /// `0..=parser::MAX_TS`, which the parser guarantees.
+    /// `0..=max_ts(..)` for `g`, which the aggregator checks before it asks.
     pub fn window(&self, g: Granularity, ts: i64) -> Span {
         if self.utc {
             match g {
@@ -123,19 +152,19 @@ impl Calendar {
             }
         }
         self.window_zoned(g, ts)
+            .expect("ts within the calendar's range, checked by the aggregator")
     }
 
-    fn window_zoned(&self, g: Granularity, ts: i64) -> Span {
-        let zdt = Timestamp::from_second(ts)
-            .expect("ts within jiff's range")
-            .to_zoned(self.tz.clone());
+    fn window_zoned(&self, g: Granularity, ts: i64) -> Option<Span> {
+        let zdt = Timestamp::from_second(ts).ok()?.to_zoned(self.tz.clone());
         let secs = |z: &Zoned| z.timestamp().as_second();
         let midnight = |d: jiff::civil::Date| {
             d.to_zoned(self.tz.clone())
                 .and_then(|z| z.start_of_day())
-                .expect("a local midnight within jiff's range")
+                .map(|z| secs(&z))
+                .ok()
         };
-        match g {
+        Some(match g {
             Granularity::Minute => {
                 // Offsets are whole minutes in every zone since the 1970s.
                 let off = i64::from(zdt.offset().seconds());
@@ -163,46 +192,43 @@ impl Calendar {
             Granularity::Day => {
                 let d = zdt.date();
                 Span {
-                    start: secs(&midnight(d)),
-                    end: secs(&midnight(d.tomorrow().expect("date in range"))),
+                    start: midnight(d)?,
+                    end: midnight(d.tomorrow().ok()?)?,
                 }
             }
             Granularity::Week => {
                 let d = zdt.date();
                 let monday = d
                     .checked_sub(i64::from(d.weekday().to_monday_zero_offset()).days())
-                    .expect("date in range");
+                    .ok()?;
                 Span {
-                    start: secs(&midnight(monday)),
-                    end: secs(&midnight(
-                        monday.checked_add(7.days()).expect("date in range"),
-                    )),
+                    start: midnight(monday)?,
+                    end: midnight(monday.checked_add(7.days()).ok()?)?,
                 }
             }
             Granularity::Month => {
                 let first = zdt.date().first_of_month();
                 Span {
-                    start: secs(&midnight(first)),
-                    end: secs(&midnight(
-                        first.checked_add(1.month()).expect("date in range"),
-                    )),
+                    start: midnight(first)?,
+                    end: midnight(first.checked_add(1.month()).ok()?)?,
                 }
             }
             Granularity::Year => {
                 let first = zdt.date().first_of_year();
                 Span {
-                    start: secs(&midnight(first)),
-                    end: secs(&midnight(
-                        first.checked_add(1.year()).expect("date in range"),
-                    )),
+                    start: midnight(first)?,
+                    end: midnight(first.checked_add(1.year()).ok()?)?,
                 }
             }
-        }
+        })
     }
 
     /// RFC 3339: `Z` in UTC, the zone's offset at that instant otherwise.
     pub fn format(&self, ts: i64) -> String {
-        let t = Timestamp::from_second(ts).expect("ts within jiff's range");
+        let Ok(t) = Timestamp::from_second(ts) else {
+            // Unreachable for window bounds (the aggregator checks them); never a panic.
+            return ts.to_string();
+        };
         if self.utc {
             t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
         } else {
@@ -258,7 +284,11 @@ mod tests {
                 Granularity::Day,
                 Granularity::Week,
             ] {
-                assert_eq!(cal.window(g, t), cal.window_zoned(g, t), "{g} at {t}");
+                assert_eq!(
+                    cal.window(g, t),
+                    cal.window_zoned(g, t).unwrap(),
+                    "{g} at {t}"
+                );
             }
         }
     }
