@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
             format: Format::Json,
             threads,
             chunk_bytes: cardinal::source::CHUNK_BYTES,
+            max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
         };
         g.bench_function(name, |b| {
             b.iter(|| {

@@ -129,6 +129,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         format: Format::Json,
         threads: 2,
         chunk_bytes: cardinal::source::CHUNK_BYTES,
+        max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
     };
     let run = RunOptions {
         kafka: opts.clone(),

@@ -57,6 +57,15 @@ pub struct Cli {
 }
 
 impl Command {
+    /// Whether the command's output (results, messages, frames) goes to stdout.
+    pub fn writes_to_stdout(&self) -> bool {
+        match self {
+            Command::Produce(_) => false,
+            Command::Gen(g) => g.output.is_none(),
+            _ => true,
+        }
+    }
+
     /// Without RUST_LOG: a service logs what operators need (assignments, restores,
     /// shutdown) at info; one-shot commands only warn.
     pub fn default_log_filter(&self) -> &'static str {
@@ -98,15 +107,15 @@ pub struct CountingOptions {
     pub tz: Calendar,
 
     /// How late a frame may arrive, behind the newest one, and still be counted.
-    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "5s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub lateness: i64,
 
     /// How long after a window is final it still accepts late frames, as corrections.
-    #[arg(long, default_value = "0s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "0s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub grace: i64,
 
     /// A frame further than this ahead of the stream is held as a suspected garbage timestamp.
-    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub max_ahead: i64,
 
     /// Frames that must agree before the stream is believed to have jumped ahead.
@@ -116,7 +125,7 @@ pub struct CountingOptions {
     /// Live sources: a partition without frames for this long stops holding results back.
     /// Keep it above the consumer group's session timeout (10 s), or partitions that come
     /// back after a restart may find their windows closed.
-    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "30s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub idle_timeout: i64,
 
     /// Distinct counter: exact (64-bit hashes) or hll (Apache DataSketches HLL).
@@ -136,9 +145,15 @@ pub struct CountingOptions {
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
-    /// Parser threads (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Parser threads (default: one per core; at most 64). More threads than cores
+    /// only cost memory: each holds a few MiB of chunks in flight.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
+
+    /// Frames (lines, or Kafka messages) longer than this are skipped in constant
+    /// memory and rejected as `too_large`, with their length and first KiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_frame_bytes: usize,
 
     /// Do not print the summary on stderr.
     #[arg(long, short)]
@@ -165,7 +180,7 @@ pub struct StateArgs {
     pub reset_state: bool,
 
     /// How often to checkpoint (for `run`, offsets are committed at the same time).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub checkpoint_interval: Duration,
 }
 
@@ -214,7 +229,7 @@ pub struct KafkaArgs {
     pub property: Vec<(String, String)>,
 
     /// Give up with an error if the cluster does not answer within this long.
-    #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "10s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub timeout: i64,
 }
 
@@ -400,22 +415,59 @@ fn parse_zone(s: &str) -> Result<Calendar, String> {
 }
 
 /// A duration that may be shorter than a second: `100ms`, `1s`, `2m`.
+/// The longest duration any option takes: a century, far beyond any sane lateness,
+/// and small enough that milliseconds of it fit every integer type used.
+const MAX_SECONDS: i64 = 100 * 366 * 86_400;
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = s
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a duration; write e.g. 100ms, 1s or 2m"))?;
+    if d.as_secs() > MAX_SECONDS {
+        return Err(format!("{s:?} is longer than the limit of 100 years"));
+    }
     Duration::try_from(d).map_err(|_| format!("{s:?} is negative"))
+}
+
+/// A size: `1048576`, `512KiB`, `1MiB`, `4MB`.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size; write e.g. 1MiB, 512KiB or 1048576"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 1MiB, 512KiB or 1048576"))?;
+    match n.checked_mul(unit_bytes) {
+        Some(b) if (1024..=1 << 30).contains(&b) => Ok(b as usize),
+        _ => Err(format!("{s:?} is out of range: between 1KiB and 1GiB")),
+    }
 }
 
 /// Whole seconds: `5s`, `2m`, `1h30m`, `1 day`, or a bare number of seconds.
 pub fn parse_seconds(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i64>() {
-        return if n >= 0 {
-            Ok(n)
-        } else {
+        return if n < 0 {
             Err(format!("{s:?} is negative"))
+        } else if n > MAX_SECONDS {
+            Err(format!("{s:?} is longer than the limit of 100 years"))
+        } else {
+            Ok(n)
         };
     }
     let d: jiff::SignedDuration = t
@@ -423,6 +475,9 @@ pub fn parse_seconds(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("{s:?} is not a duration; write e.g. 5s, 90s, 2m or 1h30m"))?;
     if d.is_negative() {
         return Err(format!("{s:?} is negative"));
+    }
+    if d.as_secs() > MAX_SECONDS {
+        return Err(format!("{s:?} is longer than the limit of 100 years"));
     }
     if d.subsec_nanos() != 0 {
         return Err(format!("{s:?} is not a whole number of seconds"));
@@ -469,10 +524,12 @@ impl CountingOptions {
                 }),
             },
             format: self.format,
-            threads: self
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            threads: self.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(2, |n| n.get().min(64)),
+                usize::from,
+            ),
             chunk_bytes: CHUNK_BYTES,
+            max_frame_bytes: self.max_frame_bytes,
         }
     }
 
@@ -543,7 +600,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
             input: InputPosition::Files { complete: true, .. },
             ..
         }) => {
-            eprintln!(
+            crate::say!(
                 "cardinal: the checkpoint in {} says these files were counted to the end; nothing to do \
                  (pass --reset-state to count them again)",
                 dir.display()
@@ -594,7 +651,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         Some(shutdown_flag()?),
     )?;
     if !args.counting.quiet && !report.output_closed {
-        eprint!(
+        crate::say_raw!(
             "{}{}",
             report.telemetry.summary(started.elapsed()),
             hooks.checkpointing.summary()
@@ -647,7 +704,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?)?;
     if !args.counting.quiet {
-        eprint!(
+        crate::say_raw!(
             "{}{}",
             report.telemetry.summary(started.elapsed()),
             report.checkpoint_summary
@@ -715,7 +772,7 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
     } else {
         String::new()
     };
-    eprintln!(
+    crate::say!(
         "cardinal: produced {} messages ({:.1} MB) to {} in {:.2}s: {:.0} msg/s{blank}",
         report.messages,
         report.bytes as f64 / 1e6,
@@ -732,7 +789,7 @@ fn count_inputs(opts: &CountingOptions, inputs: Vec<OpenInput>) -> Result<ExitCo
     let started = Instant::now();
     let report = pipeline::count(&config, inputs, &mut sinks)?;
     if !opts.quiet && !report.output_closed {
-        eprint!("{}", report.telemetry.summary(started.elapsed()));
+        crate::say_raw!("{}", report.telemetry.summary(started.elapsed()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -782,17 +839,18 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         frames: args.frames,
         ..GenConfig::default()
     };
-    eprintln!(
+    crate::say!(
         "cardinal demo: {} production-like frames (~2 KB each, {} users, from 2016-07-11 13:39:44 UTC) \
          through Kafka, counting unique users per minute and hour",
-        frames.frames, frames.users
+        frames.frames,
+        frames.users
     );
     let opts = CountingOptions::try_parse_demo()?;
     let config = opts.config();
     let mut sinks = opts.sinks()?;
     let started = Instant::now();
     let telemetry = crate::demo::run(args.broker, frames, &config, &mut sinks)?;
-    eprint!("{}", telemetry.summary(started.elapsed()));
+    crate::say_raw!("{}", telemetry.summary(started.elapsed()));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,6 +10,7 @@
 //! consumer, and the run ends at the offsets the producer's delivery reports gave.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,7 +102,7 @@ pub fn run(
     sinks: &mut Sinks,
 ) -> Result<Telemetry> {
     let broker = Broker::start(kind)?;
-    eprintln!("cardinal demo: broker: {}", broker.describe());
+    crate::say!("cardinal demo: broker: {}", broker.describe());
     let opts = options(&broker.addr());
     let target: SharedOffsets = Arc::new(Mutex::new(None));
     let fed = Arc::new(AtomicU64::new(0));
@@ -117,16 +118,23 @@ pub fn run(
         state: None,
     };
 
+    let run_ended = Arc::new(AtomicBool::new(false));
     let producer = {
         let opts = opts.clone();
         let fed = fed.clone();
         let target = target.clone();
-        std::thread::spawn(move || produce_paced(&opts, frames, &fed, &target))
+        let run_ended = run_ended.clone();
+        std::thread::spawn(move || produce_paced(&opts, frames, &fed, &target, &run_ended))
     };
     let report = kafka::run(&run_opts, config, sinks, Arc::new(AtomicBool::new(false)));
-    let produced = producer.join().expect("the demo producer does not panic")?;
+    // The producer paces itself on the run: a run that failed must not leave it waiting.
+    run_ended.store(true, Ordering::Relaxed);
+    let produced = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the demo producer failed"))?;
     let report = report?;
-    eprintln!(
+    let produced = produced?;
+    crate::say!(
         "cardinal demo: produced {produced} frames to topic {FRAMES_TOPIC} ({PARTITIONS} partitions)"
     );
 
@@ -135,16 +143,24 @@ pub fn run(
         published.push((m.key.unwrap_or_default(), m.payload));
         true
     })?;
-    eprintln!(
+    crate::say!(
         "cardinal demo: topic {RESULTS_TOPIC} holds {} result records, keyed WINDOW/START:",
         published.len()
     );
+    let mut out = std::io::stdout().lock();
     for (key, value) in &published {
-        println!(
+        let line = writeln!(
+            out,
             "{}\t{}",
             String::from_utf8_lossy(key),
             String::from_utf8_lossy(value)
         );
+        match line {
+            Ok(()) => {}
+            // A reader that went away (`| head`) is not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("cannot write to stdout"),
+        }
     }
     Ok(report.telemetry)
 }
@@ -156,6 +172,7 @@ fn produce_paced(
     frames: GenConfig,
     fed: &AtomicU64,
     target: &Mutex<Option<HashMap<i32, i64>>>,
+    run_ended: &AtomicBool,
 ) -> Result<u64> {
     let producer: ThreadedProducer<DeliveryTracker> = kafka::producer_config(opts)
         .create_with_context(DeliveryTracker::recording_ends())
@@ -163,6 +180,9 @@ fn produce_paced(
     let mut produced = 0u64;
     for frame in FrameGen::new(&frames) {
         while produced.saturating_sub(fed.load(Ordering::Relaxed)) >= MAX_LAG {
+            if run_ended.load(Ordering::Relaxed) {
+                anyhow::bail!("the run ended before every frame was produced");
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         let key = kafka::root_key(&frame.line, "uid");

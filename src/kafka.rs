@@ -410,12 +410,21 @@ pub fn run(
         _ => None,
     };
     let fed = opts.fed.clone();
+    let max_frame = config.max_frame_bytes;
     let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
         let ends = EndOffsets {
             at_start: end_offsets,
             target,
         };
-        feed_from_kafka(&feeder_consumer, topic, ends, fed, &shutdown, feed)
+        feed_from_kafka(
+            &feeder_consumer,
+            topic,
+            ends,
+            fed,
+            max_frame,
+            &shutdown,
+            feed,
+        )
     });
     consumer.unsubscribe();
     let mut report = result?;
@@ -455,6 +464,7 @@ fn feed_from_kafka(
     topic: Arc<str>,
     end_offsets: EndOffsets,
     fed: Option<Arc<AtomicU64>>,
+    max_frame: usize,
     shutdown: &AtomicBool,
     feed: Feed,
 ) {
@@ -484,7 +494,7 @@ fn feed_from_kafka(
             Some(Ok(msg)) => {
                 let p = msg.partition();
                 let payload = msg.payload().unwrap_or(b"");
-                chunk.push_record(p as u32, msg.offset() as u64, payload);
+                chunk.push_record(p as u32, msg.offset() as u64, payload, max_frame);
                 positions.insert(p, msg.offset() + 1);
                 // Shared at once: a rebalance inside the next poll must see it.
                 consumer
@@ -574,7 +584,7 @@ fn feed_from_kafka(
                         } else {
                             f64::INFINITY
                         };
-                        eprintln!(
+                        crate::say!(
                             "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets (about {eta:.0} s)"
                         );
                     }
@@ -775,9 +785,19 @@ pub fn produce(
     partitions_of(&probe, opts, topic)?;
     let mut report = ProduceReport::default();
     for input in inputs {
+        let mut next_line = 1;
         for chunk in crate::source::Chunker::new(input.reader, &input.name, CHUNK_BYTES) {
             let chunk = chunk?;
-            for (_, line_no, line) in chunk.frames() {
+            next_line = chunk.first_line.unwrap_or(next_line);
+            for (_, index, line) in chunk.frames() {
+                let line_no = next_line + index;
+                if let Some(len) = chunk.oversized(index) {
+                    return Err(live(format!(
+                        "{}:{line_no}: a line of {len} bytes is over the {} byte frame limit",
+                        input.name,
+                        crate::source::MAX_FRAME_BYTES
+                    )));
+                }
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     report.skipped_blank += 1;
@@ -793,6 +813,7 @@ pub fn produce(
                 report.messages += 1;
                 report.bytes += line.len() as u64;
             }
+            next_line += chunk.frames().count() as u64;
         }
     }
     producer
@@ -1009,6 +1030,7 @@ mod tests {
             format: Format::Json,
             threads: 1,
             chunk_bytes: crate::source::CHUNK_BYTES,
+            max_frame_bytes: crate::source::MAX_FRAME_BYTES,
         };
         let mut sinks = Sinks {
             results: ResultSink::new(Box::new(std::io::sink())),

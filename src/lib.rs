@@ -25,6 +25,7 @@ pub mod generator;
 pub mod kafka;
 pub mod parser;
 pub mod pipeline;
+pub mod reject;
 pub mod sink;
 pub mod source;
 pub mod tansu;

@@ -20,6 +20,7 @@ use crate::checkpoint::HeldRaw;
 use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::parser::{self, ParseError};
+use crate::reject::Reason;
 use crate::sink::{Position, RejectSink, ResultSink, SinkError};
 use crate::source::{BufferPool, Chunk, Chunker, SourceError};
 use crate::telemetry::Telemetry;
@@ -42,6 +43,8 @@ pub struct CountConfig {
     /// Parser threads.
     pub threads: usize,
     pub chunk_bytes: usize,
+    /// Longer frames are skipped in constant memory and rejected as `too_large`.
+    pub max_frame_bytes: usize,
 }
 
 /// An opened input: its name for messages, and its bytes.
@@ -146,6 +149,7 @@ pub fn count_from(
     shutdown: Option<Arc<AtomicBool>>,
 ) -> Result<CountReport, PipelineError> {
     let chunk_bytes = config.chunk_bytes;
+    let max_frame = config.max_frame_bytes;
     let (snapshot, resume) = match restore {
         Some((s, r)) => (Some(s), Some(r)),
         None => (None, None),
@@ -159,7 +163,8 @@ pub fn count_from(
             let resume_here = resume.filter(|r| r.input == index);
             let mut chunker =
                 Chunker::with_pool(input.reader, &input.name, chunk_bytes, feed.pool().clone())
-                    .input(index);
+                    .input(index)
+                    .max_frame(max_frame);
             if let Some(r) = resume_here
                 && let Err(e) = chunker.skip_to(r.offset, r.next_line)
             {
@@ -205,13 +210,22 @@ where
     }
 }
 
+/// Why a frame of a chunk could not be handed to the aggregator.
+enum Unparsed {
+    Parse(ParseError),
+    /// Over the frame limit: its real length (the chunk holds its head).
+    TooLarge(u64),
+    /// The parser failed on it (a bug): set aside so that the run goes on.
+    Failed(String),
+}
+
 /// One parsed frame of a chunk.
 struct Entry<K> {
     start: u32,
     end: u32,
     lane: u32,
     pos: u64,
-    parsed: Result<(i64, K), ParseError>,
+    parsed: Result<(i64, K), Unparsed>,
 }
 
 struct ParsedChunk<K> {
@@ -225,12 +239,48 @@ struct HeldFrame {
     raw: Box<[u8]>,
 }
 
+/// Parses a chunk. A panic in the parser is a bug, but it must not take the run
+/// down (under `run` that would be a crash loop on the same offset): the chunk is
+/// parsed again frame by frame, and the frame that fails is set aside.
 fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        parse_frames::<C>(&chunk, |frame| parse_one::<C>(frame))
+    }));
+    let entries = match attempt {
+        Ok(entries) => entries,
+        Err(_) => parse_frames::<C>(&chunk, |frame| {
+            std::panic::catch_unwind(|| parse_one::<C>(frame)).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(Unparsed::Failed(format!("the parser failed: {what}")))
+            })
+        }),
+    };
+    ParsedChunk { chunk, entries }
+}
+
+#[inline]
+fn parse_one<C: Counter>(frame: &[u8]) -> Result<(i64, C::Key), Unparsed> {
+    parser::parse_frame(frame)
+        .map(|f| (f.ts, C::key(&f.uid)))
+        .map_err(Unparsed::Parse)
+}
+
+fn parse_frames<C: Counter>(
+    chunk: &Chunk,
+    parse: impl Fn(&[u8]) -> Result<(i64, C::Key), Unparsed>,
+) -> Vec<Entry<C::Key>> {
     let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
     let base = chunk.data().as_ptr() as usize;
-    for (lane, pos, frame) in chunk.frames() {
+    for (index, (lane, pos, frame)) in chunk.frames().enumerate() {
         let start = (frame.as_ptr() as usize - base) as u32;
-        let parsed = parser::parse_frame(frame).map(|f| (f.ts, C::key(&f.uid)));
+        let parsed = match chunk.oversized(index as u64) {
+            Some(len) => Err(Unparsed::TooLarge(len)),
+            None => parse(frame),
+        };
         entries.push(Entry {
             start,
             end: start + frame.len() as u32,
@@ -239,7 +289,7 @@ fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
             parsed,
         });
     }
-    ParsedChunk { chunk, entries }
+    entries
 }
 
 /// What the feeder queues for the aggregating stage, in order.
@@ -366,6 +416,7 @@ where
             rendered: String::new(),
             emitted: Vec::new(),
             format: config.format,
+            max_frame_bytes: config.max_frame_bytes,
             windows_named: config
                 .settings
                 .granularities
@@ -428,6 +479,7 @@ struct Aggregate<'s, C: Counter> {
     format: Format,
     /// The enabled windows, for messages.
     windows_named: String,
+    max_frame_bytes: usize,
     telemetry: Telemetry,
     sinks: &'s mut Sinks,
     pool: BufferPool,
@@ -449,7 +501,7 @@ impl<C: Counter> Aggregate<'_, C> {
                     if c.record_count() == 0 {
                         self.next_line += parsed.entries.len() as u64;
                         self.file_position =
-                            Some((c.input, c.offset + c.data().len() as u64, self.next_line));
+                            Some((c.input, c.offset + c.input_bytes(), self.next_line));
                     }
                     parsed.chunk.recycle(&self.pool);
                 }
@@ -501,7 +553,7 @@ impl<C: Counter> Aggregate<'_, C> {
 
     fn chunk(&mut self, parsed: &ParsedChunk<C::Key>) -> Result<(), PipelineError> {
         let chunk = &parsed.chunk;
-        self.telemetry.bytes_received(chunk.data().len());
+        self.telemetry.bytes_received(chunk.input_bytes() as usize);
         self.agg.set_clock(chunk.clock);
         let is_records = chunk.record_count() > 0;
         // Lines carry their index in the chunk; the line number is counted here.
@@ -531,8 +583,8 @@ impl<C: Counter> Aggregate<'_, C> {
                     }
                 }
             };
-            match e.parsed {
-                Ok((ts, key)) => {
+            match &e.parsed {
+                &Ok((ts, key)) => {
                     let verdict = self.agg.ingest(
                         e.lane as usize,
                         pos,
@@ -555,7 +607,7 @@ impl<C: Counter> Aggregate<'_, C> {
                                 self.windows_named,
                                 self.agg.calendar().zone_name()
                             );
-                            self.reject(ParseError::BadTs.reason(), detail, &position(), raw())?;
+                            self.reject(Reason::BadTs, detail, &position(), raw())?;
                         }
                         late => self.late(late, &position(), raw())?,
                     }
@@ -563,7 +615,24 @@ impl<C: Counter> Aggregate<'_, C> {
                         self.drain_output()?;
                     }
                 }
-                Err(err) => self.reject(err.reason(), err.to_string(), &position(), raw())?,
+                Err(Unparsed::Parse(err)) => {
+                    self.reject(err.into(), err.to_string(), &position(), raw())?
+                }
+                Err(Unparsed::TooLarge(len)) => {
+                    let detail = format!(
+                        "a frame of {len} bytes, over --max-frame-bytes ({}); its first {} bytes are kept",
+                        self.max_frame_bytes,
+                        raw().len()
+                    );
+                    self.reject(Reason::TooLarge, detail, &position(), raw())?
+                }
+                Err(Unparsed::Failed(what)) => {
+                    let position = position();
+                    self.telemetry.frame_failed(what, &position);
+                    if let Some(r) = self.sinks.rejects.as_mut() {
+                        r.write(Reason::InternalError.name(), what.clone(), &position, raw())?;
+                    }
+                }
             }
         }
         Ok(())
@@ -571,14 +640,14 @@ impl<C: Counter> Aggregate<'_, C> {
 
     fn reject(
         &mut self,
-        reason: &'static str,
+        reason: Reason,
         detail: String,
         position: &Position,
         raw: &[u8],
     ) -> Result<(), SinkError> {
         self.telemetry.frame_rejected(reason, position);
         if let Some(r) = self.sinks.rejects.as_mut() {
-            r.write(reason, detail, position, raw)?;
+            r.write(reason.name(), detail, position, raw)?;
         }
         Ok(())
     }
@@ -591,7 +660,7 @@ impl<C: Counter> Aggregate<'_, C> {
         if let Some(r) = self.sinks.rejects.as_mut() {
             let names: Vec<&str> = missed.iter().map(|g| g.name()).collect();
             let detail = format!("window already final: {}", names.join(","));
-            r.write("late", detail, position, raw)?;
+            r.write(Reason::Late.name(), detail, position, raw)?;
         }
         Ok(())
     }
@@ -620,7 +689,7 @@ impl<C: Counter> Aggregate<'_, C> {
                     ),
                     None => "ts far from every other frame of the stream".to_string(),
                 };
-                r.write("outlier", detail, &held.position, &held.raw)?;
+                r.write(Reason::Outlier.name(), detail, &held.position, &held.raw)?;
             }
         }
         self.out.clear();

@@ -4,6 +4,10 @@
 //! throughput; a slow source (a pipe, a terminal) yields whatever complete lines it
 //! has as soon as a read comes back short, so `tail -f | cardinal count` reports
 //! without waiting for a full chunk. `.gz` files are decompressed on the fly.
+//!
+//! A line longer than the frame limit (`--max-frame-bytes`) is never held whole:
+//! its first KiB is kept for the rejects record, the rest is skipped as it is
+//! read, so memory and time stay linear whatever the input holds.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,6 +21,12 @@ use crate::watermark::WallClock;
 /// Target chunk size: large enough to amortise hand-offs between threads, small
 /// enough that several fit in cache-friendly flight.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The default frame limit: Kafka's default largest message.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// How much of an oversized frame is kept, to show in the rejects record.
+pub const OVERSIZED_HEAD: usize = 1024;
 
 /// Where an input comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +109,11 @@ pub struct Chunk {
     buf: Vec<u8>,
     len: usize,
     records: Option<Vec<Record>>,
+    /// Frames over the limit, by index in the chunk, with their real length: the
+    /// chunk holds only their first [`OVERSIZED_HEAD`] bytes.
+    oversized: Vec<(u64, u64)>,
+    /// Bytes of input the chunk stands for (more than its data if a frame was cut).
+    input_bytes: u64,
 }
 
 /// Where one record of a chunk is, and where it came from.
@@ -125,15 +140,27 @@ impl Chunk {
             buf,
             len: 0,
             records: Some(Vec::new()),
+            oversized: Vec::new(),
+            input_bytes: 0,
         }
     }
 
-    /// Appends one record (a Kafka message payload).
-    pub fn push_record(&mut self, lane: u32, pos: u64, payload: &[u8]) {
+    /// Appends one record (a Kafka message payload); one over `max_frame` bytes
+    /// is kept as its head only, and parsed as `too_large`.
+    pub fn push_record(&mut self, lane: u32, pos: u64, payload: &[u8], max_frame: usize) {
         let start = self.buf.len();
-        self.buf.extend_from_slice(payload);
+        let records = self.records.get_or_insert_with(Vec::new);
+        if payload.len() > max_frame {
+            self.oversized
+                .push((records.len() as u64, payload.len() as u64));
+            self.buf
+                .extend_from_slice(&payload[..OVERSIZED_HEAD.min(payload.len())]);
+        } else {
+            self.buf.extend_from_slice(payload);
+        }
+        self.input_bytes += payload.len() as u64;
         self.len = self.buf.len();
-        self.records.get_or_insert_with(Vec::new).push(Record {
+        records.push(Record {
             start: start as u32,
             end: self.len as u32,
             lane,
@@ -143,6 +170,23 @@ impl Chunk {
 
     pub fn record_count(&self) -> usize {
         self.records.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The real length of frame `index` if it was over the limit (and cut to its head).
+    #[inline]
+    pub fn oversized(&self, index: u64) -> Option<u64> {
+        if self.oversized.is_empty() {
+            return None;
+        }
+        self.oversized
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, len)| *len)
+    }
+
+    /// Bytes of input this chunk stands for: where the next one starts.
+    pub fn input_bytes(&self) -> u64 {
+        self.input_bytes
     }
 
     /// Every frame with its lane and position: records as given, or lines (lane 0,
@@ -231,9 +275,21 @@ pub struct Chunker<R> {
     chunk_bytes: usize,
     eof: bool,
     input: usize,
+    max_frame: usize,
+    /// `cur[..scanned]` has been searched for newlines; the last one found is at `last_nl`.
+    scanned: usize,
+    last_nl: Option<usize>,
+    /// Skipping the rest of a line over the limit: its head and its length so far.
+    skipping: Option<(Vec<u8>, u64)>,
 }
 
 impl<R: Read> Chunker<R> {
+    /// Lines longer than this are skipped and handed on as `too_large`.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.max(1);
+        self
+    }
+
     /// Tags chunks with the input's index in the run.
     pub fn input(mut self, index: usize) -> Self {
         self.input = index;
@@ -284,6 +340,10 @@ impl<R: Read> Chunker<R> {
             chunk_bytes,
             eof: false,
             input: 0,
+            max_frame: MAX_FRAME_BYTES,
+            scanned: 0,
+            last_nl: None,
+            skipping: None,
         }
     }
 
@@ -292,6 +352,9 @@ impl<R: Read> Chunker<R> {
         next[..self.filled - upto].copy_from_slice(&self.cur[upto..self.filled]);
         let buf = std::mem::replace(&mut self.cur, next);
         self.filled -= upto;
+        // What is left holds no newline that was found: callers cut just after the last one.
+        self.scanned = self.scanned.saturating_sub(upto);
+        self.last_nl = self.last_nl.and_then(|n| n.checked_sub(upto));
         let chunk = Chunk {
             source: self.source.clone(),
             first_line: self.next_line.take(),
@@ -301,9 +364,85 @@ impl<R: Read> Chunker<R> {
             buf,
             len: upto,
             records: None,
+            oversized: Vec::new(),
+            input_bytes: upto as u64,
         };
         self.offset += upto as u64;
         chunk
+    }
+
+    /// The chunk that stands for one oversized line: its head, and its real length.
+    fn oversized_chunk(&mut self, head: Vec<u8>, len: u64, newline: bool) -> Chunk {
+        let mut buf = self.pool.take(0);
+        buf.clear();
+        buf.extend_from_slice(&head);
+        let input_bytes = len + u64::from(newline);
+        let chunk = Chunk {
+            source: self.source.clone(),
+            first_line: self.next_line.take(),
+            clock: None,
+            offset: self.offset,
+            input: self.input,
+            len: buf.len(),
+            buf,
+            records: None,
+            oversized: vec![(0, len)],
+            input_bytes,
+        };
+        self.offset += input_bytes;
+        chunk
+    }
+
+    /// Reads on while skipping an oversized line; `Some` once it has ended.
+    fn skip_oversized(&mut self) -> Option<Result<Chunk, SourceError>> {
+        if self.eof {
+            let (head, len) = self.skipping.take()?;
+            return Some(Ok(self.oversized_chunk(head, len, false)));
+        }
+        self.filled = 0;
+        let n = match self.read_more() {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        let newline = memchr::memchr(b'\n', &self.cur[..n]);
+        let (_, len) = self.skipping.as_mut()?;
+        match newline {
+            Some(i) => {
+                *len += i as u64;
+                let (head, len) = self.skipping.take()?;
+                self.cur.copy_within(i + 1..n, 0);
+                self.filled = n - i - 1;
+                self.scanned = 0;
+                self.last_nl = None;
+                Some(Ok(self.oversized_chunk(head, len, true)))
+            }
+            None => {
+                *len += n as u64;
+                self.eof = n == 0;
+                None
+            }
+        }
+    }
+
+    /// One read into the free part of the buffer, retrying interrupts.
+    fn read_more(&mut self) -> Result<usize, SourceError> {
+        loop {
+            match self.reader.read(&mut self.cur[self.filled..]) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.eof = true;
+                    let offset = self.offset + self.filled as u64;
+                    self.filled = 0;
+                    self.skipping = None;
+                    return Err(SourceError::Read {
+                        name: self.source.to_string(),
+                        offset,
+                        source: e,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -315,6 +454,12 @@ impl<R: Read> Iterator for Chunker<R> {
             self.cur = self.pool.take(self.chunk_bytes);
         }
         loop {
+            if self.skipping.is_some() {
+                match self.skip_oversized() {
+                    Some(done) => return Some(done),
+                    None => continue,
+                }
+            }
             if self.eof {
                 if self.filled == 0 {
                     return None;
@@ -322,37 +467,42 @@ impl<R: Read> Iterator for Chunker<R> {
                 return Some(Ok(self.cut(self.filled)));
             }
             if self.filled == self.cur.len() {
-                // A line longer than the buffer: grow it.
+                // A line longer than the buffer (but within the limit): grow it.
                 let grown = (self.cur.len() * 2).max(4096);
                 self.cur.resize(grown, 0);
             }
             let room = self.cur.len() - self.filled;
-            let n = loop {
-                match self.reader.read(&mut self.cur[self.filled..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.eof = true;
-                        self.filled = 0;
-                        return Some(Err(SourceError::Read {
-                            name: self.source.to_string(),
-                            offset: self.offset + self.filled as u64,
-                            source: e,
-                        }));
-                    }
-                }
+            let n = match self.read_more() {
+                Ok(n) => n,
+                Err(e) => return Some(Err(e)),
             };
             self.filled += n;
             if n == 0 {
                 self.eof = true;
                 continue;
             }
+            // Only the new bytes are searched: a long line read in small pieces
+            // must not be scanned again on every read.
+            if let Some(i) = memchr::memrchr(b'\n', &self.cur[self.scanned..self.filled]) {
+                self.last_nl = Some(self.scanned + i);
+            }
+            self.scanned = self.filled;
+            let line_start = self.last_nl.map_or(0, |i| i + 1);
+            if self.filled - line_start > self.max_frame {
+                if line_start > 0 {
+                    // Complete lines first; the long one moves to the front.
+                    return Some(Ok(self.cut(line_start)));
+                }
+                let head = self.cur[..OVERSIZED_HEAD.min(self.filled)].to_vec();
+                self.skipping = Some((head, self.filled as u64));
+                self.filled = 0;
+                self.scanned = 0;
+                continue;
+            }
             let full = self.filled >= self.chunk_bytes;
             let short_read = n < room;
-            if (full || short_read)
-                && let Some(last_nl) = memchr::memrchr(b'\n', &self.cur[..self.filled])
-            {
-                return Some(Ok(self.cut(last_nl + 1)));
+            if (full || short_read) && line_start > 0 {
+                return Some(Ok(self.cut(line_start)));
             }
         }
     }

@@ -9,8 +9,31 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::aggregator::{GranularitySet, WindowResult};
-use crate::parser::ALL_REASONS;
+use crate::reject::Reason;
 use crate::sink::Position;
+
+/// Writes a message for a person to stderr. A lost line (stderr closed, full or
+/// gone) is not a failure, and never a panic, unlike `eprintln!`.
+pub fn to_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// `eprintln!` that cannot panic: see [`to_stderr`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::telemetry::to_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` that cannot panic: see [`to_stderr`].
+#[macro_export]
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        $crate::telemetry::to_stderr(format_args!($($arg)*))
+    };
+}
 
 /// Counters for one run. Everything the summary prints comes from here.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,8 +41,8 @@ pub struct Telemetry {
     pub frames_received: u64,
     pub bytes_received: u64,
     pub frames_counted: u64,
-    /// Parse rejections, indexed like [`ALL_REASONS`].
-    pub rejected: [u64; ALL_REASONS.len()],
+    /// Rejections on sight (not late or outlying), indexed like [`Reason::ALL`].
+    pub rejected: [u64; Reason::ALL.len()],
     /// Frames too late for at least one granularity.
     pub late: u64,
     /// Frames far ahead of the stream that the traffic never confirmed.
@@ -44,13 +67,15 @@ impl Telemetry {
         self.frames_counted += 1;
     }
 
-    pub fn frame_rejected(&mut self, reason: &'static str, position: &Position) {
-        let i = ALL_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .expect("reason listed in ALL_REASONS");
-        self.rejected[i] += 1;
-        tracing::debug!(event = "frame_rejected", reason, %position);
+    pub fn frame_rejected(&mut self, reason: Reason, position: &Position) {
+        self.rejected[reason as usize] += 1;
+        tracing::debug!(event = "frame_rejected", reason = reason.name(), %position);
+    }
+
+    /// A stage failed on a frame: a bug, worth a warning at any log level.
+    pub fn frame_failed(&mut self, error: &str, position: &Position) {
+        self.rejected[Reason::InternalError as usize] += 1;
+        tracing::warn!(event = "frame_failed", error, %position);
     }
 
     /// `counted_elsewhere`: the frame still counted for the granularities it did not miss.
@@ -114,11 +139,11 @@ impl Telemetry {
             self.windows_emitted,
             self.corrections_emitted,
         );
-        let reasons: Vec<String> = ALL_REASONS
+        let reasons: Vec<String> = Reason::ALL
             .iter()
             .zip(self.rejected)
             .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{r} {n}"))
+            .map(|(r, n)| format!("{} {n}", r.name()))
             .collect();
         if !reasons.is_empty() {
             let _ = writeln!(s, "  rejected by reason: {}", reasons.join(", "));
@@ -139,8 +164,8 @@ mod tests {
             source: "f".into(),
             line,
         };
-        t.frame_rejected("truncated", &at(3));
-        t.frame_rejected("truncated", &at(4));
+        t.frame_rejected(Reason::Truncated, &at(3));
+        t.frame_rejected(Reason::Truncated, &at(4));
         let s = t.summary(Duration::from_secs(1));
         assert!(s.contains("rejected by reason: truncated 2"), "{s}");
         assert!(!s.contains("bad_ts"), "{s}");
