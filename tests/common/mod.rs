@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: the binary, and exact answers computed
 //! from the generator's ground truth (independently of Cardinal's parser).
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
@@ -7,8 +9,14 @@ use std::process::Command;
 use cardinal::generator::{FrameGen, GenConfig, Truth};
 use cardinal::window::{Calendar, Granularity};
 
+/// The binary under test. `CARDINAL_BIN` points the tests at another build, e.g.
+/// an older commit's, to watch a new test fail where the behaviour was wrong.
 pub fn cardinal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cardinal"))
+    Command::new(bin())
+}
+
+pub fn bin() -> String {
+    std::env::var("CARDINAL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cardinal").to_string())
 }
 
 /// (window, start) -> unique users over the valid frames, in UTC.

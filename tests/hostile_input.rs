@@ -1,0 +1,401 @@
+//! Hostile and unusual input through the real binary (issue 7): timestamps at the
+//! edge of representable time, a full or closed stderr and stdout, slow and sparse
+//! ordered streams, a line of tens of megabytes from a pipe, and options out of range.
+//!
+//! Expected counts are computed here by integer arithmetic on the frames written
+//! (a UTC minute is `ts / 60`), never by Cardinal's own calendar.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+mod common;
+
+use common::cardinal;
+use serde_json::Value;
+
+fn run(args: &[&str]) -> Output {
+    cardinal().args(args).output().expect("cardinal runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+fn frame(uid: &str, ts: i64) -> String {
+    format!(r#"{{"uid":"{uid}","ts":{ts}}}"#)
+}
+
+/// The rejects file as (line, reason, detail).
+fn rejects(path: &Path) -> Vec<(u64, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["line"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_string(),
+                v["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Minute start (unix seconds) -> unique users, from JSON output.
+fn minutes(stdout: &[u8]) -> BTreeMap<i64, u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["window"], "minute");
+            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
+            (start.as_second(), v["unique_users"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Distinct users per UTC minute, by integer arithmetic.
+fn expected_minutes(frames: &[(String, i64)]) -> BTreeMap<i64, u64> {
+    let mut sets: BTreeMap<i64, std::collections::HashSet<&str>> = BTreeMap::new();
+    for (uid, ts) in frames {
+        sets.entry(ts - ts.rem_euclid(60)).or_default().insert(uid);
+    }
+    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+}
+
+fn secs(rfc3339: &str) -> i64 {
+    rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+#[test]
+fn timestamps_at_the_end_of_time_are_bad_ts_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // The last representable second, worked out by hand from jiff's range (its time
+    // ends at 9999-12-30T22:00:00Z, civil time with 9999-12-31), per window and zone.
+    let cases = [
+        ("year", "UTC", "9998-12-31T23:59:59Z"),
+        ("minute", "UTC", "9999-12-30T21:59:59Z"),
+        ("day", "Asia/Tokyo", "9999-12-30T14:59:59Z"),
+        ("month", "America/Los_Angeles", "9999-12-01T07:59:59Z"),
+        ("week", "Asia/Tokyo", "9999-12-26T14:59:59Z"),
+    ];
+    for (window, zone, last) in cases {
+        let last = secs(last);
+        let file = dir.path().join(format!("{window}.json"));
+        // Sixteen beyond the range in a row: once believed as a jump, now each rejected.
+        let mut lines = vec![frame("edge", last)];
+        lines.extend((0..16).map(|i| frame(&format!("u{i}"), last + 1 + i)));
+        lines.push(frame("zero", 0));
+        write_lines(&file, &lines);
+        let rj = dir.path().join(format!("{window}.rejects"));
+        let o = run(&[
+            "count",
+            "--windows",
+            window,
+            "--tz",
+            zone,
+            "--format",
+            "json",
+            "--rejects",
+            rj.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{window} {zone}: {}", stderr(&o));
+        let r = rejects(&rj);
+        let bad: Vec<u64> = r
+            .iter()
+            .filter(|(_, reason, _)| reason == "bad_ts")
+            .map(|(line, _, _)| *line)
+            .collect();
+        assert_eq!(bad, (2..=17).collect::<Vec<_>>(), "{window} {zone}: {r:?}");
+        assert!(
+            r[0].2.contains(zone),
+            "the detail names the zone: {}",
+            r[0].2
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        let users: u64 = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["unique_users"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum();
+        // The edge frame and epoch zero are counted (zero may be late; it is not here:
+        // both are counted at the end of input, each in its own window).
+        assert_eq!(users + r.len() as u64 - 16, 2, "{window} {zone}: {out}");
+    }
+}
+
+#[test]
+fn a_full_or_closed_stderr_never_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.json");
+    write_lines(
+        &file,
+        &(0..100)
+            .map(|i| frame("u", 1_468_244_340 + i))
+            .collect::<Vec<_>>(),
+    );
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = cardinal()
+        .env("RUST_LOG", "cardinal=debug")
+        .args(["count", "--format", "json", file.to_str().unwrap()])
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        minutes(&o.stdout).values().sum::<u64>(),
+        2,
+        "results still written"
+    );
+    // The error path too: a missing file is exit 1, not a panic about stderr.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = cardinal()
+        .args(["count", "/nonexistent/x.json"])
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    // A reader of stderr that went away.
+    let mut child = cardinal()
+        .env("RUST_LOG", "cardinal=debug")
+        .args(["count", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_closed_stdout_is_an_error_naming_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.json");
+    write_lines(&file, &[frame("u", 1_468_244_340)]);
+    let o = Command::new("sh")
+        .args(["-c", r#"exec "$0" count "$1" >&-"#])
+        .arg(common::bin())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stdout is closed"), "{}", stderr(&o));
+    // A reader that goes away early stays a quiet success.
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            r#""$0" count "$1" | head -c 1 >/dev/null; echo "${PIPESTATUS:-}""#,
+        ])
+        .arg(common::bin())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
+
+#[test]
+fn slow_ordered_streams_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_468_244_340;
+    let mut streams: Vec<(String, Vec<i64>)> = [5, 10, 30, 60, 61, 3600, 86_400 * 45]
+        .iter()
+        .map(|gap| {
+            (
+                format!("gap{gap}"),
+                (0..200).map(|i| base + gap * i).collect(),
+            )
+        })
+        .collect();
+    // One frame an hour for ten years.
+    streams.push((
+        "hourly".into(),
+        (0..87_600).map(|i| base + 3600 * i).collect(),
+    ));
+    // A real three-hour gap, then one frame every five seconds.
+    streams.push((
+        "gap3h".into(),
+        (0..100)
+            .map(|i| base + i)
+            .chain((0..100).map(|i| base + 100 + 3 * 3600 + 5 * i))
+            .collect(),
+    ));
+    for (name, times) in streams {
+        let frames: Vec<(String, i64)> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("u{i}"), *t))
+            .collect();
+        let file = dir.path().join(format!("{name}.json"));
+        write_lines(
+            &file,
+            &frames.iter().map(|(u, t)| frame(u, *t)).collect::<Vec<_>>(),
+        );
+        let rj = dir.path().join(format!("{name}.rejects"));
+        let o = run(&[
+            "count",
+            "--format",
+            "json",
+            "--rejects",
+            rj.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert_eq!(rejects(&rj), vec![], "{name}");
+        assert_eq!(minutes(&o.stdout), expected_minutes(&frames), "{name}");
+    }
+}
+
+#[test]
+fn a_sparse_stream_with_a_bit_flip_rejects_only_the_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 1_468_244_340;
+    let mut frames: Vec<(String, i64)> =
+        (0..300).map(|i| (format!("u{i}"), base + 90 * i)).collect();
+    let flipped = frames[150].1 ^ (1 << 31);
+    frames.insert(151, ("flip".into(), flipped));
+    let file = dir.path().join("f.json");
+    write_lines(
+        &file,
+        &frames.iter().map(|(u, t)| frame(u, *t)).collect::<Vec<_>>(),
+    );
+    let rj = dir.path().join("r.jsonl");
+    let o = run(&[
+        "count",
+        "--format",
+        "json",
+        "--rejects",
+        rj.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = rejects(&rj);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((r[0].0, r[0].1.as_str()), (152, "outlier"));
+    assert!(
+        !r[0].2.contains("Some("),
+        "a sentence, not debug text: {}",
+        r[0].2
+    );
+    frames.remove(151);
+    assert_eq!(minutes(&o.stdout), expected_minutes(&frames));
+}
+
+/// Peak RSS of a child in KiB, from wait4(2): per child, unlike RUSAGE_CHILDREN.
+fn wait_with_peak_rss(child: &mut std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own unwaited child; both pointers are valid.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+#[test]
+fn a_huge_line_from_a_pipe_is_skipped_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let rj = dir.path().join("r.jsonl");
+    let mut child = cardinal()
+        .args([
+            "count",
+            "--format",
+            "json",
+            "--rejects",
+            rj.to_str().unwrap(),
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut s).unwrap();
+        s
+    });
+    const HUGE: usize = 64 << 20;
+    writeln!(stdin, "{}", frame("a", 1_468_244_340)).unwrap();
+    stdin.write_all(br#"{"uid":""#).unwrap();
+    let piece = vec![b'x'; 4096];
+    for _ in 0..HUGE / piece.len() {
+        stdin.write_all(&piece).unwrap();
+    }
+    writeln!(stdin, r#"","ts":1468244341}}"#).unwrap();
+    writeln!(stdin, "{}", frame("b", 1_468_244_342)).unwrap();
+    drop(stdin);
+    let (code, peak_kib) = wait_with_peak_rss(&mut child);
+    let out = reader.join().unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        minutes(&out).values().sum::<u64>(),
+        2,
+        "the frames around it count"
+    );
+    let r = rejects(&rj);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0, r[0].1.as_str()), (2, "too_large"));
+    let len = HUGE + br#"{"uid":"","ts":1468244341}"#.len();
+    assert!(r[0].2.contains(&format!("{len} bytes")), "{}", r[0].2);
+    let raw = std::fs::read_to_string(&rj).unwrap();
+    let v: Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        v["raw"].as_str().unwrap().len(),
+        1024,
+        "only its head is kept"
+    );
+    // The line is 64 MiB; what the process holds must not grow with it.
+    assert!(peak_kib < 48 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+#[test]
+fn out_of_range_options_are_usage_errors_naming_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.json");
+    write_lines(&file, &[frame("u", 1_468_244_340)]);
+    let f = file.to_str().unwrap();
+    for (args, option, says) in [
+        (vec!["--lateness", "-5s"], "--lateness", "negative"),
+        (
+            vec!["--lateness", "99999999999999"],
+            "--lateness",
+            "100 years",
+        ),
+        (
+            vec!["--idle-timeout", "200000000000s"],
+            "--idle-timeout",
+            "100 years",
+        ),
+        (vec!["--threads", "100000"], "--threads", "1..=64"),
+        (vec!["--max-frame-bytes", "1"], "--max-frame-bytes", "1KiB"),
+    ] {
+        let mut all = vec!["count"];
+        all.extend(args.iter());
+        all.push(f);
+        let o = run(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains(option) && e.contains(says), "{args:?}: {e}");
+    }
+}
