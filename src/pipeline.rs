@@ -89,6 +89,8 @@ pub trait StateView {
     fn file_position(&self) -> Option<(usize, u64, u64)>;
     /// The aggregator's whole state, for a checkpoint.
     fn snapshot(&self) -> Snapshot<HeldRaw>;
+    /// How many windows are open (of every granularity).
+    fn open_windows(&self) -> usize;
 }
 
 /// What a source does besides feeding frames: publish results, commit progress,
@@ -464,6 +466,9 @@ impl<C: Counter> StateView for View<'_, C> {
     }
     fn snapshot(&self) -> Snapshot<HeldRaw> {
         self.agg.snapshot(|h| HeldRaw::new(&h.position, &h.raw))
+    }
+    fn open_windows(&self) -> usize {
+        self.agg.open_windows()
     }
 }
 
