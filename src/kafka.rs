@@ -561,7 +561,15 @@ fn feed_from_kafka(
         }
         if tick {
             last_tick = Instant::now();
-            if consumer.context().holding.load(Ordering::Relaxed) && !feed.tick(now_ms()) {
+            if consumer.context().holding.load(Ordering::Relaxed)
+                && !feed.tick(
+                    now_ms(),
+                    Some(WallClock {
+                        now: unix_now_secs(),
+                        trust_recent,
+                    }),
+                )
+            {
                 return;
             }
             if last_progress.elapsed() >= Duration::from_secs(5) {

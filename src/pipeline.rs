@@ -24,6 +24,7 @@ use crate::reject::Reason;
 use crate::sink::{Position, RejectSink, ResultSink, SinkError};
 use crate::source::{BufferPool, Chunk, Chunker, SourceError};
 use crate::telemetry::Telemetry;
+use crate::watermark::WallClock;
 use crate::window::Calendar;
 
 /// Which distinct counter to use, `--counter`.
@@ -297,7 +298,7 @@ fn parse_frames<C: Counter>(
 /// What the feeder queues for the aggregating stage, in order.
 enum Item {
     Chunk(Receiver<Box<dyn std::any::Any + Send>>),
-    Tick(u64),
+    Tick(u64, Option<WallClock>),
     Assigned(Vec<u32>),
     LanesDone(Vec<u32>),
     End { complete: bool },
@@ -323,9 +324,10 @@ impl Feed {
             && self.job_tx.send((chunk, reply_tx)).is_ok()
     }
 
-    /// Wall-clock time in milliseconds, for idle lanes and quiet streams.
-    pub fn tick(&self, now_ms: u64) -> bool {
-        self.order_tx.send(Item::Tick(now_ms)).is_ok()
+    /// Wall-clock time: monotonic milliseconds, for idle lanes and quiet streams,
+    /// and for live sources the clock that bounds event time.
+    pub fn tick(&self, now_ms: u64, clock: Option<WallClock>) -> bool {
+        self.order_tx.send(Item::Tick(now_ms, clock)).is_ok()
     }
 
     /// These lanes (partitions) are ours now: hold results back until they speak.
@@ -510,8 +512,9 @@ impl<C: Counter> Aggregate<'_, C> {
                     }
                     parsed.chunk.recycle(&self.pool);
                 }
-                Item::Tick(now) => {
+                Item::Tick(now, clock) => {
                     now_ms = Some(now);
+                    self.agg.set_clock(clock);
                     self.agg.heartbeat(now, &mut self.out);
                     self.drain_output()?;
                 }
