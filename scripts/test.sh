@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/kafka.sh install
+# Style and lints first: they fail in seconds, the suite takes minutes.
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
 # Benchmarks are compiled, not run: their figures belong in the README, not in CI.
 cargo build --locked --benches
 cargo test --locked

@@ -33,7 +33,9 @@ When is a window emitted?
   summary and written to --rejects. With --grace, windows stay correctable for
   that long and every correction is printed again with `version` + 1.
   A frame more than --max-ahead beyond the stream is held; it becomes an outlier
-  (rejected) unless --confirm frames agree that the whole stream moved.
+  (rejected) if --confirm later frames contradict it, and is counted as soon as
+  the stream catches up with it or --confirm held frames show the stream moved.
+  Ordered streams are never late or outlying, whatever their gaps.
 
 Examples:
   cardinal gen --frames 100000 -o frames.json

@@ -609,3 +609,98 @@ fn when_frames_stop_the_open_windows_are_emitted_after_idle_timeout_plus_latenes
     let _ = live.wait();
     assert_eq!(counts(&got), want);
 }
+
+/// Sends each `(partition, payload)` to `topic`, in order, and waits for every ack.
+fn produce_to_partitions(b: &Broker, topic: &str, frames: &[(i32, String)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (partition, payload) in frames {
+        let mut record = BaseRecord::<(), _>::to(topic)
+            .partition(*partition)
+            .payload(payload);
+        while let Err((e, back)) = p.send(record) {
+            assert!(
+                matches!(
+                    e.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                ),
+                "{e}"
+            );
+            p.poll(Duration::from_millis(50));
+            record = back;
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn a_sparse_partition_beside_a_busy_one_loses_no_frame() {
+    let b = Broker::start();
+    b.create_topic("frames", 2);
+    let base = 1_468_244_340i64;
+    // Partition 0: a frame a second. Partition 1: a frame every 90 s, more than
+    // --max-ahead apart, with one bit-flipped timestamp among them.
+    let busy: Vec<(String, i64)> = (0..3000)
+        .map(|i| (format!("b{}", i % 500), base + i))
+        .collect();
+    let sparse: Vec<(String, i64)> = (0..34).map(|i| (format!("s{i}"), base + 90 * i)).collect();
+    let flip = sparse[20].1 ^ (1 << 31);
+    let frame = |(u, t): &(String, i64)| format!(r#"{{"uid":"{u}","ts":{t}}}"#);
+    let mut records: Vec<(i32, String)> = busy.iter().map(|f| (0, frame(f))).collect();
+    let mut on_one: Vec<(i32, String)> = sparse.iter().map(|f| (1, frame(f))).collect();
+    on_one.insert(21, (1, frame(&("flip".to_string(), flip))));
+    records.extend(on_one);
+    produce_to_partitions(&b, "frames", &records);
+
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let o = ok(cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "--until-end",
+            "--format",
+            "json",
+        ])
+        .arg("--rejects")
+        .arg(&rejects)
+        .output()
+        .unwrap());
+    let rejected: Vec<Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["reason"], "outlier");
+    assert_eq!(
+        (
+            rejected[0]["partition"].as_u64(),
+            rejected[0]["offset"].as_u64()
+        ),
+        (Some(1), Some(21))
+    );
+    // Distinct users per UTC minute, by integer arithmetic.
+    let mut want: BTreeMap<i64, std::collections::HashSet<&str>> = BTreeMap::new();
+    for (u, t) in busy.iter().chain(&sparse) {
+        want.entry(t - t.rem_euclid(60)).or_default().insert(u);
+    }
+    let got: BTreeMap<i64, u64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
+            (start.as_second(), v["unique_users"].as_u64().unwrap())
+        })
+        .collect();
+    let want: BTreeMap<i64, u64> = want.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
+    assert_eq!(got, want);
+}
