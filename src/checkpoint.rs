@@ -102,6 +102,11 @@ pub struct Checkpoint {
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
+    #[error(
+        "state directory {} is in use by another Cardinal (pid {holder}); two processes must not share a --state-dir",
+        path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
     #[error("cannot use state directory {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(
@@ -127,21 +132,49 @@ pub struct SaveStats {
     pub millis: f64,
 }
 
-/// A `--state-dir`.
+/// A `--state-dir`, locked for as long as this value (or a clone) lives: two
+/// processes writing one checkpoint would each overwrite the other's state.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    _lock: std::sync::Arc<File>,
 }
 
 impl StateDir {
-    /// Creates the directory if needed.
+    /// Creates the directory if needed and takes its lock.
     pub fn open(dir: &Path) -> Result<StateDir, CheckpointError> {
         fs::create_dir_all(dir).map_err(|e| CheckpointError::Io {
             path: dir.to_path_buf(),
             source: e,
         })?;
+        let path = dir.join("lock");
+        let mut lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(CheckpointError::Locked {
+                    path: dir.to_path_buf(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+        }
+        // Who holds it, for the error the next one gets.
+        let pid = std::process::id().to_string();
+        lock.set_len(0)
+            .and_then(|_| lock.write_all(pid.as_bytes()))
+            .and_then(|_| lock.flush())
+            .map_err(io_err(&path))?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -187,10 +220,6 @@ impl StateDir {
         let started = Instant::now();
         let bytes = encode(checkpoint);
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |e| CheckpointError::Io { path, source: e }
-        };
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(&bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
@@ -356,6 +385,11 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
 }
 
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
+    let path = path.to_path_buf();
+    move |e| CheckpointError::Io { path, source: e }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +426,17 @@ mod tests {
                 }],
             },
         }
+    }
+
+    #[test]
+    fn a_state_dir_has_one_user_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        let e = StateDir::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.contains("in use by another Cardinal"), "{e}");
+        drop(first);
+        StateDir::open(dir.path()).expect("free again once the first is gone");
     }
 
     #[test]

@@ -1,0 +1,61 @@
+//! Local faults through the real binary (issue 8): two processes on one state
+//! directory, a run that fails inside the demo.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::cardinal;
+
+#[test]
+fn a_second_process_on_the_same_state_dir_is_refused_with_the_first_ones_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("frames.fifo");
+    let state = dir.path().join("state");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The first one takes the directory, then waits for its input to be written.
+    let first = cardinal()
+        .arg("count")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = state.join("lock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "the first process never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = cardinal()
+        .arg("count")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    // The first one is unharmed: give it its frames.
+    std::fs::write(&fifo, "{\"uid\":\"a\",\"ts\":1468244340}\n").unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unique_users=1"));
+}
