@@ -141,6 +141,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         commit_interval: Duration::from_secs(1),
         fed: None,
         state: None,
+        stall_timeout: Duration::from_secs(60),
     };
     let mut sinks = Sinks {
         results: ResultSink::new(Box::new(std::io::sink())),

@@ -276,6 +276,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub until_end: bool,
 
+    /// A backfill that reads nothing for this long (the broker is down, or the group
+    /// gives this process no partition) fails with exit 1 and says which. A live run
+    /// never gives up: it logs the outage once per interval and resumes by itself.
+    #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
+    pub stall_timeout: i64,
+
     #[command(flatten)]
     pub counting: CountingOptions,
 
@@ -700,6 +706,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         },
         fed: None,
         commit_interval: args.state.checkpoint_interval,
+        stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
     };
     let config = args.counting.config();
     let mut sinks = args.counting.sinks()?;

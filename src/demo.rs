@@ -116,6 +116,7 @@ pub fn run(
         commit_interval: Duration::from_secs(1),
         fed: Some(fed.clone()),
         state: None,
+        stall_timeout: Duration::from_secs(60),
     };
 
     let run_ended = Arc::new(AtomicBool::new(false));

@@ -76,6 +76,8 @@ pub struct RunOptions {
     pub fed: Option<Arc<AtomicU64>>,
     /// Checkpoint to (and resume from) a state directory.
     pub state: Option<StateOptions>,
+    /// A bounded run that reads nothing for this long fails.
+    pub stall_timeout: Duration,
 }
 
 /// End offsets per partition, set by whoever knows them.
@@ -409,22 +411,17 @@ pub fn run(
         Until::Target(t) => Some(t.clone()),
         _ => None,
     };
-    let fed = opts.fed.clone();
-    let max_frame = config.max_frame_bytes;
-    let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
-        let ends = EndOffsets {
+    let settings = FeederSettings {
+        end_offsets: EndOffsets {
             at_start: end_offsets,
             target,
-        };
-        feed_from_kafka(
-            &feeder_consumer,
-            topic,
-            ends,
-            fed,
-            max_frame,
-            &shutdown,
-            feed,
-        )
+        },
+        fed: opts.fed.clone(),
+        max_frame: config.max_frame_bytes,
+        stall: Stall::new(opts.kafka.brokers.clone(), opts.stall_timeout),
+    };
+    let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
+        feed_from_kafka(&feeder_consumer, topic, settings, &shutdown, feed)
     });
     consumer.unsubscribe();
     let mut report = result?;
@@ -457,17 +454,30 @@ fn unix_now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// What the feeder needs besides its consumer and the pipeline.
+struct FeederSettings {
+    end_offsets: EndOffsets,
+    /// Counts the frames handed on, for a producer that paces itself on them.
+    fed: Option<Arc<AtomicU64>>,
+    max_frame: usize,
+    stall: Stall,
+}
+
 /// The feeder thread: polls, batches messages into chunks, forwards assignments
 /// and wall-clock ticks, and decides when a bounded run is complete.
 fn feed_from_kafka(
     consumer: &BaseConsumer<RunContext>,
     topic: Arc<str>,
-    end_offsets: EndOffsets,
-    fed: Option<Arc<AtomicU64>>,
-    max_frame: usize,
+    settings: FeederSettings,
     shutdown: &AtomicBool,
     feed: Feed,
 ) {
+    let FeederSettings {
+        end_offsets,
+        fed,
+        max_frame,
+        mut stall,
+    } = settings;
     const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
     const TICK: Duration = Duration::from_millis(100);
     let started = Instant::now();
@@ -492,6 +502,7 @@ fn feed_from_kafka(
         }
         match consumer.poll(Duration::from_millis(10)) {
             Some(Ok(msg)) => {
+                stall.progress();
                 let p = msg.partition();
                 let payload = msg.payload().unwrap_or(b"");
                 chunk.push_record(p as u32, msg.offset() as u64, payload, max_frame);
@@ -505,10 +516,10 @@ fn feed_from_kafka(
                     .insert(p, msg.offset() + 1);
                 read += 1;
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => stall.progress(),
             Some(Err(e)) => {
-                // librdkafka retries transient errors itself; what reaches us is worth a warning.
-                tracing::warn!(event = "consumer_error", error = %e);
+                // librdkafka retries transient errors itself: say so once per interval.
+                stall.error(&e);
                 if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
                     feed.fail(live(format!("fatal consumer error on {topic}: {e}")));
                     return;
@@ -561,6 +572,11 @@ fn feed_from_kafka(
         }
         if tick {
             last_tick = Instant::now();
+            let holding = consumer.context().holding.load(Ordering::Relaxed);
+            if let Some(why) = stall.check(ends_now.is_some(), holding) {
+                feed.fail(live(why));
+                return;
+            }
             if consumer.context().holding.load(Ordering::Relaxed)
                 && !feed.tick(
                     now_ms(),
@@ -614,6 +630,89 @@ fn feed_from_kafka(
                 return;
             }
         }
+    }
+}
+
+/// Watches a consumer for outages: a bounded run that reads nothing for the stall
+/// timeout fails, naming the cause; a live one logs once per interval and goes on.
+struct Stall {
+    brokers: String,
+    timeout: Duration,
+    last_progress: Instant,
+    errors: u64,
+    last_error: Option<String>,
+    last_report: Option<Instant>,
+}
+
+impl Stall {
+    const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+    fn new(brokers: String, timeout: Duration) -> Stall {
+        Stall {
+            brokers,
+            timeout,
+            last_progress: Instant::now(),
+            errors: 0,
+            last_error: None,
+            last_report: None,
+        }
+    }
+
+    fn progress(&mut self) {
+        if self.errors > 0 {
+            tracing::info!(
+                event = "consumer_recovered",
+                errors = self.errors,
+                after_s = self.last_progress.elapsed().as_secs()
+            );
+            self.errors = 0;
+            self.last_report = None;
+        }
+        self.last_progress = Instant::now();
+    }
+
+    fn error(&mut self, e: &KafkaError) {
+        self.errors += 1;
+        self.last_error = Some(e.to_string());
+        if self
+            .last_report
+            .is_none_or(|t| t.elapsed() >= Self::REPORT_EVERY)
+        {
+            self.last_report = Some(Instant::now());
+            tracing::warn!(
+                event = "consumer_error",
+                error = %e,
+                errors_so_far = self.errors,
+                "librdkafka retries by itself; reported once per {:?}",
+                Self::REPORT_EVERY
+            );
+        }
+    }
+
+    /// For a bounded run that has read nothing for too long: why it cannot go on.
+    fn check(&mut self, bounded: bool, holding: bool) -> Option<String> {
+        let quiet = self.last_progress.elapsed();
+        if !bounded || quiet < self.timeout {
+            return None;
+        }
+        Some(if !holding {
+            format!(
+                "the backfill got no partition from the consumer group for {} s (--stall-timeout); \
+                 another member may hold them, or the group coordinator at {} is stuck",
+                quiet.as_secs(),
+                self.brokers
+            )
+        } else {
+            format!(
+                "the backfill read nothing from {} for {} s (--stall-timeout){}",
+                self.brokers,
+                quiet.as_secs(),
+                self.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            )
+        })
     }
 }
 
@@ -1027,6 +1126,7 @@ mod tests {
             commit_interval: Duration::ZERO,
             fed: None,
             state: None,
+            stall_timeout: Duration::from_secs(60),
         };
         let config = CountConfig {
             calendar: Calendar::utc(),

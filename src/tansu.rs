@@ -41,6 +41,7 @@ pub struct Tansu {
     child: Child,
     addr: String,
     _dir: tempfile::TempDir,
+    engine: Engine,
 }
 
 impl Tansu {
@@ -59,36 +60,59 @@ impl Tansu {
     }
 
     pub fn start(engine: Engine) -> Result<Tansu, TansuError> {
-        let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
         let dir = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
+        let child = Tansu::spawn(dir.path(), &addr, engine)?;
+        let broker = Tansu {
+            child,
+            addr,
+            _dir: dir,
+            engine,
+        };
+        broker.wait_until_it_answers()?;
+        Ok(broker)
+    }
+
+    fn spawn(dir: &std::path::Path, addr: &str, engine: Engine) -> Result<Child, TansuError> {
+        let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
         // The SQLite path is relative to Tansu's working directory.
         let storage = match engine {
             Engine::Sqlite => "sqlite://tansu.db",
             Engine::Memory => "memory://tansu/",
         };
-        let child = Command::new(bin)
-            .current_dir(dir.path())
+        Ok(Command::new(bin)
+            .current_dir(dir)
             .args(["broker", "--listener-url", &format!("tcp://{addr}")])
             .args(["--advertised-listener-url", &format!("tcp://{addr}")])
             .args(["--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
-        let broker = Tansu {
-            child,
-            addr,
-            _dir: dir,
-        };
+            .spawn()?)
+    }
+
+    fn wait_until_it_answers(&self) -> Result<(), TansuError> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&broker.addr).is_err() {
+        while TcpStream::connect(&self.addr).is_err() {
             if Instant::now() > deadline {
-                return Err(TansuError::NoAnswer(broker.addr.clone()));
+                return Err(TansuError::NoAnswer(self.addr.clone()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(broker)
+        Ok(())
+    }
+
+    /// Kills the broker (SIGKILL): a crash, as far as its clients can tell.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address and data (the SQLite engine keeps both).
+    pub fn restart(&mut self) -> Result<(), TansuError> {
+        self.kill();
+        self.child = Tansu::spawn(self._dir.path(), &self.addr, self.engine)?;
+        self.wait_until_it_answers()
     }
 
     pub fn addr(&self) -> &str {

@@ -704,3 +704,223 @@ fn a_sparse_partition_beside_a_busy_one_loses_no_frame() {
     let want: BTreeMap<i64, u64> = want.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
     assert_eq!(got, want);
 }
+
+/// The group's committed offset for `topic[partition]`, if any.
+fn committed(b: &Broker, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    match got.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// (minute start, unique users) from JSON result lines.
+fn minute_counts(stdout: &[u8]) -> BTreeMap<i64, u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
+            (start.as_second(), v["unique_users"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
+    let b = Broker::start();
+    b.create_topic("frames", 1);
+    let base = 1_468_244_340i64;
+    // Fifty ordinary frames, then five a day ahead: held by the outlier guard (fewer
+    // than --confirm), after a quiet period has emitted every open window.
+    let times: Vec<i64> = (0..50)
+        .map(|i| base + i)
+        .chain((0..5).map(|i| base + 86_400 + i))
+        .collect();
+    let records: Vec<(i32, String)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (0, format!(r#"{{"uid":"u{i}","ts":{t}}}"#)))
+        .collect();
+    produce_to_partitions(&b, "frames", &records);
+
+    let live = cardinal()
+        .args(["run", "-b", &b.addr, "-t", "frames", "-g", "held"])
+        .args([
+            "--format",
+            "json",
+            "--idle-timeout",
+            "2s",
+            "--checkpoint-interval",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the quiet period (idle timeout + lateness) has emitted the first fifty
+    // frames' windows, everything before the held frames is safe; they are not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut at_50_since = None;
+    loop {
+        let c = committed(&b, "held", "frames", 0);
+        assert!(
+            c.is_none_or(|c| c <= 50),
+            "committed {c:?}: past the held frame at offset 50"
+        );
+        if c == Some(50) {
+            let since = *at_50_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never committed up to the held frames: {c:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &live.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let first = live.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        committed(&b, "held", "frames", 0),
+        Some(50),
+        "SIGTERM commits no further"
+    );
+
+    // A restart without --state-dir reads the held frames again and counts them.
+    let second = ok(cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "-g",
+            "held",
+            "--until-end",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap());
+    let mut got = minute_counts(&first.stdout);
+    got.extend(minute_counts(&second.stdout));
+    let mut want: BTreeMap<i64, u64> = BTreeMap::new();
+    for t in &times {
+        *want.entry(t - t.rem_euclid(60)).or_default() += 1;
+    }
+    assert_eq!(got, want);
+}
+
+/// Starts a backfill of `frames` and returns it once it has published a result
+/// (so it is reading), with its stdout reader.
+fn backfill_under_way(
+    b: &Broker,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut run = cardinal()
+        .args([
+            "run",
+            "-b",
+            &b.addr,
+            "-t",
+            "frames",
+            "--until-end",
+            "--format",
+            "json",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(run.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"window\""), "{first}");
+    (run, stdout, first)
+}
+
+#[test]
+fn a_backfill_whose_broker_dies_fails_naming_it() {
+    let mut b = Broker::start();
+    b.create_topic("frames", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 60_000,
+        rate: 50.0,
+        users: 1000,
+        seed: 5,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let (run, _stdout, _) = backfill_under_way(&b, &["--stall-timeout", "5s"]);
+    b.tansu.kill();
+    let killed_at = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&b.addr) && err.contains("--stall-timeout"),
+        "{err}"
+    );
+    // It waited for the deadline, not for ever (and not for nothing).
+    let waited = killed_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
+    // One warning per interval, not one per retry.
+    let warnings = err.matches("consumer_error").count();
+    assert!(warnings <= 2, "{warnings} consumer_error lines:\n{err}");
+}
+
+#[test]
+fn a_broker_restart_mid_backfill_loses_nothing() {
+    let mut b = Broker::start();
+    b.create_topic("frames", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 60_000,
+        rate: 50.0,
+        users: 1000,
+        seed: 6,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let (mut run, mut stdout, first) = backfill_under_way(&b, &[]);
+    b.tansu.restart().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        counts(&(first + &rest)),
+        expected(&cfg, &[Granularity::Minute])
+    );
+}
