@@ -11,7 +11,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -180,6 +180,30 @@ impl StateDir {
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
+    }
+
+    fn member_path(&self) -> PathBuf {
+        self.dir.join("member")
+    }
+
+    /// If the last process on this directory died while in a consumer group (it never
+    /// cleared its marker), the moment its group session ends at the latest: its last
+    /// sign of life plus the session timeout. Joining before then lets some brokers
+    /// (Tansu) hand every partition to the dead member.
+    pub fn dead_member_session_end(&self, session: Duration) -> Option<SystemTime> {
+        let touched = fs::metadata(self.member_path()).ok()?.modified().ok()?;
+        Some(touched + session)
+    }
+
+    /// Marks this process as a group member, or refreshes the mark (at each checkpoint).
+    pub fn mark_member(&self) -> Result<(), CheckpointError> {
+        let path = self.member_path();
+        fs::write(&path, std::process::id().to_string()).map_err(io_err(&path))
+    }
+
+    /// A clean exit: the group was left, nothing to wait out next time.
+    pub fn clear_member(&self) {
+        let _ = fs::remove_file(self.member_path());
     }
 
     /// The checkpoint for `identity`, if there is one. With `reset`, an existing

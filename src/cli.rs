@@ -282,6 +282,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub stall_timeout: i64,
 
+    /// Static group membership (KIP-345): a stable id for this instance, such as its
+    /// host or pod name. A restart with the same id takes its partitions back without a
+    /// rebalance; without one, a restart after kill -9 waits out the dead member's
+    /// session, and on Tansu may wait for ever. Never give two live instances one id.
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+
     #[command(flatten)]
     pub counting: CountingOptions,
 
@@ -692,8 +699,15 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
                 args.counting.identity()
             ),
         });
+    let mut kafka = args.kafka.options();
+    if let Some(id) = &args.instance_id {
+        // First, so that an explicit -X group.instance.id still wins.
+        kafka
+            .properties
+            .insert(0, ("group.instance.id".into(), id.clone()));
+    }
     let opts = RunOptions {
-        kafka: args.kafka.options(),
+        kafka,
         topic: args.topic,
         group: args.group,
         results_topic: args.results_topic,

@@ -343,6 +343,8 @@ pub fn run(
                 tracing::info!(event = "checkpoint_restored", offsets = ?offsets, windows = cp.state.windows.len());
                 restored = Some(cp.state);
             }
+            wait_out_a_dead_member(&dir, &opts.kafka, &shutdown);
+            dir.mark_member().map_err(|e| live(e.to_string()))?;
             Some(Checkpointing::new(dir, st.identity.clone()))
         }
         None => None,
@@ -427,8 +429,46 @@ pub fn run(
     let mut report = result?;
     if let Some(cp) = &hooks.checkpoints {
         report.checkpoint_summary = cp.summary();
+        // The group was left cleanly: the next start has nothing to wait out.
+        cp.dir.clear_member();
     }
     Ok(report)
+}
+
+/// The consumer group's session timeout, as configured (librdkafka's default: 45 s).
+fn session_timeout(opts: &KafkaOptions) -> Duration {
+    let configured = opts
+        .properties
+        .iter()
+        .rev()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(CONSUMER_DEFAULTS.iter().copied())
+        .find(|(k, _)| *k == "session.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok());
+    Duration::from_millis(configured.unwrap_or(45_000))
+}
+
+/// After a crash (the last process on this state directory never left its group),
+/// waits until that process's group session has expired before joining. A broker
+/// then reassigns its partitions at once; Tansu, joined earlier, may hand them all
+/// to the dead member and never take them back.
+fn wait_out_a_dead_member(dir: &StateDir, kafka: &KafkaOptions, shutdown: &AtomicBool) {
+    let session = session_timeout(kafka);
+    let Some(end) = dir.dead_member_session_end(session + Duration::from_secs(1)) else {
+        return;
+    };
+    let Ok(wait) = end.duration_since(std::time::SystemTime::now()) else {
+        return;
+    };
+    tracing::warn!(
+        event = "waiting_for_dead_member_session",
+        wait_ms = wait.as_millis() as u64,
+        "the last run on this --state-dir did not leave its consumer group; waiting for its session to expire"
+    );
+    let until = Instant::now() + wait;
+    while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Where a bounded run ends: `(low, high)` per partition as of start, or a target
@@ -774,6 +814,8 @@ impl KafkaHooks {
                 };
                 let stats = cp.dir.save(&checkpoint).map_err(|e| live(e.to_string()))?;
                 cp.saved(stats);
+                // A sign of life, for the next process on this directory after a crash.
+                cp.dir.mark_member().map_err(|e| live(e.to_string()))?;
                 next.into_iter()
                     .map(|(p, o)| (p as i32, o as i64))
                     .collect()

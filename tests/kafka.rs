@@ -410,7 +410,7 @@ fn latest(b: &Broker, topic: &str) -> BTreeMap<String, (u64, u64, bool)> {
 }
 
 #[test]
-fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
+fn kill_nine_after_checkpoints_loses_nothing_and_counts_nothing_twice() {
     let b = Broker::with_topics(&["results-ref", "results-killed"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
@@ -463,6 +463,8 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
             "killed",
             "--results-topic",
             "results-killed",
+            "--checkpoint-interval",
+            "500ms",
         ])
         .args(common)
         .arg("--state-dir")
@@ -471,24 +473,47 @@ fn kill_nine_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         .stderr(Stdio::null());
         c
     };
-    // Deterministic "random" moments: after the group settles (up to 6 s for the
-    // killed member's session to expire) plus 0.3 to 2.7 s of processing.
+    let progress = || -> i64 {
+        (0..4)
+            .map(|p| committed(&b, "killed", "frames", p).unwrap_or(0))
+            .sum()
+    };
+    // Each run is killed only after it has checkpointed (and so committed) progress
+    // of its own, at a deterministic "random" moment up to 1.5 s after that.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for kill in 0..5 {
+    let mut back_to_work = Vec::new();
+    for _ in 0..5 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let wait = Duration::from_millis(300 + x % 2400)
-            + if kill == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(6)
-            };
+        let before = progress();
+        let started = Instant::now();
         let mut child = killed_run().spawn().unwrap();
-        std::thread::sleep(wait);
+        loop {
+            if progress() > before {
+                back_to_work.push(started.elapsed());
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break; // it finished the backfill first
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "a restarted instance made no progress in 60 s: {back_to_work:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(x % 1500));
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
     }
+    // A restart waits out the dead member's session (6 s here) before it joins, then
+    // gets every partition: back to work within that plus a rebalance and a checkpoint.
+    println!("time from restart to the first committed progress: {back_to_work:?}");
+    assert!(
+        back_to_work.iter().all(|t| *t < Duration::from_secs(20)),
+        "{back_to_work:?}"
+    );
     let last = killed_run().stderr(Stdio::piped()).output().unwrap();
     assert!(
         last.status.success(),
