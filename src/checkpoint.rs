@@ -107,6 +107,15 @@ pub enum CheckpointError {
         path.display()
     )]
     Locked { path: PathBuf, holder: String },
+    /// The run stops (exit 1) rather than go on unprotected: a supervisor's restart
+    /// resumes from the last good checkpoint, as Flink restarts a job whose
+    /// checkpoints fail.
+    #[error(
+        "cannot write checkpoint {}: {source}. The previous checkpoint is intact and no offset \
+         past it was committed; free the disk or fix the directory, then start again to resume from it",
+        path.display()
+    )]
+    Write { path: PathBuf, source: io::Error },
     #[error("cannot use state directory {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(
@@ -244,14 +253,18 @@ impl StateDir {
         let started = Instant::now();
         let bytes = encode(checkpoint);
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        let failed = |source| CheckpointError::Write {
+            path: self.path(),
+            source,
+        };
+        let mut f = File::create(&tmp).map_err(failed)?;
+        f.write_all(&bytes).map_err(failed)?;
+        f.sync_all().map_err(failed)?;
         drop(f);
-        fs::rename(&tmp, self.path()).map_err(io_err(&self.path()))?;
+        fs::rename(&tmp, self.path()).map_err(failed)?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
+            .map_err(failed)?;
         Ok(SaveStats {
             bytes: bytes.len() as u64,
             millis: started.elapsed().as_secs_f64() * 1000.0,
@@ -450,6 +463,24 @@ mod tests {
                 }],
             },
         }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_checkpoint_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let first = sample();
+        sd.save(&first).unwrap();
+        // Something in the way of the temporary file: as good as a full disk, even for root.
+        fs::create_dir(dir.path().join("checkpoint.tmp")).unwrap();
+        let mut second = sample();
+        second.written_unix_ms = 2;
+        let e = sd.save(&second).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot write checkpoint") && e.contains("previous checkpoint is intact"),
+            "{e}"
+        );
+        assert_eq!(sd.load(&first.identity, false).unwrap(), Some(first));
     }
 
     #[test]

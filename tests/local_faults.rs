@@ -59,3 +59,29 @@ fn a_second_process_on_the_same_state_dir_is_refused_with_the_first_ones_pid() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("unique_users=1"));
 }
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_run_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // In the way of the temporary checkpoint: as good as a full disk, even for root.
+    std::fs::create_dir_all(state.join("checkpoint.tmp")).unwrap();
+    let file = dir.path().join("f.json");
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"uid\":\"u{i}\",\"ts\":{}}}\n", 1_468_244_340 + i / 10))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let o = cardinal()
+        .arg("count")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write checkpoint") && err.contains(state.to_str().unwrap()),
+        "{err}"
+    );
+}
