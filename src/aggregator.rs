@@ -34,6 +34,23 @@ pub struct Settings {
     pub guard: GuardConfig,
     /// A lane without frames for this long stops holding the watermark back.
     pub idle_timeout_ms: u64,
+    /// Watermark alignment across lanes (Kafka partitions); `None` for one lane.
+    pub alignment: Option<Alignment>,
+}
+
+/// Watermark alignment, as Flink does it: lanes too far ahead of the slowest are
+/// paused, so reading speed never decides what is late and open windows stay
+/// bounded by the drift; a lane that stays too far behind anyway (a skewed clock)
+/// is judged against the stream after a while instead of holding it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alignment {
+    /// Pause a lane whose watermark is this far ahead of the slowest (seconds);
+    /// resume it at half of that.
+    pub max_drift: i64,
+    /// A lane behind all others by more than `max_drift` for this long (wall clock)
+    /// is skewed: it stops holding the stream back and its frames are judged
+    /// against the stream (late, if they are).
+    pub drift_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -44,6 +61,7 @@ impl Default for Settings {
             grace: 0,
             guard: GuardConfig::default(),
             idle_timeout_ms: 30_000,
+            alignment: None,
         }
     }
 }
@@ -112,6 +130,8 @@ pub struct Output<T> {
     pub released_counted: u64,
     /// Held frames convicted as outliers: never counted.
     pub outliers: Vec<T>,
+    /// Lanes just found skewed: `(lane, seconds behind the others)`.
+    pub skewed: Vec<(usize, i64)>,
 }
 
 impl<T> Default for Output<T> {
@@ -121,6 +141,7 @@ impl<T> Default for Output<T> {
             late: Vec::new(),
             released_counted: 0,
             outliers: Vec::new(),
+            skewed: Vec::new(),
         }
     }
 }
@@ -131,12 +152,14 @@ impl<T> Output<T> {
             && self.late.is_empty()
             && self.outliers.is_empty()
             && self.released_counted == 0
+            && self.skewed.is_empty()
     }
     pub fn clear(&mut self) {
         self.windows.clear();
         self.late.clear();
         self.outliers.clear();
         self.released_counted = 0;
+        self.skewed.clear();
     }
 }
 
@@ -219,9 +242,20 @@ struct Lane<K, T> {
     /// advance with the wall clock while it is silent, so a sparse partition does
     /// not hold results back between its frames.
     anchor: Option<(i64, i64)>,
+    /// Alignment: the source should not read this lane for now.
+    paused: bool,
+    /// Alignment: since when (wall ms) this lane has been too far behind the others.
+    behind_since_ms: Option<u64>,
+    /// Alignment gave up waiting for it: it no longer holds the stream back.
+    skewed: bool,
 }
 
 impl<K, T> Lane<K, T> {
+    /// Holds the stream's watermark back: ours, speaking, and in step.
+    fn holds_back(&self) -> bool {
+        self.assigned && !self.idle && !self.skewed
+    }
+
     /// The lane's watermark, extrapolated along the wall clock if it is caught up.
     fn watermark_at(&self, clock: Option<WallClock>) -> Option<i64> {
         let own = self.watermark.get();
@@ -245,6 +279,9 @@ impl<K, T> Lane<K, T> {
             runs: VecDeque::new(),
             next_pos: None,
             anchor: None,
+            paused: false,
+            behind_since_ms: None,
+            skewed: false,
         }
     }
 }
@@ -407,7 +444,8 @@ impl<C: Counter, T> Aggregator<C, T> {
         let idle_ms = self.settings.idle_timeout_ms;
         let mut latest_activity = None;
         for l in self.lanes.iter_mut().filter(|l| l.assigned) {
-            if std::mem::take(&mut l.seen_since_tick) {
+            // A paused lane is silent because we asked it to be, not idle.
+            if std::mem::take(&mut l.seen_since_tick) || l.paused {
                 l.last_active_ms = Some(now_ms);
             }
             l.idle = l
@@ -415,12 +453,66 @@ impl<C: Counter, T> Aggregator<C, T> {
                 .is_none_or(|t| now_ms.saturating_sub(t) >= idle_ms);
             latest_activity = latest_activity.max(l.last_active_ms);
         }
+        self.align(now_ms, out);
         self.advance(out);
         let quiet_for = latest_activity.map(|t| now_ms.saturating_sub(t));
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
         if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
             self.emit_all_open(out);
         }
+    }
+
+    /// Alignment: pauses lanes too far ahead of the slowest, resumes them once it has
+    /// caught up halfway, and gives up on a lane that stays too far behind.
+    fn align(&mut self, now_ms: u64, out: &mut Output<T>) {
+        let Some(a) = self.settings.alignment else {
+            return;
+        };
+        let clock = self.clock;
+        let marks: Vec<(usize, i64)> = self
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.holds_back())
+            .filter_map(|(i, l)| l.watermark_at(clock).map(|w| (i, w)))
+            .collect();
+        let slowest = marks.iter().map(|m| m.1).min();
+        for (i, l) in self.lanes.iter_mut().enumerate() {
+            let Some(w) = marks.iter().find(|m| m.0 == i).map(|m| m.1) else {
+                l.paused = false;
+                l.behind_since_ms = None;
+                // A skewed lane that caught up with the stream holds it back again.
+                if l.skewed && l.watermark.get() >= self.stream_wm.map(|s| s - a.max_drift) {
+                    l.skewed = false;
+                }
+                continue;
+            };
+            let ahead = w - slowest.unwrap_or(w);
+            l.paused = if l.paused {
+                ahead > a.max_drift / 2
+            } else {
+                ahead > a.max_drift
+            };
+            let others = marks.iter().filter(|m| m.0 != i).map(|m| m.1).min();
+            let behind = others.map_or(0, |o| o - w);
+            if behind > a.max_drift {
+                let since = *l.behind_since_ms.get_or_insert(now_ms);
+                if now_ms.saturating_sub(since) >= a.drift_timeout_ms {
+                    l.skewed = true;
+                    l.behind_since_ms = None;
+                    out.skewed.push((i, behind));
+                }
+            } else {
+                l.behind_since_ms = None;
+            }
+        }
+    }
+
+    /// The lanes the source should not read for now (watermark alignment).
+    pub fn paused_lanes(&self) -> Vec<usize> {
+        (0..self.lanes.len())
+            .filter(|i| self.lanes[*i].paused)
+            .collect()
     }
 
     /// A lane is ours now (an assigned partition). Until it delivers a frame or
@@ -503,7 +595,7 @@ impl<C: Counter, T> Aggregator<C, T> {
         let active = self
             .lanes
             .iter()
-            .filter(|l| l.assigned && !l.idle)
+            .filter(|l| l.holds_back())
             .map(|l| l.watermark_at(self.clock));
         // A lane without any trusted frame yet cannot say how far the stream is.
         let min_active = if active.clone().any(|w| w.is_none()) {
@@ -513,7 +605,7 @@ impl<C: Counter, T> Aggregator<C, T> {
         };
         let candidate = min_active.or_else(|| {
             // Every lane is idle: the most advanced one speaks for the stream.
-            let any_active = self.lanes.iter().any(|l| l.assigned && !l.idle);
+            let any_active = self.lanes.iter().any(|l| l.holds_back());
             if any_active {
                 None
             } else {
@@ -780,6 +872,7 @@ mod tests {
                     confirm: 4,
                 },
                 idle_timeout_ms: 10_000,
+                alignment: None,
             },
             (),
         )
@@ -986,6 +1079,7 @@ mod tests {
                     confirm: 1,
                 },
                 idle_timeout_ms: 1000,
+                alignment: None,
             },
             (),
         )
@@ -1256,6 +1350,75 @@ mod tests {
             counted_rule > 20,
             "without it the sparse lane holds minutes back: {counted_rule} s"
         );
+    }
+
+    fn aligned_agg() -> Aggregator<Exact, usize> {
+        Aggregator::new(
+            Calendar::utc(),
+            Settings {
+                granularities: vec![Granularity::Minute],
+                idle_timeout_ms: 1000,
+                guard: GuardConfig {
+                    max_ahead: 600,
+                    confirm: 1,
+                },
+                alignment: Some(Alignment {
+                    max_drift: 300,
+                    drift_timeout_ms: 5000,
+                }),
+                ..Settings::default()
+            },
+            (),
+        )
+    }
+
+    #[test]
+    fn a_lane_too_far_ahead_is_paused_until_the_slowest_catches_up_halfway() {
+        let mut a = aligned_agg();
+        let mut out = Output::default();
+        a.ingest(0, 0, M, 1, || 0, &mut out);
+        a.ingest(1, 0, M, 2, || 0, &mut out);
+        a.heartbeat(0, &mut out);
+        assert!(a.paused_lanes().is_empty());
+        for t in (0..=301).step_by(60).chain([301]) {
+            a.ingest(0, 1, M + t, 3, || 0, &mut out);
+        }
+        a.heartbeat(100, &mut out);
+        assert_eq!(a.paused_lanes(), vec![0], "301 s ahead of lane 1");
+        // Paused, lane 0 is silent for longer than the idle timeout, and not idle,
+        // while lane 1 keeps delivering old frames.
+        for now in (200..3000).step_by(100) {
+            a.ingest(1, 1, M, 2, || 0, &mut out);
+            a.heartbeat(now, &mut out);
+        }
+        assert_eq!(a.paused_lanes(), vec![0]);
+        assert_eq!(a.watermark(), Some(M - 5), "lane 1 still holds the stream");
+        a.ingest(1, 1, M + 100, 4, || 0, &mut out);
+        a.heartbeat(3100, &mut out);
+        assert_eq!(a.paused_lanes(), vec![0], "201 s ahead: not yet halfway");
+        a.ingest(1, 2, M + 160, 5, || 0, &mut out);
+        a.heartbeat(3200, &mut out);
+        assert!(a.paused_lanes().is_empty(), "141 s ahead: resumed");
+    }
+
+    #[test]
+    fn a_lane_that_stays_behind_is_skewed_and_judged_against_the_stream() {
+        let mut a = aligned_agg();
+        let mut out = Output::default();
+        const DAY: i64 = 86_400;
+        for i in 0..20 {
+            a.ingest(0, i, M + i as i64 * 30, 1, || 0, &mut out);
+            a.ingest(1, i, M + i as i64 * 30 - DAY, 2, || 0, &mut out);
+            a.heartbeat(i * 500, &mut out);
+        }
+        // Lane 1 has been a day behind for more than the 5 s timeout.
+        assert_eq!(out.skewed.len(), 1, "{:?}", out.skewed);
+        assert_eq!(out.skewed[0].0, 1);
+        assert!(out.skewed[0].1 >= DAY - 600);
+        assert!(a.paused_lanes().is_empty(), "nobody waits for it any more");
+        assert!(a.watermark().unwrap() > M, "the stream moved on without it");
+        let v = a.ingest(1, 20, M + 600 - DAY, 3, || 0, &mut out);
+        assert!(matches!(v, Verdict::Late { .. }), "{v:?}");
     }
 
     proptest::proptest! {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::aggregator::Settings;
+use crate::aggregator::{Alignment, Settings};
 use crate::checkpoint::{Checkpoint, Checkpointing, FileCheckpoints, InputPosition, StateDir};
 use crate::counter::HllConfig;
 use crate::emitter::Format;
@@ -289,6 +289,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
 
+    /// Watermark alignment: a partition whose event time is this far ahead of the
+    /// slowest one is paused until that one has caught up halfway, so reading speed
+    /// never makes a frame late, and open windows stay bounded by the drift.
+    #[arg(long, default_value = "5m", value_parser = parse_seconds, allow_hyphen_values = true)]
+    pub max_drift: i64,
+
+    /// A partition behind all others by more than --max-drift for this long (a
+    /// producer with a skewed clock) stops holding results back: its frames are
+    /// judged against the stream, late ones rejected, and a warning names it.
+    #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
+    pub drift_timeout: i64,
+
     #[command(flatten)]
     pub counting: CountingOptions,
 
@@ -531,6 +543,7 @@ impl CountingOptions {
                     confirm: self.confirm as usize,
                 },
                 idle_timeout_ms: self.idle_timeout as u64 * 1000,
+                alignment: None,
             },
             counter: match self.counter {
                 CounterArg::Exact => CounterKind::Exact,
@@ -722,7 +735,11 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         commit_interval: args.state.checkpoint_interval,
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
     };
-    let config = args.counting.config();
+    let mut config = args.counting.config();
+    config.settings.alignment = Some(Alignment {
+        max_drift: args.max_drift.max(1),
+        drift_timeout_ms: args.drift_timeout as u64 * 1000,
+    });
     let mut sinks = args.counting.sinks()?;
     let started = Instant::now();
     let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?)?;

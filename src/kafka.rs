@@ -531,6 +531,10 @@ fn feed_from_kafka(
     let mut read_at_last_progress = 0u64;
     let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut ends_now = None;
+    let mut paused_version = 0;
+    let mut paused_now: Vec<i32> = Vec::new();
+    // Per paused partition, the first offset set aside after the pause.
+    let mut paused_from: HashMap<i32, i64> = HashMap::new();
     // A backfill reads the past: only a live run may trust frames for being recent.
     let trust_recent = end_offsets.at_start.is_none() && end_offsets.target.is_none();
     loop {
@@ -544,17 +548,23 @@ fn feed_from_kafka(
             Some(Ok(msg)) => {
                 stall.progress();
                 let p = msg.partition();
-                let payload = msg.payload().unwrap_or(b"");
-                chunk.push_record(p as u32, msg.offset() as u64, payload, max_frame);
-                positions.insert(p, msg.offset() + 1);
-                // Shared at once: a rebalance inside the next poll must see it.
-                consumer
-                    .context()
-                    .positions
-                    .lock()
-                    .expect("positions lock")
-                    .insert(p, msg.offset() + 1);
-                read += 1;
+                if paused_now.contains(&p) {
+                    // Fetched before the pause took effect: set aside (not fed, not
+                    // counted as read) and fetched again from here on resume.
+                    paused_from.entry(p).or_insert(msg.offset());
+                } else {
+                    let payload = msg.payload().unwrap_or(b"");
+                    chunk.push_record(p as u32, msg.offset() as u64, payload, max_frame);
+                    positions.insert(p, msg.offset() + 1);
+                    // Shared at once: a rebalance inside the next poll must see it.
+                    consumer
+                        .context()
+                        .positions
+                        .lock()
+                        .expect("positions lock")
+                        .insert(p, msg.offset() + 1);
+                    read += 1;
+                }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => stall.progress(),
             Some(Err(e)) => {
@@ -569,8 +579,21 @@ fn feed_from_kafka(
         }
         let assigned: Vec<i32> =
             std::mem::take(&mut *consumer.context().assigned.lock().expect("assigned lock"));
-        if !assigned.is_empty() && !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
-            return;
+        if !assigned.is_empty() {
+            if !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
+                return;
+            }
+            // A new assignment starts unpaused, at our positions: pause again what
+            // alignment asks for.
+            paused_now.clear();
+            paused_from.clear();
+            paused_version = u64::MAX;
+        }
+        if let Some((version, lanes)) = feed.paused().changed_since(paused_version) {
+            paused_version = version;
+            let want: Vec<i32> = lanes.into_iter().map(|l| l as i32).collect();
+            align_partitions(consumer, &topic, &paused_now, &want, &mut paused_from);
+            paused_now = want;
         }
         let tick = last_tick.elapsed() >= TICK;
         let mut done = Vec::new();
@@ -660,7 +683,7 @@ fn feed_from_kafka(
                 }
             }
             if let Some(ends) = &ends_now
-                && backfill_done(consumer, &topic, ends, &finished)
+                && backfill_done(consumer, &topic, ends, &finished, &paused_from)
             {
                 if chunk.record_count() > 0 {
                     let _ = feed.chunk(chunk);
@@ -669,6 +692,49 @@ fn feed_from_kafka(
                 feed.end(true);
                 return;
             }
+        }
+    }
+}
+
+/// Pauses the partitions that watermark alignment wants paused and resumes the
+/// others that were: reading speed must not decide what is late.
+fn align_partitions(
+    consumer: &BaseConsumer<RunContext>,
+    topic: &str,
+    was: &[i32],
+    want: &[i32],
+    paused_from: &mut HashMap<i32, i64>,
+) {
+    let list = |parts: Vec<i32>| {
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(topic, *p);
+        }
+        (parts, tpl)
+    };
+    let (pause, pause_tpl) = list(want.iter().filter(|p| !was.contains(p)).copied().collect());
+    let (resume, resume_tpl) = list(was.iter().filter(|p| !want.contains(p)).copied().collect());
+    if !pause.is_empty() {
+        match consumer.pause(&pause_tpl) {
+            Ok(()) => {
+                tracing::info!(event = "partitions_paused", partitions = ?pause, "ahead of the slowest by more than --max-drift")
+            }
+            Err(e) => tracing::warn!(event = "pause_failed", partitions = ?pause, error = %e),
+        }
+    }
+    if !resume.is_empty() {
+        // Messages set aside while paused are read again, from the first of them.
+        for p in &resume {
+            if let Some(offset) = paused_from.remove(p)
+                && let Err(e) =
+                    consumer.seek(topic, *p, Offset::Offset(offset), Duration::from_secs(10))
+            {
+                tracing::warn!(event = "seek_failed", partition = p, offset, error = %e);
+            }
+        }
+        match consumer.resume(&resume_tpl) {
+            Ok(()) => tracing::info!(event = "partitions_resumed", partitions = ?resume),
+            Err(e) => tracing::warn!(event = "resume_failed", partitions = ?resume, error = %e),
         }
     }
 }
@@ -763,15 +829,18 @@ fn backfill_done(
     topic: &str,
     ends: &HashMap<i32, (i64, i64)>,
     finished: &std::collections::HashSet<i32>,
+    set_aside: &HashMap<i32, i64>,
 ) -> bool {
     let fetch_positions = consumer.position().ok();
     ends.iter().all(|(p, (_, high))| {
-        finished.contains(p)
-            || fetch_positions
-                .as_ref()
-                .and_then(|tpl| tpl.find_partition(topic, *p))
-                .and_then(|e| e.offset().to_raw())
-                .is_some_and(|o| o >= *high)
+        // Messages set aside by a pause are still to be read, wherever the client is.
+        !set_aside.contains_key(p)
+            && (finished.contains(p)
+                || fetch_positions
+                    .as_ref()
+                    .and_then(|tpl| tpl.find_partition(topic, *p))
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|o| o >= *high))
     })
 }
 

@@ -305,14 +305,41 @@ enum Item {
     Failed(PipelineError),
 }
 
+/// The lanes the aggregating stage wants the source to stop reading for now
+/// (watermark alignment), with a version so the feeder sees changes cheaply.
+#[derive(Debug, Clone, Default)]
+pub struct PausedLanes(Arc<Mutex<(u64, Vec<u32>)>>);
+
+impl PausedLanes {
+    fn set(&self, lanes: Vec<u32>) {
+        let mut g = self.0.lock().expect("paused lanes lock");
+        if g.1 != lanes {
+            g.0 += 1;
+            g.1 = lanes;
+        }
+    }
+
+    /// The lanes to pause, if they changed since `version` (start from 0).
+    pub fn changed_since(&self, version: u64) -> Option<(u64, Vec<u32>)> {
+        let g = self.0.lock().expect("paused lanes lock");
+        (g.0 != version).then(|| (g.0, g.1.clone()))
+    }
+}
+
 /// The feeder's handle: every method returns `false` once the pipeline has stopped.
 pub struct Feed {
     order_tx: SyncSender<Item>,
     job_tx: SyncSender<(Chunk, SyncSender<Box<dyn std::any::Any + Send>>)>,
     pool: BufferPool,
+    paused: PausedLanes,
 }
 
 impl Feed {
+    /// Lanes to stop reading for now, as the aggregating stage decides.
+    pub fn paused(&self) -> &PausedLanes {
+        &self.paused
+    }
+
     /// Chunk buffers to reuse.
     pub fn pool(&self) -> &BufferPool {
         &self.pool
@@ -393,10 +420,12 @@ where
         let (order_tx, order_rx) = mpsc::sync_channel::<Item>(threads * 4);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let pool = BufferPool::default();
+        let paused = PausedLanes::default();
         let feed = Feed {
             order_tx,
             job_tx,
             pool: pool.clone(),
+            paused: paused.clone(),
         };
         scope.spawn(move || feeder(feed));
         for _ in 0..threads {
@@ -431,6 +460,7 @@ where
             telemetry: Telemetry::default(),
             sinks,
             pool,
+            paused,
             hooks,
         };
         let result = stage.consume(order_rx);
@@ -490,6 +520,7 @@ struct Aggregate<'s, C: Counter> {
     telemetry: Telemetry,
     sinks: &'s mut Sinks,
     pool: BufferPool,
+    paused: PausedLanes,
     hooks: &'s mut dyn Hooks,
 }
 
@@ -504,6 +535,7 @@ impl<C: Counter> Aggregate<'_, C> {
                         .downcast::<ParsedChunk<C::Key>>()
                         .expect("parsed with this counter's key");
                     self.chunk(&parsed)?;
+                    self.telemetry.open_windows(self.agg.open_windows());
                     let c = &parsed.chunk;
                     if c.record_count() == 0 {
                         self.next_line += parsed.entries.len() as u64;
@@ -516,6 +548,13 @@ impl<C: Counter> Aggregate<'_, C> {
                     now_ms = Some(now);
                     self.agg.set_clock(clock);
                     self.agg.heartbeat(now, &mut self.out);
+                    self.paused.set(
+                        self.agg
+                            .paused_lanes()
+                            .into_iter()
+                            .map(|l| l as u32)
+                            .collect(),
+                    );
                     self.drain_output()?;
                 }
                 Item::Assigned(lanes) => {
@@ -674,6 +713,10 @@ impl<C: Counter> Aggregate<'_, C> {
     }
 
     fn drain_output(&mut self) -> Result<(), SinkError> {
+        for (lane, behind) in self.out.skewed.drain(..) {
+            self.telemetry.lane_skewed(lane, behind);
+        }
+        self.telemetry.open_windows(self.agg.open_windows());
         for w in self.out.windows.drain(..) {
             self.telemetry.window_emitted(&w);
             emitter::render(self.format, &w, self.agg.calendar(), &mut self.rendered);

@@ -49,6 +49,8 @@ pub struct Telemetry {
     pub outliers: u64,
     pub windows_emitted: u64,
     pub corrections_emitted: u64,
+    /// The most windows open at once (all granularities), sampled as results go out.
+    pub max_open_windows: usize,
 }
 
 impl Telemetry {
@@ -97,6 +99,22 @@ impl Telemetry {
         tracing::debug!(event = "frame_outlier", %position);
     }
 
+    #[inline]
+    pub fn open_windows(&mut self, n: usize) {
+        self.max_open_windows = self.max_open_windows.max(n);
+    }
+
+    /// Alignment gave up on a lane (a partition) that stayed too far behind.
+    pub fn lane_skewed(&mut self, lane: usize, behind_secs: i64) {
+        tracing::warn!(
+            event = "partition_skewed",
+            partition = lane,
+            behind_s = behind_secs,
+            "partition {lane} stayed {behind_secs} s of event time behind the others for --drift-timeout; \
+             it no longer holds results back, and its frames are judged against the stream (late ones are rejected)"
+        );
+    }
+
     pub fn window_emitted(&mut self, w: &WindowResult) {
         if w.version > 1 {
             self.corrections_emitted += 1;
@@ -131,13 +149,14 @@ impl Telemetry {
         );
         let _ = writeln!(
             s,
-            "  counted {}, rejected {}, late {}, outliers {}; windows emitted {}, corrections {}",
+            "  counted {}, rejected {}, late {}, outliers {}; windows emitted {}, corrections {}, open at most {}",
             self.frames_counted,
             self.rejected_total(),
             self.late,
             self.outliers,
             self.windows_emitted,
             self.corrections_emitted,
+            self.max_open_windows,
         );
         let reasons: Vec<String> = Reason::ALL
             .iter()
