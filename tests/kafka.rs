@@ -924,7 +924,7 @@ fn a_backfill_whose_broker_dies_fails_naming_it() {
 }
 
 #[test]
-fn a_broker_restart_mid_backfill_loses_nothing() {
+fn a_flapping_broker_mid_backfill_loses_nothing() {
     let mut b = Broker::start();
     b.create_topic("frames", 2);
     let dir = tempfile::tempdir().unwrap();
@@ -937,7 +937,11 @@ fn a_broker_restart_mid_backfill_loses_nothing() {
     };
     produce(&b, "frames", &write_frames(dir.path(), &cfg));
     let (mut run, mut stdout, first) = backfill_under_way(&b, &[]);
-    b.tansu.restart().unwrap();
+    // A flapping broker: down and up three times.
+    for _ in 0..3 {
+        b.tansu.restart().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    }
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let status = run.wait().unwrap();
