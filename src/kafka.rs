@@ -43,6 +43,9 @@ pub struct KafkaOptions {
 impl KafkaOptions {
     fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
+        // Warnings reach the client contexts (never through the `log` crate, which
+        // is off here), so an error can say why a broker could not be reached.
+        c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in defaults {
             c.set(*k, *v);
@@ -133,7 +136,68 @@ struct RunContext {
     holding: AtomicBool,
 }
 
-impl ClientContext for RunContext {}
+impl ClientContext for RunContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&error, reason);
+    }
+}
+
+/// A client context that only remembers errors, for probes and simple consumers.
+pub struct ErrorContext;
+
+impl ClientContext for ErrorContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for ErrorContext {}
+
+/// What librdkafka said went wrong lately (an SSL handshake, a refused
+/// connection), a few distinct messages, so that "cannot reach Kafka" can say why.
+static LAST_CLIENT_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn remember_client_error(message: &str) {
+    let mut all = LAST_CLIENT_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    if !all.iter().any(|m| m == message) {
+        if all.len() == 3 {
+            all.remove(0);
+        }
+        all.push(message.to_string());
+    }
+}
+
+fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    if matches!(
+        level,
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+    ) {
+        tracing::debug!(event = "client_log", facility = fac, message);
+        remember_client_error(message);
+    }
+}
+
+fn client_error(error: &KafkaError, reason: &str) {
+    tracing::debug!(event = "client_error", error = %error, reason);
+    remember_client_error(reason);
+}
+
+/// The last client error, as a clause for an error message.
+fn last_client_error() -> String {
+    let all = LAST_CLIENT_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    if all.is_empty() {
+        String::new()
+    } else {
+        format!(" (the client said: {})", all.join("; "))
+    }
+}
 
 impl ConsumerContext for RunContext {
     fn rebalance(
@@ -286,9 +350,17 @@ fn partitions_of<C: ConsumerContext>(
     topic: &str,
 ) -> Result<Vec<i32>, PipelineError> {
     let md = consumer.fetch_metadata(Some(topic), opts.timeout).map_err(|e| {
+        // The client's own errors and logs arrive as events on its queue: serve them,
+        // so that the contexts record why (an SSL handshake, a refused connection).
+        for _ in 0..5 {
+            let _ = consumer.poll(Duration::from_millis(10));
+        }
         live(format!(
-            "cannot reach Kafka at {} within {:?}: {e}; check --brokers and that the broker is up (or raise --timeout)",
-            opts.brokers, opts.timeout
+            "cannot reach Kafka at {} within {:?}: {e}{}; check --brokers, that the broker is up, \
+             and the security settings (-X security.protocol, ssl.*, sasl.*), or raise --timeout",
+            opts.brokers,
+            opts.timeout,
+            last_client_error()
         ))
     })?;
     let t = md
@@ -996,9 +1068,9 @@ pub fn produce(
         .config(PRODUCER_DEFAULTS)
         .create_with_context(DeliveryTracker::default())
         .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
-    let probe: BaseConsumer = opts
+    let probe: BaseConsumer<ErrorContext> = opts
         .config(&[])
-        .create()
+        .create_with_context(ErrorContext)
         .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
     partitions_of(&probe, opts, topic)?;
     let mut report = ProduceReport::default();
@@ -1113,13 +1185,13 @@ pub fn consume_to_end(
     topic: &str,
     mut each: impl FnMut(Consumed) -> bool,
 ) -> Result<u64, PipelineError> {
-    let consumer: BaseConsumer = opts
+    let consumer: BaseConsumer<ErrorContext> = opts
         .config(&[
             ("enable.auto.commit", "false"),
             ("fetch.wait.max.ms", "5"),
             ("group.id", "cardinal-consume"),
         ])
-        .create()
+        .create_with_context(ErrorContext)
         .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
     let partitions = partitions_of(&consumer, opts, topic)?;
     let mut tpl = TopicPartitionList::new();

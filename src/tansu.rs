@@ -40,6 +40,7 @@ pub enum TansuError {
 pub struct Tansu {
     child: Child,
     addr: String,
+    advertised: String,
     _dir: tempfile::TempDir,
     engine: Engine,
 }
@@ -60,13 +61,21 @@ impl Tansu {
     }
 
     pub fn start(engine: Engine) -> Result<Tansu, TansuError> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Tansu::start_behind(engine, &format!("127.0.0.1:{port}"))
+    }
+
+    /// A broker that tells clients to reach it at `advertised`, where a proxy
+    /// (a TLS terminator, say) forwards to it; [`Tansu::addr`] is where it listens.
+    pub fn start_behind(engine: Engine, advertised: &str) -> Result<Tansu, TansuError> {
         let dir = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Tansu::spawn(dir.path(), &addr, engine)?;
+        let child = Tansu::spawn(dir.path(), &addr, advertised, engine)?;
         let broker = Tansu {
             child,
             addr,
+            advertised: advertised.to_string(),
             _dir: dir,
             engine,
         };
@@ -74,7 +83,12 @@ impl Tansu {
         Ok(broker)
     }
 
-    fn spawn(dir: &std::path::Path, addr: &str, engine: Engine) -> Result<Child, TansuError> {
+    fn spawn(
+        dir: &std::path::Path,
+        addr: &str,
+        advertised: &str,
+        engine: Engine,
+    ) -> Result<Child, TansuError> {
         let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
         // The SQLite path is relative to Tansu's working directory.
         let storage = match engine {
@@ -84,7 +98,7 @@ impl Tansu {
         Ok(Command::new(bin)
             .current_dir(dir)
             .args(["broker", "--listener-url", &format!("tcp://{addr}")])
-            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
             .args(["--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -111,7 +125,7 @@ impl Tansu {
     /// Starts it again on the same address and data (the SQLite engine keeps both).
     pub fn restart(&mut self) -> Result<(), TansuError> {
         self.kill();
-        self.child = Tansu::spawn(self._dir.path(), &self.addr, self.engine)?;
+        self.child = Tansu::spawn(self._dir.path(), &self.addr, &self.advertised, self.engine)?;
         self.wait_until_it_answers()
     }
 
