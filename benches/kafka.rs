@@ -1,5 +1,6 @@
-//! Kafka end to end: `run` to the end of a topic against a raw consume-only loop
-//! over the same topic with the same client settings, alternated in one run.
+//! Kafka end to end: `run` to the end of a topic against the fastest plain
+//! consume-only loop (a thread per core over split partition queues) over the same
+//! topic with the same client settings, alternated in one run: the ceiling.
 //!
 //! Needs Tansu (`scripts/kafka.sh install`). It uses Tansu's memory engine, the
 //! fast one, which is only right for reading a topic sequentially from the start;
@@ -89,15 +90,21 @@ fn main() {
     );
 }
 
-/// The same client settings as `run`, reading every message once and touching its payload.
+/// The ceiling: the fastest plain consumer loop with the same client and the same
+/// settings as `run` (its defaults, `fetch.wait.max.ms=5` above all): every
+/// partition's queue split off and polled on its own thread (one per core), each
+/// message's payload touched once, stopping at the end offsets. It fails, rather
+/// than waits for ever, if a partition stops short of its end.
 fn raw_consume(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "bench-raw")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()
-        .unwrap();
+    let consumer: Arc<BaseConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .set("group.id", "bench-raw")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .unwrap(),
+    );
     let mut tpl = TopicPartitionList::new();
     for p in ends.keys() {
         tpl.add_partition_offset(TOPIC, *p, Offset::Beginning)
@@ -105,16 +112,59 @@ fn raw_consume(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
     }
     let started = Instant::now();
     consumer.assign(&tpl).unwrap();
-    let mut read = 0u64;
-    let mut checksum = 0u64;
-    while read < frames {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            use rdkafka::Message;
-            checksum = checksum.wrapping_add(m.payload().map_or(0, |p| p.len() as u64));
-            read += 1;
-        }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut shares: Vec<Vec<(i32, i64)>> = vec![Vec::new(); threads];
+    for (i, (p, end)) in ends.iter().enumerate() {
+        shares[i % threads].push((*p, *end));
     }
-    std::hint::black_box(checksum);
+    let done = Arc::new(AtomicBool::new(false));
+    let read: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let queues: Vec<_> = share
+                    .iter()
+                    .map(|(p, end)| (consumer.split_partition_queue(TOPIC, *p).unwrap(), *end))
+                    .collect();
+                scope.spawn(move || {
+                    use rdkafka::Message;
+                    let (mut read, mut checksum) = (0u64, 0u64);
+                    let mut last_progress = Instant::now();
+                    for (queue, end) in queues {
+                        let mut next = 0;
+                        while next < end {
+                            match queue.poll(Duration::from_millis(5)) {
+                                Some(Ok(m)) => {
+                                    checksum = checksum
+                                        .wrapping_add(m.payload().map_or(0, |b| b.len() as u64));
+                                    next = m.offset() + 1;
+                                    read += 1;
+                                    last_progress = Instant::now();
+                                }
+                                _ => assert!(
+                                    last_progress.elapsed() < Duration::from_secs(60),
+                                    "a partition stopped at offset {next} of {end}"
+                                ),
+                            }
+                        }
+                    }
+                    std::hint::black_box(checksum);
+                    read
+                })
+            })
+            .collect();
+        // The main queue still has to be served, for the client's own events.
+        let served = scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+        });
+        let read = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        served.join().unwrap();
+        read
+    });
+    assert_eq!(read, frames, "read every frame once");
     started.elapsed().as_secs_f64()
 }
 

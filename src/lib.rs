@@ -12,7 +12,8 @@
 //!    producer, for a results topic).
 //!
 //! [`pipeline`] wires the stages together (parsing in parallel, aggregating in
-//! order), and [`telemetry`] is the one place where events are counted and logged.
+//! order), [`reject`] is the one list of reasons a frame is not counted, and
+//! [`telemetry`] is the one place where events are counted and logged.
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
 pub mod aggregator;
