@@ -69,6 +69,73 @@ fn expected_from_file(path: &Path) -> BTreeMap<(String, String), u64> {
     ))
 }
 
+/// The numbers of the summary `count` prints on stderr (see `Telemetry::summary`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Summary {
+    read: u64,
+    counted: u64,
+    rejected: u64,
+    late: u64,
+    outliers: u64,
+    windows: u64,
+    corrections: u64,
+}
+
+fn summary(o: &Output) -> Summary {
+    let text = stderr(o);
+    let number_before = |line: &str, word: &str| -> u64 {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ':')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let at = words
+            .iter()
+            .position(|w| *w == word)
+            .unwrap_or_else(|| panic!("no {word:?} in {line:?}"));
+        words[at - 1]
+            .parse()
+            .unwrap_or_else(|_| panic!("no number before {word:?} in {line:?}"))
+    };
+    let number_after = |line: &str, word: &str| -> u64 {
+        let rest = &line[line
+            .find(word)
+            .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))
+            + word.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after {word:?} in {line:?}"))
+    };
+    let read_line = text
+        .lines()
+        .find(|l| l.contains(" frames read"))
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    let counts_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("counted "))
+        .unwrap_or_else(|| panic!("no summary: {text}"));
+    Summary {
+        read: number_before(read_line, "frames"),
+        counted: number_after(counts_line, "counted"),
+        rejected: number_after(counts_line, "rejected"),
+        late: number_after(counts_line, "late"),
+        outliers: number_after(counts_line, "outliers"),
+        windows: number_after(counts_line, "windows emitted"),
+        corrections: number_after(counts_line, "corrections"),
+    }
+}
+
+/// Every line of a rejects file.
+fn rejects(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn gen_file(dir: &Path, name: &str, args: &[&str]) -> std::path::PathBuf {
     let p = dir.join(name);
     let mut full = vec!["gen", "-o", p.to_str().unwrap()];
@@ -121,7 +188,7 @@ fn disorder_garbage_and_bad_frames_give_the_exact_answer_and_every_reject_is_wri
         "0.01",
     ];
     let file = gen_file(dir.path(), "messy.json", &args);
-    let rejects = dir.path().join("rejects.jsonl");
+    let rejects_path = dir.path().join("rejects.jsonl");
     let o = run(&[
         "count",
         "--format",
@@ -129,7 +196,7 @@ fn disorder_garbage_and_bad_frames_give_the_exact_answer_and_every_reject_is_wri
         "--windows",
         "minute,hour,day",
         "--rejects",
-        rejects.to_str().unwrap(),
+        rejects_path.to_str().unwrap(),
         file.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -153,31 +220,56 @@ fn disorder_garbage_and_bad_frames_give_the_exact_answer_and_every_reject_is_wri
     );
     assert_eq!(counts_from_output(&o.stdout), want);
 
-    // Every frame that did not count is in the rejects file, with its line number.
+    // Every frame that did not count is in the rejects file, with its line number,
+    // under the reason the generator's truth implies: a bit flip moves `ts` by at
+    // least 2^20 s (12 days), so a flip backwards is late for every window and a flip
+    // forwards is an outlier; the rest of the damage is rejected on sight.
     let truth: Vec<Truth> = FrameGen::new(&cfg).map(|f| f.truth).collect();
-    let not_counted = truth
+    let valid = truth
         .iter()
-        .filter(|t| !matches!(t, Truth::Valid { .. }))
-        .count();
-    let rejected: Vec<Value> = std::fs::read_to_string(&rejects)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(rejected.len(), not_counted, "{}", stderr(&o));
+        .filter(|t| matches!(t, Truth::Valid { .. }))
+        .count() as u64;
+    let flipped_back = |t: &Truth| matches!(t, Truth::BitFlipped { true_ts, written_ts, .. } if written_ts < true_ts);
+    let flipped_ahead = |t: &Truth| matches!(t, Truth::BitFlipped { true_ts, written_ts, .. } if written_ts > true_ts);
+    let malformed = truth.iter().filter(|t| **t == Truth::Malformed).count() as u64;
+    let (back, ahead) = (
+        truth.iter().filter(|t| flipped_back(t)).count() as u64,
+        truth.iter().filter(|t| flipped_ahead(t)).count() as u64,
+    );
+    assert!(
+        malformed > 0 && back > 0 && ahead > 0,
+        "every kind of damage occurs"
+    );
+    let rejected = rejects(&rejects_path);
+    assert_eq!(rejected.len() as u64, 80_000 - valid, "{}", stderr(&o));
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     for r in &rejected {
         let line = r["line"].as_u64().unwrap() as usize;
-        assert!(
-            !matches!(truth[line - 1], Truth::Valid { .. }),
-            "line {line} was valid: {r}"
-        );
-        assert!(r["reason"].is_string() && r["raw"].is_string());
+        let reason = r["reason"].as_str().unwrap();
+        let t = &truth[line - 1];
+        match reason {
+            "late" => assert!(flipped_back(t), "line {line} was {t:?}: {r}"),
+            "outlier" => assert!(flipped_ahead(t), "line {line} was {t:?}: {r}"),
+            _ => assert_eq!(*t, Truth::Malformed, "line {line}: {r}"),
+        }
+        assert!(r["raw"].is_string(), "{r}");
+        *by_reason.entry(reason.to_string()).or_default() += 1;
     }
-    let summary = stderr(&o);
-    assert!(
-        summary.contains("outliers") && summary.contains("late"),
-        "{summary}"
+    let late = by_reason.remove("late").unwrap_or(0);
+    let outliers = by_reason.remove("outlier").unwrap_or(0);
+    let on_sight: u64 = by_reason.values().sum();
+    assert_eq!((late, outliers, on_sight), (back, ahead, malformed));
+
+    // The summary's numbers are those of the truth and of the rejects file.
+    let s = summary(&o);
+    assert_eq!(
+        (s.read, s.counted, s.rejected, s.late, s.outliers),
+        (80_000, valid, malformed, back, ahead),
+        "{}",
+        stderr(&o)
     );
+    assert_eq!(s.windows, want.len() as u64);
+    assert_eq!(s.corrections, 0);
 }
 
 #[test]
