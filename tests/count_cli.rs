@@ -25,16 +25,27 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The JSON records of an output, one per line.
+fn records(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn key(v: &Value) -> (String, String) {
+    (
+        v["window"].as_str().unwrap().to_string(),
+        v["start"].as_str().unwrap().to_string(),
+    )
+}
+
 /// (window, start) -> unique users, from JSON output.
 fn counts_from_output(stdout: &[u8]) -> BTreeMap<(String, String), u64> {
     let mut m = BTreeMap::new();
-    for line in String::from_utf8_lossy(stdout).lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    for v in records(stdout) {
         assert_eq!(v["final"], true);
-        let key = (
-            v["window"].as_str().unwrap().to_string(),
-            v["start"].as_str().unwrap().to_string(),
-        );
+        let key = key(&v);
         let prev = m.insert(key.clone(), v["unique_users"].as_u64().unwrap());
         assert!(
             prev.is_none(),
@@ -302,12 +313,18 @@ fn a_real_jump_in_event_time_is_followed_and_every_frame_counts() {
 #[test]
 fn stdin_and_gzip_give_the_same_answer_as_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let plain = gen_file(dir.path(), "f.json", &["--frames", "20000", "--seed", "9"]);
-    let gz = gen_file(
-        dir.path(),
-        "f.json.gz",
-        &["--frames", "20000", "--seed", "9"],
-    );
+    let gen_args = ["--frames", "20000", "--rate", "200", "--seed", "9"];
+    let plain = gen_file(dir.path(), "f.json", &gen_args);
+    let gz = gen_file(dir.path(), "f.json.gz", &gen_args);
+    let cfg = GenConfig {
+        frames: 20_000,
+        rate: 200.0,
+        seed: 9,
+        ..GenConfig::default()
+    };
+    let want = common::expected_from_truth(&cfg, &[Granularity::Minute]);
+    assert!(want.len() >= 2, "several minutes: {want:?}");
+
     let from_file = run(&["count", "--format", "json", plain.to_str().unwrap()]);
     let from_gz = run(&["count", "--format", "json", gz.to_str().unwrap()]);
     let mut child = cardinal()
@@ -322,7 +339,15 @@ fn stdin_and_gzip_give_the_same_answer_as_the_file() {
     let writer = std::thread::spawn(move || stdin.write_all(&bytes));
     let from_stdin = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(from_file.status.success() && from_gz.status.success() && from_stdin.status.success());
+    for (name, o) in [
+        ("file", &from_file),
+        ("gzip", &from_gz),
+        ("stdin", &from_stdin),
+    ] {
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(o));
+        assert_eq!(counts_from_output(&o.stdout), want, "{name}");
+        assert_eq!(summary(o).read, 20_000, "{name}: {}", stderr(o));
+    }
     assert_eq!(from_file.stdout, from_gz.stdout);
     assert_eq!(from_file.stdout, from_stdin.stdout);
 }
@@ -330,34 +355,58 @@ fn stdin_and_gzip_give_the_same_answer_as_the_file() {
 #[test]
 fn hll_counts_are_within_their_stated_error() {
     let dir = tempfile::tempdir().unwrap();
-    let file = gen_file(dir.path(), "f.json", &["--frames", "60000", "--seed", "2"]);
-    let exact =
-        counts_from_output(&run(&["count", "--format", "json", file.to_str().unwrap()]).stdout);
+    let file = gen_file(
+        dir.path(),
+        "f.json",
+        &[
+            "--frames", "60000", "--rate", "200", "--users", "20000", "--seed", "2",
+        ],
+    );
+    let cfg = GenConfig {
+        frames: 60_000,
+        rate: 200.0,
+        users: 20_000,
+        seed: 2,
+        ..GenConfig::default()
+    };
+    let exact = common::expected_from_truth(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    assert!(exact.len() >= 5, "{exact:?}");
     let o = run(&[
         "count",
         "--format",
         "json",
+        "--windows",
+        "minute,hour",
         "--counter",
         "hll",
         file.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    for line in String::from_utf8_lossy(&o.stdout).lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut seen = BTreeMap::new();
+    for v in records(&o.stdout) {
         assert_eq!(v["approx"], true);
         let rse = v["rse"].as_f64().expect("approximate records state rse");
-        assert!(rse < 0.01, "default precision gives <= 1% rse, got {rse}");
-        let key = (
-            v["window"].as_str().unwrap().to_string(),
-            v["start"].as_str().unwrap().to_string(),
+        assert!(
+            rse > 0.0 && rse < 0.01,
+            "default precision gives <= 1% rse, got {rse}"
         );
-        let want = exact[&key] as f64;
+        let key = key(&v);
+        let want = *exact
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} is not a window of the input: {v}"))
+            as f64;
         let got = v["unique_users"].as_f64().unwrap();
         assert!(
-            (got - want).abs() <= (3.0 * rse * want).max(2.0),
-            "{key:?}: {got} vs {want}, rse {rse}"
+            (got - want).abs() <= 4.0 * rse * want,
+            "{key:?}: {got} vs exactly {want}, rse {rse}"
         );
+        assert!(seen.insert(key, got).is_none(), "emitted twice: {v}");
     }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        exact.keys().collect::<Vec<_>>(),
+        "every window of the input, once"
+    );
 }
 
 #[test]
