@@ -492,37 +492,61 @@ fn a_closed_stdout_is_not_an_error() {
 #[test]
 fn demo_runs_through_an_embedded_broker_and_publishes_the_exact_counts() {
     let o = run(&["demo", "--frames", "30000"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("minute 2016-07-11T13:39:00Z")),
-        "{text}"
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("mock cluster"),
         "the demo says which broker: {}",
         stderr(&o)
     );
-    // What the results topic holds equals `count` over the same generated frames.
+    // The demo's frames are the generator's defaults but for their number
+    // (`cli::demo`), counted per minute and hour in UTC.
+    let cfg = GenConfig {
+        frames: 30_000,
+        ..GenConfig::default()
+    };
+    let want = common::expected_from_truth(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    assert!(
+        want.contains_key(&("minute".to_string(), "2016-07-11T13:39:00Z".to_string())),
+        "{want:?}"
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    // What the results topic holds: `KEY<TAB>JSON` lines, the latest per key.
     let published: String = text
         .lines()
-        .filter_map(|l| l.split_once('\t').map(|(_, json)| format!("{json}\n")))
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(key, json)| {
+            let v: Value = serde_json::from_str(json).unwrap();
+            assert_eq!(
+                key,
+                format!(
+                    "{}/{}",
+                    v["window"].as_str().unwrap(),
+                    v["start"].as_str().unwrap()
+                )
+            );
+            format!("{json}\n")
+        })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let file = gen_file(dir.path(), "demo.json", &["--frames", "30000"]);
-    let counted = run(&[
-        "count",
-        "--windows",
-        "minute,hour",
-        "--format",
-        "json",
-        file.to_str().unwrap(),
-    ]);
     assert_eq!(
         counts_from_output(published.as_bytes()),
-        counts_from_output(&counted.stdout)
+        want,
+        "results topic"
     );
+    // What the run printed as each window became final:
+    // `WINDOW START .. END  unique_users=N frames=M`.
+    let printed: BTreeMap<(String, String), u64> = text
+        .lines()
+        .filter(|l| !l.contains('\t'))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let users = w
+                .iter()
+                .find_map(|f| f.strip_prefix("unique_users="))
+                .unwrap_or_else(|| panic!("{l}"));
+            ((w[0].to_string(), w[1].to_string()), users.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(printed, want, "printed results");
 }
 
 /// Latest record per (window, start) from JSON output lines.
