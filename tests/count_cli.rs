@@ -4,7 +4,7 @@
 //! really is, and which window a frame falls in from the reference calendar in
 //! `common` (Python's `zoneinfo`), never from Cardinal's own code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -15,7 +15,7 @@ use cardinal::generator::{FrameGen, GenConfig, Truth};
 use cardinal::window::Granularity;
 use serde_json::Value;
 
-use common::cardinal;
+use common::{Window, cardinal};
 
 fn run(args: &[&str]) -> Output {
     cardinal().args(args).output().expect("cardinal runs")
@@ -51,6 +51,26 @@ fn counts_from_output(stdout: &[u8]) -> BTreeMap<(String, String), u64> {
             prev.is_none(),
             "window {key:?} emitted twice without --grace"
         );
+    }
+    m
+}
+
+/// (window, start) -> the whole window (end, unique users, frames), from JSON output
+/// without corrections.
+fn windows_from_output(stdout: &[u8]) -> BTreeMap<(String, String), Window> {
+    let mut m = BTreeMap::new();
+    for v in records(stdout) {
+        assert_eq!(
+            (&v["final"], &v["version"]),
+            (&Value::Bool(true), &1.into())
+        );
+        let w = Window {
+            end: v["end"].as_str().unwrap().to_string(),
+            unique_users: v["unique_users"].as_u64().unwrap(),
+            frames: v["frames"].as_u64().unwrap(),
+        };
+        let prev = m.insert(key(&v), w);
+        assert!(prev.is_none(), "window {v} emitted twice without --grace");
     }
     m
 }
@@ -738,4 +758,123 @@ fn count_resumes_a_killed_backfill_from_its_checkpoint() {
     let o = run(&["count", "--state-dir", state, "-"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("stdin"), "{}", stderr(&o));
+}
+
+/// A small deterministic generator (xorshift64), for frames written by the tests.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Writes `{"uid":…,"ts":…}` lines.
+fn write_frames(path: &Path, frames: &[(String, i64)]) {
+    let text: String = frames
+        .iter()
+        .map(|(uid, ts)| format!("{{\"uid\":\"{uid}\",\"ts\":{ts}}}\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn time_zones_follow_dst_against_an_independent_calendar() {
+    // 2024-03-01 to 2024-11-10 UTC: both DST changes of New York (March 10,
+    // November 3) and of Zurich (March 31, October 27), month ends, and weeks that
+    // hold a DST change. A frame every 1..900 s, in order, plus frames on each side
+    // of every half hour (UTC) within a day of each change: the changes themselves,
+    // local midnights and hour starts in every zone here.
+    let (from, to) = (1_709_251_200i64, 1_731_196_800i64);
+    let changes = [
+        1_710_054_000i64,
+        1_711_846_800,
+        1_729_990_800,
+        1_730_613_600,
+    ];
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut times = Vec::new();
+    let mut t = from;
+    while t < to {
+        times.push(t);
+        t += 1 + rng.below(900) as i64;
+    }
+    for c in changes {
+        for half_hour in -52..=52 {
+            let at = c + 1800 * half_hour;
+            times.extend([at - 1, at, at + 1]);
+        }
+    }
+    times.sort_unstable();
+    let frames: Vec<(String, i64)> = times
+        .into_iter()
+        .map(|t| (format!("u{}", rng.below(5000)), t))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dst.json");
+    write_frames(&file, &frames);
+
+    let grans = [
+        Granularity::Hour,
+        Granularity::Day,
+        Granularity::Week,
+        Granularity::Month,
+        Granularity::Year,
+    ];
+    let mut reference = HashMap::new();
+    for tz in ["Europe/Zurich", "America/New_York", "Asia/Kolkata"] {
+        let o = run(&[
+            "count",
+            "--format",
+            "json",
+            "--windows",
+            "hour,day,week,month,year",
+            "--tz",
+            tz,
+            // Frames up to 900 s apart, in order: none is a suspected garbage timestamp.
+            "--max-ahead",
+            "1h",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{tz}: {}", stderr(&o));
+        let want = common::expected_windows(&frames, &grans, tz);
+        let got = windows_from_output(&o.stdout);
+        // Compared window by window, so that a failure names the first wrong one.
+        for (k, w) in &want {
+            assert_eq!(got.get(k), Some(w), "{tz}: {k:?}");
+        }
+        assert_eq!(got, want, "{tz}");
+        let s = summary(&o);
+        assert_eq!(
+            (s.read, s.counted, s.rejected, s.late, s.outliers),
+            (frames.len() as u64, frames.len() as u64, 0, 0, 0),
+            "{tz}: {}",
+            stderr(&o)
+        );
+        reference.insert(tz, want);
+    }
+    // The reference does see the changes: Zurich's October 27 lasts 25 hours and
+    // has two 02:00 hours, New York's March 10 lasts 23 hours.
+    let zurich = &reference["Europe/Zurich"];
+    let day = |m: &BTreeMap<(String, String), Window>, start: &str| {
+        m[&("day".to_string(), start.to_string())].end.clone()
+    };
+    assert_eq!(
+        day(zurich, "2024-10-27T00:00:00+02:00"),
+        "2024-10-28T00:00:00+01:00"
+    );
+    for start in ["2024-10-27T02:00:00+02:00", "2024-10-27T02:00:00+01:00"] {
+        assert!(
+            zurich.contains_key(&("hour".to_string(), start.to_string())),
+            "{start}"
+        );
+    }
+    let new_york = &reference["America/New_York"];
+    assert_eq!(
+        day(new_york, "2024-03-10T00:00:00-05:00"),
+        "2024-03-11T00:00:00-04:00"
+    );
 }
