@@ -878,3 +878,312 @@ fn time_zones_follow_dst_against_an_independent_calendar() {
         "2024-03-11T00:00:00-04:00"
     );
 }
+
+/// Every record of `stdout` per (window, start), in output order.
+fn versions_per_window(stdout: &[u8]) -> BTreeMap<(String, String), Vec<Value>> {
+    let mut m: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for v in records(stdout) {
+        assert_eq!(v["final"], true, "{v}");
+        m.entry(key(&v)).or_default().push(v);
+    }
+    m
+}
+
+#[test]
+fn grace_corrects_windows_with_new_versions_and_rejects_what_comes_after_it() {
+    // Minute windows, lateness 5 s, grace 60 s: a minute closes when a frame 5 s past
+    // its end arrives, and takes corrections until one 65 s past its end arrives.
+    // Every step below is at least 5 s from a boundary.
+    let m = 1_700_000_040i64; // 2023-11-14T22:14:00Z, a minute start
+    let frames: Vec<(&str, i64)> = vec![
+        ("a", m + 1),
+        ("b", m + 2),
+        ("c", m + 10),
+        ("x", m + 70),  // watermark m+65: minute m is final, version 1: a b c
+        ("d", m + 20),  // late within grace
+        ("y", m + 75),  // the watermark moves: version 2: a b c d
+        ("e", m + 40),  // late within grace
+        ("f", m + 50),  // late within grace
+        ("z", m + 80),  // version 3: a b c d e f
+        ("w", m + 130), // watermark m+125: minute m+60 final (x y z), minute m past grace
+        ("g", m + 55),  // later than end + grace: rejected as late
+        ("h", m + 100), // late for minute m+60, within its grace
+        ("v", m + 140), // version 2 of minute m+60: x y z h
+    ]; // end of input: minute m+120 (w v), version 1
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grace.json");
+    let owned: Vec<(String, i64)> = frames.iter().map(|(u, t)| (u.to_string(), *t)).collect();
+    write_frames(&file, &owned);
+    let rejects_path = dir.path().join("rejects.jsonl");
+    let o = run(&[
+        "count",
+        "--format",
+        "json",
+        "--lateness",
+        "5s",
+        "--grace",
+        "60s",
+        // Trust the first frame at once (not the median of the first 16), and the
+        // 60 s steps below: the stream's time is exactly the newest ts.
+        "--confirm",
+        "1",
+        "--max-ahead",
+        "1h",
+        "--rejects",
+        rejects_path.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The expected sequence, with each version's window computed by the reference
+    // calendar from the frames it holds.
+    let accepted = |lines: &[usize]| -> Vec<(String, i64)> {
+        lines.iter().map(|&i| owned[i - 1].clone()).collect()
+    };
+    let expected: Vec<(&[usize], u64)> = vec![
+        (&[1, 2, 3], 1),
+        (&[1, 2, 3, 5], 2),
+        (&[1, 2, 3, 5, 7, 8], 3),
+        (&[4, 6, 9], 1),
+        (&[4, 6, 9, 12], 2),
+        (&[10, 13], 1),
+    ];
+    // (window, start, end, unique users, frames, version), in output order.
+    let want: Vec<(String, String, String, u64, u64, u64)> = expected
+        .iter()
+        .map(|(lines, version)| {
+            let w = common::expected_windows(&accepted(lines), &[Granularity::Minute], "UTC");
+            assert_eq!(w.len(), 1, "one window per step");
+            let ((window, start), w) = w.into_iter().next().unwrap();
+            (window, start, w.end, w.unique_users, w.frames, *version)
+        })
+        .collect();
+    let got: Vec<(String, String, String, u64, u64, u64)> = records(&o.stdout)
+        .iter()
+        .map(|v| {
+            assert_eq!(v["final"], true, "{v}");
+            (
+                v["window"].as_str().unwrap().to_string(),
+                v["start"].as_str().unwrap().to_string(),
+                v["end"].as_str().unwrap().to_string(),
+                v["unique_users"].as_u64().unwrap(),
+                v["frames"].as_u64().unwrap(),
+                v["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let rejected = rejects(&rejects_path);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        (rejected[0]["reason"].as_str(), rejected[0]["line"].as_u64()),
+        (Some("late"), Some(11))
+    );
+    let s = summary(&o);
+    assert_eq!(
+        (s.read, s.counted, s.late, s.windows, s.corrections),
+        (13, 12, 1, 3, 3),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn grace_on_a_disordered_stream_follows_the_documented_rules() {
+    // Frames up to 60 s late, lateness 5 s, grace 20 s, minute and hour windows, over
+    // an hour boundary: some late frames correct their windows, others come after
+    // the grace and are rejected as late (for the minute, some for the hour too).
+    let cfg = GenConfig {
+        frames: 40_000,
+        rate: 50.0,
+        users: 3000,
+        start: 1_700_002_500,
+        seed: 23,
+        disorder: 0.2,
+        max_delay: 60,
+        ..GenConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = gen_file(
+        dir.path(),
+        "late.json",
+        &[
+            "--frames",
+            "40000",
+            "--rate",
+            "50",
+            "--users",
+            "3000",
+            "--start",
+            "1700002500",
+            "--seed",
+            "23",
+            "--disorder",
+            "0.2",
+            "--max-delay",
+            "60",
+        ],
+    );
+    let rejects_path = dir.path().join("rejects.jsonl");
+    let o = run(&[
+        "count",
+        "--format",
+        "json",
+        "--windows",
+        "minute,hour",
+        "--lateness",
+        "5s",
+        "--grace",
+        "20s",
+        "--rejects",
+        rejects_path.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The documented rules (README, "When is a window emitted?"), applied to the
+    // generator's truth: the watermark is the highest ts seen so far minus the
+    // lateness; a window is final once the watermark reaches its end, and a frame
+    // is late for it once the watermark reaches its end plus the grace.
+    let (lateness, grace) = (5i64, 20i64);
+    let frames = common::valid_frames(&cfg);
+    assert_eq!(frames.len(), 40_000);
+    let grans = [Granularity::Minute, Granularity::Hour];
+    let cal = common::reference_windows("UTC", &grans, frames.iter().map(|f| f.1));
+    let bounds = |g: Granularity, ts: i64| -> (String, i64) {
+        let (start, end) = &cal[&(g, ts)];
+        let end: jiff::Timestamp = end.parse().unwrap();
+        (start.clone(), end.as_second())
+    };
+    // Per granularity, the frames that count; per window, those before it was final.
+    let mut accepted: HashMap<Granularity, Vec<(String, i64)>> = HashMap::new();
+    let mut before_final: HashMap<Granularity, Vec<(String, i64)>> = HashMap::new();
+    let mut late_lines = Vec::new();
+    let mut counted = 0u64;
+    let mut newest = i64::MIN;
+    for (i, (uid, ts)) in frames.iter().enumerate() {
+        let watermark = newest.saturating_sub(lateness);
+        let mut missed = 0;
+        for g in grans {
+            let (_, end) = bounds(g, *ts);
+            if end + grace <= watermark {
+                missed += 1;
+            } else {
+                accepted.entry(g).or_default().push((uid.clone(), *ts));
+            }
+            if end > watermark {
+                before_final.entry(g).or_default().push((uid.clone(), *ts));
+            }
+        }
+        if missed > 0 {
+            late_lines.push(i as u64 + 1);
+        }
+        if missed < grans.len() {
+            counted += 1;
+        }
+        newest = newest.max(*ts);
+    }
+    // Each granularity's windows over the frames that count for it, and over those
+    // that arrived before the window was final (its first version).
+    let per_granularity = |frames: &HashMap<Granularity, Vec<(String, i64)>>| {
+        let mut m = BTreeMap::new();
+        for g in grans {
+            m.extend(common::expected_windows(&frames[&g], &[g], "UTC"));
+        }
+        m
+    };
+    let want = per_granularity(&accepted);
+    let first_versions = per_granularity(&before_final);
+
+    let got = versions_per_window(&o.stdout);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    let mut corrections = 0;
+    for (k, versions) in &got {
+        let field = |v: &Value, f: &str| v[f].as_u64().unwrap();
+        // Versions 1, 2, 3…: each correction is the previous version + 1, and adds
+        // frames (it is only emitted for new frames).
+        for (i, v) in versions.iter().enumerate() {
+            assert_eq!(field(v, "version"), i as u64 + 1, "{k:?}: {versions:?}");
+            if i > 0 {
+                let prev = &versions[i - 1];
+                assert!(
+                    field(v, "frames") > field(prev, "frames")
+                        && field(v, "unique_users") >= field(prev, "unique_users"),
+                    "{k:?}: {versions:?}"
+                );
+            }
+            assert_eq!(v["end"].as_str().unwrap(), want[k].end, "{k:?}");
+        }
+        corrections += versions.len() - 1;
+        // The highest version is the reference over every frame that counts.
+        let last = versions.last().unwrap();
+        assert_eq!(
+            (field(last, "unique_users"), field(last, "frames")),
+            (want[k].unique_users, want[k].frames),
+            "{k:?}: {versions:?}"
+        );
+        // The first version holds what arrived before the window was final (a window
+        // whose first frame came after that has no such version).
+        if let Some(first) = first_versions.get(k) {
+            assert_eq!(
+                (
+                    field(&versions[0], "unique_users"),
+                    field(&versions[0], "frames")
+                ),
+                (first.unique_users, first.frames),
+                "{k:?}: {versions:?}"
+            );
+        }
+    }
+    println!(
+        "{} windows, {corrections} corrections, {} frames late",
+        got.len(),
+        late_lines.len()
+    );
+    assert!(
+        corrections >= 5,
+        "the stream exercises corrections: {corrections}"
+    );
+    assert!(
+        late_lines.len() >= 5,
+        "and frames after the grace: {}",
+        late_lines.len()
+    );
+
+    // Rejected as late: exactly the frames after the grace of one of their windows.
+    let rejected = rejects(&rejects_path);
+    let mut got_late: Vec<u64> = rejected
+        .iter()
+        .map(|r| {
+            assert_eq!(r["reason"], "late", "{r}");
+            r["line"].as_u64().unwrap()
+        })
+        .collect();
+    got_late.sort_unstable();
+    assert_eq!(got_late, late_lines);
+    let s = summary(&o);
+    assert_eq!(
+        (
+            s.read,
+            s.counted,
+            s.rejected,
+            s.late,
+            s.outliers,
+            s.corrections
+        ),
+        (
+            40_000,
+            counted,
+            0,
+            late_lines.len() as u64,
+            0,
+            corrections as u64
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
