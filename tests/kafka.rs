@@ -193,6 +193,8 @@ fn a_clean_stop_resumes_from_committed_offsets() {
 
     // A live run over the first half, stopped with SIGTERM once it has published.
     produce(&b, "frames", &first);
+    let first_ends = end_offsets(&b, "frames", 4);
+    assert_eq!(first_ends.iter().sum::<i64>(), 12_000);
     let mut live = cardinal()
         .args([
             "run",
@@ -231,8 +233,52 @@ fn a_clean_stop_resumes_from_committed_offsets() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The second half, then a backfill from the committed offsets of the same group.
+    // What the stop committed, read back from the broker: some progress on every
+    // partition (a minute was final, and every partition holds frames of it, so
+    // every partition moved), and never past what was there to read.
+    let committed_at_stop: Vec<i64> = (0..4)
+        .map(|p| {
+            committed(&b, "resume", "frames", p)
+                .unwrap_or_else(|| panic!("nothing committed on partition {p}"))
+        })
+        .collect();
+    for p in 0..4 {
+        assert!(
+            committed_at_stop[p] > 0 && committed_at_stop[p] <= first_ends[p],
+            "partition {p}: committed {committed_at_stop:?}, ends {first_ends:?}"
+        );
+    }
+    // Frames of a minute that was never emitted are not committed. (A live run emits
+    // its last minute only after 35 s without frames, far longer than this one ran
+    // after its first result, but a machine slow enough to get there has emitted
+    // every window and may commit everything.)
+    let last_ts = cardinal::generator::FrameGen::new(&cfg)
+        .take(12_000)
+        .filter_map(|f| match f.truth {
+            cardinal::generator::Truth::Valid { ts, .. } => Some(ts),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    let emitted_last_minute = (first_result.clone() + &String::from_utf8_lossy(&out.stdout))
+        .lines()
+        .any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let end: jiff::Timestamp = v["end"].as_str().unwrap().parse().unwrap();
+            end.as_second() > last_ts
+        });
+    if !emitted_last_minute {
+        assert!(
+            committed_at_stop.iter().sum::<i64>() < 12_000,
+            "the last minute was still open: {committed_at_stop:?}"
+        );
+    }
+
+    // The second half, then a backfill from the committed offsets of the same group:
+    // it reads exactly from the committed offsets to the ends, and commits the ends.
     produce(&b, "frames", &second);
+    let ends = end_offsets(&b, "frames", 4);
+    assert_eq!(ends.iter().sum::<i64>(), 24_000);
     let o = ok(cardinal()
         .args([
             "run",
@@ -249,21 +295,44 @@ fn a_clean_stop_resumes_from_committed_offsets() {
         .output()
         .unwrap());
     let summary = String::from_utf8_lossy(&o.stderr);
-    let read: u64 = summary
+    let read: i64 = summary
         .lines()
         .find(|l| l.contains("frames read"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{summary}"));
-    assert!(
-        read < 24_000,
-        "resumed from committed offsets, not from the start: {summary}"
+    let unread: i64 = (0..4).map(|p| ends[p] - committed_at_stop[p]).sum();
+    assert_eq!(
+        read, unread,
+        "resumed from the committed offsets {committed_at_stop:?} to the ends {ends:?}: {summary}"
     );
-    assert!(read >= 12_000, "read at least the second half: {summary}");
+    let committed_at_end: Vec<Option<i64>> = (0..4)
+        .map(|p| committed(&b, "resume", "frames", p))
+        .collect();
+    assert_eq!(
+        committed_at_end,
+        ends.iter().map(|e| Some(*e)).collect::<Vec<_>>(),
+        "a finished backfill commits everything it read"
+    );
     assert_eq!(
         counts(&results_topic(&b, "results")),
         expected(&cfg, &[Granularity::Minute])
     );
+}
+
+/// The end (high watermark) offset of each of the first `partitions` of `topic`.
+fn end_offsets(b: &Broker, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
 }
 
 #[test]

@@ -1,13 +1,17 @@
 //! Helpers shared by the end-to-end tests: the binary, and exact answers computed
-//! from the generator's ground truth (independently of Cardinal's parser).
+//! independently of Cardinal: which frames are valid comes from the generator's
+//! ground truth (or from serde_json), and which window a timestamp falls in comes
+//! from a separate implementation of the calendar, in Python (`zoneinfo`), not from
+//! Cardinal's own `window` module.
 // Each test crate uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use cardinal::generator::{FrameGen, GenConfig, Truth};
-use cardinal::window::{Calendar, Granularity};
+use cardinal::window::Granularity;
 
 /// The binary under test. `CARDINAL_BIN` points the tests at another build, e.g.
 /// an older commit's, to watch a new test fail where the behaviour was wrong.
@@ -19,22 +23,186 @@ pub fn bin() -> String {
     std::env::var("CARDINAL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cardinal").to_string())
 }
 
-/// (window, start) -> unique users over the valid frames, in UTC.
+/// The reference calendar: for each timestamp on stdin, one line per granularity,
+/// `TS GRANULARITY START END`, with START and END formatted as Cardinal documents
+/// them (RFC 3339, `Z` in UTC, the zone's offset at that instant otherwise).
+///
+/// Written from the definitions, not from Cardinal's code: minutes and hours start
+/// where the local clock shows :00 (an hour keeps the offset it started with, so a
+/// DST fall-back has two 02:00 hours); days, ISO weeks (Monday), months and years
+/// start at the first instant of their first local date.
+const REFERENCE_CALENDAR: &str = r#"
+import sys
+from datetime import datetime, date, timedelta
+from zoneinfo import ZoneInfo
+
+name, grans = sys.argv[1], sys.argv[2].split(",")
+tz = ZoneInfo(name)
+utc = name in ("UTC", "Etc/UTC")
+
+formatted = {}
+def fmt(t):
+    if t not in formatted:
+        d = datetime.fromtimestamp(t, tz)
+        formatted[t] = d.strftime("%Y-%m-%dT%H:%M:%SZ") if utc else d.isoformat()
+    return formatted[t]
+
+midnights = {}
+def midnight(d):
+    # fold=0: an ambiguous local midnight is its first occurrence; a skipped one
+    # (a DST gap at 00:00) maps to the first instant of that day.
+    if d not in midnights:
+        midnights[d] = int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp())
+    return midnights[d]
+
+def bounds(g, t, local):
+    if g == "minute":
+        s = t - local.second
+        return s, s + 60
+    if g == "hour":
+        s = t - 60 * local.minute - local.second
+        return s, s + 3600
+    d = local.date()
+    if g == "day":
+        a, b = d, d + timedelta(days=1)
+    elif g == "week":
+        a = d - timedelta(days=d.weekday())
+        b = a + timedelta(days=7)
+    elif g == "month":
+        a = d.replace(day=1)
+        b = date(a.year + 1, 1, 1) if a.month == 12 else date(a.year, a.month + 1, 1)
+    elif g == "year":
+        a, b = date(d.year, 1, 1), date(d.year + 1, 1, 1)
+    else:
+        raise SystemExit("unknown granularity " + g)
+    return midnight(a), midnight(b)
+
+out = []
+for line in sys.stdin:
+    t = int(line)
+    local = datetime.fromtimestamp(t, tz)
+    for g in grans:
+        s, e = bounds(g, t, local)
+        out.append("%d %s %s %s" % (t, g, fmt(s), fmt(e)))
+sys.stdout.write("\n".join(out) + "\n")
+"#;
+
+/// (granularity, ts) -> (start, end) of the window containing `ts` in zone `tz`,
+/// from the reference calendar.
+pub fn reference_windows(
+    tz: &str,
+    grans: &[Granularity],
+    timestamps: impl IntoIterator<Item = i64>,
+) -> HashMap<(Granularity, i64), (String, String)> {
+    let ts: BTreeSet<i64> = timestamps.into_iter().collect();
+    let names: Vec<&str> = grans.iter().map(|g| g.name()).collect();
+    let mut child = Command::new("python3")
+        .args(["-c", REFERENCE_CALENDAR, tz, &names.join(",")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (with zoneinfo) computes the reference calendar");
+    let input: String = ts.iter().map(|t| format!("{t}\n")).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "the reference calendar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_name: HashMap<&str, Granularity> = grans.iter().map(|g| (g.name(), *g)).collect();
+    let mut windows = HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [t, g, start, end] = f[..] else {
+            panic!("reference calendar line {line:?}")
+        };
+        windows.insert(
+            (by_name[g], t.parse().unwrap()),
+            (start.to_string(), end.to_string()),
+        );
+    }
+    assert_eq!(windows.len(), ts.len() * grans.len());
+    windows
+}
+
+/// One window of the reference answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub end: String,
+    pub unique_users: u64,
+    pub frames: u64,
+}
+
+/// (window, start) -> the exact window over `frames` (uid, ts), in zone `tz`.
+pub fn expected_windows(
+    frames: &[(String, i64)],
+    grans: &[Granularity],
+    tz: &str,
+) -> BTreeMap<(String, String), Window> {
+    let cal = reference_windows(tz, grans, frames.iter().map(|f| f.1));
+    let mut acc: BTreeMap<(String, String), (String, HashSet<&str>, u64)> = BTreeMap::new();
+    for (uid, ts) in frames {
+        for g in grans {
+            let (start, end) = &cal[&(*g, *ts)];
+            let w = acc
+                .entry((g.name().to_string(), start.clone()))
+                .or_insert_with(|| (end.clone(), HashSet::new(), 0));
+            assert_eq!(&w.0, end, "one end per window");
+            w.1.insert(uid);
+            w.2 += 1;
+        }
+    }
+    acc.into_iter()
+        .map(|(k, (end, users, frames))| {
+            (
+                k,
+                Window {
+                    end,
+                    unique_users: users.len() as u64,
+                    frames,
+                },
+            )
+        })
+        .collect()
+}
+
+/// (window, start) -> unique users.
+pub fn unique_users(
+    windows: &BTreeMap<(String, String), Window>,
+) -> BTreeMap<(String, String), u64> {
+    windows
+        .iter()
+        .map(|(k, w)| (k.clone(), w.unique_users))
+        .collect()
+}
+
+/// The generator's valid frames, (uid, ts), in order.
+pub fn valid_frames(cfg: &GenConfig) -> Vec<(String, i64)> {
+    FrameGen::new(cfg)
+        .filter_map(|f| match f.truth {
+            Truth::Valid { uid, ts } => Some((uid, ts)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (window, start) -> unique users over the generator's valid frames, in zone `tz`.
+pub fn expected_from_truth_in(
+    cfg: &GenConfig,
+    grans: &[Granularity],
+    tz: &str,
+) -> BTreeMap<(String, String), u64> {
+    unique_users(&expected_windows(&valid_frames(cfg), grans, tz))
+}
+
+/// (window, start) -> unique users over the generator's valid frames, in UTC.
 pub fn expected_from_truth(
     cfg: &GenConfig,
     grans: &[Granularity],
 ) -> BTreeMap<(String, String), u64> {
-    let cal = Calendar::utc();
-    let mut sets: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
-    for f in FrameGen::new(cfg) {
-        if let Truth::Valid { uid, ts } = f.truth {
-            for g in grans {
-                let w = cal.window(*g, ts);
-                sets.entry((g.name().to_string(), cal.format(w.start)))
-                    .or_default()
-                    .insert(uid.clone());
-            }
-        }
-    }
-    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+    expected_from_truth_in(cfg, grans, "UTC")
 }
