@@ -19,6 +19,9 @@ if ! command -v stunnel4 >/dev/null; then
     exit 1
   fi
 fi
+# The tests' reference calendar is Python's zoneinfo, which needs time-zone data.
+python3 -c 'import zoneinfo; zoneinfo.ZoneInfo("Europe/Zurich")' 2>/dev/null \
+  || python3 -m pip install --quiet tzdata
 # Benchmarks are compiled, not run: their figures belong in the README, not in CI.
 cargo build --locked --benches
 cargo test --locked
