@@ -1,0 +1,483 @@
+//! The fast path: one validating pass over 64-byte blocks, in the style of
+//! simdjson's stage 1, where the grammar check (its stage 2) is also done with
+//! bit operations on whole blocks rather than token by token.
+//!
+//! [`classify`](super::classify) turns each block into bit masks (quotes,
+//! backslashes, whitespace, structurals, digits, ...). From those, with carries
+//! from block to block:
+//! - strings: escaped characters (simdjson's odd-backslash trick), then the inside
+//!   of strings by prefix XOR of the unescaped quotes; no control characters in
+//!   them, only valid escapes, four hex digits after each `\u`;
+//! - tokens: structurals outside strings, opening quotes, and the first byte of
+//!   every scalar; control characters outside strings other than whitespace are
+//!   errors;
+//! - numbers: each run that starts with a digit or `-` is checked against the
+//!   number grammar with shifted masks (what may follow a digit, a `.`, an
+//!   exponent, a sign; one `.` and one exponent; no leading zero); literals are
+//!   rare and compared byte by byte;
+//! - nesting: the brackets are walked one at a time, without branches, with a
+//!   one-bit-per-level stack: they must match, and the walk says which positions
+//!   are directly in an object and which directly in the root;
+//! - grammar: every token but the root's `{` follows exactly one other token, and
+//!   the kind of that one (after `{`, after `[`, after `:` or an array's `,`,
+//!   after an object's `,`, after a key, after a value) says what it may be. For
+//!   each kind, one addition runs a carry from each such token over the gap to the
+//!   next token (see [`next_token`]), so all successors are checked at once;
+//! - root keys: keys directly in the root that read `"uid"` or `"ts"` (found with
+//!   look-ahead compares), or that may spell them with escapes (decoded then).
+//!
+//! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
+//! baseline; AVX2 (with carry-less multiply) is used when the CPU has it.
+//!
+//! The answer is `None` unless the line is one valid JSON object, at most 64 levels
+//! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
+//! the verdict, with the exact error.
+
+use super::classify::{Avx2, Isa, Masks, Sse2};
+use super::{Frame, ParseError, RootKey, extract, string_end};
+
+pub(super) fn parse(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+        // SAFETY: the features were just detected.
+        unsafe { parse_avx2(line) }
+    } else {
+        parse_sse2(line)
+    }
+}
+
+#[target_feature(enable = "avx2,pclmulqdq")]
+pub(super) unsafe fn parse_avx2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    // SAFETY: the caller checked the features; the body is inlined with them enabled.
+    unsafe { parse_with::<Avx2>(line) }
+}
+
+pub(super) fn parse_sse2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    // SAFETY: SSE2 is baseline on x86_64.
+    unsafe { parse_with::<Sse2>(line) }
+}
+
+/// What is carried from one block to the next.
+#[derive(Default)]
+struct Carry {
+    /// All ones while a string spans the block boundary.
+    in_string: u64,
+    prev_escaped: u64,
+    /// The previous block's masks, for checks that look one to four bytes back.
+    unicode_escapes: u64,
+    scalar: u64,
+    digits: u64,
+    exps: u64,
+    puncts: u64,
+    minus_starts: u64,
+    zero_starts: u64,
+    /// 1 when a number runs on into this block.
+    number: u64,
+    // `next_token` carries.
+    after_dot: u64,
+    after_exp: u64,
+    after_open: u64,
+    after_comma: u64,
+    after_colon: u64,
+    after_key: u64,
+    after_value: u64,
+}
+
+/// The container stack, one bit per level (1 for an object).
+#[derive(Default)]
+struct Nesting {
+    stack: u64,
+    depth: i64,
+    deepest: i64,
+    /// Whether the innermost container is an object, and whether it is the root.
+    in_object: u64,
+    at_root: u64,
+    /// 1 once the root object is closed.
+    closed: u64,
+    errors: u64,
+}
+
+/// For each token start in `from` (a subset of `tokens`), the start of the token
+/// that follows it. Adding `from << 1` to the gaps runs a carry from each source
+/// over the gap after it, and the carry stops at the next token. `pending` carries
+/// a source still waiting for its successor into the next block.
+#[inline(always)]
+fn next_token(from: u64, tokens: u64, pending: &mut u64) -> u64 {
+    let (sum, overflow) = (!tokens).overflowing_add(from << 1 | *pending);
+    *pending = from >> 63 | u64::from(overflow);
+    sum & tokens
+}
+
+/// Bits of characters escaped by a backslash (simdjson's odd-run trick).
+#[inline(always)]
+fn escaped(backslash: u64, prev_escaped: &mut u64) -> u64 {
+    let backslash = backslash & !*prev_escaped;
+    let follows_escape = (backslash << 1) | *prev_escaped;
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let odd_starts = backslash & !EVEN & !follows_escape;
+    let (seq_even, overflow) = odd_starts.overflowing_add(backslash);
+    let invert = seq_even << 1;
+    *prev_escaped = overflow as u64;
+    (EVEN ^ invert) & follows_escape
+}
+
+/// `x` moved one byte on, with the previous block's last bit coming in.
+#[inline(always)]
+fn shifted(x: u64, prev: u64) -> u64 {
+    x << 1 | prev >> 63
+}
+
+/// The line, readable 64 bytes past any position up to its end: the last bytes
+/// are copied into a buffer padded with spaces (which add no structure).
+struct Padded<'a> {
+    line: &'a [u8],
+    start: usize,
+    tail: [u8; 256],
+}
+
+impl<'a> Padded<'a> {
+    fn new(line: &'a [u8]) -> Padded<'a> {
+        let start = line.len().saturating_sub(128);
+        let mut tail = [b' '; 256];
+        tail[..line.len() - start].copy_from_slice(&line[start..]);
+        Padded { line, start, tail }
+    }
+
+    /// 64 readable bytes from `at`, for `at` up to the line's length plus 64.
+    #[inline(always)]
+    fn at(&self, at: usize) -> *const u8 {
+        if at + 64 <= self.line.len() {
+            // SAFETY: in bounds, just checked.
+            unsafe { self.line.as_ptr().add(at) }
+        } else {
+            // SAFETY: `at >= len - 63 >= start`, and `at - start + 64 <= 256`.
+            unsafe { self.tail.as_ptr().add(at - self.start) }
+        }
+    }
+
+    #[inline(always)]
+    fn u64_at(&self, at: usize) -> u64 {
+        // SAFETY: see `at`.
+        unsafe { (self.at(at) as *const u64).read_unaligned() }
+    }
+}
+
+/// Root keys, by the position of their opening quote, checked in batches.
+struct RootKeys {
+    at: [u32; 256],
+    len: usize,
+    uid_at: Option<usize>,
+    ts_at: Option<usize>,
+    uids: u32,
+    tss: u32,
+}
+
+impl RootKeys {
+    /// Appends the bits of `keys` as positions: four stores without a branch,
+    /// since most blocks have fewer keys.
+    #[inline(always)]
+    fn push(&mut self, pos: usize, keys: u64) {
+        let mut k = keys;
+        let n = keys.count_ones() as usize;
+        for i in 0..4 {
+            self.at[self.len + i] = (pos as u32).wrapping_add(k.trailing_zeros());
+            k &= k.wrapping_sub(1);
+        }
+        let mut i = 4;
+        while k != 0 {
+            self.at[self.len + i] = (pos as u32).wrapping_add(k.trailing_zeros());
+            k &= k - 1;
+            i += 1;
+        }
+        self.len += n;
+    }
+
+    /// Looks at each key: `"uid"` and `"ts"`, or a spelling with `\u` escapes
+    /// that could still be one of them (rare, decoded then).
+    fn check(&mut self, line: &Padded<'_>) {
+        const UID: u64 = u32::from_le_bytes(*b"uid\"") as u64;
+        const TS: u64 = u32::from_le_bytes(*b"ts\"\0") as u64;
+        for i in 0..self.len {
+            let at = self.at[i] as usize;
+            let w = line.u64_at(at + 1);
+            let b = w.to_le_bytes();
+            let uid = w & 0xFFFF_FFFF == UID;
+            let ts = w & 0xFF_FFFF == TS;
+            let esc = |k: usize| b[k] == b'\\' && b[k + 1] == b'u';
+            let escaped = esc(0)
+                | ((b[0] == b'u') | (b[0] == b't')) & esc(1)
+                | (b[0] == b'u') & (b[1] == b'i') & esc(2);
+            if uid | ts | escaped {
+                self.note(line.line, at, uid, ts);
+            }
+        }
+        self.len = 0;
+    }
+
+    #[cold]
+    fn note(&mut self, line: &[u8], at: usize, uid: bool, ts: bool) {
+        let (key, end) = if uid {
+            (RootKey::Uid, at + 4)
+        } else if ts {
+            (RootKey::Ts, at + 3)
+        } else {
+            match string_end(line, at + 1) {
+                Some(end) => (RootKey::classify(&line[at + 1..end]), end),
+                None => (RootKey::Other, at),
+            }
+        };
+        // Past the colon (the grammar check makes sure it is there).
+        let mut i = skip_ws(line, end + 1);
+        if line.get(i) == Some(&b':') {
+            i = skip_ws(line, i + 1);
+        }
+        let i = i.min(line.len().saturating_sub(1));
+        match key {
+            RootKey::Uid => {
+                self.uids += 1;
+                self.uid_at.get_or_insert(i);
+            }
+            RootKey::Ts => {
+                self.tss += 1;
+                self.ts_at.get_or_insert(i);
+            }
+            RootKey::Other => {}
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    // Leading whitespace, then the root's `{`: anything else is for the scalar
+    // parser to name (empty, not an object).
+    if line.get(skip_ws(line, 0)) != Some(&b'{') || simdutf8::basic::from_utf8(line).is_err() {
+        return None;
+    }
+    let padded = Padded::new(line);
+    let mut c = Carry::default();
+    let mut n = Nesting::default();
+    let mut root = RootKeys {
+        at: [0; 256],
+        len: 0,
+        uid_at: None,
+        ts_at: None,
+        uids: 0,
+        tss: 0,
+    };
+    // Every check ORs its offending bits in here; the verdict waits for the end.
+    let mut errors: u64 = 0;
+    let mut pos = 0;
+    while pos < line.len() {
+        let block = padded.at(pos);
+        // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
+        let m = unsafe { I::classify(block) };
+
+        // Strings: from each opening quote up to, not including, its closing quote.
+        let esc = escaped(m.backslash, &mut c.prev_escaped);
+        let quotes = m.quote & !esc;
+        // SAFETY: as above.
+        let strings = unsafe { I::prefix_xor(quotes) } ^ c.in_string;
+        c.in_string = ((strings as i64) >> 63) as u64;
+        // Control characters: never in a string, only whitespace outside. After a
+        // backslash, only `"\/bfnrtu`; after `\u` (the escapable byte with bits
+        // 0x01 and 0x40), four hex digits.
+        errors |= m.ctrl & (strings | !m.ws) | esc & !m.escape;
+        let ue = esc & m.bit0 & m.bit6;
+        let p = c.unicode_escapes;
+        let need_hex =
+            ue << 1 | ue << 2 | ue << 3 | ue << 4 | p >> 63 | p >> 62 | p >> 61 | p >> 60;
+        errors |= need_hex & !m.hex;
+        c.unicode_escapes = ue;
+
+        // Tokens: structurals outside strings, strings by their opening quote,
+        // scalars by their first byte. Bits 0x01 and 0x02 tell the structurals
+        // apart: `,` 00, `:` 10, `{[` 11, `}]` 01.
+        let outside = !strings;
+        let strs = quotes & strings;
+        let scalar = !(m.op | m.ws | strings | quotes);
+        let scalars = scalar & !shifted(scalar, c.scalar);
+        c.scalar = scalar;
+        let ops = m.op & outside;
+        let colons = ops & !m.bit0 & m.bit1;
+        let commas = ops & !m.bit0 & !m.bit1;
+        let opens = ops & m.bit0 & m.bit1;
+        let closes = ops & m.bit0 & !m.bit1;
+        let tokens = ops | strs | scalars;
+
+        // Numbers and literals.
+        let minus = m.punct & !m.bit6 & m.bit0 & !m.bit1;
+        let starts = scalars & (m.digit | minus);
+        errors |= check_numbers(&m, scalar, starts, minus, &mut c);
+        let mut literals = scalars & !starts;
+        while literals != 0 {
+            errors |= u64::from(!literal_ok(line, pos + literals.trailing_zeros() as usize));
+            literals &= literals - 1;
+        }
+
+        // Nesting, and nothing after the root object.
+        let nothing_before = 0u64.wrapping_sub(n.closed);
+        let (in_object, at_root, root_end) = nest(&mut n, opens | closes, block);
+        // Whether each position is directly in an object, before the bracket at that
+        // position, if any, takes effect.
+        // SAFETY: as above.
+        let in_object = shifted(
+            unsafe { I::prefix_xor(in_object.0) } ^ in_object.1,
+            in_object.1,
+        );
+        // SAFETY: as above.
+        let at_root = unsafe { I::prefix_xor(at_root.0) } ^ at_root.1;
+        errors |= tokens & (nothing_before | !(root_end << 1).wrapping_sub(1));
+
+        // What may follow each kind of token. In an object, after `{` or `,`
+        // comes a key, and only keys are followed by `:`.
+        let values = strs | scalars | opens;
+        let after_open = next_token(opens, tokens, &mut c.after_open);
+        let after_comma = next_token(commas, tokens, &mut c.after_comma);
+        let after_colon = next_token(colons, tokens, &mut c.after_colon);
+        let keys = (after_open | after_comma) & in_object & strs;
+        let after_key = next_token(keys, tokens, &mut c.after_key);
+        let value_ends = (strs & !keys) | scalars | closes;
+        let after_value = next_token(value_ends, tokens, &mut c.after_value);
+        let member = (in_object & strs) | (!in_object & values);
+        errors |= after_open & !(member | closes)
+            | after_comma & !member
+            | after_colon & !values
+            | after_key & !colons
+            | after_value & !(commas | closes);
+
+        let root_keys = keys & at_root;
+        root.push(pos, root_keys);
+        if root.len > 256 - 64 {
+            root.check(&padded);
+        }
+        pos += 64;
+    }
+    root.check(&padded);
+    if errors | n.errors | c.in_string != 0
+        || n.closed == 0
+        || n.deepest > 64
+        || root.uids > 1
+        || root.tss > 1
+    {
+        return None;
+    }
+    Some(extract(line, root.uid_at, root.ts_at))
+}
+
+/// The number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, on every
+/// scalar run that starts with a digit or `-`, all at once. Returns error bits.
+/// Bits 0x01, 0x02 and 0x40 tell the punctuation apart: `eE` have 0x40, `.` has
+/// neither 0x40 nor 0x01, `+` `-` have 0x01 and differ in 0x02.
+#[inline(always)]
+fn check_numbers(m: &Masks, scalar: u64, starts: u64, minus: u64, c: &mut Carry) -> u64 {
+    // Fill each number run from its first byte to its last: the carry of the
+    // addition runs through the run.
+    let (sum, o1) = scalar.overflowing_add(starts);
+    let (sum, o2) = sum.overflowing_add(c.number);
+    c.number = u64::from(o1 | o2);
+    let number = (sum ^ scalar) & scalar;
+    let punct = m.punct & number;
+    let exps = punct & m.bit6;
+    let dots = punct & !m.bit6 & !m.bit0;
+    let signs = punct & !m.bit6 & m.bit0;
+    let after_exp = shifted(exps, c.exps);
+    let zero_starts = ((starts & m.digit) | shifted(starts & minus, c.minus_starts)) & m.zero;
+    let mut errors = number & !(m.digit | m.punct)
+        // `.` and an exponent come after a digit, a sign after an exponent or
+        // (`-`) first,
+        | (dots | exps) & !shifted(m.digit, c.digits)
+        | signs & !(after_exp | (starts & minus))
+        // and is followed by a digit, but an exponent may be by a sign;
+        | shifted(punct, c.puncts) & !m.digit & !(after_exp & m.punct & !m.bit6 & m.bit0)
+        // the integer part has no leading zero.
+        | shifted(zero_starts, c.zero_starts) & m.digit;
+    // One `.` and one exponent, in that order: from each, the next of either
+    // (or the end of the number) must not be a `.`, nor an exponent after one.
+    let stops = dots | exps | !number;
+    errors |= next_token(dots, stops, &mut c.after_dot) & dots;
+    errors |= next_token(exps, stops, &mut c.after_exp) & (dots | exps);
+    c.digits = m.digit;
+    c.exps = exps;
+    c.puncts = punct;
+    c.minus_starts = starts & minus;
+    c.zero_starts = zero_starts;
+    errors
+}
+
+/// Walks the brackets of a block with the container stack. Returns, as toggle
+/// bits plus the value at the block's start, whether each position is directly in
+/// an object and directly in the root; and the bit of the root's closing brace,
+/// if it is in this block.
+#[inline(always)]
+fn nest(n: &mut Nesting, brackets: u64, block: *const u8) -> ((u64, u64), (u64, u64), u64) {
+    let start_object = 0u64.wrapping_sub(n.in_object);
+    let start_root = 0u64.wrapping_sub(n.at_root);
+    let mut t = (0, 0, 0);
+    let mut b = brackets;
+    // Most blocks have a few brackets: those steps run without a branch.
+    for _ in 0..4 {
+        nest_step(n, &mut b, block, &mut t);
+    }
+    while b != 0 {
+        nest_step(n, &mut b, block, &mut t);
+    }
+    ((t.0, start_object), (t.1, start_root), t.2)
+}
+
+/// One bracket, the lowest in `b`, or nothing if `b` is empty.
+#[inline(always)]
+fn nest_step(n: &mut Nesting, b: &mut u64, block: *const u8, t: &mut (u64, u64, u64)) {
+    let valid = u64::from(*b != 0);
+    let bit = b.trailing_zeros() & 63;
+    // SAFETY: the block is 64 readable bytes.
+    let c = unsafe { *block.add(bit as usize) };
+    // `{[` have bit 0x02, `}]` not; `{}` have bit 0x20, `[]` not.
+    let open = u64::from((c >> 1) & 1);
+    let object = u64::from((c >> 5) & 1);
+    // A bracket after the root closed, or a close that does not match.
+    n.errors |= valid & (n.closed | (!open & (n.stack ^ object) & 1));
+    let stack = if open == 1 {
+        n.stack << 1 | object
+    } else {
+        n.stack >> 1
+    };
+    n.stack = if valid == 1 { stack } else { n.stack };
+    n.depth += (valid * (2 * open)) as i64 - valid as i64;
+    n.deepest = n.deepest.max(n.depth);
+    let in_object = n.stack & 1;
+    let at_root = u64::from(n.depth == 1);
+    let ended = valid & u64::from(n.depth == 0);
+    t.0 |= (in_object ^ n.in_object) << bit;
+    t.1 |= (at_root ^ n.at_root) << bit;
+    t.2 |= ended << bit;
+    n.in_object = in_object;
+    n.at_root = at_root;
+    n.closed |= ended;
+    *b &= b.wrapping_sub(1);
+}
+
+#[inline(always)]
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A scalar starting at `at` that is not a number must be `true`, `false` or
+/// `null`, followed by a byte that ends a scalar.
+#[inline(never)]
+fn literal_ok(line: &[u8], at: usize) -> bool {
+    let word: &[u8] = match line[at] {
+        b't' => b"true",
+        b'f' => b"false",
+        b'n' => b"null",
+        _ => return false,
+    };
+    line.get(at..at + word.len()) == Some(word)
+        && line.get(at + word.len()).is_none_or(|&b| {
+            matches!(
+                b,
+                b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+            )
+        })
+}
