@@ -31,6 +31,8 @@ pub(super) struct Masks {
     /// A character that may follow a backslash: `"\/bfnrtu`.
     pub escape: u64,
     pub hex: u64,
+    /// `u`, `t` or `\`: how a root key that may be `uid` or `ts` starts.
+    pub key_start: u64,
 }
 
 /// How to classify a block and take a prefix XOR, per instruction set.
@@ -101,6 +103,7 @@ impl Isa for Sse2 {
                 m.punct |= bits(punct);
                 m.escape |= bits(escape);
                 m.hex |= bits(or(digit, in_range(folded, b'a', 6)));
+                m.key_start |= bits(or(or(eq(v, b'u'), eq(v, b't')), eq(v, b'\\')));
             }
             m
         }
@@ -209,6 +212,7 @@ impl Isa for Avx2 {
                         mm!(punct),
                         !mm!(not_escape),
                         mm!(or!(digit, in_range!(folded, b'a', 6))),
+                        mm!(or!(or!(eq!(v, b'u'), eq!(v, b't')), eq!(v, b'\\'))),
                     ]
                 }};
             }
@@ -229,6 +233,7 @@ impl Isa for Avx2 {
                 punct: m(10),
                 escape: m(11),
                 hex: m(12),
+                key_start: m(13),
             }
         }
     }

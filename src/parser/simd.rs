@@ -33,6 +33,8 @@
 //! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
 //! the verdict, with the exact error.
 
+use std::mem::MaybeUninit;
+
 use super::classify::{Avx2, Isa, Masks, Sse2};
 use super::{Frame, ParseError, RootKey, extract, string_end};
 
@@ -75,11 +77,6 @@ struct Carry {
     // `next_token` carries.
     after_dot: u64,
     after_exp: u64,
-    after_open: u64,
-    after_comma: u64,
-    after_colon: u64,
-    after_key: u64,
-    after_value: u64,
 }
 
 /// The container stack, one bit per level (1 for an object).
@@ -91,8 +88,8 @@ struct Nesting {
     /// Whether the innermost container is an object, and whether it is the root.
     in_object: u64,
     at_root: u64,
-    /// 1 once the root object is closed.
-    closed: u64,
+    /// Where the root object closes, `usize::MAX` until it does.
+    root_end: usize,
     errors: u64,
 }
 
@@ -163,7 +160,8 @@ impl<'a> Padded<'a> {
 
 /// Root keys, by the position of their opening quote, checked in batches.
 struct RootKeys {
-    at: [u32; 256],
+    /// Only the first `len` entries are initialized.
+    at: [MaybeUninit<u32>; 256],
     len: usize,
     uid_at: Option<usize>,
     ts_at: Option<usize>,
@@ -176,19 +174,7 @@ impl RootKeys {
     /// since most blocks have fewer keys.
     #[inline(always)]
     fn push(&mut self, pos: usize, keys: u64) {
-        let mut k = keys;
-        let n = keys.count_ones() as usize;
-        for i in 0..4 {
-            self.at[self.len + i] = (pos as u32).wrapping_add(k.trailing_zeros());
-            k &= k.wrapping_sub(1);
-        }
-        let mut i = 4;
-        while k != 0 {
-            self.at[self.len + i] = (pos as u32).wrapping_add(k.trailing_zeros());
-            k &= k - 1;
-            i += 1;
-        }
-        self.len += n;
+        push_bits(&mut self.at, &mut self.len, pos, keys);
     }
 
     /// Looks at each key: `"uid"` and `"ts"`, or a spelling with `\u` escapes
@@ -197,7 +183,8 @@ impl RootKeys {
         const UID: u64 = u32::from_le_bytes(*b"uid\"") as u64;
         const TS: u64 = u32::from_le_bytes(*b"ts\"\0") as u64;
         for i in 0..self.len {
-            let at = self.at[i] as usize;
+            // SAFETY: `push` wrote every entry below `len`.
+            let at = unsafe { self.at[i].assume_init() } as usize;
             let w = line.u64_at(at + 1);
             let b = w.to_le_bytes();
             let uid = w & 0xFFFF_FFFF == UID;
@@ -245,6 +232,24 @@ impl RootKeys {
     }
 }
 
+/// Blocks per window: a window is classified, then its brackets walked, then its
+/// grammar checked, each in a loop of its own (fewer live values, no branchy walk
+/// interleaved with the bit arithmetic).
+const WINDOW: usize = 32;
+
+/// What the first pass keeps of each block for the third.
+#[derive(Clone, Copy, Default)]
+struct Tokens {
+    all: u64,
+    strings: u64,
+    scalars: u64,
+    colons: u64,
+    commas: u64,
+    opens: u64,
+    closes: u64,
+    key_start: u64,
+}
+
 #[inline(always)]
 unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
     // Leading whitespace, then the root's `{`: anything else is for the scalar
@@ -254,9 +259,13 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
     }
     let padded = Padded::new(line);
     let mut c = Carry::default();
-    let mut n = Nesting::default();
+    let mut g = GrammarCarry::default();
+    let mut n = Nesting {
+        root_end: usize::MAX,
+        ..Nesting::default()
+    };
     let mut root = RootKeys {
-        at: [0; 256],
+        at: [MaybeUninit::uninit(); 256],
         len: 0,
         uid_at: None,
         ts_at: None,
@@ -265,95 +274,42 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
     };
     // Every check ORs its offending bits in here; the verdict waits for the end.
     let mut errors: u64 = 0;
-    let mut pos = 0;
-    while pos < line.len() {
-        let block = padded.at(pos);
-        // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
-        let m = unsafe { I::classify(block) };
-
-        // Strings: from each opening quote up to, not including, its closing quote.
-        let esc = escaped(m.backslash, &mut c.prev_escaped);
-        let quotes = m.quote & !esc;
-        // SAFETY: as above.
-        let strings = unsafe { I::prefix_xor(quotes) } ^ c.in_string;
-        c.in_string = ((strings as i64) >> 63) as u64;
-        // Control characters: never in a string, only whitespace outside. After a
-        // backslash, only `"\/bfnrtu`; after `\u` (the escapable byte with bits
-        // 0x01 and 0x40), four hex digits.
-        errors |= m.ctrl & (strings | !m.ws) | esc & !m.escape;
-        let ue = esc & m.bit0 & m.bit6;
-        let p = c.unicode_escapes;
-        let need_hex =
-            ue << 1 | ue << 2 | ue << 3 | ue << 4 | p >> 63 | p >> 62 | p >> 61 | p >> 60;
-        errors |= need_hex & !m.hex;
-        c.unicode_escapes = ue;
-
-        // Tokens: structurals outside strings, strings by their opening quote,
-        // scalars by their first byte. Bits 0x01 and 0x02 tell the structurals
-        // apart: `,` 00, `:` 10, `{[` 11, `}]` 01.
-        let outside = !strings;
-        let strs = quotes & strings;
-        let scalar = !(m.op | m.ws | strings | quotes);
-        let scalars = scalar & !shifted(scalar, c.scalar);
-        c.scalar = scalar;
-        let ops = m.op & outside;
-        let colons = ops & !m.bit0 & m.bit1;
-        let commas = ops & !m.bit0 & !m.bit1;
-        let opens = ops & m.bit0 & m.bit1;
-        let closes = ops & m.bit0 & !m.bit1;
-        let tokens = ops | strs | scalars;
-
-        // Numbers and literals.
-        let minus = m.punct & !m.bit6 & m.bit0 & !m.bit1;
-        let starts = scalars & (m.digit | minus);
-        errors |= check_numbers(&m, scalar, starts, minus, &mut c);
-        let mut literals = scalars & !starts;
-        while literals != 0 {
-            errors |= u64::from(!literal_ok(line, pos + literals.trailing_zeros() as usize));
-            literals &= literals - 1;
+    let mut tokens = [Tokens::default(); WINDOW];
+    let mut toggles = [(0u64, 0u64); WINDOW];
+    // Only the first `bracket_count` entries are ever read, after being written:
+    // no need to clear 8 KB for every frame.
+    let mut brackets = [MaybeUninit::<u32>::uninit(); WINDOW * 64 + 8];
+    let mut window = 0;
+    while window < line.len() {
+        let blocks = (line.len() - window).div_ceil(64).min(WINDOW);
+        let mut bracket_count = 0;
+        for (k, t) in tokens[..blocks].iter_mut().enumerate() {
+            let pos = window + 64 * k;
+            // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
+            *t = unsafe { scan_block::<I>(&padded, pos, &mut c, &mut errors) };
+            push_bits(&mut brackets, &mut bracket_count, pos, t.opens | t.closes);
         }
-
-        // Nesting, and nothing after the root object.
-        let nothing_before = 0u64.wrapping_sub(n.closed);
-        let (in_object, at_root, root_end) = nest(&mut n, opens | closes, block);
-        // Whether each position is directly in an object, before the bracket at that
-        // position, if any, takes effect.
-        // SAFETY: as above.
-        let in_object = shifted(
-            unsafe { I::prefix_xor(in_object.0) } ^ in_object.1,
-            in_object.1,
-        );
-        // SAFETY: as above.
-        let at_root = unsafe { I::prefix_xor(at_root.0) } ^ at_root.1;
-        errors |= tokens & (nothing_before | !(root_end << 1).wrapping_sub(1));
-
-        // What may follow each kind of token. In an object, after `{` or `,`
-        // comes a key, and only keys are followed by `:`.
-        let values = strs | scalars | opens;
-        let after_open = next_token(opens, tokens, &mut c.after_open);
-        let after_comma = next_token(commas, tokens, &mut c.after_comma);
-        let after_colon = next_token(colons, tokens, &mut c.after_colon);
-        let keys = (after_open | after_comma) & in_object & strs;
-        let after_key = next_token(keys, tokens, &mut c.after_key);
-        let value_ends = (strs & !keys) | scalars | closes;
-        let after_value = next_token(value_ends, tokens, &mut c.after_value);
-        let member = (in_object & strs) | (!in_object & values);
-        errors |= after_open & !(member | closes)
-            | after_comma & !member
-            | after_colon & !values
-            | after_key & !colons
-            | after_value & !(commas | closes);
-
-        let root_keys = keys & at_root;
-        root.push(pos, root_keys);
-        if root.len > 256 - 64 {
-            root.check(&padded);
+        toggles[..blocks].fill((0, 0));
+        for at in &brackets[..bracket_count] {
+            // SAFETY: `push_bits` wrote every entry below `bracket_count`.
+            let at = unsafe { at.assume_init() } as usize;
+            n.step(line, at, window, &mut toggles);
         }
-        pos += 64;
+        for k in 0..blocks {
+            let pos = window + 64 * k;
+            // SAFETY: as above.
+            let (e, root_keys) = unsafe { grammar::<I>(&tokens[k], toggles[k], pos, &n, &mut g) };
+            errors |= e;
+            root.push(pos, root_keys);
+            if root.len > 256 - 64 {
+                root.check(&padded);
+            }
+        }
+        window += blocks * 64;
     }
     root.check(&padded);
     if errors | n.errors | c.in_string != 0
-        || n.closed == 0
+        || n.root_end == usize::MAX
         || n.deepest > 64
         || root.uids > 1
         || root.tss > 1
@@ -361,6 +317,144 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
         return None;
     }
     Some(extract(line, root.uid_at, root.ts_at))
+}
+
+/// Appends the positions of the bits of `bits` to `out`: four stores without a
+/// branch, since most blocks have fewer.
+#[inline(always)]
+fn push_bits(out: &mut [MaybeUninit<u32>], len: &mut usize, pos: usize, bits: u64) {
+    let mut b = bits;
+    for i in 0..4 {
+        out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
+        b &= b.wrapping_sub(1);
+    }
+    let mut i = 4;
+    while b != 0 {
+        out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
+        b &= b - 1;
+        i += 1;
+    }
+    *len += bits.count_ones() as usize;
+}
+
+/// First pass over a block: strings, escapes, control characters, tokens,
+/// numbers and literals.
+#[inline(always)]
+unsafe fn scan_block<I: Isa>(
+    padded: &Padded<'_>,
+    pos: usize,
+    c: &mut Carry,
+    errors: &mut u64,
+) -> Tokens {
+    // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
+    let m = unsafe { I::classify(padded.at(pos)) };
+
+    // Strings: from each opening quote up to, not including, its closing quote.
+    let esc = escaped(m.backslash, &mut c.prev_escaped);
+    let quotes = m.quote & !esc;
+    // SAFETY: as above.
+    let strings = unsafe { I::prefix_xor(quotes) } ^ c.in_string;
+    c.in_string = ((strings as i64) >> 63) as u64;
+    // Control characters: never in a string, only whitespace outside. After a
+    // backslash, only `"\/bfnrtu`; after `\u` (the escapable byte with bits 0x01
+    // and 0x40), four hex digits.
+    let ue = esc & m.bit0 & m.bit6;
+    let p = c.unicode_escapes;
+    let need_hex = ue << 1 | ue << 2 | ue << 3 | ue << 4 | p >> 63 | p >> 62 | p >> 61 | p >> 60;
+    c.unicode_escapes = ue;
+    let mut e = m.ctrl & (strings | !m.ws) | esc & !m.escape | need_hex & !m.hex;
+
+    // Tokens: structurals outside strings, strings by their opening quote, scalars
+    // by their first byte. Bits 0x01 and 0x02 tell the structurals apart: `,` 00,
+    // `:` 10, `{[` 11, `}]` 01.
+    let strs = quotes & strings;
+    let scalar = !(m.op | m.ws | strings | quotes);
+    let scalars = scalar & !shifted(scalar, c.scalar);
+    c.scalar = scalar;
+    let ops = m.op & !strings;
+
+    // Numbers and literals.
+    let minus = m.punct & !m.bit6 & m.bit0 & !m.bit1;
+    let starts = scalars & (m.digit | minus);
+    e |= check_numbers(&m, scalar, starts, minus, c);
+    let mut literals = scalars & !starts;
+    while literals != 0 {
+        e |= u64::from(!literal_ok(
+            padded.line,
+            pos + literals.trailing_zeros() as usize,
+        ));
+        literals &= literals - 1;
+    }
+    *errors |= e;
+    Tokens {
+        all: ops | strs | scalars,
+        strings: strs,
+        scalars,
+        colons: ops & !m.bit0 & m.bit1,
+        commas: ops & !m.bit0 & !m.bit1,
+        opens: ops & m.bit0 & m.bit1,
+        closes: ops & m.bit0 & !m.bit1,
+        key_start: m.key_start,
+    }
+}
+
+/// `next_token` carries of the grammar pass, and where the previous block left
+/// the nesting masks.
+#[derive(Default)]
+struct GrammarCarry {
+    in_object: u64,
+    at_root: u64,
+    after_open: u64,
+    after_comma: u64,
+    after_colon: u64,
+    after_key: u64,
+    after_value: u64,
+}
+
+/// Third pass over a block: what may follow each kind of token. In an object,
+/// after `{` or `,` comes a key, and only keys are followed by `:`. Returns error
+/// bits and the keys directly in the root.
+#[inline(always)]
+unsafe fn grammar<I: Isa>(
+    t: &Tokens,
+    toggles: (u64, u64),
+    pos: usize,
+    n: &Nesting,
+    g: &mut GrammarCarry,
+) -> (u64, u64) {
+    // Whether each position is directly in an object (before the bracket at that
+    // position, if any, takes effect), and directly in the root.
+    // SAFETY: the caller's feature guarantee is forwarded.
+    let after = unsafe { I::prefix_xor(toggles.0) } ^ 0u64.wrapping_sub(g.in_object);
+    let in_object = shifted(after, 0u64.wrapping_sub(g.in_object));
+    g.in_object = after >> 63;
+    // SAFETY: as above.
+    let at_root = unsafe { I::prefix_xor(toggles.1) } ^ 0u64.wrapping_sub(g.at_root);
+    g.at_root = at_root >> 63;
+
+    let values = t.strings | t.scalars | t.opens;
+    let after_open = next_token(t.opens, t.all, &mut g.after_open);
+    let after_comma = next_token(t.commas, t.all, &mut g.after_comma);
+    let after_colon = next_token(t.colons, t.all, &mut g.after_colon);
+    let keys = (after_open | after_comma) & in_object & t.strings;
+    let after_key = next_token(keys, t.all, &mut g.after_key);
+    let value_ends = (t.strings & !keys) | t.scalars | t.closes;
+    let after_value = next_token(value_ends, t.all, &mut g.after_value);
+    let member = (in_object & t.strings) | (!in_object & values);
+    let mut errors = after_open & !(member | t.closes)
+        | after_comma & !member
+        | after_colon & !values
+        | after_key & !t.colons
+        | after_value & !(t.commas | t.closes);
+    // Nothing after the root object.
+    if n.root_end < pos + 64 {
+        let bit = n.root_end.saturating_sub(pos);
+        let after_root = if n.root_end < pos { !0 } else { !0 << bit << 1 };
+        errors |= t.all & after_root;
+    }
+    // Only keys whose first byte could begin `uid`, `ts` or an escape need a look
+    // (a key at the end of the block, whose first byte is in the next, always does).
+    (errors, keys & at_root & (t.key_start >> 1 | 1 << 63))
 }
 
 /// The number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, on every
@@ -403,56 +497,36 @@ fn check_numbers(m: &Masks, scalar: u64, starts: u64, minus: u64, c: &mut Carry)
     errors
 }
 
-/// Walks the brackets of a block with the container stack. Returns, as toggle
-/// bits plus the value at the block's start, whether each position is directly in
-/// an object and directly in the root; and the bit of the root's closing brace,
-/// if it is in this block.
-#[inline(always)]
-fn nest(n: &mut Nesting, brackets: u64, block: *const u8) -> ((u64, u64), (u64, u64), u64) {
-    let start_object = 0u64.wrapping_sub(n.in_object);
-    let start_root = 0u64.wrapping_sub(n.at_root);
-    let mut t = (0, 0, 0);
-    let mut b = brackets;
-    // Most blocks have a few brackets: those steps run without a branch.
-    for _ in 0..4 {
-        nest_step(n, &mut b, block, &mut t);
+impl Nesting {
+    /// The bracket at `at`, in the window starting at `window`: the stack, and the
+    /// toggles of `in_object` and `at_root` at its position. No branches.
+    #[inline(always)]
+    fn step(&mut self, line: &[u8], at: usize, window: usize, toggles: &mut [(u64, u64)]) {
+        let c = line[at];
+        // `{[` have bit 0x02, `}]` not; `{}` have bit 0x20, `[]` not.
+        let open = u64::from((c >> 1) & 1);
+        let object = u64::from((c >> 5) & 1);
+        // A bracket after the root closed, or a close that does not match.
+        let closed = u64::from(self.root_end != usize::MAX);
+        self.errors |= closed | (!open & (self.stack ^ object) & 1);
+        self.stack = if open == 1 {
+            self.stack << 1 | object
+        } else {
+            self.stack >> 1
+        };
+        self.depth += 2 * open as i64 - 1;
+        self.deepest = self.deepest.max(self.depth);
+        let in_object = self.stack & 1;
+        let at_root = u64::from(self.depth == 1);
+        let t = &mut toggles[(at - window) >> 6];
+        t.0 ^= (in_object ^ self.in_object) << (at & 63);
+        t.1 ^= (at_root ^ self.at_root) << (at & 63);
+        self.in_object = in_object;
+        self.at_root = at_root;
+        if self.depth == 0 {
+            self.root_end = self.root_end.min(at);
+        }
     }
-    while b != 0 {
-        nest_step(n, &mut b, block, &mut t);
-    }
-    ((t.0, start_object), (t.1, start_root), t.2)
-}
-
-/// One bracket, the lowest in `b`, or nothing if `b` is empty.
-#[inline(always)]
-fn nest_step(n: &mut Nesting, b: &mut u64, block: *const u8, t: &mut (u64, u64, u64)) {
-    let valid = u64::from(*b != 0);
-    let bit = b.trailing_zeros() & 63;
-    // SAFETY: the block is 64 readable bytes.
-    let c = unsafe { *block.add(bit as usize) };
-    // `{[` have bit 0x02, `}]` not; `{}` have bit 0x20, `[]` not.
-    let open = u64::from((c >> 1) & 1);
-    let object = u64::from((c >> 5) & 1);
-    // A bracket after the root closed, or a close that does not match.
-    n.errors |= valid & (n.closed | (!open & (n.stack ^ object) & 1));
-    let stack = if open == 1 {
-        n.stack << 1 | object
-    } else {
-        n.stack >> 1
-    };
-    n.stack = if valid == 1 { stack } else { n.stack };
-    n.depth += (valid * (2 * open)) as i64 - valid as i64;
-    n.deepest = n.deepest.max(n.depth);
-    let in_object = n.stack & 1;
-    let at_root = u64::from(n.depth == 1);
-    let ended = valid & u64::from(n.depth == 0);
-    t.0 |= (in_object ^ n.in_object) << bit;
-    t.1 |= (at_root ^ n.at_root) << bit;
-    t.2 |= ended << bit;
-    n.in_object = in_object;
-    n.at_root = at_root;
-    n.closed |= ended;
-    *b &= b.wrapping_sub(1);
 }
 
 #[inline(always)]
