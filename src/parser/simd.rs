@@ -39,7 +39,7 @@ use super::classify::{Avx2, Isa, Masks, Sse2};
 use super::{Frame, ParseError, RootKey, extract, string_end};
 
 pub(super) fn parse(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+    if has_avx2() {
         // SAFETY: the features were just detected.
         unsafe { parse_avx2(line) }
     } else {
@@ -47,7 +47,17 @@ pub(super) fn parse(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
     }
 }
 
-#[target_feature(enable = "avx2,pclmulqdq")]
+/// AVX2 with carry-less multiply, and the bit-manipulation instructions that come
+/// with them on every such CPU (`tzcnt`, `blsr`, `shlx`, `popcnt`).
+pub(super) fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("pclmulqdq")
+        && std::is_x86_feature_detected!("bmi1")
+        && std::is_x86_feature_detected!("bmi2")
+        && std::is_x86_feature_detected!("popcnt")
+}
+
+#[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
 pub(super) unsafe fn parse_avx2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
     // SAFETY: the caller checked the features; the body is inlined with them enabled.
     unsafe { parse_with::<Avx2>(line) }

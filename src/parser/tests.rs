@@ -523,7 +523,7 @@ mod paths {
     pub fn agree(line: &[u8]) -> Result<(), TestCaseError> {
         let want = scalar::parse(line);
         let mut fast = vec![("sse2", simd::parse_sse2(line))];
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+        if simd::has_avx2() {
             // SAFETY: the features were just detected.
             fast.push(("avx2", unsafe { simd::parse_avx2(line) }));
         }
@@ -596,7 +596,7 @@ fn fast_path_answers_for_generated_frames() {
             "{}",
             String::from_utf8_lossy(line)
         );
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("pclmulqdq") {
+        if simd::has_avx2() {
             // SAFETY: the features were just detected.
             let avx2 = unsafe { simd::parse_avx2(line) };
             assert!(avx2.is_some(), "{}", String::from_utf8_lossy(line));
