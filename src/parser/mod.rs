@@ -54,16 +54,20 @@
 //! # How
 //!
 //! There are two implementations of the same function. [`simd`] (x86_64) is the
-//! hot path: one pass over 64-byte blocks that classifies bytes with AVX2 (or SSE2),
-//! checks UTF-8 with `simdutf8`, escapes and control characters from the masks,
-//! and feeds each structural character and scalar start to a small grammar
-//! automaton, which validates numbers and literals and looks at root keys as it
-//! goes. [`scalar`] walks the bytes one at a time; it is the definition, the path
-//! on other architectures and for frames nested deeper than 64, and what reports
-//! every syntax error, so error offsets are exact and come from one place. The
-//! fast path answers only for a line it has fully validated; when anything is
-//! wrong (or a root key repeats) it hands the line to the scalar parser, so a
-//! malformed frame costs both passes.
+//! hot path: it classifies 64-byte blocks into bit masks with AVX2 (or SSE2), and
+//! checks strings, escapes, control characters, numbers, bracket matching and the
+//! token grammar with bit operations on whole blocks, UTF-8 with `simdutf8`.
+//! [`scalar`] walks the bytes one at a time; it is the definition, the path on
+//! other architectures and for frames nested deeper than 64, and what reports
+//! every rejection, so error offsets are exact and come from one place. The fast
+//! path answers only for a line it has fully validated; when anything is wrong (or
+//! a root key repeats) it hands the line to the scalar parser, so a malformed
+//! frame costs both. Both are checked against each other and against serde_json
+//! by `tests/fuzz_parser.rs`.
+//!
+//! Full validation costs throughput: on generated 2 KB frames the fast path runs
+//! at about a third of the speed of the earlier parser, which only matched
+//! brackets after finding `uid` and `ts` (see `cargo bench --bench parser`).
 
 use std::borrow::Cow;
 
@@ -71,6 +75,8 @@ use thiserror::Error;
 
 #[cfg(target_arch = "x86_64")]
 mod classify;
+#[cfg(target_arch = "x86_64")]
+mod root_keys;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod simd;

@@ -1,33 +1,35 @@
-//! The fast path: one validating pass over 64-byte blocks, in the style of
-//! simdjson's stage 1, where the grammar check (its stage 2) is also done with
-//! bit operations on whole blocks rather than token by token.
+//! The fast path: validation with bit operations on 64-byte blocks, in the style
+//! of simdjson's stage 1, where the grammar check (its stage 2) is also done on
+//! whole blocks of bits rather than token by token.
 //!
-//! [`classify`](super::classify) turns each block into bit masks (quotes,
-//! backslashes, whitespace, structurals, digits, ...). From those, with carries
-//! from block to block:
-//! - strings: escaped characters (simdjson's odd-backslash trick), then the inside
-//!   of strings by prefix XOR of the unescaped quotes; no control characters in
-//!   them, only valid escapes, four hex digits after each `\u`;
-//! - tokens: structurals outside strings, opening quotes, and the first byte of
-//!   every scalar; control characters outside strings other than whitespace are
-//!   errors;
-//! - numbers: each run that starts with a digit or `-` is checked against the
-//!   number grammar with shifted masks (what may follow a digit, a `.`, an
-//!   exponent, a sign; one `.` and one exponent; no leading zero); literals are
-//!   rare and compared byte by byte;
-//! - nesting: the brackets are walked one at a time, without branches, with a
-//!   one-bit-per-level stack: they must match, and the walk says which positions
-//!   are directly in an object and which directly in the root;
-//! - grammar: every token but the root's `{` follows exactly one other token, and
-//!   the kind of that one (after `{`, after `[`, after `:` or an array's `,`,
-//!   after an object's `,`, after a key, after a value) says what it may be. For
-//!   each kind, one addition runs a carry from each such token over the gap to the
-//!   next token (see [`next_token`]), so all successors are checked at once;
-//! - root keys: keys directly in the root that read `"uid"` or `"ts"` (found with
-//!   look-ahead compares), or that may spell them with escapes (decoded then).
+//! A line is taken in windows of up to 32 blocks, in three passes each:
+//! 1. [`scan_block`]: [`classify`](super::classify) turns the block into bit
+//!    masks (quotes, backslashes, whitespace, structurals, digits, ...), and,
+//!    with carries from block to block, come:
+//!    - strings: the escaped characters (simdjson's odd-backslash trick), then the
+//!      inside of strings by prefix XOR of the other quotes; no control characters
+//!      there, only valid escapes, four hex digits after each `\u`;
+//!    - tokens: structurals outside strings, strings by their opening quote,
+//!      scalars by their first byte; control characters other than whitespace
+//!      outside strings are errors;
+//!    - numbers: every run that starts with a digit or `-` is checked against the
+//!      number grammar all at once, with shifted masks; literals are rare and
+//!      compared byte by byte.
+//! 2. [`Nesting::step`]: the brackets, one at a time but without branches, with a
+//!    one-bit-per-level stack: they must match, and where the innermost container
+//!    changes between object and array, or enters or leaves the root, is noted.
+//! 3. [`grammar`]: every token but the root's `{` follows exactly one other, and
+//!    what kind that one is (`{` or `[`, `:`, `,`, a key, a value) says what the
+//!    token may be. For each kind, one addition runs a carry from each such token
+//!    over the gap to the next token ([`next_token`]), so that all successors are
+//!    checked at once.
+//!
+//! Keys directly in the root whose first byte is `u`, `t` or `\` are listed, and
+//! after the last window each is compared with `"uid"` and `"ts"`, or decoded if
+//! it uses `\u` escapes early enough to spell either.
 //!
 //! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
-//! baseline; AVX2 (with carry-less multiply) is used when the CPU has it.
+//! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it.
 //!
 //! The answer is `None` unless the line is one valid JSON object, at most 64 levels
 //! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
@@ -36,7 +38,8 @@
 use std::mem::MaybeUninit;
 
 use super::classify::{Avx2, Isa, Masks, Sse2};
-use super::{Frame, ParseError, RootKey, extract, string_end};
+use super::root_keys::{Padded, RootKeys};
+use super::{Frame, ParseError, extract};
 
 pub(super) fn parse(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
     if has_avx2() {
@@ -133,115 +136,6 @@ fn shifted(x: u64, prev: u64) -> u64 {
     x << 1 | prev >> 63
 }
 
-/// The line, readable 64 bytes past any position up to its end: the last bytes
-/// are copied into a buffer padded with spaces (which add no structure).
-struct Padded<'a> {
-    line: &'a [u8],
-    start: usize,
-    tail: [u8; 256],
-}
-
-impl<'a> Padded<'a> {
-    fn new(line: &'a [u8]) -> Padded<'a> {
-        let start = line.len().saturating_sub(128);
-        let mut tail = [b' '; 256];
-        tail[..line.len() - start].copy_from_slice(&line[start..]);
-        Padded { line, start, tail }
-    }
-
-    /// 64 readable bytes from `at`, for `at` up to the line's length plus 64.
-    #[inline(always)]
-    fn at(&self, at: usize) -> *const u8 {
-        if at + 64 <= self.line.len() {
-            // SAFETY: in bounds, just checked.
-            unsafe { self.line.as_ptr().add(at) }
-        } else {
-            // SAFETY: `at >= len - 63 >= start`, and `at - start + 64 <= 256`.
-            unsafe { self.tail.as_ptr().add(at - self.start) }
-        }
-    }
-
-    #[inline(always)]
-    fn u64_at(&self, at: usize) -> u64 {
-        // SAFETY: see `at`.
-        unsafe { (self.at(at) as *const u64).read_unaligned() }
-    }
-}
-
-/// Root keys, by the position of their opening quote, checked in batches.
-struct RootKeys {
-    /// Only the first `len` entries are initialized.
-    at: [MaybeUninit<u32>; 256],
-    len: usize,
-    uid_at: Option<usize>,
-    ts_at: Option<usize>,
-    uids: u32,
-    tss: u32,
-}
-
-impl RootKeys {
-    /// Appends the bits of `keys` as positions: four stores without a branch,
-    /// since most blocks have fewer keys.
-    #[inline(always)]
-    fn push(&mut self, pos: usize, keys: u64) {
-        push_bits(&mut self.at, &mut self.len, pos, keys);
-    }
-
-    /// Looks at each key: `"uid"` and `"ts"`, or a spelling with `\u` escapes
-    /// that could still be one of them (rare, decoded then).
-    fn check(&mut self, line: &Padded<'_>) {
-        const UID: u64 = u32::from_le_bytes(*b"uid\"") as u64;
-        const TS: u64 = u32::from_le_bytes(*b"ts\"\0") as u64;
-        for i in 0..self.len {
-            // SAFETY: `push` wrote every entry below `len`.
-            let at = unsafe { self.at[i].assume_init() } as usize;
-            let w = line.u64_at(at + 1);
-            let b = w.to_le_bytes();
-            let uid = w & 0xFFFF_FFFF == UID;
-            let ts = w & 0xFF_FFFF == TS;
-            let esc = |k: usize| b[k] == b'\\' && b[k + 1] == b'u';
-            let escaped = esc(0)
-                | ((b[0] == b'u') | (b[0] == b't')) & esc(1)
-                | (b[0] == b'u') & (b[1] == b'i') & esc(2);
-            if uid | ts | escaped {
-                self.note(line.line, at, uid, ts);
-            }
-        }
-        self.len = 0;
-    }
-
-    #[cold]
-    fn note(&mut self, line: &[u8], at: usize, uid: bool, ts: bool) {
-        let (key, end) = if uid {
-            (RootKey::Uid, at + 4)
-        } else if ts {
-            (RootKey::Ts, at + 3)
-        } else {
-            match string_end(line, at + 1) {
-                Some(end) => (RootKey::classify(&line[at + 1..end]), end),
-                None => (RootKey::Other, at),
-            }
-        };
-        // Past the colon (the grammar check makes sure it is there).
-        let mut i = skip_ws(line, end + 1);
-        if line.get(i) == Some(&b':') {
-            i = skip_ws(line, i + 1);
-        }
-        let i = i.min(line.len().saturating_sub(1));
-        match key {
-            RootKey::Uid => {
-                self.uids += 1;
-                self.uid_at.get_or_insert(i);
-            }
-            RootKey::Ts => {
-                self.tss += 1;
-                self.ts_at.get_or_insert(i);
-            }
-            RootKey::Other => {}
-        }
-    }
-}
-
 /// Blocks per window: a window is classified, then its brackets walked, then its
 /// grammar checked, each in a loop of its own (fewer live values, no branchy walk
 /// interleaved with the bit arithmetic).
@@ -332,7 +226,7 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
 /// Appends the positions of the bits of `bits` to `out`: four stores without a
 /// branch, since most blocks have fewer.
 #[inline(always)]
-fn push_bits(out: &mut [MaybeUninit<u32>], len: &mut usize, pos: usize, bits: u64) {
+pub(super) fn push_bits(out: &mut [MaybeUninit<u32>], len: &mut usize, pos: usize, bits: u64) {
     let mut b = bits;
     for i in 0..4 {
         out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
@@ -540,7 +434,7 @@ impl Nesting {
 }
 
 #[inline(always)]
-fn skip_ws(line: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_ws(line: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
         i += 1;
     }
