@@ -1,0 +1,250 @@
+//! Byte classification of 64-byte blocks into bit masks, one bit per byte, with
+//! SSE2 (the x86_64 baseline) or AVX2. Everything else in the fast path works on
+//! these masks.
+//!
+//! Each mask costs a movemask per 32 (or 16) bytes, the scarcest resource here, so
+//! there are few: besides the character classes, three raw bits of each byte tell
+//! the structurals apart (`:` `,` `{[` `}]`) and the punctuation of numbers
+//! (`.` `+` `-` `eE`), and the backslash escapes `\u` from `\/`.
+
+use std::arch::x86_64::*;
+
+/// One bit per byte of a block.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Masks {
+    pub quote: u64,
+    pub backslash: u64,
+    /// Space, tab, line feed, carriage return.
+    pub ws: u64,
+    /// Below 0x20.
+    pub ctrl: u64,
+    /// `{}[]:,` (and, from the AVX2 table, the control characters 0x0C and 0x1A).
+    pub op: u64,
+    /// Bits 0x01, 0x02 and 0x40 of each byte.
+    pub bit0: u64,
+    pub bit1: u64,
+    pub bit6: u64,
+    pub digit: u64,
+    pub zero: u64,
+    /// `.`, `+`, `-`, `e`, `E`.
+    pub punct: u64,
+    /// A character that may follow a backslash: `"\/bfnrtu`.
+    pub escape: u64,
+    pub hex: u64,
+    /// `u`, `t` or `\`: how a root key that may be `uid` or `ts` starts.
+    pub key_start: u64,
+}
+
+/// How to classify a block and take a prefix XOR, per instruction set.
+pub(super) trait Isa {
+    /// `block` must be readable for 64 bytes.
+    unsafe fn classify(block: *const u8) -> Masks;
+    unsafe fn prefix_xor(x: u64) -> u64;
+}
+
+/// Hides where a mask came from. Without it, LLVM sees the movemasks as vectors of
+/// booleans and carries the bit arithmetic that follows into the vector domain,
+/// where it scalarizes it byte by byte: several times slower.
+#[inline(always)]
+fn opaque(mut x: u64) -> u64 {
+    // SAFETY: an empty instruction template; the value goes through unchanged.
+    unsafe {
+        std::arch::asm!("/* {0} */", inout(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
+    x
+}
+
+pub(super) struct Sse2;
+pub(super) struct Avx2;
+
+impl Isa for Sse2 {
+    #[inline(always)]
+    unsafe fn classify(block: *const u8) -> Masks {
+        // SAFETY: SSE2 is baseline on x86_64; the caller guarantees 64 readable bytes.
+        unsafe {
+            let splat = |c: u8| _mm_set1_epi8(c as i8);
+            let eq = |v, c: u8| _mm_cmpeq_epi8(v, splat(c));
+            let or = |a, b| _mm_or_si128(a, b);
+            let in_range = |v, lo: u8, len: u8| {
+                let x = _mm_sub_epi8(v, splat(lo));
+                _mm_cmpeq_epi8(_mm_min_epu8(x, splat(len - 1)), x)
+            };
+            let mut m = Masks::default();
+            for i in 0..4 {
+                let v = _mm_loadu_si128(block.add(i * 16) as *const __m128i);
+                let bits = |x: __m128i| opaque((_mm_movemask_epi8(x) as u16 as u64) << (i * 16));
+                let folded = or(v, splat(0x20));
+                let digit = in_range(v, b'0', 10);
+                let escape = [b'"', b'\\', b'/', b'b', b'f', b'n', b'r', b't', b'u']
+                    .iter()
+                    .fold(_mm_setzero_si128(), |acc, &c| or(acc, eq(v, c)));
+                let punct = or(
+                    or(eq(v, b'.'), eq(v, b'+')),
+                    or(eq(v, b'-'), eq(folded, b'e')),
+                );
+                let ops = or(
+                    or(eq(v, b':'), eq(v, b',')),
+                    or(eq(folded, b'{'), eq(folded, b'}')),
+                );
+                m.quote |= bits(eq(v, b'"'));
+                m.backslash |= bits(eq(v, b'\\'));
+                m.ws |= bits(or(
+                    or(eq(v, b' '), eq(v, b'\t')),
+                    or(eq(v, b'\n'), eq(v, b'\r')),
+                ));
+                m.ctrl |= bits(in_range(v, 0, 0x20));
+                m.op |= bits(ops);
+                // Shifting 16-bit lanes left by k brings each byte's bit 7-k to its top.
+                m.bit0 |= bits(_mm_slli_epi16(v, 7));
+                m.bit1 |= bits(_mm_slli_epi16(v, 6));
+                m.bit6 |= bits(_mm_slli_epi16(v, 1));
+                m.digit |= bits(digit);
+                m.zero |= bits(eq(v, b'0'));
+                m.punct |= bits(punct);
+                m.escape |= bits(escape);
+                m.hex |= bits(or(digit, in_range(folded, b'a', 6)));
+                m.key_start |= bits(or(or(eq(v, b'u'), eq(v, b't')), eq(v, b'\\')));
+            }
+            m
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn prefix_xor(mut x: u64) -> u64 {
+        x ^= x << 1;
+        x ^= x << 2;
+        x ^= x << 4;
+        x ^= x << 8;
+        x ^= x << 16;
+        x ^= x << 32;
+        x
+    }
+}
+
+impl Isa for Avx2 {
+    #[inline(always)]
+    unsafe fn classify(block: *const u8) -> Masks {
+        // SAFETY: only called from functions entered after feature detection; the
+        // caller guarantees 64 readable bytes.
+        unsafe {
+            // Macros rather than closures: a closure would not inherit the AVX2
+            // target feature, and its intrinsics would not be inlined.
+            macro_rules! splat {
+                ($c:expr) => {
+                    _mm256_set1_epi8($c as i8)
+                };
+            }
+            macro_rules! eq {
+                ($v:expr, $c:expr) => {
+                    _mm256_cmpeq_epi8($v, splat!($c))
+                };
+            }
+            macro_rules! or {
+                ($a:expr, $b:expr) => {
+                    _mm256_or_si256($a, $b)
+                };
+            }
+            macro_rules! in_range {
+                ($v:expr, $lo:expr, $len:expr) => {{
+                    let x = _mm256_sub_epi8($v, splat!($lo));
+                    _mm256_cmpeq_epi8(_mm256_min_epu8(x, splat!($len - 1)), x)
+                }};
+            }
+            macro_rules! mm {
+                ($x:expr) => {
+                    opaque(_mm256_movemask_epi8($x) as u32 as u64)
+                };
+            }
+            // simdjson's tables: a byte is whitespace iff it equals the entry at its
+            // low nibble (bytes >= 0x80 look up 0), and an operator iff, with bit
+            // 0x20 set, it equals its entry in the second table. The latter also
+            // takes 0x0C and 0x1A for `,` and `:`: control characters, an error
+            // wherever they are.
+            let ws_table = _mm256_setr_epi8(
+                32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100, //
+                32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100,
+            );
+            let op_table = _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0, //
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0,
+            );
+            // Escapable characters by nibble: a byte is one iff the entries at its
+            // low and high nibbles share a bit (1: high nibble 2, `"` `/`; 2: high
+            // 5, `\`; 4: high 6, `b` `f` `n`; 8: high 7, `r` `t` `u`).
+            let esc_low = _mm256_setr_epi8(
+                0, 0, 13, 0, 8, 8, 4, 0, 0, 0, 0, 0, 2, 0, 4, 1, //
+                0, 0, 13, 0, 8, 8, 4, 0, 0, 0, 0, 0, 2, 0, 4, 1,
+            );
+            let esc_high = _mm256_setr_epi8(
+                0, 0, 1, 0, 0, 2, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0, //
+                0, 0, 1, 0, 0, 2, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0,
+            );
+            macro_rules! half {
+                ($off:expr) => {{
+                    let v = _mm256_loadu_si256(block.add($off) as *const __m256i);
+                    let folded = or!(v, splat!(0x20));
+                    let digit = in_range!(v, b'0', 10);
+                    let high = _mm256_and_si256(_mm256_srli_epi16(v, 4), splat!(0x0F));
+                    let not_escape = _mm256_cmpeq_epi8(
+                        _mm256_and_si256(
+                            _mm256_shuffle_epi8(esc_low, v),
+                            _mm256_shuffle_epi8(esc_high, high),
+                        ),
+                        _mm256_setzero_si256(),
+                    );
+                    let punct = or!(
+                        or!(eq!(v, b'.'), eq!(v, b'+')),
+                        or!(eq!(v, b'-'), eq!(folded, b'e'))
+                    );
+                    [
+                        mm!(eq!(v, b'"')),
+                        mm!(eq!(v, b'\\')),
+                        mm!(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(ws_table, v), v)),
+                        mm!(in_range!(v, 0, 0x20)),
+                        mm!(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(op_table, v), folded)),
+                        // Shifting 16-bit lanes left by k brings each byte's bit 7-k
+                        // to its top.
+                        mm!(_mm256_slli_epi16(v, 7)),
+                        mm!(_mm256_slli_epi16(v, 6)),
+                        mm!(_mm256_slli_epi16(v, 1)),
+                        mm!(digit),
+                        mm!(eq!(v, b'0')),
+                        mm!(punct),
+                        !mm!(not_escape),
+                        mm!(or!(digit, in_range!(folded, b'a', 6))),
+                        mm!(or!(or!(eq!(v, b'u'), eq!(v, b't')), eq!(v, b'\\'))),
+                    ]
+                }};
+            }
+            let lo = half!(0);
+            let hi = half!(32);
+            let m = |i: usize| lo[i] & 0xFFFF_FFFF | hi[i] << 32;
+            Masks {
+                quote: m(0),
+                backslash: m(1),
+                ws: m(2),
+                ctrl: m(3),
+                op: m(4),
+                bit0: m(5),
+                bit1: m(6),
+                bit6: m(7),
+                digit: m(8),
+                zero: m(9),
+                punct: m(10),
+                escape: m(11),
+                hex: m(12),
+                key_start: m(13),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn prefix_xor(x: u64) -> u64 {
+        // SAFETY: as above; carry-less multiply by all ones is a prefix XOR.
+        unsafe {
+            let v = _mm_set_epi64x(0, x as i64);
+            let ones = _mm_set1_epi8(-1);
+            _mm_cvtsi128_si64(_mm_clmulepi64_si128(v, ones, 0)) as u64
+        }
+    }
+}

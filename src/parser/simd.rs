@@ -1,0 +1,461 @@
+//! The fast path: validation with bit operations on 64-byte blocks, in the style
+//! of simdjson's stage 1, where the grammar check (its stage 2) is also done on
+//! whole blocks of bits rather than token by token.
+//!
+//! A line is taken in windows of up to 32 blocks, in three passes each:
+//! 1. [`scan_block`]: [`classify`](super::classify) turns the block into bit
+//!    masks (quotes, backslashes, whitespace, structurals, digits, ...), and,
+//!    with carries from block to block, come:
+//!    - strings: the escaped characters (simdjson's odd-backslash trick), then the
+//!      inside of strings by prefix XOR of the other quotes; no control characters
+//!      there, only valid escapes, four hex digits after each `\u`;
+//!    - tokens: structurals outside strings, strings by their opening quote,
+//!      scalars by their first byte; control characters other than whitespace
+//!      outside strings are errors;
+//!    - numbers: every run that starts with a digit or `-` is checked against the
+//!      number grammar all at once, with shifted masks; literals are rare and
+//!      compared byte by byte.
+//! 2. [`Nesting::step`]: the brackets, one at a time but without branches, with a
+//!    one-bit-per-level stack: they must match, and where the innermost container
+//!    changes between object and array, or enters or leaves the root, is noted.
+//! 3. [`grammar`]: every token but the root's `{` follows exactly one other, and
+//!    what kind that one is (`{` or `[`, `:`, `,`, a key, a value) says what the
+//!    token may be. For each kind, one addition runs a carry from each such token
+//!    over the gap to the next token ([`next_token`]), so that all successors are
+//!    checked at once.
+//!
+//! Keys directly in the root whose first byte is `u`, `t` or `\` are listed, and
+//! after the last window each is compared with `"uid"` and `"ts"`, or decoded if
+//! it uses `\u` escapes early enough to spell either.
+//!
+//! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
+//! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it.
+//!
+//! The answer is `None` unless the line is one valid JSON object, at most 64 levels
+//! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
+//! the verdict, with the exact error.
+
+use std::mem::MaybeUninit;
+
+use super::classify::{Avx2, Isa, Masks, Sse2};
+use super::root_keys::{Padded, RootKeys};
+use super::{Frame, ParseError, extract};
+
+pub(super) fn parse(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    if has_avx2() {
+        // SAFETY: the features were just detected.
+        unsafe { parse_avx2(line) }
+    } else {
+        parse_sse2(line)
+    }
+}
+
+/// AVX2 with carry-less multiply, and the bit-manipulation instructions that come
+/// with them on every such CPU (`tzcnt`, `blsr`, `shlx`, `popcnt`).
+pub(super) fn has_avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("pclmulqdq")
+        && std::is_x86_feature_detected!("bmi1")
+        && std::is_x86_feature_detected!("bmi2")
+        && std::is_x86_feature_detected!("popcnt")
+}
+
+#[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
+pub(super) unsafe fn parse_avx2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    // SAFETY: the caller checked the features; the body is inlined with them enabled.
+    unsafe { parse_with::<Avx2>(line) }
+}
+
+pub(super) fn parse_sse2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    // SAFETY: SSE2 is baseline on x86_64.
+    unsafe { parse_with::<Sse2>(line) }
+}
+
+/// What is carried from one block to the next.
+#[derive(Default)]
+struct Carry {
+    /// All ones while a string spans the block boundary.
+    in_string: u64,
+    prev_escaped: u64,
+    /// The previous block's masks, for checks that look one to four bytes back.
+    unicode_escapes: u64,
+    scalar: u64,
+    digits: u64,
+    exps: u64,
+    puncts: u64,
+    minus_starts: u64,
+    zero_starts: u64,
+    /// 1 when a number runs on into this block.
+    number: u64,
+    // `next_token` carries.
+    after_dot: u64,
+    after_exp: u64,
+}
+
+/// The container stack, one bit per level (1 for an object).
+#[derive(Default)]
+struct Nesting {
+    stack: u64,
+    depth: i64,
+    deepest: i64,
+    /// Whether the innermost container is an object, and whether it is the root.
+    in_object: u64,
+    at_root: u64,
+    /// Where the root object closes, `usize::MAX` until it does.
+    root_end: usize,
+    errors: u64,
+}
+
+/// For each token start in `from` (a subset of `tokens`), the start of the token
+/// that follows it. Adding `from << 1` to the gaps runs a carry from each source
+/// over the gap after it, and the carry stops at the next token. `pending` carries
+/// a source still waiting for its successor into the next block.
+#[inline(always)]
+fn next_token(from: u64, tokens: u64, pending: &mut u64) -> u64 {
+    let (sum, overflow) = (!tokens).overflowing_add(from << 1 | *pending);
+    *pending = from >> 63 | u64::from(overflow);
+    sum & tokens
+}
+
+/// Bits of characters escaped by a backslash (simdjson's odd-run trick).
+#[inline(always)]
+fn escaped(backslash: u64, prev_escaped: &mut u64) -> u64 {
+    let backslash = backslash & !*prev_escaped;
+    let follows_escape = (backslash << 1) | *prev_escaped;
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let odd_starts = backslash & !EVEN & !follows_escape;
+    let (seq_even, overflow) = odd_starts.overflowing_add(backslash);
+    let invert = seq_even << 1;
+    *prev_escaped = overflow as u64;
+    (EVEN ^ invert) & follows_escape
+}
+
+/// `x` moved one byte on, with the previous block's last bit coming in.
+#[inline(always)]
+fn shifted(x: u64, prev: u64) -> u64 {
+    x << 1 | prev >> 63
+}
+
+/// Blocks per window: a window is classified, then its brackets walked, then its
+/// grammar checked, each in a loop of its own (fewer live values, no branchy walk
+/// interleaved with the bit arithmetic).
+const WINDOW: usize = 32;
+
+/// What the first pass keeps of each block for the third.
+#[derive(Clone, Copy, Default)]
+struct Tokens {
+    all: u64,
+    strings: u64,
+    scalars: u64,
+    colons: u64,
+    commas: u64,
+    opens: u64,
+    closes: u64,
+    key_start: u64,
+}
+
+#[inline(always)]
+unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+    // Leading whitespace, then the root's `{`: anything else is for the scalar
+    // parser to name (empty, not an object).
+    if line.get(skip_ws(line, 0)) != Some(&b'{') || simdutf8::basic::from_utf8(line).is_err() {
+        return None;
+    }
+    let padded = Padded::new(line);
+    let mut c = Carry::default();
+    let mut g = GrammarCarry::default();
+    let mut n = Nesting {
+        root_end: usize::MAX,
+        ..Nesting::default()
+    };
+    let mut root = RootKeys {
+        at: [MaybeUninit::uninit(); 256],
+        len: 0,
+        uid_at: None,
+        ts_at: None,
+        uids: 0,
+        tss: 0,
+    };
+    // Every check ORs its offending bits in here; the verdict waits for the end.
+    let mut errors: u64 = 0;
+    let mut tokens = [Tokens::default(); WINDOW];
+    let mut toggles = [(0u64, 0u64); WINDOW];
+    // Only the first `bracket_count` entries are ever read, after being written:
+    // no need to clear 8 KB for every frame.
+    let mut brackets = [MaybeUninit::<u32>::uninit(); WINDOW * 64 + 8];
+    let mut window = 0;
+    while window < line.len() {
+        let blocks = (line.len() - window).div_ceil(64).min(WINDOW);
+        let mut bracket_count = 0;
+        for (k, t) in tokens[..blocks].iter_mut().enumerate() {
+            let pos = window + 64 * k;
+            // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
+            *t = unsafe { scan_block::<I>(&padded, pos, &mut c, &mut errors) };
+            push_bits(&mut brackets, &mut bracket_count, pos, t.opens | t.closes);
+        }
+        toggles[..blocks].fill((0, 0));
+        for at in &brackets[..bracket_count] {
+            // SAFETY: `push_bits` wrote every entry below `bracket_count`.
+            let at = unsafe { at.assume_init() } as usize;
+            n.step(line, at, window, &mut toggles);
+        }
+        for k in 0..blocks {
+            let pos = window + 64 * k;
+            // SAFETY: as above.
+            let (e, root_keys) = unsafe { grammar::<I>(&tokens[k], toggles[k], pos, &n, &mut g) };
+            errors |= e;
+            root.push(pos, root_keys);
+            if root.len > 256 - 64 {
+                root.check(&padded);
+            }
+        }
+        window += blocks * 64;
+    }
+    root.check(&padded);
+    if errors | n.errors | c.in_string != 0
+        || n.root_end == usize::MAX
+        || n.deepest > 64
+        || root.uids > 1
+        || root.tss > 1
+    {
+        return None;
+    }
+    Some(extract(line, root.uid_at, root.ts_at))
+}
+
+/// Appends the positions of the bits of `bits` to `out`: four stores without a
+/// branch, since most blocks have fewer.
+#[inline(always)]
+pub(super) fn push_bits(out: &mut [MaybeUninit<u32>], len: &mut usize, pos: usize, bits: u64) {
+    let mut b = bits;
+    for i in 0..4 {
+        out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
+        b &= b.wrapping_sub(1);
+    }
+    let mut i = 4;
+    while b != 0 {
+        out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
+        b &= b - 1;
+        i += 1;
+    }
+    *len += bits.count_ones() as usize;
+}
+
+/// First pass over a block: strings, escapes, control characters, tokens,
+/// numbers and literals.
+#[inline(always)]
+unsafe fn scan_block<I: Isa>(
+    padded: &Padded<'_>,
+    pos: usize,
+    c: &mut Carry,
+    errors: &mut u64,
+) -> Tokens {
+    // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
+    let m = unsafe { I::classify(padded.at(pos)) };
+
+    // Strings: from each opening quote up to, not including, its closing quote.
+    let esc = escaped(m.backslash, &mut c.prev_escaped);
+    let quotes = m.quote & !esc;
+    // SAFETY: as above.
+    let strings = unsafe { I::prefix_xor(quotes) } ^ c.in_string;
+    c.in_string = ((strings as i64) >> 63) as u64;
+    // Control characters: never in a string, only whitespace outside. After a
+    // backslash, only `"\/bfnrtu`; after `\u` (the escapable byte with bits 0x01
+    // and 0x40), four hex digits.
+    let ue = esc & m.bit0 & m.bit6;
+    let p = c.unicode_escapes;
+    let need_hex = ue << 1 | ue << 2 | ue << 3 | ue << 4 | p >> 63 | p >> 62 | p >> 61 | p >> 60;
+    c.unicode_escapes = ue;
+    let mut e = m.ctrl & (strings | !m.ws) | esc & !m.escape | need_hex & !m.hex;
+
+    // Tokens: structurals outside strings, strings by their opening quote, scalars
+    // by their first byte. Bits 0x01 and 0x02 tell the structurals apart: `,` 00,
+    // `:` 10, `{[` 11, `}]` 01.
+    let strs = quotes & strings;
+    let scalar = !(m.op | m.ws | strings | quotes);
+    let scalars = scalar & !shifted(scalar, c.scalar);
+    c.scalar = scalar;
+    let ops = m.op & !strings;
+
+    // Numbers and literals.
+    let minus = m.punct & !m.bit6 & m.bit0 & !m.bit1;
+    let starts = scalars & (m.digit | minus);
+    e |= check_numbers(&m, scalar, starts, minus, c);
+    let mut literals = scalars & !starts;
+    while literals != 0 {
+        e |= u64::from(!literal_ok(
+            padded.line,
+            pos + literals.trailing_zeros() as usize,
+        ));
+        literals &= literals - 1;
+    }
+    *errors |= e;
+    Tokens {
+        all: ops | strs | scalars,
+        strings: strs,
+        scalars,
+        colons: ops & !m.bit0 & m.bit1,
+        commas: ops & !m.bit0 & !m.bit1,
+        opens: ops & m.bit0 & m.bit1,
+        closes: ops & m.bit0 & !m.bit1,
+        key_start: m.key_start,
+    }
+}
+
+/// `next_token` carries of the grammar pass, and where the previous block left
+/// the nesting masks.
+#[derive(Default)]
+struct GrammarCarry {
+    in_object: u64,
+    at_root: u64,
+    after_open: u64,
+    after_comma: u64,
+    after_colon: u64,
+    after_key: u64,
+    after_value: u64,
+}
+
+/// Third pass over a block: what may follow each kind of token. In an object,
+/// after `{` or `,` comes a key, and only keys are followed by `:`. Returns error
+/// bits and the keys directly in the root.
+#[inline(always)]
+unsafe fn grammar<I: Isa>(
+    t: &Tokens,
+    toggles: (u64, u64),
+    pos: usize,
+    n: &Nesting,
+    g: &mut GrammarCarry,
+) -> (u64, u64) {
+    // Whether each position is directly in an object (before the bracket at that
+    // position, if any, takes effect), and directly in the root.
+    // SAFETY: the caller's feature guarantee is forwarded.
+    let after = unsafe { I::prefix_xor(toggles.0) } ^ 0u64.wrapping_sub(g.in_object);
+    let in_object = shifted(after, 0u64.wrapping_sub(g.in_object));
+    g.in_object = after >> 63;
+    // SAFETY: as above.
+    let at_root = unsafe { I::prefix_xor(toggles.1) } ^ 0u64.wrapping_sub(g.at_root);
+    g.at_root = at_root >> 63;
+
+    let values = t.strings | t.scalars | t.opens;
+    let after_open = next_token(t.opens, t.all, &mut g.after_open);
+    let after_comma = next_token(t.commas, t.all, &mut g.after_comma);
+    let after_colon = next_token(t.colons, t.all, &mut g.after_colon);
+    let keys = (after_open | after_comma) & in_object & t.strings;
+    let after_key = next_token(keys, t.all, &mut g.after_key);
+    let value_ends = (t.strings & !keys) | t.scalars | t.closes;
+    let after_value = next_token(value_ends, t.all, &mut g.after_value);
+    let member = (in_object & t.strings) | (!in_object & values);
+    let mut errors = after_open & !(member | t.closes)
+        | after_comma & !member
+        | after_colon & !values
+        | after_key & !t.colons
+        | after_value & !(t.commas | t.closes);
+    // Nothing after the root object.
+    if n.root_end < pos + 64 {
+        let bit = n.root_end.saturating_sub(pos);
+        let after_root = if n.root_end < pos { !0 } else { !0 << bit << 1 };
+        errors |= t.all & after_root;
+    }
+    // Only keys whose first byte could begin `uid`, `ts` or an escape need a look
+    // (a key at the end of the block, whose first byte is in the next, always does).
+    (errors, keys & at_root & (t.key_start >> 1 | 1 << 63))
+}
+
+/// The number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, on every
+/// scalar run that starts with a digit or `-`, all at once. Returns error bits.
+/// Bits 0x01, 0x02 and 0x40 tell the punctuation apart: `eE` have 0x40, `.` has
+/// neither 0x40 nor 0x01, `+` `-` have 0x01 and differ in 0x02.
+#[inline(always)]
+fn check_numbers(m: &Masks, scalar: u64, starts: u64, minus: u64, c: &mut Carry) -> u64 {
+    // Fill each number run from its first byte to its last: the carry of the
+    // addition runs through the run.
+    let (sum, o1) = scalar.overflowing_add(starts);
+    let (sum, o2) = sum.overflowing_add(c.number);
+    c.number = u64::from(o1 | o2);
+    let number = (sum ^ scalar) & scalar;
+    let punct = m.punct & number;
+    let exps = punct & m.bit6;
+    let dots = punct & !m.bit6 & !m.bit0;
+    let signs = punct & !m.bit6 & m.bit0;
+    let after_exp = shifted(exps, c.exps);
+    let zero_starts = ((starts & m.digit) | shifted(starts & minus, c.minus_starts)) & m.zero;
+    let mut errors = number & !(m.digit | m.punct)
+        // `.` and an exponent come after a digit, a sign after an exponent or
+        // (`-`) first,
+        | (dots | exps) & !shifted(m.digit, c.digits)
+        | signs & !(after_exp | (starts & minus))
+        // and is followed by a digit, but an exponent may be by a sign;
+        | shifted(punct, c.puncts) & !m.digit & !(after_exp & m.punct & !m.bit6 & m.bit0)
+        // the integer part has no leading zero.
+        | shifted(zero_starts, c.zero_starts) & m.digit;
+    // One `.` and one exponent, in that order: from each, the next of either
+    // (or the end of the number) must not be a `.`, nor an exponent after one.
+    let stops = dots | exps | !number;
+    errors |= next_token(dots, stops, &mut c.after_dot) & dots;
+    errors |= next_token(exps, stops, &mut c.after_exp) & (dots | exps);
+    c.digits = m.digit;
+    c.exps = exps;
+    c.puncts = punct;
+    c.minus_starts = starts & minus;
+    c.zero_starts = zero_starts;
+    errors
+}
+
+impl Nesting {
+    /// The bracket at `at`, in the window starting at `window`: the stack, and the
+    /// toggles of `in_object` and `at_root` at its position. No branches.
+    #[inline(always)]
+    fn step(&mut self, line: &[u8], at: usize, window: usize, toggles: &mut [(u64, u64)]) {
+        let c = line[at];
+        // `{[` have bit 0x02, `}]` not; `{}` have bit 0x20, `[]` not.
+        let open = u64::from((c >> 1) & 1);
+        let object = u64::from((c >> 5) & 1);
+        // A bracket after the root closed, or a close that does not match.
+        let closed = u64::from(self.root_end != usize::MAX);
+        self.errors |= closed | (!open & (self.stack ^ object) & 1);
+        self.stack = if open == 1 {
+            self.stack << 1 | object
+        } else {
+            self.stack >> 1
+        };
+        self.depth += 2 * open as i64 - 1;
+        self.deepest = self.deepest.max(self.depth);
+        let in_object = self.stack & 1;
+        let at_root = u64::from(self.depth == 1);
+        let t = &mut toggles[(at - window) >> 6];
+        t.0 ^= (in_object ^ self.in_object) << (at & 63);
+        t.1 ^= (at_root ^ self.at_root) << (at & 63);
+        self.in_object = in_object;
+        self.at_root = at_root;
+        if self.depth == 0 {
+            self.root_end = self.root_end.min(at);
+        }
+    }
+}
+
+#[inline(always)]
+pub(super) fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A scalar starting at `at` that is not a number must be `true`, `false` or
+/// `null`, followed by a byte that ends a scalar.
+#[inline(never)]
+fn literal_ok(line: &[u8], at: usize) -> bool {
+    let word: &[u8] = match line[at] {
+        b't' => b"true",
+        b'f' => b"false",
+        b'n' => b"null",
+        _ => return false,
+    };
+    line.get(at..at + word.len()) == Some(word)
+        && line.get(at + word.len()).is_none_or(|&b| {
+            matches!(
+                b,
+                b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+            )
+        })
+}

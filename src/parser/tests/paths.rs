@@ -1,0 +1,158 @@
+//! Random JSON (decoys included), serialized by serde_json, then damaged: every path
+//! (AVX2, SSE2, scalar) must give the same answer, and the fast ones must answer for
+//! every valid frame.
+
+use super::super::classify::{Avx2, Isa, Masks, Sse2};
+use super::super::*;
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+pub fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "(\\PC|[\"\\\\\n\t{}\\[\\]\u{0}\u{1f}])*".prop_map(Value::String),
+        Just(Value::String("\"uid\":\"fake\",\"ts\":1".into())),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(
+                (
+                    prop_oneof![Just("uid".to_string()), Just("ts".to_string()), "\\PC{0,8}"],
+                    inner
+                ),
+                0..6
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+prop_compose! {
+    /// A valid frame with uid and ts somewhere among other root fields.
+    pub fn frame()(
+        before in prop::collection::vec(("[a-z]{1,6}", value()), 0..4),
+        after in prop::collection::vec(("[a-z]{1,6}", value()), 0..4),
+        uid in "\\PC{1,12}",
+        ts in 0i64..=MAX_TS,
+        ts_as_string in any::<bool>(),
+        uid_first in any::<bool>(),
+    ) -> (String, String, i64) {
+        let pair = |(k, v): &(String, Value)| format!("{}:{}", Value::from(k.as_str()), v);
+        let mut parts: Vec<String> =
+            before.iter().filter(|(k, _)| k != "uid" && k != "ts").map(pair).collect();
+        let u = format!("\"uid\":{}", Value::from(uid.as_str()));
+        let t = if ts_as_string { format!("\"ts\":\"{ts}\"") } else { format!("\"ts\":{ts}") };
+        if uid_first { parts.push(u); parts.push(t); } else { parts.push(t); parts.push(u); }
+        parts.extend(after.iter().filter(|(k, _)| k != "uid" && k != "ts").map(pair));
+        (format!("{{{}}}", parts.join(",")), uid, ts)
+    }
+}
+
+/// Bytes that matter to a JSON parser, to splice in.
+const SPICE: &[u8] = b"{}[]:,\"\\ \t\r\n0123456789-+.eEtrufalsn/bu\x00\x1f\x7f\x80\xbf\xc0\xc2\xe0\xed\xf0\xf4\xf5\xff";
+
+fn damage() -> impl Strategy<Value = Vec<(u8, usize, usize)>> {
+    prop::collection::vec((0u8..4, any::<usize>(), 0..SPICE.len()), 0..4)
+}
+
+fn apply(line: &mut Vec<u8>, edits: &[(u8, usize, usize)]) {
+    for &(kind, at, spice) in edits {
+        let at = at % (line.len() + 1);
+        let b = SPICE[spice];
+        match kind {
+            0 if at < line.len() => line[at] = b,
+            1 => line.insert(at, b),
+            2 if at < line.len() => _ = line.remove(at),
+            _ => line.truncate(at.max(1)),
+        }
+    }
+}
+
+pub fn agree(line: &[u8]) -> Result<(), TestCaseError> {
+    let want = scalar::parse(line);
+    let mut fast = vec![("sse2", simd::parse_sse2(line))];
+    if simd::has_avx2() {
+        // SAFETY: the features were just detected.
+        fast.push(("avx2", unsafe { simd::parse_avx2(line) }));
+    }
+    for (name, got) in fast {
+        match got {
+            Some(got) => prop_assert_eq!(&got, &want, "{}", name),
+            // No valid frame here nests deeper than 64, the fast path's limit.
+            None => prop_assert!(
+                matches!(
+                    want,
+                    Err(ParseError::Empty
+                        | ParseError::NotAnObject(_)
+                        | ParseError::Truncated
+                        | ParseError::Malformed(_)
+                        | ParseError::DuplicateKey(_))
+                ),
+                "{} gave up on {:?}",
+                name,
+                want
+            ),
+        }
+    }
+    prop_assert_eq!(parse_frame(line), want);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn agrees_with_serde_json((line, uid, ts) in frame()) {
+        let reference: Value = serde_json::from_str(&line).unwrap();
+        let f = parse_frame(line.as_bytes()).unwrap();
+        prop_assert_eq!(f.uid.as_ref(), reference["uid"].as_str().unwrap().as_bytes());
+        prop_assert_eq!(f.uid.as_ref(), uid.as_bytes());
+        prop_assert_eq!(f.ts, ts);
+        for cut in (1..line.len()).step_by(7) {
+            prop_assert_eq!(parse_frame(&line.as_bytes()[..cut]), Err(ParseError::Truncated));
+        }
+    }
+
+    #[test]
+    fn simd_and_scalar_agree_on_damaged_frames((line, _, _) in frame(), edits in damage()) {
+        let mut line = line.into_bytes();
+        agree(&line)?;
+        apply(&mut line, &edits);
+        agree(&line)?;
+    }
+
+    #[test]
+    fn avx2_and_sse2_classify_alike(block in prop::collection::vec(any::<u8>(), 64)) {
+        if simd::has_avx2() {
+            // SAFETY: 64 readable bytes; the features were just detected.
+            let (a, s) = unsafe { (classify_avx2(block.as_ptr()), Sse2::classify(block.as_ptr())) };
+            // The AVX2 operator table also takes the control characters 0x0C and
+            // 0x1A, which are errors anyway.
+            prop_assert_eq!(a.op & !a.ctrl, s.op & !s.ctrl);
+            prop_assert_eq!(
+                (a.quote, a.backslash, a.ws, a.ctrl, a.bit0, a.bit1, a.bit6),
+                (s.quote, s.backslash, s.ws, s.ctrl, s.bit0, s.bit1, s.bit6)
+            );
+            prop_assert_eq!(
+                (a.digit, a.zero, a.punct, a.escape, a.hex, a.key_start),
+                (s.digit, s.zero, s.punct, s.escape, s.hex, s.key_start)
+            );
+        }
+    }
+
+    #[test]
+    fn simd_and_scalar_agree_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..200)) {
+        agree(&body)?;
+        agree(&[b"{\"", &body[..]].concat())?;
+    }
+}
+
+#[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
+unsafe fn classify_avx2(block: *const u8) -> Masks {
+    // SAFETY: the caller's guarantees, forwarded.
+    unsafe { Avx2::classify(block) }
+}
