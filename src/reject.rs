@@ -82,6 +82,7 @@ impl From<&ParseError> for Reason {
             ParseError::UidNotString => Reason::UidNotString,
             ParseError::EmptyUid => Reason::EmptyUid,
             ParseError::BadTs => Reason::BadTs,
+            ParseError::DuplicateKey(_) => Reason::DuplicateKey,
         }
     }
 }

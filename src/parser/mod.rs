@@ -124,36 +124,12 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    /// Stable machine-readable name, used in rejects files and in the summary.
+    /// Stable machine-readable name, used in rejects files and in the summary; the
+    /// names live in [`crate::reject::Reason`], the one list of them.
     pub fn reason(&self) -> &'static str {
-        match self {
-            ParseError::Empty => "empty",
-            ParseError::NotAnObject(_) => "not_an_object",
-            ParseError::Truncated => "truncated",
-            ParseError::Malformed(_) => "malformed",
-            ParseError::MissingUid => "missing_uid",
-            ParseError::MissingTs => "missing_ts",
-            ParseError::UidNotString => "uid_not_string",
-            ParseError::EmptyUid => "empty_uid",
-            ParseError::BadTs => "bad_ts",
-            ParseError::DuplicateKey(_) => "duplicate_key",
-        }
+        crate::reject::Reason::from(self).name()
     }
 }
-
-/// All reasons, in the order the summary prints them.
-pub const ALL_REASONS: [&str; 10] = [
-    "empty",
-    "not_an_object",
-    "truncated",
-    "malformed",
-    "missing_uid",
-    "missing_ts",
-    "uid_not_string",
-    "empty_uid",
-    "bad_ts",
-    "duplicate_key",
-];
 
 /// Parses one frame. `line` excludes the line terminator; a trailing `\r` is allowed.
 pub fn parse_frame(line: &[u8]) -> Result<Frame<'_>, ParseError> {
