@@ -5,6 +5,8 @@
 # quoted, because this machine is shared and noisy.
 #
 # Usage: scripts/bench-vs-peers.sh [FRAMES=1000000] [ROUNDS=3]
+# BASELINE=path/to/an/older/cardinal also times that build in the same rounds
+# (before/after figures for a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES=${1:-1000000}
@@ -33,6 +35,12 @@ for l in sys.stdin:
     v=json.loads(l); print(json.dumps({"start": calendar.timegm(time.strptime(v["start"],"%Y-%m-%dT%H:%M:%SZ")), "unique_users": v["unique_users"]}))' \
     < "$WORK/cardinal.json" > "$WORK/cardinal.out"
   TIMES[cardinal]+="$(echo "$t1 - $t0" | bc) "
+  if [ -n "${BASELINE:-}" ]; then
+    t0=$(now)
+    "$BASELINE" count --quiet --format json --threads "$THREADS" "$FILE" > /dev/null
+    t1=$(now)
+    TIMES[baseline]+="$(echo "$t1 - $t0" | bc) "
+  fi
   for engine in duckdb polars; do
     python3 scripts/peers.py "$engine" "$FILE" "$THREADS" > "$WORK/$engine.out" 2> "$WORK/$engine.err"
     TIMES[$engine]+="$(sed -n 's/^elapsed=//p' "$WORK/$engine.err") "
@@ -48,7 +56,9 @@ echo "all three agree on $(wc -l < "$WORK/cardinal.out") minute windows"
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A MED
-for engine in cardinal duckdb polars; do
+ENGINES="cardinal duckdb polars"
+[ -n "${BASELINE:-}" ] && ENGINES="cardinal baseline duckdb polars"
+for engine in $ENGINES; do
   MED[$engine]=$(echo "${TIMES[$engine]}" | median)
   printf '%-9s median %6.2fs  %7.0f MB/s  %9.0f frames/s   (runs: %s)\n' "$engine" "${MED[$engine]}" \
     "$(echo "$SIZE / ${MED[$engine]} / 1000000" | bc -l)" "$(echo "$FRAMES / ${MED[$engine]}" | bc -l)" "${TIMES[$engine]}"
@@ -57,3 +67,7 @@ best=$(printf '%s\n' "${MED[duckdb]}" "${MED[polars]}" | sort -g | head -1)
 printf 'cardinal is %.1fx faster than the better peer (DuckDB %.1fx, Polars %.1fx)\n' \
   "$(echo "$best / ${MED[cardinal]}" | bc -l)" \
   "$(echo "${MED[duckdb]} / ${MED[cardinal]}" | bc -l)" "$(echo "${MED[polars]} / ${MED[cardinal]}" | bc -l)"
+if [ -n "${BASELINE:-}" ]; then
+  printf 'the baseline build takes %.2fx the time of this one (DuckDB / baseline: %.1fx)\n' \
+    "$(echo "${MED[baseline]} / ${MED[cardinal]}" | bc -l)" "$(echo "${MED[duckdb]} / ${MED[baseline]}" | bc -l)"
+fi
