@@ -39,13 +39,7 @@ fn main() {
     let broker = Tansu::start(Engine::Memory).expect("Tansu is needed: scripts/kafka.sh install");
     let addr = broker.addr().to_string();
     let opts = broker.options();
-    // Tansu's own CLI: on the memory engine, CreateTopics through the admin API timed out.
-    let created = std::process::Command::new(Tansu::find().unwrap())
-        .args(["topic", "create", "--broker", &format!("tcp://{addr}")])
-        .args(["--partitions", &PARTITIONS.to_string(), TOPIC])
-        .status()
-        .unwrap();
-    assert!(created.success(), "tansu topic create failed");
+    broker.create_topic(TOPIC, PARTITIONS, false).unwrap();
 
     let started = Instant::now();
     let producer: ThreadedProducer<DeliveryTracker> = kafka::producer_config(&opts)

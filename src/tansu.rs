@@ -61,21 +61,26 @@ impl Tansu {
     }
 
     pub fn start(engine: Engine) -> Result<Tansu, TansuError> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Tansu::start_behind(engine, &format!("127.0.0.1:{port}"))
+        Tansu::start_at(engine, None)
     }
 
     /// A broker that tells clients to reach it at `advertised`, where a proxy
     /// (a TLS terminator, say) forwards to it; [`Tansu::addr`] is where it listens.
     pub fn start_behind(engine: Engine, advertised: &str) -> Result<Tansu, TansuError> {
+        Tansu::start_at(engine, Some(advertised))
+    }
+
+    fn start_at(engine: Engine, advertised: Option<&str>) -> Result<Tansu, TansuError> {
         let dir = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Tansu::spawn(dir.path(), &addr, advertised, engine)?;
+        // Clients are told to come back where it listens, unless a proxy is in front.
+        let advertised = advertised.unwrap_or(&addr).to_string();
+        let child = Tansu::spawn(dir.path(), &addr, &advertised, engine)?;
         let broker = Tansu {
             child,
             addr,
-            advertised: advertised.to_string(),
+            advertised,
             _dir: dir,
             engine,
         };

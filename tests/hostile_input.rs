@@ -5,7 +5,6 @@
 //! Expected counts are computed here by integer arithmetic on the frames written
 //! (a UTC minute is `ts / 60`), never by Cardinal's own calendar.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -48,28 +47,6 @@ fn rejects(path: &Path) -> Vec<(u64, String, String)> {
             )
         })
         .collect()
-}
-
-/// Minute start (unix seconds) -> unique users, from JSON output.
-fn minutes(stdout: &[u8]) -> BTreeMap<i64, u64> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["window"], "minute");
-            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
-            (start.as_second(), v["unique_users"].as_u64().unwrap())
-        })
-        .collect()
-}
-
-/// Distinct users per UTC minute, by integer arithmetic.
-fn expected_minutes(frames: &[(String, i64)]) -> BTreeMap<i64, u64> {
-    let mut sets: BTreeMap<i64, std::collections::HashSet<&str>> = BTreeMap::new();
-    for (uid, ts) in frames {
-        sets.entry(ts - ts.rem_euclid(60)).or_default().insert(uid);
-    }
-    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
 }
 
 fn secs(rfc3339: &str) -> i64 {
@@ -159,7 +136,7 @@ fn a_full_or_closed_stderr_never_fails_the_run() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(
-        minutes(&o.stdout).values().sum::<u64>(),
+        common::minute_counts(&o.stdout).values().sum::<u64>(),
         2,
         "results still written"
     );
@@ -260,7 +237,11 @@ fn slow_ordered_streams_lose_nothing() {
         ]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         assert_eq!(rejects(&rj), vec![], "{name}");
-        assert_eq!(minutes(&o.stdout), expected_minutes(&frames), "{name}");
+        assert_eq!(
+            common::minute_counts(&o.stdout),
+            common::distinct_per_minute(frames.iter().map(|(u, t)| (u.as_str(), *t))),
+            "{name}"
+        );
     }
 }
 
@@ -296,7 +277,10 @@ fn a_sparse_stream_with_a_bit_flip_rejects_only_the_flip() {
         r[0].2
     );
     frames.remove(151);
-    assert_eq!(minutes(&o.stdout), expected_minutes(&frames));
+    assert_eq!(
+        common::minute_counts(&o.stdout),
+        common::distinct_per_minute(frames.iter().map(|(u, t)| (u.as_str(), *t)))
+    );
 }
 
 /// Peak RSS of a child in KiB, from wait4(2): per child, unlike RUSAGE_CHILDREN.
@@ -349,7 +333,7 @@ fn a_huge_line_from_a_pipe_is_skipped_in_bounded_memory() {
     let out = reader.join().unwrap();
     assert_eq!(code, 0);
     assert_eq!(
-        minutes(&out).values().sum::<u64>(),
+        common::minute_counts(&out).values().sum::<u64>(),
         2,
         "the frames around it count"
     );

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
@@ -221,11 +221,7 @@ fn a_clean_stop_resumes_from_committed_offsets() {
         "{first_result}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    let status = Command::new("kill")
-        .args(["-TERM", &live.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::sigterm(&live);
     let out = live.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -636,11 +632,7 @@ fn sigterm_checkpoints_commits_and_exits_zero() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert!(first.contains("\"window\""), "{first}");
-    let status = Command::new("kill")
-        .args(["-TERM", &live.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::sigterm(&live);
     let out = live.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -782,20 +774,9 @@ fn a_sparse_partition_beside_a_busy_one_loses_no_frame() {
         ),
         (Some(1), Some(21))
     );
-    // Distinct users per UTC minute, by integer arithmetic.
-    let mut want: BTreeMap<i64, std::collections::HashSet<&str>> = BTreeMap::new();
-    for (u, t) in busy.iter().chain(&sparse) {
-        want.entry(t - t.rem_euclid(60)).or_default().insert(u);
-    }
-    let got: BTreeMap<i64, u64> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
-            (start.as_second(), v["unique_users"].as_u64().unwrap())
-        })
-        .collect();
-    let want: BTreeMap<i64, u64> = want.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
+    let want =
+        common::distinct_per_minute(busy.iter().chain(&sparse).map(|(u, t)| (u.as_str(), *t)));
+    let got = common::minute_counts(&o.stdout);
     assert_eq!(got, want);
 }
 
@@ -814,18 +795,6 @@ fn committed(b: &Broker, group: &str, topic: &str, partition: i32) -> Option<i64
         Offset::Offset(o) => Some(o),
         _ => None,
     }
-}
-
-/// (minute start, unique users) from JSON result lines.
-fn minute_counts(stdout: &[u8]) -> BTreeMap<i64, u64> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
-            (start.as_second(), v["unique_users"].as_u64().unwrap())
-        })
-        .collect()
 }
 
 #[test]
@@ -882,13 +851,7 @@ fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &live.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::sigterm(&live);
     let first = live.wait_with_output().unwrap();
     assert!(
         first.status.success(),
@@ -916,8 +879,8 @@ fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
         .args(["--format", "json"])
         .output()
         .unwrap());
-    let mut got = minute_counts(&first.stdout);
-    got.extend(minute_counts(&second.stdout));
+    let mut got = common::minute_counts(&first.stdout);
+    got.extend(common::minute_counts(&second.stdout));
     let mut want: BTreeMap<i64, u64> = BTreeMap::new();
     for t in &times {
         *want.entry(t - t.rem_euclid(60)).or_default() += 1;

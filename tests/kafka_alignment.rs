@@ -47,23 +47,8 @@ fn send(t: &Tansu, frames: &[(i32, String, i64)]) {
     p.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn minute_counts(stdout: &[u8]) -> BTreeMap<i64, u64> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
-            (start.as_second(), v["unique_users"].as_u64().unwrap())
-        })
-        .collect()
-}
-
 fn expected(frames: &[(i32, String, i64)]) -> BTreeMap<i64, u64> {
-    let mut sets: BTreeMap<i64, HashSet<&str>> = BTreeMap::new();
-    for (_, u, t) in frames {
-        sets.entry(t - t.rem_euclid(60)).or_default().insert(u);
-    }
-    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+    common::distinct_per_minute(frames.iter().map(|(_, u, t)| (u.as_str(), *t)))
 }
 
 /// "open at most N" from the run's summary.
@@ -112,7 +97,11 @@ fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(o.status.success(), "{err}");
         assert!(err.contains("late 0, outliers 0"), "{err}");
-        assert_eq!(minute_counts(&o.stdout), expected(&frames), "{group}");
+        assert_eq!(
+            common::minute_counts(&o.stdout),
+            expected(&frames),
+            "{group}"
+        );
         let open = most_open(&err);
         println!(
             "{group}: at most {open} minute windows open, {:?}",
@@ -194,18 +183,12 @@ fn a_partition_a_day_behind_is_judged_against_the_stream_and_named() {
         .collect();
     send(&t, &more);
     std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &live.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::sigterm(&live);
     let out = live.wait_with_output().unwrap();
     let err = logger.join().unwrap();
     assert!(out.status.success(), "{err}");
     assert!(err.contains("partition 1 stayed"), "{err}");
-    let got = minute_counts(&out.stdout);
+    let got = common::minute_counts(&out.stdout);
     let want = expected(&frames);
     // Partition 1 held the stream until it was given up on; then partition 0's
     // minutes came out, all but the open last one. Every one emitted is exact.

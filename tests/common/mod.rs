@@ -206,3 +206,42 @@ pub fn expected_from_truth(
 ) -> BTreeMap<(String, String), u64> {
     expected_from_truth_in(cfg, grans, "UTC")
 }
+
+/// Minute start (unix seconds) -> unique users, from JSON result lines (a
+/// `KEY\tJSON` line, as `consume --keys` prints, is read too).
+pub fn minute_counts(stdout: &[u8]) -> std::collections::BTreeMap<i64, u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let json = l.split_once('\t').map_or(l, |(_, v)| v);
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(v["window"], "minute", "{l}");
+            let start: jiff::Timestamp = v["start"].as_str().unwrap().parse().unwrap();
+            (start.as_second(), v["unique_users"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Distinct users per UTC minute of `(uid, ts)` pairs, by integer arithmetic:
+/// a reference that shares nothing with Cardinal's calendar.
+pub fn distinct_per_minute<'a>(
+    frames: impl IntoIterator<Item = (&'a str, i64)>,
+) -> std::collections::BTreeMap<i64, u64> {
+    let mut sets: std::collections::BTreeMap<i64, std::collections::HashSet<&str>> =
+        std::collections::BTreeMap::new();
+    for (uid, ts) in frames {
+        sets.entry(ts - ts.rem_euclid(60)).or_default().insert(uid);
+    }
+    sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect()
+}
+
+/// Asks a child to stop gracefully (SIGTERM), as an operator or a supervisor would.
+pub fn sigterm(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {}", child.id());
+}
