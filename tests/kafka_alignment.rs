@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
+use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cardinal::tansu::{Engine, Tansu};
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use serde_json::Value;
 
 fn broker(partitions: i32) -> Tansu {
     let t = Tansu::start(Engine::Sqlite)
