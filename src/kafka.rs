@@ -498,7 +498,17 @@ pub fn run(
         feed_from_kafka(&feeder_consumer, topic, settings, &shutdown, feed)
     });
     consumer.unsubscribe();
-    let mut report = result?;
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            // Closing a consumer waits for the group leave, for ever if the broker is
+            // gone (the error may be just that). The process is about to exit with
+            // the error: leave the client to it rather than hang on the way out.
+            std::mem::forget(hooks);
+            std::mem::forget(consumer);
+            return Err(e);
+        }
+    };
     if let Some(cp) = &hooks.checkpoints {
         report.checkpoint_summary = cp.summary();
         // The group was left cleanly: the next start has nothing to wait out.

@@ -934,10 +934,13 @@ fn a_backfill_whose_broker_dies_fails_naming_it() {
         ..GenConfig::default()
     };
     produce(&b, "frames", &write_frames(dir.path(), &cfg));
-    let (run, _stdout, _) = backfill_under_way(&b, &["--stall-timeout", "5s"]);
+    let (run, stdout, _) = backfill_under_way(&b, &["--stall-timeout", "5s"]);
     b.tansu.kill();
     let killed_at = Instant::now();
-    let out = run.wait_with_output().unwrap();
+    // Keep reading its results: a reader that goes away would end the run quietly.
+    let reader = std::thread::spawn(move || std::io::copy(&mut { stdout }, &mut std::io::sink()));
+    let out = common::output_within(run, Duration::from_secs(90));
+    let _ = reader.join();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
