@@ -355,6 +355,17 @@ impl<R: Read> Chunker<R> {
         // What is left holds no newline that was found: callers cut just after the last one.
         self.scanned = self.scanned.saturating_sub(upto);
         self.last_nl = self.last_nl.and_then(|n| n.checked_sub(upto));
+        self.line_chunk(buf, upto, Vec::new(), upto as u64)
+    }
+
+    /// A chunk of lines that stands for the next `input_bytes` of input.
+    fn line_chunk(
+        &mut self,
+        buf: Vec<u8>,
+        len: usize,
+        oversized: Vec<(u64, u64)>,
+        input_bytes: u64,
+    ) -> Chunk {
         let chunk = Chunk {
             source: self.source.clone(),
             first_line: self.next_line.take(),
@@ -362,12 +373,12 @@ impl<R: Read> Chunker<R> {
             offset: self.offset,
             input: self.input,
             buf,
-            len: upto,
+            len,
             records: None,
-            oversized: Vec::new(),
-            input_bytes: upto as u64,
+            oversized,
+            input_bytes,
         };
-        self.offset += upto as u64;
+        self.offset += input_bytes;
         chunk
     }
 
@@ -377,20 +388,8 @@ impl<R: Read> Chunker<R> {
         buf.clear();
         buf.extend_from_slice(&head);
         let input_bytes = len + u64::from(newline);
-        let chunk = Chunk {
-            source: self.source.clone(),
-            first_line: self.next_line.take(),
-            clock: None,
-            offset: self.offset,
-            input: self.input,
-            len: buf.len(),
-            buf,
-            records: None,
-            oversized: vec![(0, len)],
-            input_bytes,
-        };
-        self.offset += input_bytes;
-        chunk
+        let data = buf.len();
+        self.line_chunk(buf, data, vec![(0, len)], input_bytes)
     }
 
     /// Reads on while skipping an oversized line; `Some` once it has ended.
