@@ -18,6 +18,12 @@ fn run(args: &[&str]) -> Output {
     cardinal().args(args).output().expect("cardinal runs")
 }
 
+/// `cardinal count --format json --rejects REJECTS FILE`.
+fn count_json(file: &Path, rejects: &Path) -> Output {
+    let (f, r) = (file.to_str().unwrap(), rejects.to_str().unwrap());
+    run(&["count", "--format", "json", "--rejects", r, f])
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -227,14 +233,7 @@ fn slow_ordered_streams_lose_nothing() {
             &frames.iter().map(|(u, t)| frame(u, *t)).collect::<Vec<_>>(),
         );
         let rj = dir.path().join(format!("{name}.rejects"));
-        let o = run(&[
-            "count",
-            "--format",
-            "json",
-            "--rejects",
-            rj.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ]);
+        let o = count_json(&file, &rj);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         assert_eq!(rejects(&rj), vec![], "{name}");
         assert_eq!(
@@ -259,14 +258,7 @@ fn a_sparse_stream_with_a_bit_flip_rejects_only_the_flip() {
         &frames.iter().map(|(u, t)| frame(u, *t)).collect::<Vec<_>>(),
     );
     let rj = dir.path().join("r.jsonl");
-    let o = run(&[
-        "count",
-        "--format",
-        "json",
-        "--rejects",
-        rj.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
+    let o = count_json(&file, &rj);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = rejects(&rj);
     assert_eq!(r.len(), 1, "{r:?}");
