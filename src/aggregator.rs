@@ -191,6 +191,9 @@ pub struct LaneSnapshot<H> {
     pub assigned: bool,
     pub runs: Vec<(u64, i64)>,
     pub next_pos: Option<u64>,
+    /// Alignment: `(ts, frame)` waiting for the slowest lane.
+    #[serde(default = "Vec::new")]
+    pub waiting: Vec<(i64, HeldSnapshot<H>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +251,10 @@ struct Lane<K, T> {
     behind_since_ms: Option<u64>,
     /// Alignment gave up waiting for it: it no longer holds the stream back.
     skewed: bool,
+    /// Alignment: `(ts, frame)` read before the pause took effect, too far ahead of
+    /// the slowest lane to count yet. In position order; bounded by what was in
+    /// flight between the source and here when the lane was paused.
+    waiting: VecDeque<(i64, Pending<K, T>)>,
 }
 
 impl<K, T> Lane<K, T> {
@@ -282,6 +289,7 @@ impl<K, T> Lane<K, T> {
             paused: false,
             behind_since_ms: None,
             skewed: false,
+            waiting: VecDeque::new(),
         }
     }
 }
@@ -308,6 +316,10 @@ pub struct Aggregator<C: Counter, T> {
     max_ts: i64,
     /// The wall clock, for live sources: set before each batch of frames.
     clock: Option<WallClock>,
+    /// Alignment: the slowest watermark among the lanes that hold the stream back.
+    slowest: Option<i64>,
+    /// Alignment: frames waiting on all lanes.
+    waiting: usize,
 }
 
 impl<C: Counter, T> Aggregator<C, T> {
@@ -335,6 +347,8 @@ impl<C: Counter, T> Aggregator<C, T> {
             outliers: Vec::new(),
             max_ts,
             clock: None,
+            slowest: None,
+            waiting: 0,
         }
     }
 
@@ -347,6 +361,10 @@ impl<C: Counter, T> Aggregator<C, T> {
     /// files and backfills, where it says nothing about event time).
     pub fn set_clock(&mut self, clock: Option<WallClock>) {
         self.clock = clock;
+    }
+
+    pub fn alignment(&self) -> Option<Alignment> {
+        self.settings.alignment
     }
 
     pub fn calendar(&self) -> &Calendar {
@@ -402,6 +420,47 @@ impl<C: Counter, T> Aggregator<C, T> {
             return Verdict::OutOfRange;
         }
         let was_idle = std::mem::replace(&mut l.idle, false);
+        if self.settings.alignment.is_some()
+            && (!self.lanes[lane].waiting.is_empty() || !self.may_count_now(lane, ts))
+        {
+            let l = &mut self.lanes[lane];
+            l.waiting.push_back((
+                ts,
+                Pending {
+                    key,
+                    pos,
+                    tag: tag(),
+                },
+            ));
+            // Stop the source at once: what it still sends for this lane waits too.
+            l.paused = true;
+            self.waiting += 1;
+            self.release_waiting(false, out);
+            return Verdict::Held;
+        }
+        let slowest = self.slowest;
+        let verdict = self.admit(lane, pos, ts, key, tag, was_idle, out);
+        if self.waiting > 0 && self.slowest != slowest {
+            self.release_waiting(false, out);
+        }
+        verdict
+    }
+
+    /// The outlier guard, then the windows: what [`Aggregator::ingest`] does with a
+    /// frame that alignment lets through.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn admit(
+        &mut self,
+        lane: usize,
+        pos: u64,
+        ts: i64,
+        key: C::Key,
+        tag: impl FnOnce() -> T,
+        was_idle: bool,
+        out: &mut Output<T>,
+    ) -> Verdict {
+        let l = &mut self.lanes[lane];
         let before = l.watermark.get();
         let admission = l.guard.admit(
             &mut l.watermark,
@@ -437,6 +496,68 @@ impl<C: Counter, T> Aggregator<C, T> {
         verdict
     }
 
+    /// Alignment: whether a frame of `ts` on `lane` may be counted now. Not if the
+    /// lane is ahead of the slowest and the frame beyond the slowest by more than
+    /// the drift: counting it would open windows the slowest lane keeps open. The
+    /// slowest lane, and a skewed one (judged against the stream), always may. A
+    /// lane read to its end still waits: its frames are as far ahead as ever.
+    fn may_count_now(&self, lane: usize, ts: i64) -> bool {
+        let (Some(a), Some(slowest)) = (self.settings.alignment, self.slowest) else {
+            return true;
+        };
+        let l = &self.lanes[lane];
+        if l.skewed {
+            return true;
+        }
+        match l.watermark_at(self.clock) {
+            Some(own) => own <= slowest || ts <= slowest.saturating_add(a.max_drift),
+            None => true,
+        }
+    }
+
+    /// Counts the waiting frames that alignment now lets through (all of them if
+    /// `force`), in event-time order across lanes, so that releasing one lane's
+    /// frames never makes another's late.
+    fn release_waiting(&mut self, force: bool, out: &mut Output<T>) {
+        while self.waiting > 0 {
+            let next = (0..self.lanes.len())
+                .filter_map(|i| self.lanes[i].waiting.front().map(|w| (w.0, i)))
+                .filter(|&(ts, i)| force || self.may_count_now(i, ts))
+                .min();
+            let Some((_, lane)) = next else {
+                break;
+            };
+            self.admit_waiting(lane, out);
+            if !self.lanes[lane].assigned && self.lanes[lane].waiting.is_empty() {
+                self.finish_lane(lane, out);
+            }
+        }
+    }
+
+    /// Counts (or holds, or finds late) the oldest waiting frame of `lane`.
+    fn admit_waiting(&mut self, lane: usize, out: &mut Output<T>) {
+        let Some((ts, p)) = self.lanes[lane].waiting.pop_front() else {
+            return;
+        };
+        self.waiting -= 1;
+        let Pending { key, pos, tag } = p;
+        let mut tag = Some(tag);
+        let verdict = self.admit(
+            lane,
+            pos,
+            ts,
+            key,
+            || tag.take().expect("a frame is held at most once"),
+            false,
+            out,
+        );
+        match verdict {
+            Verdict::Counted => out.released_counted += 1,
+            Verdict::Held => {}
+            other => out.late.extend(tag.map(|t| (t, other))),
+        }
+    }
+
     /// Wall-clock housekeeping, called periodically by live sources: lanes without
     /// frames for `idle_timeout` stop holding the watermark back, and when every
     /// lane has been quiet for lateness + idle timeout, all open windows are emitted.
@@ -455,6 +576,7 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
         self.align(now_ms, out);
         self.advance(out);
+        self.release_waiting(false, out);
         let quiet_for = latest_activity.map(|t| now_ms.saturating_sub(t));
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
         if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
@@ -488,11 +610,12 @@ impl<C: Counter, T> Aggregator<C, T> {
                 continue;
             };
             let ahead = w - slowest.unwrap_or(w);
-            l.paused = if l.paused {
-                ahead > a.max_drift / 2
-            } else {
-                ahead > a.max_drift
-            };
+            l.paused = !l.waiting.is_empty()
+                || if l.paused {
+                    ahead > a.max_drift / 2
+                } else {
+                    ahead > a.max_drift
+                };
             let others = marks.iter().filter(|m| m.0 != i).map(|m| m.1).min();
             let behind = others.map_or(0, |o| o - w);
             if behind > a.max_drift {
@@ -531,6 +654,17 @@ impl<C: Counter, T> Aggregator<C, T> {
             return;
         };
         l.assigned = false;
+        self.advance(out);
+        self.release_waiting(false, out);
+        // Frames still waiting for the others are judged when they are released.
+        if self.lanes[lane].waiting.is_empty() {
+            self.finish_lane(lane, out);
+        }
+    }
+
+    /// Judges the frames the outlier guard still holds on `lane`, as at the end of input.
+    fn finish_lane(&mut self, lane: usize, out: &mut Output<T>) {
+        let l = &mut self.lanes[lane];
         l.guard.finish(
             &mut l.watermark,
             Decisions {
@@ -545,20 +679,23 @@ impl<C: Counter, T> Aggregator<C, T> {
 
     /// The first position on `lane` that is not yet safe to commit: every frame
     /// before it has been rejected, or counted in windows that are final, and none
-    /// is held by the outlier guard. `None` if the lane has seen nothing. This is
-    /// the one place that decides what a commit may cover.
+    /// is held by the outlier guard or waiting for alignment. `None` if the lane has
+    /// seen nothing. This is the one place that decides what a commit may cover.
     pub fn safe_position(&self, lane: usize) -> Option<u64> {
         let l = self.lanes.get(lane)?;
         let open = l.runs.front().map(|r| r.0);
         let held = l.guard.held().map(|h| h.frame.pos).min();
-        match (open, held) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b).or(l.next_pos),
-        }
+        let waiting = l.waiting.front().map(|w| w.1.pos);
+        [open, held, waiting]
+            .into_iter()
+            .flatten()
+            .min()
+            .or(l.next_pos)
     }
 
     /// End of input: resolves held frames, then emits every open window as final.
     pub fn flush(&mut self, out: &mut Output<T>) {
+        self.release_waiting(true, out);
         for lane in 0..self.lanes.len() {
             let l = &mut self.lanes[lane];
             l.guard.finish(
@@ -592,6 +729,16 @@ impl<C: Counter, T> Aggregator<C, T> {
 
     /// Recomputes the stream watermark from the lanes and closes what it passed.
     fn advance(&mut self, out: &mut Output<T>) {
+        if self.settings.alignment.is_some() {
+            // A lane that has not spoken yet may be anywhere: as Flink does, it
+            // counts as the slowest until it speaks or goes idle.
+            self.slowest = self
+                .lanes
+                .iter()
+                .filter(|l| l.holds_back())
+                .map(|l| l.watermark_at(self.clock).unwrap_or(i64::MIN))
+                .min();
+        }
         let active = self
             .lanes
             .iter()
@@ -768,6 +915,14 @@ impl<C: Counter, T> Aggregator<C, T> {
                     assigned: l.assigned,
                     runs: l.runs.iter().copied().collect(),
                     next_pos: l.next_pos,
+                    waiting: l
+                        .waiting
+                        .iter()
+                        .map(|(ts, p)| {
+                            let frame = held(&p.tag);
+                            (*ts, HeldSnapshot { pos: p.pos, frame })
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -816,8 +971,23 @@ impl<C: Counter, T> Aggregator<C, T> {
                     },
                 });
             }
+            let mut waiting = VecDeque::new();
+            for (ts, h) in l.waiting {
+                let (key, tag) =
+                    unheld(h.frame).ok_or("a waiting frame in the checkpoint no longer parses")?;
+                waiting.push_back((
+                    ts,
+                    Pending {
+                        key,
+                        pos: h.pos,
+                        tag,
+                    },
+                ));
+            }
+            agg.waiting += waiting.len();
             agg.ensure_lane(l.index);
             let lane = &mut agg.lanes[l.index];
+            lane.waiting = waiting;
             lane.watermark = l.watermark;
             lane.guard = OutlierGuard::restore(agg.settings.guard, held);
             lane.assigned = l.assigned;
@@ -1419,6 +1589,85 @@ mod tests {
         assert!(a.watermark().unwrap() > M, "the stream moved on without it");
         let v = a.ingest(1, 20, M + 600 - DAY, 3, || 0, &mut out);
         assert!(matches!(v, Verdict::Late { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn frames_read_before_a_pause_wait_so_windows_stay_within_the_drift() {
+        // Lane 0 delivers two hours at once (as a fetch does) while lane 1 is at the
+        // start; then lane 1 catches up. Every frame counts in the end, but no
+        // window opens more than the drift (300 s) ahead of lane 1, and a commit
+        // never passes a waiting frame.
+        let lane0: Vec<(i64, String)> = (0..720)
+            .map(|i| (M + 10 * i, format!("a{}", i % 40)))
+            .collect();
+        let lane1: Vec<(i64, String)> = (0..720)
+            .map(|i| (M + 10 * i, format!("b{}", i % 30)))
+            .collect();
+        let run = |split: Option<usize>| {
+            let mut a = aligned_agg();
+            let mut out = Output::default();
+            let mut most_open = 0;
+            let key = |u: &String| Exact::key(u.as_bytes());
+            a.ingest(1, 0, lane1[0].0, key(&lane1[0].1), || 0, &mut out);
+            a.heartbeat(0, &mut out);
+            let mut first_waiting = None;
+            for (i, (ts, u)) in lane0.iter().enumerate() {
+                let v = a.ingest(0, i as u64, *ts, key(u), || i, &mut out);
+                if v == Verdict::Held && first_waiting.is_none() {
+                    first_waiting = Some(i as u64);
+                }
+                most_open = most_open.max(a.open_windows());
+            }
+            let first_waiting = first_waiting.expect("lane 0 ran ahead");
+            assert_eq!(a.safe_position(0), Some(0), "its windows are open");
+            assert!(first_waiting <= 32, "{first_waiting}");
+            assert_eq!(a.paused_lanes(), vec![0]);
+            for (i, (ts, u)) in lane1.iter().enumerate().skip(1) {
+                if Some(i) == split {
+                    let snap = a.snapshot(|tag| *tag);
+                    let bytes = postcard::to_stdvec(&snap).unwrap();
+                    let back: Snapshot<usize> = postcard::from_bytes(&bytes).unwrap();
+                    a = Aggregator::restore(Calendar::utc(), a.settings.clone(), (), back, |t| {
+                        Some((key(&lane0[t].1), t))
+                    })
+                    .unwrap();
+                }
+                a.ingest(1, i as u64, *ts, key(u), || i, &mut out);
+                a.heartbeat(i as u64, &mut out);
+                most_open = most_open.max(a.open_windows());
+                // A commit may cover only frames in windows that are final.
+                let wm = a.watermark().unwrap_or(i64::MIN);
+                let not_final = lane0
+                    .iter()
+                    .position(|(ts, _)| ts - ts.rem_euclid(60) + 60 > wm);
+                let safe = a.safe_position(0).unwrap();
+                assert!(
+                    not_final.is_none_or(|j| safe <= j as u64),
+                    "{safe} {not_final:?}"
+                );
+            }
+            a.flush(&mut out);
+            assert!(out.late.is_empty() && out.outliers.is_empty(), "{out:?}");
+            // 300 s of drift is 5 minutes, plus the one being filled on each side.
+            assert!(most_open <= 8, "{most_open} minute windows open at once");
+            out.windows
+        };
+        let mut want: BTreeMap<i64, HashSet<&str>> = BTreeMap::new();
+        for (ts, u) in lane0.iter().chain(&lane1) {
+            want.entry(ts - ts.rem_euclid(60)).or_default().insert(u);
+        }
+        let whole = run(None);
+        let got: BTreeMap<i64, u64> = whole
+            .iter()
+            .map(|w| (w.span.start, w.unique_users))
+            .collect();
+        let want: BTreeMap<i64, u64> = want.iter().map(|(m, u)| (*m, u.len() as u64)).collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            run(Some(300)),
+            whole,
+            "restored from a checkpoint with frames waiting"
+        );
     }
 
     proptest::proptest! {

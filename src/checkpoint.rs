@@ -460,6 +460,7 @@ mod tests {
                     assigned: true,
                     runs: vec![(3, 120)],
                     next_pos: Some(10),
+                    waiting: vec![],
                 }],
             },
         }

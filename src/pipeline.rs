@@ -535,6 +535,7 @@ impl<C: Counter> Aggregate<'_, C> {
                         .downcast::<ParsedChunk<C::Key>>()
                         .expect("parsed with this counter's key");
                     self.chunk(&parsed)?;
+                    self.share_paused();
                     self.telemetry.open_windows(self.agg.open_windows());
                     let c = &parsed.chunk;
                     if c.record_count() == 0 {
@@ -548,13 +549,7 @@ impl<C: Counter> Aggregate<'_, C> {
                     now_ms = Some(now);
                     self.agg.set_clock(clock);
                     self.agg.heartbeat(now, &mut self.out);
-                    self.paused.set(
-                        self.agg
-                            .paused_lanes()
-                            .into_iter()
-                            .map(|l| l as u32)
-                            .collect(),
-                    );
+                    self.share_paused();
                     self.drain_output()?;
                 }
                 Item::Assigned(lanes) => {
@@ -596,6 +591,15 @@ impl<C: Counter> Aggregate<'_, C> {
         Err(PipelineError::Live(
             "the input feeder stopped unexpectedly".into(),
         ))
+    }
+
+    /// Tells the feeder which lanes alignment wants paused: after every chunk, so a
+    /// lane that ran ahead stops being read at once, not at the next tick.
+    fn share_paused(&self) {
+        if self.agg.alignment().is_some() {
+            let lanes = self.agg.paused_lanes().into_iter().map(|l| l as u32);
+            self.paused.set(lanes.collect());
+        }
     }
 
     fn chunk(&mut self, parsed: &ParsedChunk<C::Key>) -> Result<(), PipelineError> {
