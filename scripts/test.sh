@@ -22,6 +22,9 @@ fi
 # The tests' reference calendar is Python's zoneinfo, which needs time-zone data.
 python3 -c 'import zoneinfo; zoneinfo.ZoneInfo("Europe/Zurich")' 2>/dev/null \
   || python3 -m pip install --quiet tzdata
+# The metrics tests parse /metrics with Prometheus' own Python client.
+python3 -c 'import prometheus_client' 2>/dev/null \
+  || python3 -m pip install --quiet prometheus_client
 # Benchmarks are compiled, not run: their figures belong in the README, not in CI.
 cargo build --locked --benches
 cargo test --locked

@@ -388,6 +388,18 @@ impl<C: Counter, T> Aggregator<C, T> {
         self.open.len()
     }
 
+    /// Distinct users summed over the open windows (for metrics; O(open windows)).
+    pub fn open_users(&self) -> u64 {
+        self.open.values().map(|w| w.counter.count()).sum()
+    }
+
+    /// Each lane's watermark, for lanes that have one.
+    pub fn lane_watermarks(&self) -> Vec<(usize, i64)> {
+        (self.lanes.iter().enumerate())
+            .filter_map(|(i, l)| l.watermark.get().map(|w| (i, w)))
+            .collect()
+    }
+
     fn ensure_lane(&mut self, lane: usize) {
         if lane >= self.lanes.len() {
             let (lateness, guard) = (self.settings.lateness, self.settings.guard);

@@ -280,9 +280,15 @@ pub struct Checkpointing {
     pub largest_bytes: u64,
     pub slowest_millis: f64,
     pub total_millis: f64,
+    /// `--http`: checkpoint duration and size.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Checkpointing {
+    pub fn with_metrics(self, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
+        Checkpointing { metrics, ..self }
+    }
+
     pub fn new(dir: StateDir, identity: String) -> Checkpointing {
         Checkpointing {
             dir,
@@ -291,6 +297,7 @@ impl Checkpointing {
             largest_bytes: 0,
             slowest_millis: 0.0,
             total_millis: 0.0,
+            metrics: None,
         }
     }
 
@@ -299,6 +306,12 @@ impl Checkpointing {
         self.total_millis += stats.millis;
         self.largest_bytes = self.largest_bytes.max(stats.bytes);
         self.slowest_millis = self.slowest_millis.max(stats.millis);
+        if let Some(m) = &self.metrics {
+            m.checkpoint_written(
+                std::time::Duration::from_secs_f64(stats.millis / 1000.0),
+                stats.bytes,
+            );
+        }
         tracing::debug!(
             event = "checkpoint_saved",
             bytes = stats.bytes,

@@ -18,6 +18,7 @@ use crate::counter::HllConfig;
 use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
+use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
@@ -160,6 +161,14 @@ pub struct CountingOptions {
     /// Do not print the summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Serve metrics (Prometheus text at /metrics), /healthz and /readyz on this
+    /// address, e.g. 127.0.0.1:9898 (port 0 picks a free one, logged as
+    /// `http_listening`). Off by default. An address other than loopback, such as
+    /// 0.0.0.0:9898, exposes the counts and the lag to the network: choose it only
+    /// on purpose.
+    #[arg(long, value_name = "ADDR", help_heading = "Operations")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -558,7 +567,18 @@ impl CountingOptions {
             ),
             chunk_bytes: CHUNK_BYTES,
             max_frame_bytes: self.max_frame_bytes,
+            metrics: self.http.map(|_| Metrics::new()),
         }
+    }
+
+    /// Starts the `--http` server for `config`'s metrics; it stops when dropped.
+    fn serve(&self, config: &CountConfig) -> Result<Option<metrics::Server>> {
+        let (Some(addr), Some(m)) = (self.http, &config.metrics) else {
+            return Ok(None);
+        };
+        let server = metrics::Server::start(addr, m.clone())
+            .with_context(|| format!("--http {addr}: cannot serve metrics"))?;
+        Ok(Some(server))
     }
 
     fn sinks(&self) -> Result<Sinks> {
@@ -664,9 +684,10 @@ fn count(args: CountArgs) -> Result<ExitCode> {
     };
     let inputs = open_inputs(&args.files)?;
     let config = args.counting.config();
+    let _server = args.counting.serve(&config)?;
     let mut sinks = args.counting.sinks()?;
     let mut hooks = FileCheckpoints::new(
-        Checkpointing::new(state_dir, identity),
+        Checkpointing::new(state_dir, identity).with_metrics(config.metrics.clone()),
         args.state.checkpoint_interval,
     );
     let started = Instant::now();
@@ -740,6 +761,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
     });
+    let _server = args.counting.serve(&config)?;
     let mut sinks = args.counting.sinks()?;
     let started = Instant::now();
     let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?)?;
@@ -825,6 +847,7 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
 
 fn count_inputs(opts: &CountingOptions, inputs: Vec<OpenInput>) -> Result<ExitCode> {
     let config = opts.config();
+    let _server = opts.serve(&config)?;
     let mut sinks = opts.sinks()?;
     let started = Instant::now();
     let report = pipeline::count(&config, inputs, &mut sinks)?;

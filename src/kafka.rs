@@ -23,6 +23,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use crate::aggregator::WindowResult;
 use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::emitter::Record;
+use crate::metrics::Metrics;
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
@@ -134,6 +135,8 @@ struct RunContext {
     /// on while it has: waiting for a rebalance (a restart waits out the dead
     /// member's session) must not make partitions look idle.
     holding: AtomicBool,
+    /// `--http`: consumer lag (from librdkafka's statistics), assignment, broker state.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ClientContext for RunContext {
@@ -142,6 +145,37 @@ impl ClientContext for RunContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(&error, reason);
+        if let Some(m) = &self.metrics
+            && error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+        {
+            m.update_kafka(|k| k.broker_down = Some(reason.to_string()));
+        }
+    }
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let positions = self.positions.lock().expect("positions lock");
+        let mut lag = std::collections::BTreeMap::new();
+        if let Some(t) = stats.topics.get(&self.topic) {
+            for (p, s) in &t.partitions {
+                // -1 is librdkafka's unassigned pseudo-partition; others only while fetched.
+                if *p < 0 || s.hi_offset < 0 || s.fetch_state == "none" {
+                    continue;
+                }
+                let at = positions.get(p).copied().unwrap_or(s.app_offset);
+                if at >= 0 {
+                    lag.insert(*p, (s.hi_offset - at).max(0));
+                }
+            }
+        }
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        m.update_kafka(|k| {
+            k.consumer_lag = lag;
+            if up {
+                k.broker_down = None;
+            }
+        });
     }
 }
 
@@ -223,6 +257,9 @@ impl ConsumerContext for RunContext {
                     let _ = tpl.set_partition_offset(&self.topic, *p, offset);
                 }
                 tracing::info!(event = "partitions_assigned", partitions = ?parts);
+                if let Some(m) = &self.metrics {
+                    m.update_kafka(|k| k.assigned = parts.len());
+                }
                 self.holding.store(!parts.is_empty(), Ordering::Relaxed);
                 self.assigned.lock().expect("assigned lock").extend(parts);
                 if let Err(e) = consumer.assign(tpl) {
@@ -236,6 +273,9 @@ impl ConsumerContext for RunContext {
                     .map(|e| e.partition())
                     .collect();
                 tracing::info!(event = "partitions_revoked", partitions = ?parts);
+                if let Some(m) = &self.metrics {
+                    m.update_kafka(|k| k.assigned = 0);
+                }
                 self.holding.store(false, Ordering::Relaxed);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(event = "unassign_failed", error = %e);
@@ -417,7 +457,7 @@ pub fn run(
             }
             wait_out_a_dead_member(&dir, &opts.kafka, &shutdown);
             dir.mark_member().map_err(|e| live(e.to_string()))?;
-            Some(Checkpointing::new(dir, st.identity.clone()))
+            Some(Checkpointing::new(dir, st.identity.clone()).with_metrics(config.metrics.clone()))
         }
         None => None,
     };
@@ -427,9 +467,18 @@ pub fn run(
         positions: Mutex::new(positions),
         assigned: Mutex::new(Vec::new()),
         holding: AtomicBool::new(false),
+        metrics: config.metrics.clone(),
     };
+    if let Some(m) = &config.metrics {
+        // Not ready until the group gives us partitions.
+        m.update_kafka(|_| {});
+    }
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
     cfg.set("group.id", &opts.group);
+    if config.metrics.is_some() && cfg.get("statistics.interval.ms").is_none() {
+        // Consumer lag for the metrics comes from librdkafka's statistics.
+        cfg.set("statistics.interval.ms", "1000");
+    }
     let consumer: Arc<BaseConsumer<RunContext>> = Arc::new(
         cfg.create_with_context(context)
             .map_err(|e| live(format!("bad Kafka consumer settings: {e}")))?,
@@ -479,6 +528,7 @@ pub fn run(
         committed: HashMap::new(),
         commit_error: None,
         checkpoints,
+        metrics: config.metrics.clone(),
     };
     let feeder_consumer = consumer.clone();
     let topic: Arc<str> = Arc::from(opts.topic.as_str());
@@ -939,6 +989,20 @@ struct KafkaHooks {
     /// The last commit's failure, if it failed (the next one retries it).
     commit_error: Option<String>,
     checkpoints: Option<Checkpointing>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl KafkaHooks {
+    /// Results produced and not yet acknowledged, for the metrics.
+    fn share_results(&self, produced: u64) {
+        if let (Some(m), Some((_, p))) = (&self.metrics, &self.producer) {
+            let unacked = p.in_flight_count().max(0) as u64;
+            m.update_kafka(|k| {
+                k.results_produced += produced;
+                k.results_unacked = unacked;
+            });
+        }
+    }
 }
 
 impl KafkaHooks {
@@ -1033,6 +1097,7 @@ impl Hooks for KafkaHooks {
             send_with_backpressure(producer, BaseRecord::to(topic).key(&key).payload(&payload))
                 .map_err(live)?;
         }
+        self.share_results(windows.len() as u64);
         Ok(())
     }
 
@@ -1044,6 +1109,7 @@ impl Hooks for KafkaHooks {
         if self.last_commit.elapsed() >= self.commit_interval {
             self.last_commit = Instant::now();
             self.commit(state, CommitMode::Async)?;
+            self.share_results(0);
         }
         Ok(())
     }
@@ -1354,6 +1420,7 @@ mod tests {
             threads: 1,
             chunk_bytes: crate::source::CHUNK_BYTES,
             max_frame_bytes: crate::source::MAX_FRAME_BYTES,
+            metrics: None,
         };
         let mut sinks = Sinks {
             results: ResultSink::new(Box::new(std::io::sink())),

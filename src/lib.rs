@@ -13,7 +13,8 @@
 //!
 //! [`pipeline`] wires the stages together (parsing in parallel, aggregating in
 //! order), [`reject`] is the one list of reasons a frame is not counted, and
-//! [`telemetry`] is the one place where events are counted and logged.
+//! [`telemetry`] is the one place where events are counted and logged; [`metrics`]
+//! serves those counts over HTTP (`--http`) with health and readiness probes.
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
 pub mod aggregator;
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod emitter;
 pub mod generator;
 pub mod kafka;
+pub mod metrics;
 pub mod parser;
 pub mod pipeline;
 pub mod reject;

@@ -19,6 +19,7 @@ use crate::aggregator::{Aggregator, Output, Settings, Snapshot, Verdict, WindowR
 use crate::checkpoint::HeldRaw;
 use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
+use crate::metrics::{Metrics, StageView};
 use crate::parser::{self, ParseError};
 use crate::reject::Reason;
 use crate::sink::{Position, RejectSink, ResultSink, SinkError};
@@ -46,7 +47,11 @@ pub struct CountConfig {
     pub chunk_bytes: usize,
     /// Longer frames are skipped in constant memory and rejected as `too_large`.
     pub max_frame_bytes: usize,
+    /// Where to publish metrics (`--http`), if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
+
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An opened input: its name for messages, and its bytes.
 pub struct OpenInput {
@@ -458,6 +463,9 @@ where
                 .collect::<Vec<_>>()
                 .join(","),
             telemetry: Telemetry::default(),
+            clock_now: None,
+            metrics: config.metrics.clone(),
+            metrics_shared: None,
             sinks,
             pool,
             paused,
@@ -518,6 +526,10 @@ struct Aggregate<'s, C: Counter> {
     windows_named: String,
     max_frame_bytes: usize,
     telemetry: Telemetry,
+    /// The wall clock of a live run (unix seconds), for emission delays.
+    clock_now: Option<i64>,
+    metrics: Option<Arc<Metrics>>,
+    metrics_shared: Option<std::time::Instant>,
     sinks: &'s mut Sinks,
     pool: BufferPool,
     paused: PausedLanes,
@@ -547,7 +559,7 @@ impl<C: Counter> Aggregate<'_, C> {
                 }
                 Item::Tick(now, clock) => {
                     now_ms = Some(now);
-                    self.agg.set_clock(clock);
+                    self.set_clock(clock);
                     self.agg.heartbeat(now, &mut self.out);
                     self.share_paused();
                     self.drain_output()?;
@@ -572,6 +584,7 @@ impl<C: Counter> Aggregate<'_, C> {
                     if let Some(r) = self.sinks.rejects.as_mut() {
                         r.flush()?;
                     }
+                    self.share_metrics(true);
                     let view = View {
                         agg: &self.agg,
                         file_position: self.file_position,
@@ -581,6 +594,7 @@ impl<C: Counter> Aggregate<'_, C> {
                 Item::Failed(e) => return Err(e),
             }
             self.publish()?;
+            self.share_metrics(false);
             let view = View {
                 agg: &self.agg,
                 file_position: self.file_position,
@@ -591,6 +605,33 @@ impl<C: Counter> Aggregate<'_, C> {
         Err(PipelineError::Live(
             "the input feeder stopped unexpectedly".into(),
         ))
+    }
+
+    /// Copies the counters and gauges for the metrics endpoint, about once a second.
+    fn share_metrics(&mut self, now: bool) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        if !now
+            && self
+                .metrics_shared
+                .is_some_and(|t| t.elapsed() < METRICS_EVERY)
+        {
+            return;
+        }
+        self.metrics_shared = Some(std::time::Instant::now());
+        m.publish_stage(StageView {
+            telemetry: self.telemetry.clone(),
+            watermark: self.agg.watermark(),
+            lane_watermarks: self.agg.lane_watermarks(),
+            open_windows: self.agg.open_windows(),
+            open_users: self.agg.open_users(),
+        });
+    }
+
+    fn set_clock(&mut self, clock: Option<WallClock>) {
+        self.agg.set_clock(clock);
+        self.clock_now = clock.filter(|c| c.trust_recent).map(|c| c.now);
     }
 
     /// Tells the feeder which lanes alignment wants paused: after every chunk, so a
@@ -605,7 +646,7 @@ impl<C: Counter> Aggregate<'_, C> {
     fn chunk(&mut self, parsed: &ParsedChunk<C::Key>) -> Result<(), PipelineError> {
         let chunk = &parsed.chunk;
         self.telemetry.bytes_received(chunk.input_bytes() as usize);
-        self.agg.set_clock(chunk.clock);
+        self.set_clock(chunk.clock);
         let is_records = chunk.record_count() > 0;
         // Lines carry their index in the chunk; the line number is counted here.
         let line_base = match chunk.first_line {
@@ -618,6 +659,9 @@ impl<C: Counter> Aggregate<'_, C> {
         };
         for e in &parsed.entries {
             self.telemetry.frame_received();
+            if is_records {
+                self.telemetry.frame_read_from(e.lane);
+            }
             let pos = e.pos + line_base;
             let raw = || &chunk.data()[e.start as usize..e.end as usize];
             let position = || {
@@ -722,7 +766,7 @@ impl<C: Counter> Aggregate<'_, C> {
         }
         self.telemetry.open_windows(self.agg.open_windows());
         for w in self.out.windows.drain(..) {
-            self.telemetry.window_emitted(&w);
+            self.telemetry.window_emitted(&w, self.clock_now);
             emitter::render(self.format, &w, self.agg.calendar(), &mut self.rendered);
             self.emitted.push(w);
         }

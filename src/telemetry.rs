@@ -51,7 +51,59 @@ pub struct Telemetry {
     pub corrections_emitted: u64,
     /// The most windows open at once (all granularities), sampled as results go out.
     pub max_open_windows: usize,
+    /// Frames read per Kafka partition (empty for files).
+    pub read_by_partition: Vec<u64>,
+    /// Late frames per granularity they missed, indexed like [`crate::window::Granularity::ALL`].
+    pub late_by_window: [u64; 6],
+    /// Windows emitted (first versions) per granularity.
+    pub emitted_by_window: [u64; 6],
+    /// Live runs: wall-clock seconds from a window's end to its first emission.
+    pub emit_latency: Histogram,
 }
+
+/// A histogram with fixed buckets, for the metrics endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds, ascending; an implicit `+Inf` bucket follows.
+    pub bounds: &'static [f64],
+    /// Observations per bucket (not cumulative), one more than `bounds`.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Emission delays: the lateness plus the idle timeout are a few seconds to a
+    /// minute; longer means a partition held results back.
+    pub const EMIT_LATENCY: &'static [f64] = &[
+        0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+    ];
+
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new(Self::EMIT_LATENCY)
+    }
+}
+
+impl Eq for Histogram {}
 
 impl Telemetry {
     #[inline(always)]
@@ -62,6 +114,16 @@ impl Telemetry {
     #[inline(always)]
     pub fn frame_received(&mut self) {
         self.frames_received += 1;
+    }
+
+    /// A frame read from a Kafka partition (counted per partition for the metrics).
+    #[inline(always)]
+    pub fn frame_read_from(&mut self, partition: u32) {
+        let p = partition as usize;
+        if p >= self.read_by_partition.len() {
+            self.read_by_partition.resize(p + 1, 0);
+        }
+        self.read_by_partition[p] += 1;
     }
 
     #[inline(always)]
@@ -88,6 +150,9 @@ impl Telemetry {
         position: &Position,
     ) {
         self.late += 1;
+        for g in missed.iter() {
+            self.late_by_window[g as usize] += 1;
+        }
         if counted_elsewhere {
             self.frames_counted += 1;
         }
@@ -115,11 +180,17 @@ impl Telemetry {
         );
     }
 
-    pub fn window_emitted(&mut self, w: &WindowResult) {
+    /// `now`: the wall clock (unix seconds) of a live run, for the emission delay.
+    pub fn window_emitted(&mut self, w: &WindowResult, now: Option<i64>) {
         if w.version > 1 {
             self.corrections_emitted += 1;
         } else {
             self.windows_emitted += 1;
+            self.emitted_by_window[w.granularity as usize] += 1;
+            if let Some(now) = now {
+                self.emit_latency
+                    .observe(now.saturating_sub(w.span.end).max(0) as f64);
+            }
         }
         tracing::debug!(
             event = "window_emitted",

@@ -1,0 +1,351 @@
+//! `--http` on a real broker (Tansu): `/metrics` is fetched and parsed by Python's
+//! `prometheus_client` (an independent parser), and its values are checked against
+//! what the test sent and against the rejects file; `/healthz` and `/readyz` answer
+//! as a Kubernetes probe expects.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cardinal::tansu::{Engine, Tansu};
+use common::cardinal;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Fetches `url` and parses it with `prometheus_client`: `(name, labels) → value`.
+/// Sample names are as exposed (`…_total`, `…_bucket`).
+const SCRAPE: &str = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+out = []
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        out.append([s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+
+/// HTTP status of `url`, as Python's urllib sees it.
+const STATUS: &str = r#"
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"#;
+
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+fn python(script: &str, url: &str) -> Result<String, String> {
+    let o = Command::new("python3")
+        .args(["-c", script, url])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn scrape(addr: &str) -> Result<Samples, String> {
+    let json = python(SCRAPE, &format!("http://{addr}/metrics"))?;
+    let rows: Vec<(String, BTreeMap<String, String>, f64)> =
+        serde_json::from_str(&json).map_err(|e| format!("{e}: {json}"))?;
+    Ok(rows.into_iter().map(|(n, l, v)| ((n, l), v)).collect())
+}
+
+fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    s.get(&(name.to_string(), labels)).copied()
+}
+
+#[test]
+fn metrics_match_what_was_sent_and_the_rejects_file() {
+    if python("import prometheus_client", "").is_err() {
+        panic!("python3 -m pip install prometheus_client (scripts/test.sh does)");
+    }
+    let t = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    t.create_topic("frames", 3, false).unwrap();
+    let base = 1_468_244_340i64;
+    // 600 valid frames over 10 minutes, spread over 3 partitions unevenly, and
+    // frames that are rejected for known reasons.
+    let mut sent: Vec<(i32, String)> = Vec::new();
+    for i in 0..600i64 {
+        let p = (i % 5).min(2) as i32;
+        sent.push((p, format!(r#"{{"uid":"u{}","ts":{}}}"#, i % 70, base + i)));
+    }
+    for _ in 0..4 {
+        sent.push((1, r#"{"uid":"x"}"#.to_string())); // missing_ts
+    }
+    for _ in 0..3 {
+        sent.push((2, "[1,2]".to_string())); // not_an_object
+    }
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", t.addr())
+        .create()
+        .unwrap();
+    for (partition, payload) in &sent {
+        let mut record = BaseRecord::<(), _>::to("frames")
+            .partition(*partition)
+            .payload(payload);
+        while let Err((_, back)) = p.send(record) {
+            p.poll(Duration::from_millis(50));
+            record = back;
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let per_partition = |want: i32| sent.iter().filter(|(p, _)| *p == want).count() as f64;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let mut run = cardinal()
+        .args(["run", "-b", t.addr(), "-t", "frames", "--from", "earliest"])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--format",
+            "json",
+            "--idle-timeout",
+            "1h",
+        ])
+        .arg("--rejects")
+        .arg(&rejects)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("cardinal exited without serving: {log}");
+        }
+        log.push_str(&line);
+        if let Some(rest) = line.split("event=\"http_listening\" addr=").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let logger = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    // Live, the run never ends: wait until it has read everything.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let samples = loop {
+        let s = scrape(&addr).unwrap();
+        let lag_done = (0..3).all(|p| {
+            get(
+                &s,
+                "cardinal_consumer_lag",
+                &[("partition", &p.to_string())],
+            ) == Some(0.0)
+        });
+        if get(&s, "cardinal_frames_read_total", &[]) == Some(sent.len() as f64) && lag_done {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {s:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        python(STATUS, &format!("http://{addr}/healthz")).unwrap(),
+        "200"
+    );
+    assert_eq!(
+        python(STATUS, &format!("http://{addr}/readyz")).unwrap(),
+        "200"
+    );
+    assert_eq!(
+        python(STATUS, &format!("http://{addr}/nope")).unwrap(),
+        "404"
+    );
+    common::sigterm(&run);
+    let status = run.wait().unwrap();
+    let log = log + &logger.join().unwrap();
+    assert!(status.success(), "{log}");
+
+    for p in 0..3 {
+        let label = p.to_string();
+        assert_eq!(
+            get(
+                &samples,
+                "cardinal_partition_frames_read_total",
+                &[("partition", &label)]
+            ),
+            Some(per_partition(p)),
+            "partition {p}"
+        );
+    }
+    assert_eq!(
+        get(&samples, "cardinal_frames_counted_total", &[]),
+        Some(600.0)
+    );
+    assert_eq!(
+        get(&samples, "cardinal_assigned_partitions", &[]),
+        Some(3.0)
+    );
+    // Rejects by reason: as sent, and as the rejects file says.
+    let mut in_file: BTreeMap<String, f64> = BTreeMap::new();
+    for line in std::fs::read_to_string(&rejects).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *in_file
+            .entry(v["reason"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    let in_metrics: BTreeMap<String, f64> = samples
+        .iter()
+        .filter(|((n, _), v)| n == "cardinal_frames_rejected_total" && **v > 0.0)
+        .map(|((_, l), v)| (l["reason"].clone(), *v))
+        .collect();
+    let want: BTreeMap<String, f64> = [
+        ("missing_ts".to_string(), 4.0),
+        ("not_an_object".to_string(), 3.0),
+    ]
+    .into();
+    assert_eq!(in_metrics, want);
+    assert_eq!(in_file, want);
+    // Ten minutes of frames: the first nine are final (the last one's end, at
+    // 600 s, is past the watermark at 590 s).
+    assert_eq!(
+        get(
+            &samples,
+            "cardinal_windows_emitted_total",
+            &[("window", "minute")]
+        ),
+        Some(9.0)
+    );
+    // Each partition's watermark is its newest ts less the 5 s lateness; the
+    // stream's is the slowest of them (no partition goes idle within the hour).
+    let newest = |p: i64| (0..600).filter(|i| (i % 5).min(2) == p).max().unwrap() + base;
+    assert_eq!(
+        get(&samples, "cardinal_watermark_seconds", &[]),
+        Some((newest(0) - 5) as f64)
+    );
+    for p in 0..3 {
+        assert!(
+            get(
+                &samples,
+                "cardinal_partition_watermark_seconds",
+                &[("partition", &p.to_string())]
+            )
+            .is_some(),
+            "{samples:?}"
+        );
+    }
+    assert_eq!(get(&samples, "cardinal_open_windows", &[]), Some(1.0));
+    assert_eq!(
+        get(&samples, "cardinal_open_window_users", &[]),
+        Some(60.0),
+        "the last minute holds u0..u69 at seconds 540..599: 60 distinct"
+    );
+}
+
+#[test]
+fn late_frames_are_counted_by_window_and_by_reason_as_in_the_rejects_file() {
+    let base = 1_468_244_340i64;
+    let mut lines: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"uid":"u{}","ts":{}}}"#, i % 30, base + i))
+        .collect();
+    // Minute 0 is final by now (the watermark is at 194 s): late for minutes.
+    lines.extend((0..3).map(|i| format!(r#"{{"uid":"late{i}","ts":{base}}}"#)));
+    lines.extend((0..2).map(|_| r#"{"uid":"#.to_string())); // truncated
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let mut run = cardinal()
+        .args([
+            "count",
+            "-",
+            "--http",
+            "127.0.0.1:0",
+            "--windows",
+            "minute,hour",
+        ])
+        .arg("--rejects")
+        .arg(&rejects)
+        .env("RUST_LOG", "cardinal=info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited without serving"
+        );
+        if let Some(rest) = line.split("event=\"http_listening\" addr=").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let mut stdin = run.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, (lines.join("\n") + "\n").as_bytes()).unwrap();
+    // stdin stays open, so the run (and its server) goes on until the test is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let samples = loop {
+        let s = scrape(&addr).unwrap();
+        if get(&s, "cardinal_frames_read_total", &[]) == Some(lines.len() as f64) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never read everything: {s:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    drop(stdin);
+    assert!(run.wait().unwrap().success());
+    let mut in_file: BTreeMap<String, f64> = BTreeMap::new();
+    for line in std::fs::read_to_string(&rejects).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *in_file
+            .entry(v["reason"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    let in_metrics: BTreeMap<String, f64> = samples
+        .iter()
+        .filter(|((n, _), v)| n == "cardinal_frames_rejected_total" && **v > 0.0)
+        .map(|((_, l), v)| (l["reason"].clone(), *v))
+        .collect();
+    let want: BTreeMap<String, f64> =
+        [("late".to_string(), 3.0), ("truncated".to_string(), 2.0)].into();
+    assert_eq!(in_metrics, want);
+    assert_eq!(in_file, want);
+    assert_eq!(
+        get(
+            &samples,
+            "cardinal_frames_late_total",
+            &[("window", "minute")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        get(
+            &samples,
+            "cardinal_frames_late_total",
+            &[("window", "hour")]
+        ),
+        Some(0.0),
+        "the hour is still open: they count there"
+    );
+    // Counted: the 200 in order, and the 3 late ones in their hour.
+    assert_eq!(
+        get(&samples, "cardinal_frames_counted_total", &[]),
+        Some(203.0)
+    );
+    assert_eq!(
+        get(
+            &samples,
+            "cardinal_windows_emitted_total",
+            &[("window", "minute")]
+        ),
+        Some(3.0),
+        "minutes 0-2 end by 180 s, before the watermark at 194 s"
+    );
+}
