@@ -9,13 +9,17 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/kafka.sh install
-# The TLS test puts the broker behind stunnel (Tansu 0.6 serves plain TCP only).
-if ! command -v stunnel4 >/dev/null; then
+# Debian packages the tests drive: stunnel4 (the TLS test puts the broker behind
+# it; Tansu 0.6 serves plain TCP only) and tmux (the progress bar, on a real terminal).
+missing=()
+command -v stunnel4 >/dev/null || missing+=(stunnel4)
+command -v tmux >/dev/null || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    (apt-get install -y stunnel4 || { apt-get update && apt-get install -y stunnel4; }) >/dev/null
+    (apt-get install -y "${missing[@]}" || { apt-get update && apt-get install -y "${missing[@]}"; }) >/dev/null
   else
-    echo "test.sh: the TLS test needs stunnel4: sudo apt-get install stunnel4" >&2
+    echo "test.sh: the tests need ${missing[*]}: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

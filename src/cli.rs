@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +20,7 @@ use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
+use crate::progress::{Goal, Progress};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
 use crate::watermark::GuardConfig;
@@ -309,6 +310,12 @@ pub struct RunArgs {
     /// judged against the stream, late ones rejected, and a warning names it.
     #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub drift_timeout: i64,
+
+    /// A live run logs a one-line status (rate, lag, watermark, open windows) this
+    /// often (event `status`); 0 turns it off. A backfill shows a progress bar instead,
+    /// when stderr is a terminal.
+    #[arg(long, default_value = "30s", value_parser = parse_seconds, help_heading = "Operations")]
+    pub status_interval: i64,
 
     #[command(flatten)]
     pub counting: CountingOptions,
@@ -611,25 +618,47 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Opens every input first, so that a missing file fails before any output.
-fn open_inputs(files: &[String]) -> Result<Vec<OpenInput>> {
+/// Opens every input (stdin if none) first, so that a missing file fails before
+/// any output, adding the bytes read to `read` if given.
+fn open_files(
+    files: &[String],
+    read: Option<Arc<AtomicU64>>,
+) -> Result<(Vec<Input>, Vec<OpenInput>)> {
     let stdin = ["-".to_string()];
     let files = if files.is_empty() { &stdin[..] } else { files };
-    files
+    let inputs: Vec<Input> = files.iter().map(|f| Input::from_arg(f)).collect();
+    let opened = inputs
         .iter()
-        .map(|f| {
-            let input = Input::from_arg(f);
+        .map(|input| {
             Ok(OpenInput {
                 name: input.name(),
-                reader: input.open()?,
+                reader: input.open_counted(read.clone())?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((inputs, opened))
+}
+
+/// [`open_files`] for counting: also starts a progress bar over their size on a
+/// terminal (unless `--quiet`), fed from the run's shared telemetry.
+fn open_inputs(
+    files: &[String],
+    opts: &CountingOptions,
+    config: &mut CountConfig,
+) -> Result<(Vec<OpenInput>, Option<Progress>)> {
+    let read = (!opts.quiet && Progress::on_terminal()).then(|| Arc::new(AtomicU64::new(0)));
+    let (inputs, opened) = open_files(files, read.clone())?;
+    let progress = read.map(|read| {
+        let total = inputs.iter().map(Input::size).sum::<Option<u64>>();
+        let metrics = config.metrics.get_or_insert_with(Metrics::new).clone();
+        Progress::start(Goal::Bytes { total, read }, metrics)
+    });
+    Ok((opened, progress))
 }
 
 fn count(args: CountArgs) -> Result<ExitCode> {
     let Some(dir) = &args.state.state_dir else {
-        return count_inputs(&args.counting, open_inputs(&args.files)?);
+        return count_inputs(&args.counting, &args.files);
     };
     if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
         return Err(UsageError(
@@ -682,8 +711,8 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let inputs = open_inputs(&args.files)?;
-    let config = args.counting.config();
+    let mut config = args.counting.config();
+    let (inputs, progress) = open_inputs(&args.files, &args.counting, &mut config)?;
     let _server = args.counting.serve(&config)?;
     let mut sinks = args.counting.sinks()?;
     let mut hooks = FileCheckpoints::new(
@@ -699,6 +728,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         restore,
         Some(shutdown_flag()?),
     )?;
+    drop(progress);
     if !args.counting.quiet && !report.output_closed {
         crate::say_raw!(
             "{}{}",
@@ -761,10 +791,23 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
     });
+    let goal = if args.until_end {
+        (!args.counting.quiet && Progress::on_terminal()).then_some(Goal::Backfill)
+    } else {
+        (args.status_interval > 0).then(|| Goal::Live {
+            every: Duration::from_secs(args.status_interval as u64),
+        })
+    };
+    let progress = goal.map(|goal| {
+        let metrics = config.metrics.get_or_insert_with(Metrics::new).clone();
+        Progress::start(goal, metrics)
+    });
     let _server = args.counting.serve(&config)?;
     let mut sinks = args.counting.sinks()?;
     let started = Instant::now();
-    let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?)?;
+    let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?);
+    drop(progress);
+    let report = report?;
     if !args.counting.quiet {
         crate::say_raw!(
             "{}{}",
@@ -820,7 +863,7 @@ fn consume(args: ConsumeArgs) -> Result<ExitCode> {
 }
 
 fn produce(args: ProduceArgs) -> Result<ExitCode> {
-    let inputs = open_inputs(&args.files)?;
+    let (_, inputs) = open_files(&args.files, None)?;
     let started = Instant::now();
     let report = kafka::produce(
         &args.kafka.options(),
@@ -845,12 +888,14 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn count_inputs(opts: &CountingOptions, inputs: Vec<OpenInput>) -> Result<ExitCode> {
-    let config = opts.config();
+fn count_inputs(opts: &CountingOptions, files: &[String]) -> Result<ExitCode> {
+    let mut config = opts.config();
+    let (inputs, progress) = open_inputs(files, opts, &mut config)?;
     let _server = opts.serve(&config)?;
     let mut sinks = opts.sinks()?;
     let started = Instant::now();
     let report = pipeline::count(&config, inputs, &mut sinks)?;
+    drop(progress);
     if !opts.quiet && !report.output_closed {
         crate::say_raw!("{}", report.telemetry.summary(started.elapsed()));
     }

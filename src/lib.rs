@@ -14,7 +14,8 @@
 //! [`pipeline`] wires the stages together (parsing in parallel, aggregating in
 //! order), [`reject`] is the one list of reasons a frame is not counted, and
 //! [`telemetry`] is the one place where events are counted and logged; [`metrics`]
-//! serves those counts over HTTP (`--http`) with health and readiness probes.
+//! serves those counts over HTTP (`--http`) with health and readiness probes, and
+//! [`progress`] shows them to a person (a bar on a terminal, a status line in the log).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
 pub mod aggregator;
@@ -28,6 +29,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod parser;
 pub mod pipeline;
+pub mod progress;
 pub mod reject;
 pub mod sink;
 pub mod source;

@@ -87,6 +87,16 @@ impl Metrics {
         *lock(&self.stage) = (view, Some(Instant::now()));
     }
 
+    /// The aggregating stage's latest copy.
+    pub fn stage(&self) -> StageView {
+        lock(&self.stage).0.clone()
+    }
+
+    /// The Kafka source's latest view, for Kafka runs.
+    pub fn kafka(&self) -> Option<KafkaView> {
+        lock(&self.kafka).clone()
+    }
+
     /// Kafka runs: updates the source's view (a Kafka run is ready only with it).
     pub fn update_kafka(&self, f: impl FnOnce(&mut KafkaView)) {
         f(lock(&self.kafka).get_or_insert_with(KafkaView::default));

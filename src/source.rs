@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
@@ -55,22 +56,65 @@ impl Input {
 
     /// Opens the input, decompressing `.gz` files.
     pub fn open(&self) -> Result<Box<dyn Read + Send>, SourceError> {
+        self.open_counted(None)
+    }
+
+    /// The size on disk, for progress; `None` for stdin.
+    pub fn size(&self) -> Option<u64> {
         match self {
-            Input::Stdin => Ok(Box::new(io::stdin())),
+            Input::Stdin => None,
+            Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+        }
+    }
+
+    /// [`Input::open`], adding the bytes read from disk (before decompression) to `read`.
+    pub fn open_counted(
+        &self,
+        read: Option<Arc<AtomicU64>>,
+    ) -> Result<Box<dyn Read + Send>, SourceError> {
+        match self {
+            Input::Stdin => Ok(match read {
+                Some(r) => Box::new(Counted::new(io::stdin(), r)),
+                None => Box::new(io::stdin()),
+            }),
             Input::File(p) => {
                 let f = File::open(p).map_err(|e| SourceError::Open {
                     path: p.clone(),
                     source: e,
                 })?;
+                let f: Box<dyn Read + Send> = match read {
+                    Some(r) => Box::new(Counted::new(f, r)),
+                    None => Box::new(f),
+                };
                 if is_gzip(p) {
                     Ok(Box::new(flate2::read::MultiGzDecoder::new(
                         io::BufReader::with_capacity(1 << 16, f),
                     )))
                 } else {
-                    Ok(Box::new(f))
+                    Ok(f)
                 }
             }
         }
+    }
+}
+
+/// A reader that adds what it reads to a shared count (a progress bar's position).
+pub struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R> Counted<R> {
+    pub fn new(inner: R, read: Arc<AtomicU64>) -> Self {
+        Counted { inner, read }
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

@@ -114,6 +114,8 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
             "json",
             "--idle-timeout",
             "1h",
+            "--status-interval",
+            "1s",
         ])
         .arg("--rejects")
         .arg(&rejects)
@@ -133,10 +135,11 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
             break rest.trim().to_string();
         }
     };
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let logger = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        rest
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
     });
     // Live, the run never ends: wait until it has read everything.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -167,9 +170,22 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
         python(STATUS, &format!("http://{addr}/nope")).unwrap(),
         "404"
     );
+    // The live status line says the same, once caught up.
+    let status_line = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no status line with every frame counted in: {log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("event=\"status\"") && line.contains(" counted=600") {
+            break line;
+        }
+    };
+    assert!(status_line.contains(" lag=0 "), "{status_line}");
     common::sigterm(&run);
     let status = run.wait().unwrap();
-    let log = log + &logger.join().unwrap();
+    logger.join().unwrap();
+    log.extend(lines.try_iter().map(|l| l + "\n"));
     assert!(status.success(), "{log}");
 
     for p in 0..3 {
