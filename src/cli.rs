@@ -66,6 +66,7 @@ impl Command {
         match self {
             Command::Produce(_) => false,
             Command::Gen(g) => g.output.is_none(),
+            Command::Chart(c) => c.output.is_none(),
             _ => true,
         }
     }
@@ -96,6 +97,26 @@ pub enum Command {
     Gen(GenArgs),
     /// Run the main job on built-in data: a million generated frames through Kafka, counted.
     Demo(DemoArgs),
+    /// Draw results (JSON lines) as an SVG chart: one panel per window size.
+    #[command(after_help = "Examples:\n  \
+        cardinal count --windows minute,hour --format json frames.json > results.jsonl\n  \
+        cardinal chart results.jsonl -o chart.svg\n  \
+        cardinal consume -b localhost:9092 -t cardinal-results --latest-per-key | cardinal chart - -o chart.svg")]
+    Chart(ChartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    /// Results as JSON lines (`count --format json`, or `consume` on the results
+    /// topic); `-` or nothing for stdin. Each window's latest version is drawn, and
+    /// corrected windows are marked.
+    #[arg(default_value = "-")]
+    pub input: String,
+
+    /// Where to write the SVG (default: stdout). PNG is not drawn: convert the SVG
+    /// (`rsvg-convert chart.svg > chart.png`) or open it in a browser.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Options shared by every command that counts.
@@ -615,6 +636,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Consume(args) => consume(args),
         Command::Gen(args) => gen_frames(args),
         Command::Demo(args) => demo(args),
+        Command::Chart(args) => chart(args),
     }
 }
 
@@ -939,6 +961,37 @@ fn gen_frames(args: GenArgs) -> Result<ExitCode> {
         bitflipped = stats.bitflipped,
         "generated"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn chart(args: ChartArgs) -> Result<ExitCode> {
+    if let Some(out) = &args.output
+        && !out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return Err(UsageError(format!(
+            "--output {}: only SVG is drawn; name it .svg (and convert it, e.g. rsvg-convert chart.svg > chart.png)",
+            out.display()
+        ))
+        .into());
+    }
+    let input = Input::from_arg(&args.input);
+    let reader = io::BufReader::new(input.open()?);
+    let series = crate::chart::read(reader, &input.name())?;
+    if series.is_empty() {
+        crate::say!("cardinal chart: no results in {}", input.name());
+    }
+    let svg = crate::chart::svg(&series);
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?
+        }
+        None => match io::stdout().lock().write_all(svg.as_bytes()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other.context("cannot write to stdout")?,
+        },
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,9 +16,11 @@
 //! [`telemetry`] is the one place where events are counted and logged; [`metrics`]
 //! serves those counts over HTTP (`--http`) with health and readiness probes, and
 //! [`progress`] shows them to a person (a bar on a terminal, a status line in the log).
+//! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
 pub mod aggregator;
+pub mod chart;
 pub mod checkpoint;
 pub mod cli;
 pub mod counter;
