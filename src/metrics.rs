@@ -19,6 +19,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::chart;
+use crate::emitter::Record;
 use crate::reject::Reason;
 use crate::telemetry::{Histogram, Telemetry};
 use crate::window::Granularity;
@@ -61,6 +63,8 @@ struct Checkpoints {
 #[derive(Debug)]
 pub struct Metrics {
     stage: Mutex<(StageView, Option<Instant>)>,
+    /// The windows emitted lately, for the live page: the latest version of each.
+    recent: Mutex<Vec<Record>>,
     kafka: Mutex<Option<KafkaView>>,
     checkpoints: Mutex<Checkpoints>,
 }
@@ -74,6 +78,7 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         Arc::new(Metrics {
             stage: Mutex::new((StageView::default(), None)),
+            recent: Mutex::new(Vec::new()),
             kafka: Mutex::new(None),
             checkpoints: Mutex::new(Checkpoints {
                 duration: Histogram::new(CHECKPOINT_SECONDS),
@@ -85,6 +90,77 @@ impl Metrics {
     /// The aggregating stage's latest state; also its heartbeat for `/healthz`.
     pub fn publish_stage(&self, view: StageView) {
         *lock(&self.stage) = (view, Some(Instant::now()));
+    }
+
+    /// Windows just emitted. Keeps, per granularity, the latest version of the most
+    /// recent windows: an hour of minutes, three days of hours, and so on.
+    pub fn windows_emitted(&self, records: impl IntoIterator<Item = Record>) {
+        let mut recent = lock(&self.recent);
+        recent.extend(records);
+        let Ok(series) = chart::series(&recent) else {
+            return;
+        };
+        let keep = |g: Granularity| match g {
+            Granularity::Minute => 60,
+            Granularity::Hour => 72,
+            Granularity::Day => 90,
+            Granularity::Week => 52,
+            Granularity::Month => 24,
+            Granularity::Year => 10,
+        };
+        let starts: std::collections::HashSet<(String, String, u32)> = series
+            .iter()
+            .flat_map(|(g, points)| {
+                let skip = points.len().saturating_sub(keep(*g));
+                points[skip..]
+                    .iter()
+                    .map(|p| (g.name().to_string(), p.start.clone(), p.version))
+            })
+            .collect();
+        recent.retain(|r| starts.contains(&(r.window.clone(), r.start.clone(), r.version)));
+    }
+
+    /// The live page's chart.
+    pub fn chart_svg(&self) -> String {
+        chart::svg(&chart::series(&lock(&self.recent)).unwrap_or_default())
+    }
+
+    /// The live page's tables, as JSON.
+    pub fn state_json(&self) -> String {
+        let (stage, _) = lock(&self.stage).clone();
+        let kafka = lock(&self.kafka).clone().unwrap_or_default();
+        let t = &stage.telemetry;
+        let partitions: Vec<serde_json::Value> = stage
+            .lane_watermarks
+            .iter()
+            .map(|(p, w)| {
+                serde_json::json!({
+                    "partition": p,
+                    "watermark": iso(*w),
+                    "lag": kafka.consumer_lag.get(&(*p as i32)),
+                })
+            })
+            .collect();
+        let rejects: BTreeMap<&str, u64> = Reason::ALL
+            .iter()
+            .zip(t.rejected)
+            .map(|(r, n)| match r {
+                Reason::Late => (r.name(), t.late),
+                Reason::Outlier => (r.name(), t.outliers),
+                _ => (r.name(), n),
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        serde_json::json!({
+            "frames_read": t.frames_received,
+            "frames_counted": t.frames_counted,
+            "watermark": stage.watermark.map(iso),
+            "event_time_lag_s": stage.watermark.map(|w| unix_now() - w),
+            "open_windows": stage.open_windows,
+            "partitions": partitions,
+            "rejects": rejects,
+        })
+        .to_string()
     }
 
     /// The aggregating stage's latest copy.
@@ -149,6 +225,10 @@ impl Metrics {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicked writer leaves plain numbers behind: still worth serving.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn iso(ts: i64) -> String {
+    jiff::Timestamp::from_second(ts).map_or_else(|_| ts.to_string(), |t| t.to_string())
 }
 
 fn unix_now() -> i64 {
@@ -407,6 +487,10 @@ impl Drop for Server {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The live page: self-contained (nothing fetched from elsewhere), it polls the
+/// chart and the state every two seconds.
+const PAGE: &str = include_str!("live.html");
+
 fn respond(metrics: &Arc<Metrics>, url: &str) -> (u16, String, &'static str) {
     let path = url.split('?').next().unwrap_or_default();
     let status = |r: Result<String, String>| match r {
@@ -420,12 +504,10 @@ fn respond(metrics: &Arc<Metrics>, url: &str) -> (u16, String, &'static str) {
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         "/healthz" => status(metrics.health()),
+        "/chart.svg" => (200, metrics.chart_svg(), "image/svg+xml"),
+        "/api/state" => (200, metrics.state_json(), "application/json"),
         "/readyz" => status(metrics.readiness()),
-        "/" => (
-            200,
-            "cardinal: /metrics (Prometheus), /healthz, /readyz\n".into(),
-            TEXT,
-        ),
+        "/" => (200, PAGE.to_string(), "text/html; charset=utf-8"),
         _ => (404, format!("no such page: {path}\n"), TEXT),
     }
 }

@@ -539,7 +539,23 @@ struct Aggregate<'s, C: Counter> {
 impl<C: Counter> Aggregate<'_, C> {
     fn consume(&mut self, order_rx: Receiver<Item>) -> Result<(), PipelineError> {
         let mut now_ms = None;
-        for item in order_rx {
+        loop {
+            let item = if self.metrics.is_some() {
+                // A quiet input must not leave the metrics behind what was counted.
+                match order_rx.recv_timeout(METRICS_EVERY) {
+                    Ok(item) => item,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.share_metrics(false);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match order_rx.recv() {
+                    Ok(item) => item,
+                    Err(_) => break,
+                }
+            };
             match item {
                 Item::Chunk(rx) => {
                     let parsed = rx.recv().expect("workers reply to every chunk they take");
@@ -802,6 +818,10 @@ impl<C: Counter> Aggregate<'_, C> {
             self.rendered.clear();
         }
         if !self.emitted.is_empty() {
+            if let Some(m) = &self.metrics {
+                let cal = self.agg.calendar();
+                m.windows_emitted(self.emitted.iter().map(|w| emitter::Record::new(w, cal)));
+            }
             self.hooks.results(&self.emitted, self.agg.calendar())?;
             self.emitted.clear();
         }
