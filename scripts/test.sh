@@ -28,9 +28,10 @@ fi
 # The tests' reference calendar is Python's zoneinfo, which needs time-zone data.
 python3 -c 'import zoneinfo; zoneinfo.ZoneInfo("Europe/Zurich")' 2>/dev/null \
   || python3 -m pip install --quiet tzdata
-# The metrics tests parse /metrics with Prometheus' own Python client.
-python3 -c 'import prometheus_client' 2>/dev/null \
-  || python3 -m pip install --quiet prometheus_client
+# References in Python: Prometheus' own client parses /metrics, Apache's own
+# datasketches reads and unions our HLL sketches.
+python3 -c 'import prometheus_client, datasketches' 2>/dev/null \
+  || python3 -m pip install --quiet prometheus_client datasketches
 # Benchmarks are compiled, not run: their figures belong in the README, not in CI.
 cargo build --locked --benches
 cargo test --locked

@@ -36,6 +36,8 @@ pub struct Settings {
     pub idle_timeout_ms: u64,
     /// Watermark alignment across lanes (Kafka partitions); `None` for one lane.
     pub alignment: Option<Alignment>,
+    /// Emitted windows carry their counter's state (it costs a copy per window).
+    pub keep_state: bool,
 }
 
 /// Watermark alignment, as Flink does it: lanes too far ahead of the slowest are
@@ -62,6 +64,7 @@ impl Default for Settings {
             guard: GuardConfig::default(),
             idle_timeout_ms: 30_000,
             alignment: None,
+            keep_state: false,
         }
     }
 }
@@ -77,6 +80,9 @@ pub struct WindowResult {
     pub is_final: bool,
     /// Relative standard error; `Some` for approximate counters.
     pub rse: Option<f64>,
+    /// The counter itself, when [`Settings::keep_state`] asks for it (partial
+    /// results to merge, sketches for downstream).
+    pub state: Option<CounterState>,
 }
 
 /// A set of granularities, as a bitmask.
@@ -729,7 +735,12 @@ impl<C: Counter, T> Aggregator<C, T> {
         let mut last_end = None;
         while let Some((id, state)) = self.open.pop_first() {
             if state.version == 0 || state.dirty {
-                out.windows.push(self.result(id, &state));
+                out.windows.push(result(
+                    &id,
+                    &state,
+                    state.version + 1,
+                    self.settings.keep_state,
+                ));
             }
             last_end = last_end.max(Some(id.end));
         }
@@ -859,18 +870,8 @@ impl<C: Counter, T> Aggregator<C, T> {
             if state.version == 0 || state.dirty {
                 state.version += 1;
                 state.dirty = false;
-                out.windows.push(WindowResult {
-                    granularity: id.granularity,
-                    span: Span {
-                        start: id.start,
-                        end: id.end,
-                    },
-                    unique_users: state.counter.count(),
-                    frames: state.frames,
-                    version: state.version,
-                    is_final: true,
-                    rse: state.counter.rse(),
-                });
+                out.windows
+                    .push(result(id, state, state.version, self.settings.keep_state));
             }
             if id.end.saturating_add(grace) <= wm {
                 expired.push(*id);
@@ -1019,20 +1020,27 @@ impl<C: Counter, T> Aggregator<C, T> {
             .filter_map(|(i, l)| l.next_pos.map(|p| (i, p)))
             .collect()
     }
+}
 
-    fn result(&self, id: WindowId, state: &WindowState<C>) -> WindowResult {
-        WindowResult {
-            granularity: id.granularity,
-            span: Span {
-                start: id.start,
-                end: id.end,
-            },
-            unique_users: state.counter.count(),
-            frames: state.frames,
-            version: state.version + 1,
-            is_final: true,
-            rse: state.counter.rse(),
-        }
+/// The one place a window's result is made.
+fn result<C: Counter>(
+    id: &WindowId,
+    state: &WindowState<C>,
+    version: u32,
+    keep_state: bool,
+) -> WindowResult {
+    WindowResult {
+        granularity: id.granularity,
+        span: Span {
+            start: id.start,
+            end: id.end,
+        },
+        unique_users: state.counter.count(),
+        frames: state.frames,
+        version,
+        is_final: true,
+        rse: state.counter.rse(),
+        state: keep_state.then(|| state.counter.save()),
     }
 }
 
@@ -1055,6 +1063,7 @@ mod tests {
                 },
                 idle_timeout_ms: 10_000,
                 alignment: None,
+                keep_state: false,
             },
             (),
         )
@@ -1262,6 +1271,7 @@ mod tests {
                 },
                 idle_timeout_ms: 1000,
                 alignment: None,
+                keep_state: false,
             },
             (),
         )

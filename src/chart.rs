@@ -221,6 +221,7 @@ mod tests {
             is_final: true,
             version,
             rse: None,
+            sketch: None,
         }
     }
 

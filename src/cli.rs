@@ -19,6 +19,7 @@ use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::metrics::{self, Metrics};
+use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
 use crate::sink::{RejectSink, ResultSink};
@@ -97,6 +98,12 @@ pub enum Command {
     Gen(GenArgs),
     /// Run the main job on built-in data: a million generated frames through Kafka, counted.
     Demo(DemoArgs),
+    /// Merge partial results of several `count --partials-out` into final results.
+    #[command(after_help = "Examples:\n  \
+        cardinal count --partials-out /shared/partials day-1*.json.gz    # on machine 1\n  \
+        cardinal count --partials-out /shared/partials day-2*.json.gz    # on machine 2\n  \
+        cardinal merge /shared/partials --format json > results.jsonl")]
+    Merge(MergeArgs),
     /// Draw results (JSON lines) as an SVG chart: one panel per window size.
     #[command(after_help = "Examples:\n  \
         cardinal count --windows minute,hour --format json frames.json > results.jsonl\n  \
@@ -166,6 +173,12 @@ pub struct CountingOptions {
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 
+    /// With `--counter hll` and `--format json`: add each window's DataSketches HLL
+    /// sketch (standard binary, base64) to its record as `sketch`, so that Druid,
+    /// Spark or the `datasketches` Python package can union windows into any range.
+    #[arg(long)]
+    pub emit_sketch: bool,
+
     /// Write every rejected, late or outlying frame here, as JSON lines.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
@@ -225,9 +238,31 @@ pub struct CountArgs {
     #[command(flatten)]
     pub state: StateArgs,
 
+    /// Count a share of the history on this machine: write every window's counter
+    /// state (not its count) to a file in DIR at the end of input, and print no
+    /// results. `cardinal merge` on the files of every share gives the results of
+    /// one count over all of them.
+    #[arg(long, value_name = "DIR", help_heading = "Scale-out")]
+    pub partials_out: Option<PathBuf>,
+
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Partial results (`count --partials-out`): files, or directories of `*.cpart`.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Output format for results on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+
+    /// Add each HLL window's DataSketches sketch (base64) to its JSON record.
+    #[arg(long)]
+    pub emit_sketch: bool,
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -568,8 +603,19 @@ impl CountingOptions {
         )
     }
 
-    pub fn config(&self) -> CountConfig {
-        CountConfig {
+    pub fn config(&self) -> Result<CountConfig> {
+        if self.emit_sketch && self.counter != CounterArg::Hll {
+            return Err(UsageError(
+                "--emit-sketch needs --counter hll: an exact window's state is its whole set of users \
+                 (8 bytes each); for partial exact results use count --partials-out"
+                    .into(),
+            )
+            .into());
+        }
+        if self.emit_sketch && self.format != Format::Json {
+            return Err(UsageError("--emit-sketch needs --format json".into()).into());
+        }
+        Ok(CountConfig {
             calendar: self.tz.clone(),
             settings: Settings {
                 granularities: self.windows.clone(),
@@ -581,6 +627,7 @@ impl CountingOptions {
                 },
                 idle_timeout_ms: self.idle_timeout as u64 * 1000,
                 alignment: None,
+                keep_state: self.emit_sketch,
             },
             counter: match self.counter {
                 CounterArg::Exact => CounterKind::Exact,
@@ -596,7 +643,7 @@ impl CountingOptions {
             chunk_bytes: CHUNK_BYTES,
             max_frame_bytes: self.max_frame_bytes,
             metrics: self.http.map(|_| Metrics::new()),
-        }
+        })
     }
 
     /// Starts the `--http` server for `config`'s metrics; it stops when dropped.
@@ -637,6 +684,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gen(args) => gen_frames(args),
         Command::Demo(args) => demo(args),
         Command::Chart(args) => chart(args),
+        Command::Merge(args) => merge(args),
     }
 }
 
@@ -679,6 +727,9 @@ fn open_inputs(
 }
 
 fn count(args: CountArgs) -> Result<ExitCode> {
+    if let Some(out) = &args.partials_out {
+        return count_partials(&args, out);
+    }
     let Some(dir) = &args.state.state_dir else {
         return count_inputs(&args.counting, &args.files);
     };
@@ -733,7 +784,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let mut config = args.counting.config();
+    let mut config = args.counting.config()?;
     let (inputs, progress) = open_inputs(&args.files, &args.counting, &mut config)?;
     let _server = args.counting.serve(&config)?;
     let mut sinks = args.counting.sinks()?;
@@ -808,7 +859,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         commit_interval: args.state.checkpoint_interval,
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
     };
-    let mut config = args.counting.config();
+    let mut config = args.counting.config()?;
     config.settings.alignment = Some(Alignment {
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
@@ -911,7 +962,7 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
 }
 
 fn count_inputs(opts: &CountingOptions, files: &[String]) -> Result<ExitCode> {
-    let mut config = opts.config();
+    let mut config = opts.config()?;
     let (inputs, progress) = open_inputs(files, opts, &mut config)?;
     let _server = opts.serve(&config)?;
     let mut sinks = opts.sinks()?;
@@ -964,6 +1015,76 @@ fn gen_frames(args: GenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `count --partials-out`: the windows' states go to a file, not their counts to stdout.
+fn count_partials(args: &CountArgs, dir: &std::path::Path) -> Result<ExitCode> {
+    if args.state.state_dir.is_some() {
+        return Err(UsageError(
+            "--partials-out and --state-dir do not combine yet: count each share whole".into(),
+        )
+        .into());
+    }
+    let opts = &args.counting;
+    let mut config = opts.config()?;
+    config.settings.keep_state = true;
+    let shape = partials::Shape {
+        windows: config.settings.granularities.clone(),
+        tz: opts.tz.zone_name().to_string(),
+        counter: match opts.counter {
+            CounterArg::Exact => "exact".into(),
+            CounterArg::Hll => format!("hll/{}", opts.precision),
+        },
+    };
+    let (inputs, progress) = open_inputs(&args.files, opts, &mut config)?;
+    let names = inputs.iter().map(|i| i.name.clone()).collect();
+    let mut hooks = partials::PartialsOut::new(dir, shape, names)?;
+    let _server = opts.serve(&config)?;
+    let mut sinks = Sinks {
+        results: ResultSink::new(Box::new(io::sink())),
+        rejects: opts.sinks()?.rejects,
+    };
+    let started = Instant::now();
+    let report = pipeline::count_from(
+        &config,
+        inputs,
+        &mut sinks,
+        &mut hooks,
+        None,
+        Some(shutdown_flag()?),
+    )?;
+    drop(progress);
+    if !opts.quiet {
+        crate::say_raw!("{}", report.telemetry.summary(started.elapsed()));
+    }
+    crate::say!(
+        "cardinal: partial results of {} windows in {}; `cardinal merge {}` gives the results",
+        hooks.windows(),
+        hooks.path().display(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn merge(args: MergeArgs) -> Result<ExitCode> {
+    if args.emit_sketch && args.format != Format::Json {
+        return Err(UsageError("--emit-sketch needs --format json".into()).into());
+    }
+    let merged = partials::merge(&args.paths, args.emit_sketch)?;
+    let mut out = String::new();
+    for w in &merged.windows {
+        crate::emitter::render(args.format, w, &merged.calendar, &mut out);
+    }
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other.context("cannot write to stdout")?,
+    }
+    crate::say!(
+        "cardinal merge: {} windows from {} partial files",
+        merged.windows.len(),
+        merged.files
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn chart(args: ChartArgs) -> Result<ExitCode> {
     if let Some(out) = &args.output
         && !out
@@ -1007,7 +1128,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         frames.users
     );
     let opts = CountingOptions::try_parse_demo()?;
-    let config = opts.config();
+    let config = opts.config()?;
     let mut sinks = opts.sinks()?;
     let started = Instant::now();
     let telemetry = crate::demo::run(args.broker, frames, &config, &mut sinks)?;

@@ -13,7 +13,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use datasketches::common::NumStdDev;
 use datasketches::hash::value::raw_bytes;
-use datasketches::hll::{Coupon, HllSketch, HllType};
+use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
 
 /// What the aggregator needs from a distinct counter.
 pub trait Counter: Sized + Send + 'static {
@@ -33,6 +33,9 @@ pub trait Counter: Sized + Send + 'static {
     fn save(&self) -> CounterState;
     /// Rebuilds a counter from a checkpoint.
     fn load(state: CounterState, config: &Self::Config) -> Result<Self, String>;
+    /// The union of `parts` (partial counts of disjoint frames) in one pass, as
+    /// the counter's own library defines it; `None` if there are none.
+    fn union(parts: Vec<Self>) -> Option<Self>;
 }
 
 /// A counter's checkpointed state.
@@ -89,6 +92,14 @@ impl Counter for Exact {
     }
     fn save(&self) -> CounterState {
         CounterState::Exact(self.seen.iter().copied().collect())
+    }
+    fn union(parts: Vec<Self>) -> Option<Self> {
+        let mut parts = parts.into_iter();
+        let mut all = parts.next()?;
+        for p in parts {
+            all.seen.extend(p.seen);
+        }
+        Some(all)
     }
     fn load(state: CounterState, _: &()) -> Result<Self, String> {
         match state {
@@ -160,6 +171,16 @@ impl Counter for Hll {
     }
     fn save(&self) -> CounterState {
         CounterState::Hll(self.sketch.serialize())
+    }
+    fn union(parts: Vec<Self>) -> Option<Self> {
+        let lg_k = parts.first()?.sketch.lg_config_k();
+        let mut union = HllUnion::new(lg_k).ok()?;
+        for p in &parts {
+            union.update(&p.sketch);
+        }
+        Some(Hll {
+            sketch: union.to_sketch(HllType::Hll8),
+        })
     }
     fn load(state: CounterState, config: &HllConfig) -> Result<Self, String> {
         match state {

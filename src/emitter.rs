@@ -6,9 +6,12 @@
 
 use std::fmt::Write as _;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use serde::Serialize;
 
 use crate::aggregator::WindowResult;
+use crate::counter::CounterState;
 use crate::window::Calendar;
 
 /// Output format, `--format`.
@@ -34,6 +37,9 @@ pub struct Record {
     pub version: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rse: Option<f64>,
+    /// `--emit-sketch`: the window's DataSketches HLL sketch, standard binary, base64.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sketch: Option<String>,
 }
 
 impl Record {
@@ -48,6 +54,10 @@ impl Record {
             is_final: w.is_final,
             version: w.version,
             rse: w.rse.map(|r| (r * 1e6).round() / 1e6),
+            sketch: match &w.state {
+                Some(CounterState::Hll(bytes)) => Some(BASE64_STANDARD.encode(bytes)),
+                _ => None,
+            },
         }
     }
 
@@ -98,6 +108,7 @@ mod tests {
             version: 1,
             is_final: true,
             rse,
+            state: None,
         }
     }
 

@@ -16,6 +16,8 @@
 //! [`telemetry`] is the one place where events are counted and logged; [`metrics`]
 //! serves those counts over HTTP (`--http`) with health and readiness probes, and
 //! [`progress`] shows them to a person (a bar on a terminal, a status line in the log).
+//! [`partials`] writes and merges windows' counter states, to count history on many
+//! machines (`count --partials-out`, `cardinal merge`).
 //! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 
@@ -30,6 +32,7 @@ pub mod generator;
 pub mod kafka;
 pub mod metrics;
 pub mod parser;
+pub mod partials;
 pub mod pipeline;
 pub mod progress;
 pub mod reject;
