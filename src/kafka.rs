@@ -474,6 +474,7 @@ pub fn run(
         topic: opts.topic.clone(),
         producer,
         timeout: opts.kafka.timeout,
+        session_timeout: session_timeout(&opts.kafka),
         commit_interval: opts.commit_interval,
         last_commit: Instant::now(),
         committed: HashMap::new(),
@@ -928,13 +929,23 @@ fn backfill_done(
 }
 
 /// Publishes results and commits offsets that the published results cover.
+///
+/// Every commit is synchronous. librdkafka keeps an asynchronous commit that met a
+/// coordinator error and sends it again once the coordinator is back, possibly after
+/// a later commit (seen with the mock cluster: a backfill's final commit of its end
+/// offsets acknowledged, then overwritten by an older one). One commit at a time, each
+/// waited for, keeps the group's offsets in the order we chose them; it costs a round
+/// trip per `--checkpoint-interval`.
 struct KafkaHooks {
     consumer: Arc<BaseConsumer<RunContext>>,
     topic: String,
     producer: Option<(String, ThreadedProducer<DeliveryTracker>)>,
     timeout: Duration,
+    /// The group's session timeout: how long a rejoin may take to settle.
+    session_timeout: Duration,
     commit_interval: Duration,
     last_commit: Instant,
+    /// What the broker acknowledged, per partition: not sent again until it moves.
     committed: HashMap<i32, i64>,
     /// The last commit's failure, if it failed (the next one retries it).
     commit_error: Option<String>,
@@ -942,7 +953,15 @@ struct KafkaHooks {
 }
 
 impl KafkaHooks {
-    fn commit(&mut self, state: &dyn StateView, mode: CommitMode) -> Result<(), PipelineError> {
+    /// Flushes the results, checkpoints if asked, and returns the offset to commit
+    /// for every partition this run has read. Every partition read, not only those
+    /// assigned now: right after a rejoin the assignment can be empty, and a partition
+    /// read then given away must still be committed where this run got to. (An older
+    /// offset than another member's only makes it read again, never lose.)
+    fn positions_to_commit(
+        &mut self,
+        state: &dyn StateView,
+    ) -> Result<HashMap<i32, i64>, PipelineError> {
         // Results first: neither a checkpoint nor an offset may get ahead of what is acked.
         if let Some((topic, producer)) = &self.producer {
             producer.flush(self.timeout).map_err(|e| {
@@ -953,11 +972,11 @@ impl KafkaHooks {
             })?;
             producer.context().check().map_err(live)?;
         }
+        let next = state.next_positions();
         // With a checkpoint, the state covers everything read so far; without one,
         // only what final results cover is safe.
-        let positions: HashMap<i32, i64> = match &mut self.checkpoints {
+        match &mut self.checkpoints {
             Some(cp) => {
-                let next = state.next_positions();
                 let checkpoint = Checkpoint {
                     identity: cp.identity.clone(),
                     written_unix_ms: crate::checkpoint::unix_ms(),
@@ -970,34 +989,33 @@ impl KafkaHooks {
                 cp.saved(stats);
                 // A sign of life, for the next process on this directory after a crash.
                 cp.dir.mark_member().map_err(|e| live(e.to_string()))?;
-                next.into_iter()
+                Ok(next
+                    .into_iter()
                     .map(|(p, o)| (p as i32, o as i64))
-                    .collect()
+                    .collect())
             }
-            None => HashMap::new(),
-        };
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(|e| live(format!("cannot read the partition assignment: {e}")))?;
+            None => Ok(next
+                .into_iter()
+                .filter_map(|(p, _)| Some((p as i32, state.safe_position(p)? as i64)))
+                .collect()),
+        }
+    }
+
+    /// Commits what `positions_to_commit` allows and has not been acknowledged yet.
+    /// A refused commit is remembered in `commit_error` and sent again next time.
+    fn commit(&mut self, state: &dyn StateView) -> Result<(), PipelineError> {
+        let positions = self.positions_to_commit(state)?;
         let mut tpl = TopicPartitionList::new();
-        for elem in assignment.elements_for_topic(&self.topic) {
-            let p = elem.partition();
-            let pos = match self.checkpoints {
-                Some(_) => positions.get(&p).copied(),
-                None => state.safe_position(p as usize).map(|o| o as i64),
-            };
-            if let Some(pos) = pos
-                && self.committed.get(&p) != Some(&pos)
-            {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(pos))
+        for (p, pos) in &positions {
+            if self.committed.get(p) != Some(pos) {
+                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
                     .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
             }
         }
         if tpl.count() == 0 {
             return Ok(());
         }
-        match self.consumer.commit(&tpl, mode) {
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
                 for elem in tpl.elements() {
                     if let Some(o) = elem.offset().to_raw() {
@@ -1005,15 +1023,34 @@ impl KafkaHooks {
                     }
                 }
                 tracing::debug!(event = "offsets_committed", offsets = ?self.committed);
-                Ok(())
             }
             // Losing a partition mid-commit is normal during a rebalance: the next commit retries.
             Err(e) => {
                 tracing::warn!(event = "commit_failed", error = %e);
                 self.commit_error = Some(e.to_string());
-                Ok(())
             }
         }
+        Ok(())
+    }
+
+    /// The group's committed offsets for `partitions`, read back from the broker.
+    fn read_back(&self, partitions: &HashMap<i32, i64>) -> Result<HashMap<i32, i64>, String> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions.keys() {
+            tpl.add_partition(&self.topic, *p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(|e| format!("cannot read the committed offsets back: {e}"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
     }
 }
 
@@ -1043,30 +1080,71 @@ impl Hooks for KafkaHooks {
     ) -> Result<(), PipelineError> {
         if self.last_commit.elapsed() >= self.commit_interval {
             self.last_commit = Instant::now();
-            self.commit(state, CommitMode::Async)?;
+            self.commit(state)?;
         }
         Ok(())
     }
 
     fn finished(&mut self, state: &dyn StateView, _complete: bool) -> Result<(), PipelineError> {
-        // The last commit must land: a few tries, then an error rather than a run
-        // that says it finished and leaves its group behind where it was.
-        // An asynchronous commit that was queued may still have failed at the
-        // broker: send every position again, and wait for the answer.
-        self.committed.clear();
-        for attempt in 1..=5u32 {
+        // The last commit must land, for every partition read: committed, then read
+        // back from the broker, until both agree. A rejoin may be under way (the
+        // assignment empty, the generation stale): serving the consumer lets it
+        // settle, which takes up to a session timeout; an unreachable coordinator is
+        // given --timeout. Then an error naming what could not be committed, rather
+        // than a run that says it finished and leaves its group behind.
+        let deadline = Instant::now() + self.timeout + self.session_timeout;
+        let want = self.positions_to_commit(state)?;
+        if want.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0u32;
+        let missing = loop {
+            attempt += 1;
+            // Sent again whatever we believe landed: only the broker's word counts.
+            self.committed.clear();
             self.commit_error = None;
-            self.commit(state, CommitMode::Sync)?;
-            if self.commit_error.is_none() {
+            self.commit(state)?;
+            let missing: Vec<(i32, i64, Option<i64>)> = match self.read_back(&want) {
+                Ok(got) => want
+                    .iter()
+                    .filter(|(p, o)| got.get(p) != Some(o))
+                    .map(|(p, o)| (*p, *o, got.get(p).copied()))
+                    .collect(),
+                Err(e) => {
+                    self.commit_error.get_or_insert(e);
+                    want.iter().map(|(p, o)| (*p, *o, None)).collect()
+                }
+            };
+            if missing.is_empty() {
+                tracing::debug!(event = "final_offsets_committed", offsets = ?want, attempts = attempt);
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(200) * attempt);
-        }
+            if Instant::now() >= deadline {
+                break missing;
+            }
+            tracing::warn!(event = "final_commit_retry", attempt, missing = ?missing);
+            // Serve the consumer meanwhile: a rebalance completes only through it.
+            // Messages it hands over lie past what this run counted: dropped.
+            let pause_until =
+                Instant::now() + Duration::from_millis(100 * u64::from(attempt.min(10)));
+            while Instant::now() < pause_until {
+                let _ = self.consumer.poll(Duration::from_millis(20));
+            }
+        };
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(p, o, got)| match got {
+                Some(g) => format!("{}[{p}] at {o} (the group has {g})", self.topic),
+                None => format!("{}[{p}] at {o} (the group has none)", self.topic),
+            })
+            .collect();
         Err(live(format!(
-            "cannot commit the final offsets of {} after 5 tries: {}; a rerun reads again from \
-             the last committed offsets (results are idempotent)",
+            "cannot commit the final offsets of {} after {attempt} tries in {:?}: {}; last error: {}; \
+             a rerun reads again from the last committed offsets (results are idempotent)",
             self.topic,
-            self.commit_error.take().unwrap_or_default()
+            self.timeout + self.session_timeout,
+            list.join(", "),
+            self.commit_error.take().unwrap_or_else(|| "none".into())
         )))
     }
 }
