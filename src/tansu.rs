@@ -47,6 +47,9 @@ pub struct Tansu {
     engine: Engine,
     /// Clients must authenticate (SASL/SCRAM): `--authentication`.
     authentication: bool,
+    /// `--schema-registry`: a directory of `TOPIC.json` schemas that records must
+    /// match, relative to the data directory.
+    schemas: Option<PathBuf>,
 }
 
 impl Tansu {
@@ -65,22 +68,57 @@ impl Tansu {
     }
 
     pub fn start(engine: Engine) -> Result<Tansu, TansuError> {
-        Tansu::start_at(engine, None)
+        Tansu::start_at(engine, None, &[])
+    }
+
+    /// A broker that validates the records of each `(topic, schema)` against the JSON
+    /// document `schema` (whose `properties.value` is the JSON Schema of a record's
+    /// value) and refuses a produce request holding one that does not match: a topic
+    /// that refuses writes.
+    pub fn start_with_schemas(
+        engine: Engine,
+        schemas: &[(&str, &str)],
+    ) -> Result<Tansu, TansuError> {
+        Tansu::start_at(engine, None, schemas)
     }
 
     /// A broker that tells clients to reach it at `advertised`, where a proxy
     /// (a TLS terminator, say) forwards to it; [`Tansu::addr`] is where it listens.
     pub fn start_behind(engine: Engine, advertised: &str) -> Result<Tansu, TansuError> {
-        Tansu::start_at(engine, Some(advertised))
+        Tansu::start_at(engine, Some(advertised), &[])
     }
 
-    fn start_at(engine: Engine, advertised: Option<&str>) -> Result<Tansu, TansuError> {
+    fn start_at(
+        engine: Engine,
+        advertised: Option<&str>,
+        schemas: &[(&str, &str)],
+    ) -> Result<Tansu, TansuError> {
         let dir = tempfile::tempdir()?;
+        // Like the SQLite path, the registry's path is relative to Tansu's working directory.
+        let schemas = if schemas.is_empty() {
+            None
+        } else {
+            std::fs::create_dir(dir.path().join("schemas"))?;
+            for (topic, schema) in schemas {
+                std::fs::write(
+                    dir.path().join("schemas").join(format!("{topic}.json")),
+                    schema,
+                )?;
+            }
+            Some(PathBuf::from("./schemas"))
+        };
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         // Clients are told to come back where it listens, unless a proxy is in front.
         let advertised = advertised.unwrap_or(&addr).to_string();
-        let child = Tansu::spawn(dir.path(), &addr, &advertised, engine, false)?;
+        let child = Tansu::spawn(
+            dir.path(),
+            &addr,
+            &advertised,
+            engine,
+            false,
+            schemas.as_deref(),
+        )?;
         let broker = Tansu {
             child,
             addr,
@@ -88,6 +126,7 @@ impl Tansu {
             _dir: dir,
             engine,
             authentication: false,
+            schemas,
         };
         broker.wait_until_it_answers()?;
         Ok(broker)
@@ -99,6 +138,7 @@ impl Tansu {
         advertised: &str,
         engine: Engine,
         authentication: bool,
+        schemas: Option<&std::path::Path>,
     ) -> Result<Child, TansuError> {
         let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
         // The SQLite path is relative to Tansu's working directory.
@@ -115,6 +155,10 @@ impl Tansu {
             .stderr(Stdio::null());
         if authentication {
             cmd.arg("--authentication");
+        }
+        if let Some(schemas) = schemas {
+            cmd.arg("--schema-registry")
+                .arg(format!("file://{}", schemas.display()));
         }
         Ok(cmd.spawn()?)
     }
@@ -145,6 +189,7 @@ impl Tansu {
             &self.advertised,
             self.engine,
             self.authentication,
+            self.schemas.as_deref(),
         )?;
         self.wait_until_it_answers()
     }

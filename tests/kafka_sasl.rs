@@ -29,7 +29,15 @@ fn authenticating_broker(cfg: &GenConfig) -> Tansu {
     cardinal::generator::generate(cfg, &mut f).unwrap();
     drop(f);
     let o = cardinal()
-        .args(["produce", "-b", tansu.addr(), "-t", "frames", "--key-field", "uid"])
+        .args([
+            "produce",
+            "-b",
+            tansu.addr(),
+            "-t",
+            "frames",
+            "--key-field",
+            "uid",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -73,7 +81,12 @@ fn a_run_authenticated_with_scram_counts_exactly() {
         .spawn()
         .unwrap();
     let o = output_within(o, Duration::from_secs(60));
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let o = run_with_password(&tansu, PASSWORD);
     let err = String::from_utf8_lossy(&o.stderr);
