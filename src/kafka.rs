@@ -479,6 +479,7 @@ pub fn run(
         last_commit: Instant::now(),
         committed: HashMap::new(),
         commit_error: None,
+        in_flight: None,
         checkpoints,
     };
     let feeder_consumer = consumer.clone();
@@ -928,14 +929,19 @@ fn backfill_done(
     })
 }
 
+/// Where the answer to a commit under way arrives.
+type CommitAnswer = std::sync::mpsc::Receiver<rdkafka::error::KafkaResult<()>>;
+
 /// Publishes results and commits offsets that the published results cover.
 ///
-/// Every commit is synchronous. librdkafka keeps an asynchronous commit that met a
-/// coordinator error and sends it again once the coordinator is back, possibly after
-/// a later commit (seen with the mock cluster: a backfill's final commit of its end
-/// offsets acknowledged, then overwritten by an older one). One commit at a time, each
-/// waited for, keeps the group's offsets in the order we chose them; it costs a round
-/// trip per `--checkpoint-interval`.
+/// One commit at a time, each a synchronous commit on a thread of its own, whose
+/// answer is collected before the next is sent. librdkafka's asynchronous commits
+/// are fire-and-forget here, and it keeps one that met a coordinator error to send it
+/// again once the coordinator is back, possibly after a later commit (seen with the
+/// mock cluster: a backfill's final commit of its end offsets acknowledged, then
+/// overwritten by an older one). A synchronous commit on the pipeline's own thread
+/// would keep the order but block it for as long as librdkafka retries a dead broker
+/// (over a minute): here a periodic commit whose predecessor is still out is skipped.
 struct KafkaHooks {
     consumer: Arc<BaseConsumer<RunContext>>,
     topic: String,
@@ -945,10 +951,12 @@ struct KafkaHooks {
     session_timeout: Duration,
     commit_interval: Duration,
     last_commit: Instant,
-    /// What the broker acknowledged, per partition: not sent again until it moves.
+    /// What was last sent per partition: not sent again until it moves.
     committed: HashMap<i32, i64>,
     /// The last commit's failure, if it failed (the next one retries it).
     commit_error: Option<String>,
+    /// The commit under way, if any: what it sends, and where its answer arrives.
+    in_flight: Option<(HashMap<i32, i64>, CommitAnswer)>,
     checkpoints: Option<Checkpointing>,
 }
 
@@ -1001,27 +1009,20 @@ impl KafkaHooks {
         }
     }
 
-    /// Commits what `positions_to_commit` allows and has not been acknowledged yet.
-    /// A refused commit is remembered in `commit_error` and sent again next time.
-    fn commit(&mut self, state: &dyn StateView) -> Result<(), PipelineError> {
-        let positions = self.positions_to_commit(state)?;
-        let mut tpl = TopicPartitionList::new();
-        for (p, pos) in &positions {
-            if self.committed.get(p) != Some(pos) {
-                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
-                    .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
-            }
-        }
-        if tpl.count() == 0 {
-            return Ok(());
-        }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
+    /// Collects the answer to the commit under way, waiting at most `wait`; false if
+    /// it is still out.
+    fn collect(&mut self, wait: Duration) -> bool {
+        let Some((sent, answer)) = &self.in_flight else {
+            return true;
+        };
+        let result = match answer.recv_timeout(wait) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return false,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(KafkaError::Canceled),
+        };
+        match result {
             Ok(()) => {
-                for elem in tpl.elements() {
-                    if let Some(o) = elem.offset().to_raw() {
-                        self.committed.insert(elem.partition(), o);
-                    }
-                }
+                self.committed.extend(sent.iter().map(|(p, o)| (*p, *o)));
                 tracing::debug!(event = "offsets_committed", offsets = ?self.committed);
             }
             // Losing a partition mid-commit is normal during a rebalance: the next commit retries.
@@ -1030,6 +1031,39 @@ impl KafkaHooks {
                 self.commit_error = Some(e.to_string());
             }
         }
+        self.in_flight = None;
+        true
+    }
+
+    /// Commits what `positions_to_commit` allows and the broker has not acknowledged,
+    /// unless the previous commit is still out: then nothing (the next one covers it).
+    /// A refused commit is remembered in `commit_error` and sent again next time.
+    fn commit(&mut self, state: &dyn StateView) -> Result<(), PipelineError> {
+        if !self.collect(Duration::ZERO) {
+            return Ok(());
+        }
+        let positions = self.positions_to_commit(state)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut sent = HashMap::new();
+        for (p, pos) in &positions {
+            if self.committed.get(p) != Some(pos) {
+                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
+                    .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
+                sent.insert(*p, *pos);
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let consumer = self.consumer.clone();
+        std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+            })
+            .map_err(|e| live(format!("cannot start a commit thread: {e}")))?;
+        self.in_flight = Some((sent, rx));
         Ok(())
     }
 
@@ -1078,7 +1112,10 @@ impl Hooks for KafkaHooks {
         state: &dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
-        if self.last_commit.elapsed() >= self.commit_interval {
+        // Only while the group has given us partitions: a commit sent before the join
+        // completes waits (on Tansu, past a minute) and holds back the ones after it.
+        let holding = self.consumer.context().holding.load(Ordering::Relaxed);
+        if holding && self.last_commit.elapsed() >= self.commit_interval {
             self.last_commit = Instant::now();
             self.commit(state)?;
         }
@@ -1101,9 +1138,18 @@ impl Hooks for KafkaHooks {
         let missing = loop {
             attempt += 1;
             // Sent again whatever we believe landed: only the broker's word counts.
+            // The commit still out lands first, whatever it says.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.collect(left) {
+                break want.iter().map(|(p, o)| (*p, *o, None)).collect();
+            }
             self.committed.clear();
             self.commit_error = None;
             self.commit(state)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.collect(left) {
+                break want.iter().map(|(p, o)| (*p, *o, None)).collect();
+            }
             let missing: Vec<(i32, i64, Option<i64>)> = match self.read_back(&want) {
                 Ok(got) => want
                     .iter()
