@@ -96,6 +96,9 @@ fn backfill_through_coordinator_errors(group: &str, errors: usize, interval: &st
             interval,
         ])
         .args(["-X", "session.timeout.ms=6000", "--format", "json"])
+        // The final commit's deadline (this plus the session timeout) far above the
+        // few seconds the injected errors take, whatever the machine's load.
+        .args(["--timeout", "30s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -121,8 +124,9 @@ fn a_deferred_commit_never_lands_after_the_final_one() {
 }
 
 /// Errors from the first commit to past the end of reading: the final commit meets
-/// the aftermath (before the fix, 5 quick tries and exit 1, naming no partition).
+/// the aftermath (before the fix, sometimes 5 quick tries and exit 1, naming no
+/// partition, sometimes exit 0 committed behind).
 #[test]
 fn a_backfill_through_coordinator_errors_ends_committed_at_its_end_offsets() {
-    backfill_through_coordinator_errors("rejoin", 40, "10ms");
+    backfill_through_coordinator_errors("rejoin", 25, "10ms");
 }
