@@ -33,6 +33,8 @@ pub enum TansuError {
     NoAnswer(String),
     #[error(transparent)]
     Topic(#[from] crate::pipeline::PipelineError),
+    #[error("cannot create the Tansu user {0}: {1}")]
+    User(String, String),
 }
 
 /// A running broker on a free loopback port, with its data in a temporary
@@ -43,6 +45,11 @@ pub struct Tansu {
     advertised: String,
     _dir: tempfile::TempDir,
     engine: Engine,
+    /// Clients must authenticate (SASL/SCRAM): `--authentication`.
+    authentication: bool,
+    /// `--schema-registry`: a directory of `TOPIC.json` schemas that records must
+    /// match, relative to the data directory.
+    schemas: Option<PathBuf>,
 }
 
 impl Tansu {
@@ -61,28 +68,65 @@ impl Tansu {
     }
 
     pub fn start(engine: Engine) -> Result<Tansu, TansuError> {
-        Tansu::start_at(engine, None)
+        Tansu::start_at(engine, None, &[])
+    }
+
+    /// A broker that validates the records of each `(topic, schema)` against the JSON
+    /// document `schema` (whose `properties.value` is the JSON Schema of a record's
+    /// value) and refuses a produce request holding one that does not match: a topic
+    /// that refuses writes.
+    pub fn start_with_schemas(
+        engine: Engine,
+        schemas: &[(&str, &str)],
+    ) -> Result<Tansu, TansuError> {
+        Tansu::start_at(engine, None, schemas)
     }
 
     /// A broker that tells clients to reach it at `advertised`, where a proxy
     /// (a TLS terminator, say) forwards to it; [`Tansu::addr`] is where it listens.
     pub fn start_behind(engine: Engine, advertised: &str) -> Result<Tansu, TansuError> {
-        Tansu::start_at(engine, Some(advertised))
+        Tansu::start_at(engine, Some(advertised), &[])
     }
 
-    fn start_at(engine: Engine, advertised: Option<&str>) -> Result<Tansu, TansuError> {
+    fn start_at(
+        engine: Engine,
+        advertised: Option<&str>,
+        schemas: &[(&str, &str)],
+    ) -> Result<Tansu, TansuError> {
         let dir = tempfile::tempdir()?;
+        // Like the SQLite path, the registry's path is relative to Tansu's working directory.
+        let schemas = if schemas.is_empty() {
+            None
+        } else {
+            std::fs::create_dir(dir.path().join("schemas"))?;
+            for (topic, schema) in schemas {
+                std::fs::write(
+                    dir.path().join("schemas").join(format!("{topic}.json")),
+                    schema,
+                )?;
+            }
+            Some(PathBuf::from("./schemas"))
+        };
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         // Clients are told to come back where it listens, unless a proxy is in front.
         let advertised = advertised.unwrap_or(&addr).to_string();
-        let child = Tansu::spawn(dir.path(), &addr, &advertised, engine)?;
+        let child = Tansu::spawn(
+            dir.path(),
+            &addr,
+            &advertised,
+            engine,
+            false,
+            schemas.as_deref(),
+        )?;
         let broker = Tansu {
             child,
             addr,
             advertised,
             _dir: dir,
             engine,
+            authentication: false,
+            schemas,
         };
         broker.wait_until_it_answers()?;
         Ok(broker)
@@ -93,6 +137,8 @@ impl Tansu {
         addr: &str,
         advertised: &str,
         engine: Engine,
+        authentication: bool,
+        schemas: Option<&std::path::Path>,
     ) -> Result<Child, TansuError> {
         let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
         // The SQLite path is relative to Tansu's working directory.
@@ -100,14 +146,21 @@ impl Tansu {
             Engine::Sqlite => "sqlite://tansu.db",
             Engine::Memory => "memory://tansu/",
         };
-        Ok(Command::new(bin)
-            .current_dir(dir)
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(dir)
             .args(["broker", "--listener-url", &format!("tcp://{addr}")])
             .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
             .args(["--storage-engine", storage])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?)
+            .stderr(Stdio::null());
+        if authentication {
+            cmd.arg("--authentication");
+        }
+        if let Some(schemas) = schemas {
+            cmd.arg("--schema-registry")
+                .arg(format!("file://{}", schemas.display()));
+        }
+        Ok(cmd.spawn()?)
     }
 
     fn wait_until_it_answers(&self) -> Result<(), TansuError> {
@@ -130,8 +183,49 @@ impl Tansu {
     /// Starts it again on the same address and data (the SQLite engine keeps both).
     pub fn restart(&mut self) -> Result<(), TansuError> {
         self.kill();
-        self.child = Tansu::spawn(self._dir.path(), &self.addr, &self.advertised, self.engine)?;
+        self.child = Tansu::spawn(
+            self._dir.path(),
+            &self.addr,
+            &self.advertised,
+            self.engine,
+            self.authentication,
+            self.schemas.as_deref(),
+        )?;
         self.wait_until_it_answers()
+    }
+
+    /// Creates a SASL/SCRAM user (`tansu user create`; `sha` is 256 or 512). Tansu's
+    /// own CLI cannot authenticate, so create users before [`Tansu::require_authentication`].
+    pub fn create_scram_user(
+        &self,
+        name: &str,
+        password: &str,
+        sha: u16,
+    ) -> Result<(), TansuError> {
+        let bin = Tansu::find().ok_or(TansuError::NotInstalled)?;
+        let out = Command::new(bin)
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.addr),
+            ])
+            .args(["--mechanism", &format!("scram{sha}"), name, password])
+            .output()?;
+        if !out.status.success() {
+            return Err(TansuError::User(
+                name.to_string(),
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Restarts the broker requiring SASL authentication (SCRAM-SHA-256/512; Tansu
+    /// 0.6 offers no PLAIN) from every client. The SQLite engine keeps users and data.
+    pub fn require_authentication(&mut self) -> Result<(), TansuError> {
+        self.authentication = true;
+        self.restart()
     }
 
     pub fn addr(&self) -> &str {

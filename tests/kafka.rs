@@ -986,3 +986,117 @@ fn a_flapping_broker_mid_backfill_loses_nothing() {
         expected(&cfg, &[Granularity::Minute])
     );
 }
+
+/// Every frame of `topic` as (partition, offset, ts), read back from the broker and
+/// parsed with serde_json.
+fn frames_by_position(b: &Broker, topic: &str, partitions: i32) -> Vec<(i32, i64, i64)> {
+    use rdkafka::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.addr)
+        .set("group.id", "read-back")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let (_, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+        ends.insert(p, high);
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < ends.values().sum::<i64>() as usize {
+        assert!(Instant::now() < deadline, "read {} of {ends:?}", out.len());
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            let ts = v["ts"]
+                .as_i64()
+                .or_else(|| v["ts"].as_str().and_then(|s| s.parse().ok()))
+                .unwrap();
+            out.push((m.partition(), m.offset(), ts));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_results_topic_that_refuses_writes_fails_the_run_and_commits_no_frame_of_a_lost_result() {
+    // Tansu validates the results topic's records against a JSON schema that refuses
+    // the result of one minute, so the topic stops taking writes mid-run.
+    let refused = "2016-07-11T13:44:00Z";
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"value": {
+            "type": "object",
+            "not": {"properties": {"start": {"const": refused}}, "required": ["start"]}
+        }}
+    });
+    let tansu = Tansu::start_with_schemas(Engine::Sqlite, &[("results", &schema.to_string())])
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let addr = tansu.addr().to_string();
+    let b = Broker { tansu, addr };
+    b.create_topic("frames", 4);
+    b.create_topic("results", 1);
+    let dir = tempfile::tempdir().unwrap();
+    // 13:39:44 to about 13:50: the minutes before 13:44 are published, 13:44 is refused.
+    let cfg = GenConfig {
+        frames: 6000,
+        rate: 10.0,
+        users: 500,
+        seed: 31,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let child = cardinal()
+        .args(["run", "-b", &b.addr, "-t", "frames", "-g", "refused"])
+        .args(["--results-topic", "results", "--until-end"])
+        // A commit after every batch: the minutes before the refused one are committed.
+        .args(["--windows", "minute", "--checkpoint-interval", "1ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = common::output_within(child, Duration::from_secs(180));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("topic results") || err.contains("results to results"),
+        "the error names the topic: {err}"
+    );
+
+    // What reached the results topic, by minute start (unix seconds).
+    let published: std::collections::BTreeSet<i64> =
+        common::minute_counts(results_topic(&b, "results").as_bytes())
+            .into_keys()
+            .collect();
+    let refused_start = refused.parse::<jiff::Timestamp>().unwrap().as_second();
+    assert!(!published.contains(&refused_start), "{published:?}");
+    assert!(
+        published.iter().any(|m| *m < refused_start),
+        "minutes before it were published: {published:?}"
+    );
+    // No committed offset passes a frame whose minute did not reach the topic, and
+    // the minutes that did were committed (else this checks nothing).
+    let frames = frames_by_position(&b, "frames", 4);
+    assert_eq!(frames.len(), 6000);
+    let mut progress = 0;
+    for p in 0..4 {
+        let c = committed(&b, "refused", "frames", p).unwrap_or(0);
+        progress += c;
+        for (_, offset, ts) in frames.iter().filter(|f| f.0 == p && f.1 < c) {
+            assert!(
+                published.contains(&(ts - ts.rem_euclid(60))),
+                "frames[{p}] committed at {c}, past offset {offset} (ts {ts}) whose minute was never published"
+            );
+        }
+    }
+    assert!(progress > 0, "nothing committed before the refusal");
+}

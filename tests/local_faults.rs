@@ -1,5 +1,5 @@
 //! Local faults through the real binary (issue 8): two processes on one state
-//! directory, a run that fails inside the demo.
+//! directory, a checkpoint that cannot be written, a run that fails inside the demo.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -82,6 +82,30 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_with_a_clear_error() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains("cannot write checkpoint") && err.contains(state.to_str().unwrap()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_demo_whose_run_fails_exits_1_with_the_error() {
+    // Results go to stdout as each window closes; /dev/full refuses the first one,
+    // while the demo's producer, which paces itself on the run, is still producing.
+    let stdout = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = cardinal()
+        .args(["demo", "--frames", "100000"])
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Before the fix, the producer waited for ever on a run that had stopped.
+    let o = common::output_within(child, Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write results") && err.contains("No space left on device"),
         "{err}"
     );
 }
