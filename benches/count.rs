@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
             threads,
             chunk_bytes: cardinal::source::CHUNK_BYTES,
             max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
+            frames: cardinal::parser::FrameSpec::default(),
         };
         g.bench_function(name, |b| {
             b.iter(|| {

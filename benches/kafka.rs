@@ -190,6 +190,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         threads: 2,
         chunk_bytes: cardinal::source::CHUNK_BYTES,
         max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
+        frames: cardinal::parser::FrameSpec::default(),
     };
     let run = RunOptions {
         kafka: opts.clone(),

@@ -18,6 +18,7 @@ use crate::counter::HllConfig;
 use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
+use crate::parser::{FrameSpec, TsUnit};
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::sink::{RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
@@ -160,6 +161,27 @@ pub struct CountingOptions {
     /// Do not print the summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Root-level key that holds the user id (a non-empty string). A key written with
+    /// JSON escapes counts when it decodes to this name.
+    #[arg(long, default_value = "uid", value_name = "NAME", value_parser = parse_field_name)]
+    pub uid_field: String,
+
+    /// Root-level key that holds the event time (an integer, or a string of digits).
+    #[arg(long, default_value = "ts", value_name = "NAME", value_parser = parse_field_name)]
+    pub ts_field: String,
+
+    /// Unit of the event time: s (unix seconds), ms or us. Converted to seconds by
+    /// floor division; a value beyond the year 9999 in that unit is `bad_ts`.
+    #[arg(long, value_enum, default_value = "s", value_name = "UNIT")]
+    pub ts_unit: TsUnit,
+}
+
+fn parse_field_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a field name cannot be empty".into());
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -520,8 +542,21 @@ impl CountingOptions {
             CounterArg::Exact => "exact".to_string(),
             CounterArg::Hll => format!("hll/{}", self.precision),
         };
+        // Other field names or units only: checkpoints written before these options
+        // existed, with the defaults, must still be accepted.
+        let frames = if self.uid_field == "uid" && self.ts_field == "ts" && self.ts_unit == TsUnit::Seconds
+        {
+            String::new()
+        } else {
+            format!(
+                " uid_field={:?} ts_field={:?} ts_unit={}",
+                self.uid_field,
+                self.ts_field,
+                self.ts_unit.name()
+            )
+        };
         format!(
-            "windows={} tz={} lateness={} grace={} max_ahead={} confirm={} counter={counter}",
+            "windows={} tz={} lateness={} grace={} max_ahead={} confirm={} counter={counter}{frames}",
             windows.join(","),
             self.tz.zone_name(),
             self.lateness,
@@ -531,8 +566,11 @@ impl CountingOptions {
         )
     }
 
-    pub fn config(&self) -> CountConfig {
-        CountConfig {
+    /// The counting configuration; a usage error if the options contradict each other.
+    pub fn config(&self) -> Result<CountConfig, UsageError> {
+        let frames = FrameSpec::new(&self.uid_field, &self.ts_field, self.ts_unit)
+            .map_err(|e| UsageError(format!("--uid-field and --ts-field: {e}")))?;
+        Ok(CountConfig {
             calendar: self.tz.clone(),
             settings: Settings {
                 granularities: self.windows.clone(),
@@ -558,7 +596,8 @@ impl CountingOptions {
             ),
             chunk_bytes: CHUNK_BYTES,
             max_frame_bytes: self.max_frame_bytes,
-        }
+            frames,
+        })
     }
 
     fn sinks(&self) -> Result<Sinks> {
@@ -609,6 +648,8 @@ fn open_inputs(files: &[String]) -> Result<Vec<OpenInput>> {
 
 fn count(args: CountArgs) -> Result<ExitCode> {
     let Some(dir) = &args.state.state_dir else {
+        // Options first: a usage error must not wait for (or consume) stdin.
+        args.counting.config()?;
         return count_inputs(&args.counting, open_inputs(&args.files)?);
     };
     if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
@@ -662,8 +703,8 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let config = args.counting.config()?;
     let inputs = open_inputs(&args.files)?;
-    let config = args.counting.config();
     let mut sinks = args.counting.sinks()?;
     let mut hooks = FileCheckpoints::new(
         Checkpointing::new(state_dir, identity),
@@ -735,7 +776,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         commit_interval: args.state.checkpoint_interval,
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
     };
-    let mut config = args.counting.config();
+    let mut config = args.counting.config()?;
     config.settings.alignment = Some(Alignment {
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
@@ -824,7 +865,7 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
 }
 
 fn count_inputs(opts: &CountingOptions, inputs: Vec<OpenInput>) -> Result<ExitCode> {
-    let config = opts.config();
+    let config = opts.config()?;
     let mut sinks = opts.sinks()?;
     let started = Instant::now();
     let report = pipeline::count(&config, inputs, &mut sinks)?;
@@ -886,7 +927,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         frames.users
     );
     let opts = CountingOptions::try_parse_demo()?;
-    let config = opts.config();
+    let config = opts.config()?;
     let mut sinks = opts.sinks()?;
     let started = Instant::now();
     let telemetry = crate::demo::run(args.broker, frames, &config, &mut sinks)?;

@@ -1354,6 +1354,7 @@ mod tests {
             threads: 1,
             chunk_bytes: crate::source::CHUNK_BYTES,
             max_frame_bytes: crate::source::MAX_FRAME_BYTES,
+            frames: crate::parser::FrameSpec::default(),
         };
         let mut sinks = Sinks {
             results: ResultSink::new(Box::new(std::io::sink())),

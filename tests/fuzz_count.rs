@@ -152,6 +152,7 @@ proptest! {
             threads: 2,
             chunk_bytes,
             max_frame_bytes: 2048,
+            frames: cardinal::parser::FrameSpec::default(),
         };
         let inputs = vec![OpenInput {
             name: "fuzz".into(),
