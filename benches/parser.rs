@@ -41,17 +41,17 @@ fn bench(c: &mut Criterion) {
     });
 
     // The same frames with every `uid` and `ts` key renamed, parsed with
-    // `--uid-field user --ts-field time --ts-unit ms`: every root key is compared.
+    // `--uid-field member_id --ts-field event_time --ts-unit ms`: every root key is compared.
     let renamed: Vec<Vec<u8>> = frames
         .iter()
         .map(|f| {
             String::from_utf8_lossy(f)
-                .replace("\"uid\":", "\"user\":")
-                .replace("\"ts\":", "\"time\":")
+                .replace("\"uid\":", "\"member_id\":")
+                .replace("\"ts\":", "\"event_time\":")
                 .into_bytes()
         })
         .collect();
-    let spec = FrameSpec::new("user", "time", TsUnit::Millis).expect("distinct names");
+    let spec = FrameSpec::new("member_id", "event_time", TsUnit::Millis).expect("distinct names");
     g.bench_function("cardinal_other_fields", |b| {
         b.iter(|| {
             let mut acc = 0i64;
