@@ -488,7 +488,10 @@ fn decode(raw: &[u8], mut emit: impl FnMut(&[u8]) -> bool) -> bool {
         let b = raw[i];
         if b != b'\\' {
             // A run of plain bytes at once.
-            let run = raw[i..].iter().position(|&c| c == b'\\').unwrap_or(raw.len() - i);
+            let run = raw[i..]
+                .iter()
+                .position(|&c| c == b'\\')
+                .unwrap_or(raw.len() - i);
             if !emit(&raw[i..i + run]) {
                 return false;
             }

@@ -42,10 +42,7 @@ use super::classify::{Avx2, Isa, Masks, Sse2};
 use super::root_keys::{Padded, RootKeys};
 use super::{Frame, FrameSpec, ParseError, extract};
 
-pub(super) fn parse<'a>(
-    line: &'a [u8],
-    spec: &FrameSpec,
-) -> Option<Result<Frame<'a>, ParseError>> {
+pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Option<Result<Frame<'a>, ParseError>> {
     if has_avx2() {
         // SAFETY: the features were just detected.
         unsafe { parse_avx2(line, spec) }

@@ -503,33 +503,57 @@ fn other_field_names_replace_uid_and_ts() {
     // `uid` and `ts` are now just other keys, at the root or nested.
     let line = r#"{"uid":"decoy","ts":1,"m":{"user":"x","time":2},"time":100,"user":"real"}"#;
     assert_eq!(with(line, &s), Ok(("real".into(), 100)));
-    assert_eq!(with(r#"{"uid":"a","ts":1}"#, &s), Err(ParseError::MissingUid));
-    assert_eq!(with(r#"{"user":"a","ts":1}"#, &s), Err(ParseError::MissingTs));
+    assert_eq!(
+        with(r#"{"uid":"a","ts":1}"#, &s),
+        Err(ParseError::MissingUid)
+    );
+    assert_eq!(
+        with(r#"{"user":"a","ts":1}"#, &s),
+        Err(ParseError::MissingTs)
+    );
     // Names the fast path's first-byte filter (`u`, `t`, `\`) would never look at.
     let s = spec("a", "b", TsUnit::Millis);
     assert_eq!(with(r#"{"b":5000,"a":"x"}"#, &s), Ok(("x".into(), 5)));
     // Names that are prefixes of the defaults, and the defaults swapped.
     let s = spec("u", "t", TsUnit::Seconds);
-    assert_eq!(with(r#"{"uid":"no","u":"x","ts":1,"t":7}"#, &s), Ok(("x".into(), 7)));
+    assert_eq!(
+        with(r#"{"uid":"no","u":"x","ts":1,"t":7}"#, &s),
+        Ok(("x".into(), 7))
+    );
     let s = spec("ts", "uid", TsUnit::Seconds);
     assert_eq!(with(r#"{"ts":"x","uid":7}"#, &s), Ok(("x".into(), 7)));
     // Non-ASCII and quoted names.
     let s = spec("ユーザー", "\"t\"", TsUnit::Seconds);
-    assert_eq!(with(r#"{"ユーザー":"x","\"t\"":3}"#, &s), Ok(("x".into(), 3)));
+    assert_eq!(
+        with(r#"{"ユーザー":"x","\"t\"":3}"#, &s),
+        Ok(("x".into(), 3))
+    );
 }
 
 #[test]
 fn other_field_names_match_escaped_keys_as_uid_does() {
     let s = spec("user", "time", TsUnit::Seconds);
-    assert_eq!(with(r#"{"\u0075ser":"x","time":9}"#, &s), Ok(("x".into(), 9)));
+    assert_eq!(
+        with(r#"{"\u0075ser":"x","time":9}"#, &s),
+        Ok(("x".into(), 9))
+    );
     assert_eq!(
         with(r#"{"user":"x","\u0074\u0069\u006D\u0065":9}"#, &s),
         Ok(("x".into(), 9))
     );
-    assert_eq!(with(r#"{"us\u0065r":"x","time":9}"#, &s), Ok(("x".into(), 9)));
+    assert_eq!(
+        with(r#"{"us\u0065r":"x","time":9}"#, &s),
+        Ok(("x".into(), 9))
+    );
     // Escapes that spell something else are other keys.
-    assert_eq!(with(r#"{"\u0075se":"x","time":9}"#, &s), Err(ParseError::MissingUid));
-    assert_eq!(with(r#"{"user":"x","t\/ime":9}"#, &s), Err(ParseError::MissingTs));
+    assert_eq!(
+        with(r#"{"\u0075se":"x","time":9}"#, &s),
+        Err(ParseError::MissingUid)
+    );
+    assert_eq!(
+        with(r#"{"user":"x","t\/ime":9}"#, &s),
+        Err(ParseError::MissingTs)
+    );
     // A second one, however spelled, is a duplicate, named by its role.
     assert_eq!(
         with(r#"{"user":"x","time":1,"\u0075ser":"y"}"#, &s),
@@ -537,16 +561,25 @@ fn other_field_names_match_escaped_keys_as_uid_does() {
     );
     // Non-ASCII names, escaped as one \u or as a surrogate pair.
     let s = spec("é", "𝑡", TsUnit::Seconds);
-    assert_eq!(with(r#"{"\u00e9":"x","\ud835\udc61":4}"#, &s), Ok(("x".into(), 4)));
+    assert_eq!(
+        with(r#"{"\u00e9":"x","\ud835\udc61":4}"#, &s),
+        Ok(("x".into(), 4))
+    );
     assert_eq!(with(r#"{"\u00E9":"x","𝑡":4}"#, &s), Ok(("x".into(), 4)));
     // A lone surrogate is never a valid name.
-    assert_eq!(with(r#"{"é":"x","\ud835":4}"#, &s), Err(ParseError::MissingTs));
+    assert_eq!(
+        with(r#"{"é":"x","\ud835":4}"#, &s),
+        Err(ParseError::MissingTs)
+    );
 }
 
 #[test]
 fn errors_name_the_fields_and_unit_of_the_spec() {
     let s = spec("user", "time", TsUnit::Millis);
-    assert_eq!(ParseError::MissingUid.describe(&s), r#"no root-level "user""#);
+    assert_eq!(
+        ParseError::MissingUid.describe(&s),
+        r#"no root-level "user""#
+    );
     assert_eq!(
         ParseError::DuplicateKey("ts").describe(&s),
         r#"root-level "time" appears more than once"#
@@ -556,7 +589,11 @@ fn errors_name_the_fields_and_unit_of_the_spec() {
         r#"root-level "time" is not a whole number of milliseconds (--ts-unit ms) between 0 and 253402300799999"#
     );
     let d = FrameSpec::default();
-    for e in [ParseError::BadTs, ParseError::MissingUid, ParseError::DuplicateKey("uid")] {
+    for e in [
+        ParseError::BadTs,
+        ParseError::MissingUid,
+        ParseError::DuplicateKey("uid"),
+    ] {
         assert_eq!(e.describe(&d), e.to_string());
     }
     assert!(FrameSpec::new("a", "a", TsUnit::Seconds).is_err());

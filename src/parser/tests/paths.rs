@@ -68,9 +68,14 @@ fn other_spec() -> impl Strategy<Value = FrameSpec> {
         Just("é"),
         Just("\"q\\"),
     ];
-    let units = prop_oneof![Just(TsUnit::Seconds), Just(TsUnit::Millis), Just(TsUnit::Micros)];
-    (names.clone(), names, units)
-        .prop_filter_map("distinct names", |(u, t, unit)| FrameSpec::new(u, t, unit).ok())
+    let units = prop_oneof![
+        Just(TsUnit::Seconds),
+        Just(TsUnit::Millis),
+        Just(TsUnit::Micros)
+    ];
+    (names.clone(), names, units).prop_filter_map("distinct names", |(u, t, unit)| {
+        FrameSpec::new(u, t, unit).ok()
+    })
 }
 
 /// Bytes that matter to a JSON parser, to splice in.
