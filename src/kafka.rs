@@ -22,6 +22,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::aggregator::WindowResult;
 use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
+use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
@@ -31,29 +32,147 @@ use crate::watermark::WallClock;
 use crate::window::Calendar;
 
 /// Connection settings shared by every command that talks to Kafka.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaOptions {
     pub brokers: String,
+    /// `-F FILE` librdkafka properties, applied after Cardinal's defaults and
+    /// before `properties`.
+    pub client_config: Option<PropertiesFile>,
     /// `-X key=value` librdkafka properties, applied last so they win.
     pub properties: Vec<(String, String)>,
     /// How long to wait for the cluster before giving up with an error.
     pub timeout: Duration,
 }
 
+/// Never shows a secret, whatever prints the options.
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOptions")
+            .field("brokers", &self.brokers)
+            .field("client_config", &self.client_config)
+            .field(
+                "properties",
+                &self
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), masked(k, v)))
+                    .collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl KafkaOptions {
+    /// Options for `brokers`, with nothing else set.
+    pub fn new(brokers: impl Into<String>, timeout: Duration) -> KafkaOptions {
+        KafkaOptions {
+            brokers: brokers.into(),
+            client_config: None,
+            properties: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Every property in the order it is applied, with where it came from:
+    /// Cardinal's defaults, then the `-F` file, then `--brokers`, then `-X`.
+    fn layered<'a>(
+        &'a self,
+        defaults: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a str, &'a str, Origin<'a>)> {
+        let file = self.client_config.iter().flat_map(|f| {
+            f.entries
+                .iter()
+                .map(move |(k, v, n)| (k.as_str(), v.as_str(), Origin::File(&f.path, *n)))
+        });
+        defaults
+            .iter()
+            .map(|(k, v)| (*k, *v, Origin::Default))
+            .chain(file)
+            .chain(std::iter::once((
+                "bootstrap.servers",
+                self.brokers.as_str(),
+                Origin::Brokers,
+            )))
+            .chain(
+                self.properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str(), Origin::Flag)),
+            )
+    }
+
     fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         // Warnings reach the client contexts (never through the `log` crate, which
         // is off here), so an error can say why a broker could not be reached.
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
-        c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in defaults {
-            c.set(*k, *v);
-        }
-        for (k, v) in &self.properties {
+        for (k, v, _) in self.layered(defaults) {
             c.set(k, v);
         }
         c
+    }
+
+    /// The effective settings as they may be logged: secrets masked.
+    fn describe(&self, defaults: &[(&str, &str)]) -> String {
+        let mut last: Vec<(&str, &str)> = Vec::new();
+        for (k, v, _) in self.layered(defaults) {
+            match last.iter_mut().find(|(key, _)| *key == k) {
+                Some(entry) => entry.1 = v,
+                None => last.push((k, v)),
+            }
+        }
+        last.iter()
+            .map(|(k, v)| format!("{k}={}", masked(k, v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A client that could not be created, in words that name the property and
+    /// where it was set, never its value: rdkafka's own message for a bad
+    /// property quotes the value, which may be a password (even under a
+    /// misspelt key, which no list of secret keys would recognise).
+    fn settings_error(
+        &self,
+        what: &str,
+        defaults: &[(&str, &str)],
+        e: KafkaError,
+    ) -> PipelineError {
+        match e {
+            KafkaError::ClientConfig(_, desc, key, value) => {
+                let desc = if value.is_empty() {
+                    desc
+                } else {
+                    desc.replace(&value, "…")
+                };
+                let origin = self
+                    .layered(defaults)
+                    .filter(|(k, _, _)| *k == key)
+                    .last()
+                    .map_or_else(String::new, |(_, _, o)| format!(" ({key}: {o})"));
+                live(format!("bad Kafka {what} settings: {desc}{origin}"))
+            }
+            other => live(format!("bad Kafka {what} settings: {other}")),
+        }
+    }
+}
+
+/// Where a client property was set, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    Default,
+    File(&'a std::path::Path, usize),
+    Brokers,
+    Flag,
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => write!(f, "a default of Cardinal's"),
+            Origin::File(path, line) => write!(f, "set in {} line {line}", path.display()),
+            Origin::Brokers => write!(f, "from --brokers"),
+            Origin::Flag => write!(f, "set with -X"),
+        }
     }
 }
 
@@ -430,19 +549,29 @@ pub fn run(
     };
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
     cfg.set("group.id", &opts.group);
+    tracing::debug!(
+        event = "client_config",
+        client = "consumer",
+        settings = %opts.kafka.describe(CONSUMER_DEFAULTS)
+    );
     let consumer: Arc<BaseConsumer<RunContext>> = Arc::new(
         cfg.create_with_context(context)
-            .map_err(|e| live(format!("bad Kafka consumer settings: {e}")))?,
+            .map_err(|e| opts.kafka.settings_error("consumer", CONSUMER_DEFAULTS, e))?,
     );
     let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
     let producer = match &opts.results_topic {
         Some(t) => {
             partitions_of(&consumer, &opts.kafka, t)?;
+            tracing::debug!(
+                event = "client_config",
+                client = "producer",
+                settings = %opts.kafka.describe(PRODUCER_DEFAULTS)
+            );
             let p: ThreadedProducer<DeliveryTracker> = opts
                 .kafka
                 .config(PRODUCER_DEFAULTS)
                 .create_with_context(DeliveryTracker::default())
-                .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
+                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
             Some((t.clone(), p))
         }
         None => None,
@@ -521,13 +650,10 @@ pub fn run(
 /// The consumer group's session timeout, as configured (librdkafka's default: 45 s).
 fn session_timeout(opts: &KafkaOptions) -> Duration {
     let configured = opts
-        .properties
-        .iter()
-        .rev()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(CONSUMER_DEFAULTS.iter().copied())
-        .find(|(k, _)| *k == "session.timeout.ms")
-        .and_then(|(_, v)| v.parse().ok());
+        .layered(CONSUMER_DEFAULTS)
+        .filter(|(k, _, _)| *k == "session.timeout.ms")
+        .last()
+        .and_then(|(_, v, _)| v.parse().ok());
     Duration::from_millis(configured.unwrap_or(45_000))
 }
 
@@ -1096,14 +1222,19 @@ pub fn produce(
     key_field: Option<&str>,
     inputs: Vec<pipeline::OpenInput>,
 ) -> Result<ProduceReport, PipelineError> {
+    tracing::debug!(
+        event = "client_config",
+        client = "producer",
+        settings = %opts.describe(PRODUCER_DEFAULTS)
+    );
     let producer: ThreadedProducer<DeliveryTracker> = opts
         .config(PRODUCER_DEFAULTS)
         .create_with_context(DeliveryTracker::default())
-        .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
+        .map_err(|e| opts.settings_error("producer", PRODUCER_DEFAULTS, e))?;
     let probe: BaseConsumer<ErrorContext> = opts
         .config(&[])
         .create_with_context(ErrorContext)
-        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+        .map_err(|e| opts.settings_error("client", &[], e))?;
     partitions_of(&probe, opts, topic)?;
     let mut report = ProduceReport::default();
     for input in inputs {
@@ -1176,7 +1307,7 @@ pub fn create_topic(
     let admin: AdminClient<DefaultClientContext> = opts
         .config(&[])
         .create()
-        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+        .map_err(|e| opts.settings_error("admin client", &[], e))?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     if compacted {
         new = new.set("cleanup.policy", "compact");
@@ -1217,14 +1348,15 @@ pub fn consume_to_end(
     topic: &str,
     mut each: impl FnMut(Consumed) -> bool,
 ) -> Result<u64, PipelineError> {
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("enable.auto.commit", "false"),
+        ("fetch.wait.max.ms", "5"),
+        ("group.id", "cardinal-consume"),
+    ];
     let consumer: BaseConsumer<ErrorContext> = opts
-        .config(&[
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "5"),
-            ("group.id", "cardinal-consume"),
-        ])
+        .config(DEFAULTS)
         .create_with_context(ErrorContext)
-        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+        .map_err(|e| opts.settings_error("consumer", DEFAULTS, e))?;
     let partitions = partitions_of(&consumer, opts, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = HashMap::new();
@@ -1299,11 +1431,7 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("frames", 2, 1).unwrap();
         cluster.create_topic("results", 1, 1).unwrap();
-        let opts = KafkaOptions {
-            brokers: cluster.bootstrap_servers(),
-            properties: vec![],
-            timeout: Duration::from_secs(10),
-        };
+        let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
         // A few minutes of event time, so that several minute windows close.
         let frames = GenConfig {
             frames: 3000,

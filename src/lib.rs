@@ -15,10 +15,12 @@
 //! order), [`reject`] is the one list of reasons a frame is not counted, and
 //! [`telemetry`] is the one place where events are counted and logged.
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
+//! [`client_config`] reads librdkafka properties files and masks secrets.
 
 pub mod aggregator;
 pub mod checkpoint;
 pub mod cli;
+pub mod client_config;
 pub mod counter;
 pub mod demo;
 pub mod emitter;
