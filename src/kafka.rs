@@ -253,6 +253,10 @@ struct RunContext {
     /// on while it has: waiting for a rebalance (a restart waits out the dead
     /// member's session) must not make partitions look idle.
     holding: AtomicBool,
+    /// The text of the last error the client reported. rdkafka hands a consumer
+    /// error to `poll` as a bare code, after passing its text here: the text is
+    /// what says which batch could not be decoded.
+    last_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for RunContext {
@@ -261,6 +265,7 @@ impl ClientContext for RunContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(&error, reason);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
     }
 }
 
@@ -546,6 +551,7 @@ pub fn run(
         positions: Mutex::new(positions),
         assigned: Mutex::new(Vec::new()),
         holding: AtomicBool::new(false),
+        last_error: Mutex::new(None),
     };
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
     cfg.set("group.id", &opts.group);
@@ -746,6 +752,7 @@ fn feed_from_kafka(
     let mut paused_from: HashMap<i32, i64> = HashMap::new();
     // A backfill reads the past: only a live run may trust frames for being recent.
     let trust_recent = end_offsets.at_start.is_none() && end_offsets.target.is_none();
+    let mut bad_batches = BadBatches::default();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             let _ = feed.chunk(chunk);
@@ -782,6 +789,30 @@ fn feed_from_kafka(
                 if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
                     feed.fail(live(format!("fatal consumer error on {topic}: {e}")));
                     return;
+                }
+                let text = consumer
+                    .context()
+                    .last_error
+                    .lock()
+                    .expect("error lock")
+                    .take();
+                if let KafkaError::MessageConsumption(code) = &e
+                    && let Some(bad) = text.as_deref().and_then(|t| BadBatch::parse(*code, t))
+                {
+                    let assignment: Vec<i32> = consumer
+                        .assignment()
+                        .map(|tpl| {
+                            tpl.elements_for_topic(&topic)
+                                .iter()
+                                .map(|e| e.partition())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let live_parts = assignment.into_iter().filter(|p| !finished.contains(p));
+                    if let Some(why) = bad_batches.sighted(bad, live_parts, &positions, &topic) {
+                        feed.fail(live(why));
+                        return;
+                    }
                 }
             }
             None => {}
@@ -945,6 +976,138 @@ fn align_partitions(
             Ok(()) => tracing::info!(event = "partitions_resumed", partitions = ?resume),
             Err(e) => tracing::warn!(event = "resume_failed", partitions = ?resume, error = %e),
         }
+    }
+}
+
+/// A batch the client could not decode, as its error text describes it: librdkafka
+/// names the codec and the offset, but the partition only travels with the error
+/// event, which rdkafka does not pass on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BadBatch {
+    /// The attribute's codec number, when the error says it.
+    codec: Option<u8>,
+    offset: i64,
+    text: String,
+}
+
+impl BadBatch {
+    /// A decompression failure or an unsupported codec (`Decompression (codec 0x4)
+    /// of message at 25 of 41 bytes failed: …`), or a batch that fails its CRC:
+    /// errors that refetching the same bytes cannot cure.
+    fn parse(code: RDKafkaErrorCode, text: &str) -> Option<BadBatch> {
+        use RDKafkaErrorCode as C;
+        if !matches!(code, C::BadCompression | C::NotImplemented | C::BadMessage) {
+            return None;
+        }
+        let number_after = |marker: &str| -> Option<&str> {
+            let rest = &text[text.find(marker)? + marker.len()..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            Some(&rest[..end])
+        };
+        let codec = number_after("(codec 0x").and_then(|h| u8::from_str_radix(h, 16).ok());
+        let offset = number_after("message at ")
+            .or_else(|| number_after("offset "))
+            .and_then(|n| n.parse().ok())?;
+        Some(BadBatch {
+            codec,
+            offset,
+            text: text.to_string(),
+        })
+    }
+
+    fn codec_name(&self) -> String {
+        match self.codec {
+            Some(0) => "no compression".into(),
+            Some(1) => "gzip".into(),
+            Some(2) => "snappy".into(),
+            Some(3) => "lz4".into(),
+            Some(4) => "zstd".into(),
+            Some(n) => format!("unknown codec {n}"),
+            None => "codec not named by the client".into(),
+        }
+    }
+}
+
+/// Undecodable batches seen, by offset, until it is clear which partition holds
+/// each: librdkafka fetches a bad batch again and again (and fails each time),
+/// while healthy partitions move on.
+#[derive(Default)]
+struct BadBatches {
+    seen: HashMap<i64, Sighting>,
+}
+
+struct Sighting {
+    first: Instant,
+    times: u32,
+    /// Partitions that may hold the batch, with their positions when first seen.
+    candidates: Vec<(i32, Option<i64>)>,
+}
+
+impl BadBatches {
+    /// Enough sightings to name the partition: 2 over at least 1 s (so that a
+    /// partition that merely passed through the same offset has moved on), or 5 s.
+    const CONFIRM: Duration = Duration::from_secs(1);
+    const GIVE_UP: Duration = Duration::from_secs(5);
+
+    /// Another failure for `bad`, on one of `assigned` (not yet read to the end).
+    /// Returns the error that ends the run once the partition is known.
+    fn sighted(
+        &mut self,
+        bad: BadBatch,
+        assigned: impl Iterator<Item = i32>,
+        positions: &HashMap<i32, i64>,
+        topic: &str,
+    ) -> Option<String> {
+        let now: Vec<(i32, Option<i64>)> =
+            assigned.map(|p| (p, positions.get(&p).copied())).collect();
+        let s = self.seen.entry(bad.offset).or_insert_with(|| {
+            // The partition stuck at the batch has read up to it, or nothing yet; one
+            // that started inside it (a committed offset mid-batch) is past it.
+            let at: Vec<_> = now
+                .iter()
+                .filter(|(_, pos)| pos.is_none_or(|p| p == bad.offset))
+                .copied()
+                .collect();
+            let candidates = if at.is_empty() {
+                now.iter()
+                    .filter(|(_, pos)| pos.is_some_and(|p| p > bad.offset))
+                    .copied()
+                    .collect()
+            } else {
+                at
+            };
+            Sighting {
+                first: Instant::now(),
+                times: 0,
+                candidates,
+            }
+        });
+        s.times += 1;
+        // A partition that moved is not stuck.
+        s.candidates
+            .retain(|(p, pos)| now.iter().any(|(q, now_pos)| q == p && now_pos == pos));
+        let waited = s.first.elapsed();
+        let known = s.candidates.len() == 1 && s.times >= 2 && waited >= Self::CONFIRM;
+        if !known && waited < Self::GIVE_UP {
+            return None;
+        }
+        let parts: Vec<String> = s.candidates.iter().map(|(p, _)| p.to_string()).collect();
+        let which = match parts.len() {
+            0 => "an unknown partition".to_string(),
+            1 => format!("partition {}", parts[0]),
+            _ => format!("one of partitions {}", parts.join(", ")),
+        };
+        Some(format!(
+            "cannot decode the batch at offset {} of {topic} ({which}, compressed with {}); \
+             the client said: {}. Fetching it again cannot help: the producer used a codec this \
+             build cannot read, or the batch is corrupt. Skipping it would lose its frames \
+             silently; to skip it on purpose, commit an offset past it for the group",
+            bad.offset,
+            bad.codec_name(),
+            bad.text
+        ))
     }
 }
 
@@ -1517,6 +1680,48 @@ mod tests {
                 e.partition()
             );
         }
+    }
+
+    #[test]
+    fn undecodable_batches_are_read_from_the_clients_words() {
+        let b = BadBatch::parse(
+            RDKafkaErrorCode::BadCompression,
+            "Decompression (codec 0x4) of message at 25 of 41 bytes failed: Local: Invalid compressed data",
+        )
+        .unwrap();
+        assert_eq!(
+            (b.codec, b.offset, b.codec_name().as_str()),
+            (Some(4), 25, "zstd")
+        );
+        let b = BadBatch::parse(
+            RDKafkaErrorCode::BadMessage,
+            "MessageSet at offset 7 (120 bytes) failed CRC32C check (original 0x1 != calculated 0x2)",
+        )
+        .unwrap();
+        assert_eq!((b.codec, b.offset), (None, 7));
+        // Transient errors are librdkafka's to retry.
+        assert!(BadBatch::parse(RDKafkaErrorCode::AllBrokersDown, "at offset 5").is_none());
+    }
+
+    #[test]
+    fn a_bad_batch_is_on_the_partition_that_stays_at_its_offset() {
+        let bad = BadBatch {
+            codec: Some(1),
+            offset: 25,
+            text: "…".into(),
+        };
+        let mut seen = BadBatches::default();
+        // Partitions 0 and 1 are both at offset 25 when it first fails.
+        let mut pos = HashMap::from([(0, 25), (1, 25), (2, 90)]);
+        assert_eq!(seen.sighted(bad.clone(), 0..3, &pos, "t"), None);
+        // Partition 0 was only passing through.
+        pos.insert(0, 31);
+        std::thread::sleep(BadBatches::CONFIRM);
+        let why = seen.sighted(bad, 0..3, &pos, "t").unwrap();
+        assert!(
+            why.contains("offset 25 of t (partition 1, compressed with gzip)"),
+            "{why}"
+        );
     }
 
     fn run_options_run(
