@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
             chunk_bytes: cardinal::source::CHUNK_BYTES,
             max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
             metrics: None,
+            frames: cardinal::parser::FrameSpec::default(),
         };
         g.bench_function(name, |b| {
             b.iter(|| {

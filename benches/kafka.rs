@@ -191,6 +191,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         chunk_bytes: cardinal::source::CHUNK_BYTES,
         max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
         metrics: None,
+        frames: cardinal::parser::FrameSpec::default(),
     };
     let run = RunOptions {
         kafka: opts.clone(),

@@ -19,6 +19,7 @@ use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::metrics::{self, Metrics};
+use crate::parser::{FrameSpec, TsUnit};
 use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
@@ -204,6 +205,27 @@ pub struct CountingOptions {
     /// on purpose.
     #[arg(long, value_name = "ADDR", help_heading = "Operations")]
     pub http: Option<std::net::SocketAddr>,
+
+    /// Root-level key that holds the user id (a non-empty string). A key written with
+    /// JSON escapes counts when it decodes to this name.
+    #[arg(long, default_value = "uid", value_name = "NAME", value_parser = parse_field_name)]
+    pub uid_field: String,
+
+    /// Root-level key that holds the event time (an integer, or a string of digits).
+    #[arg(long, default_value = "ts", value_name = "NAME", value_parser = parse_field_name)]
+    pub ts_field: String,
+
+    /// Unit of the event time: s (unix seconds), ms or us. Converted to seconds by
+    /// floor division; a value beyond the year 9999 in that unit is `bad_ts`.
+    #[arg(long, value_enum, default_value = "s", value_name = "UNIT")]
+    pub ts_unit: TsUnit,
+}
+
+fn parse_field_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a field name cannot be empty".into());
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -288,9 +310,14 @@ Examples:
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Kafka connection")]
 pub struct KafkaArgs {
-    /// Bootstrap brokers, comma-separated HOST:PORT.
+    /// Bootstrap brokers, comma-separated HOST:PORT (or `bootstrap.servers` in --client-config).
     #[arg(long, short = 'b', value_name = "HOST:PORT[,...]")]
-    pub brokers: String,
+    pub brokers: Option<String>,
+
+    /// librdkafka properties from a file of KEY=VALUE lines (`#` comments), as kcat's -F:
+    /// keeps secrets off the command line. Applied before -X, so -X wins.
+    #[arg(long = "client-config", short = 'F', value_name = "FILE")]
+    pub client_config: Option<PathBuf>,
 
     /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable, wins over defaults).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
@@ -302,22 +329,80 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    pub fn options(&self) -> KafkaOptions {
-        KafkaOptions {
-            brokers: self.brokers.clone(),
+    /// The connection options, with the --client-config file read.
+    pub fn options(&self) -> Result<KafkaOptions> {
+        let client_config = match &self.client_config {
+            Some(path) => Some(crate::client_config::PropertiesFile::read(path)?),
+            None => None,
+        };
+        let brokers = match (&self.brokers, &client_config) {
+            (Some(b), _) => b.clone(),
+            (None, Some(file)) if file.get("bootstrap.servers").is_some() => file
+                .get("bootstrap.servers")
+                .unwrap_or_default()
+                .to_string(),
+            _ => {
+                return Err(UsageError(
+                    "no brokers: pass --brokers (or set CARDINAL_BROKERS), or set \
+                     bootstrap.servers in --client-config"
+                        .into(),
+                )
+                .into());
+            }
+        };
+        Ok(KafkaOptions {
+            brokers,
+            client_config,
             properties: self.property.clone(),
             timeout: Duration::from_secs(self.timeout.max(1) as u64),
-        }
+        })
     }
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!(
-            "{s:?} is not KEY=VALUE, e.g. -X security.protocol=SSL"
-        )),
+        // Not the text itself: it may be a secret with its `=` forgotten.
+        _ => Err("not KEY=VALUE, e.g. -X security.protocol=SSL".to_string()),
     }
+}
+
+/// The command line, with settings from the environment: every option of `run`
+/// that takes a value can be set as `CARDINAL_` and its long name in capitals
+/// (`--results-topic` is `CARDINAL_RESULTS_TOPIC`), and the connection options
+/// of `produce` and `consume` too. `--help` lists each variable. Flags, `-X` and
+/// inputs are not taken from the environment: a stray variable must not turn a
+/// live run into a backfill, or change what `count` reads.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+        .mut_subcommand("run", |c| with_env(c, |_| true))
+        .mut_subcommand("produce", |c| with_env(c, is_connection))
+        .mut_subcommand("consume", |c| with_env(c, is_connection))
+}
+
+/// Parses the process's arguments and environment; exits on a usage error, as clap does.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+fn is_connection(long: &str) -> bool {
+    matches!(long, "brokers" | "client-config" | "timeout")
+}
+
+fn with_env(mut cmd: clap::Command, which: fn(&str) -> bool) -> clap::Command {
+    let named: Vec<(clap::Id, String)> = cmd
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values() && !a.is_positional())
+        .filter_map(|a| Some((a.get_id().clone(), a.get_long()?.to_string())))
+        .filter(|(_, long)| which(long))
+        .collect();
+    for (id, long) in named {
+        let var = format!("CARDINAL_{}", long.to_ascii_uppercase().replace('-', "_"));
+        cmd = cmd.mut_arg(id, |a| a.env(var));
+    }
+    cmd
 }
 
 #[derive(Debug, Args)]
@@ -592,8 +677,23 @@ impl CountingOptions {
             CounterArg::Exact => "exact".to_string(),
             CounterArg::Hll => format!("hll/{}", self.precision),
         };
+        // Other field names or units only: checkpoints written before these options
+        // existed, with the defaults, must still be accepted.
+        let frames = if self.uid_field == "uid"
+            && self.ts_field == "ts"
+            && self.ts_unit == TsUnit::Seconds
+        {
+            String::new()
+        } else {
+            format!(
+                " uid_field={:?} ts_field={:?} ts_unit={}",
+                self.uid_field,
+                self.ts_field,
+                self.ts_unit.name()
+            )
+        };
         format!(
-            "windows={} tz={} lateness={} grace={} max_ahead={} confirm={} counter={counter}",
+            "windows={} tz={} lateness={} grace={} max_ahead={} confirm={} counter={counter}{frames}",
             windows.join(","),
             self.tz.zone_name(),
             self.lateness,
@@ -603,17 +703,19 @@ impl CountingOptions {
         )
     }
 
-    pub fn config(&self) -> Result<CountConfig> {
+    /// The counting configuration; a usage error if the options contradict each other.
+    pub fn config(&self) -> Result<CountConfig, UsageError> {
+        let frames = FrameSpec::new(&self.uid_field, &self.ts_field, self.ts_unit)
+            .map_err(|e| UsageError(format!("--uid-field and --ts-field: {e}")))?;
         if self.emit_sketch && self.counter != CounterArg::Hll {
             return Err(UsageError(
                 "--emit-sketch needs --counter hll: an exact window's state is its whole set of users \
                  (8 bytes each); for partial exact results use count --partials-out"
                     .into(),
-            )
-            .into());
+            ));
         }
         if self.emit_sketch && self.format != Format::Json {
-            return Err(UsageError("--emit-sketch needs --format json".into()).into());
+            return Err(UsageError("--emit-sketch needs --format json".into()));
         }
         Ok(CountConfig {
             calendar: self.tz.clone(),
@@ -643,6 +745,7 @@ impl CountingOptions {
             chunk_bytes: CHUNK_BYTES,
             max_frame_bytes: self.max_frame_bytes,
             metrics: self.http.map(|_| Metrics::new()),
+            frames,
         })
     }
 
@@ -836,7 +939,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
                 args.counting.identity()
             ),
         });
-    let mut kafka = args.kafka.options();
+    let mut kafka = args.kafka.options()?;
     if let Some(id) = &args.instance_id {
         // First, so that an explicit -X group.instance.id still wins.
         kafka
@@ -895,7 +998,8 @@ fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut latest: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
     let mut write_error = None;
-    kafka::consume_to_end(&args.kafka.options(), &args.topic, |m| {
+    let opts = args.kafka.options()?;
+    kafka::consume_to_end(&opts, &args.topic, |m| {
         if args.latest_per_key {
             latest.insert(m.key.unwrap_or_default(), m.payload);
             return true;
@@ -936,14 +1040,10 @@ fn consume(args: ConsumeArgs) -> Result<ExitCode> {
 }
 
 fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    let opts = args.kafka.options()?;
     let (_, inputs) = open_files(&args.files, None)?;
     let started = Instant::now();
-    let report = kafka::produce(
-        &args.kafka.options(),
-        &args.topic,
-        args.key_field.as_deref(),
-        inputs,
-    )?;
+    let report = kafka::produce(&opts, &args.topic, args.key_field.as_deref(), inputs)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let blank = if report.skipped_blank > 0 {
         format!(", {} blank lines skipped", report.skipped_blank)
@@ -1165,7 +1265,34 @@ mod tests {
 
     #[test]
     fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn run_options_come_from_the_environment_under_one_naming() {
+        let run = command().find_subcommand("run").cloned().unwrap();
+        let env = |long: &str| {
+            run.get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(env("brokers").as_deref(), Some("CARDINAL_BROKERS"));
+        assert_eq!(env("topic").as_deref(), Some("CARDINAL_TOPIC"));
+        assert_eq!(env("group").as_deref(), Some("CARDINAL_GROUP"));
+        assert_eq!(
+            env("results-topic").as_deref(),
+            Some("CARDINAL_RESULTS_TOPIC")
+        );
+        assert_eq!(
+            env("client-config").as_deref(),
+            Some("CARDINAL_CLIENT_CONFIG")
+        );
+        assert_eq!(env("ts-unit").as_deref(), Some("CARDINAL_TS_UNIT"));
+        assert_eq!(env("state-dir").as_deref(), Some("CARDINAL_STATE_DIR"));
+        // Flags are not: a stray variable must not make a live run a backfill.
+        assert_eq!(env("until-end"), None);
+        let count = command().find_subcommand("count").cloned().unwrap();
+        assert!(count.get_arguments().all(|a| a.get_env().is_none()));
     }
 }

@@ -87,11 +87,7 @@ impl Broker {
 }
 
 fn options(addr: &str) -> KafkaOptions {
-    KafkaOptions {
-        brokers: addr.to_string(),
-        properties: vec![],
-        timeout: Duration::from_secs(10),
-    }
+    KafkaOptions::new(addr, Duration::from_secs(10))
 }
 
 /// Runs the demo; returns the run's counters.

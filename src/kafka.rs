@@ -22,6 +22,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::aggregator::WindowResult;
 use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
+use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
 use crate::metrics::Metrics;
 use crate::pipeline::{
@@ -32,29 +33,147 @@ use crate::watermark::WallClock;
 use crate::window::Calendar;
 
 /// Connection settings shared by every command that talks to Kafka.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaOptions {
     pub brokers: String,
+    /// `-F FILE` librdkafka properties, applied after Cardinal's defaults and
+    /// before `properties`.
+    pub client_config: Option<PropertiesFile>,
     /// `-X key=value` librdkafka properties, applied last so they win.
     pub properties: Vec<(String, String)>,
     /// How long to wait for the cluster before giving up with an error.
     pub timeout: Duration,
 }
 
+/// Never shows a secret, whatever prints the options.
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOptions")
+            .field("brokers", &self.brokers)
+            .field("client_config", &self.client_config)
+            .field(
+                "properties",
+                &self
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), masked(k, v)))
+                    .collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl KafkaOptions {
+    /// Options for `brokers`, with nothing else set.
+    pub fn new(brokers: impl Into<String>, timeout: Duration) -> KafkaOptions {
+        KafkaOptions {
+            brokers: brokers.into(),
+            client_config: None,
+            properties: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Every property in the order it is applied, with where it came from:
+    /// Cardinal's defaults, then the `-F` file, then `--brokers`, then `-X`.
+    fn layered<'a>(
+        &'a self,
+        defaults: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a str, &'a str, Origin<'a>)> {
+        let file = self.client_config.iter().flat_map(|f| {
+            f.entries
+                .iter()
+                .map(move |(k, v, n)| (k.as_str(), v.as_str(), Origin::File(&f.path, *n)))
+        });
+        defaults
+            .iter()
+            .map(|(k, v)| (*k, *v, Origin::Default))
+            .chain(file)
+            .chain(std::iter::once((
+                "bootstrap.servers",
+                self.brokers.as_str(),
+                Origin::Brokers,
+            )))
+            .chain(
+                self.properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str(), Origin::Flag)),
+            )
+    }
+
     fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         // Warnings reach the client contexts (never through the `log` crate, which
         // is off here), so an error can say why a broker could not be reached.
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
-        c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in defaults {
-            c.set(*k, *v);
-        }
-        for (k, v) in &self.properties {
+        for (k, v, _) in self.layered(defaults) {
             c.set(k, v);
         }
         c
+    }
+
+    /// The effective settings as they may be logged: secrets masked.
+    fn describe(&self, defaults: &[(&str, &str)]) -> String {
+        let mut last: Vec<(&str, &str)> = Vec::new();
+        for (k, v, _) in self.layered(defaults) {
+            match last.iter_mut().find(|(key, _)| *key == k) {
+                Some(entry) => entry.1 = v,
+                None => last.push((k, v)),
+            }
+        }
+        last.iter()
+            .map(|(k, v)| format!("{k}={}", masked(k, v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A client that could not be created, in words that name the property and
+    /// where it was set, never its value: rdkafka's own message for a bad
+    /// property quotes the value, which may be a password (even under a
+    /// misspelt key, which no list of secret keys would recognise).
+    fn settings_error(
+        &self,
+        what: &str,
+        defaults: &[(&str, &str)],
+        e: KafkaError,
+    ) -> PipelineError {
+        match e {
+            KafkaError::ClientConfig(_, desc, key, value) => {
+                let desc = if value.is_empty() {
+                    desc
+                } else {
+                    desc.replace(&value, "…")
+                };
+                let origin = self
+                    .layered(defaults)
+                    .filter(|(k, _, _)| *k == key)
+                    .last()
+                    .map_or_else(String::new, |(_, _, o)| format!(" ({key}: {o})"));
+                live(format!("bad Kafka {what} settings: {desc}{origin}"))
+            }
+            other => live(format!("bad Kafka {what} settings: {other}")),
+        }
+    }
+}
+
+/// Where a client property was set, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    Default,
+    File(&'a std::path::Path, usize),
+    Brokers,
+    Flag,
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => write!(f, "a default of Cardinal's"),
+            Origin::File(path, line) => write!(f, "set in {} line {line}", path.display()),
+            Origin::Brokers => write!(f, "from --brokers"),
+            Origin::Flag => write!(f, "set with -X"),
+        }
     }
 }
 
@@ -137,6 +256,10 @@ struct RunContext {
     holding: AtomicBool,
     /// `--http`: consumer lag (from librdkafka's statistics), assignment, broker state.
     metrics: Option<Arc<Metrics>>,
+    /// The text of the last error the client reported. rdkafka hands a consumer
+    /// error to `poll` as a bare code, after passing its text here: the text is
+    /// what says which batch could not be decoded.
+    last_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for RunContext {
@@ -145,6 +268,7 @@ impl ClientContext for RunContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(&error, reason);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
         if let Some(m) = &self.metrics
             && error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
         {
@@ -468,6 +592,7 @@ pub fn run(
         assigned: Mutex::new(Vec::new()),
         holding: AtomicBool::new(false),
         metrics: config.metrics.clone(),
+        last_error: Mutex::new(None),
     };
     if let Some(m) = &config.metrics {
         // Not ready until the group gives us partitions.
@@ -479,19 +604,29 @@ pub fn run(
         // Consumer lag for the metrics comes from librdkafka's statistics.
         cfg.set("statistics.interval.ms", "1000");
     }
+    tracing::debug!(
+        event = "client_config",
+        client = "consumer",
+        settings = %opts.kafka.describe(CONSUMER_DEFAULTS)
+    );
     let consumer: Arc<BaseConsumer<RunContext>> = Arc::new(
         cfg.create_with_context(context)
-            .map_err(|e| live(format!("bad Kafka consumer settings: {e}")))?,
+            .map_err(|e| opts.kafka.settings_error("consumer", CONSUMER_DEFAULTS, e))?,
     );
     let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
     let producer = match &opts.results_topic {
         Some(t) => {
             partitions_of(&consumer, &opts.kafka, t)?;
+            tracing::debug!(
+                event = "client_config",
+                client = "producer",
+                settings = %opts.kafka.describe(PRODUCER_DEFAULTS)
+            );
             let p: ThreadedProducer<DeliveryTracker> = opts
                 .kafka
                 .config(PRODUCER_DEFAULTS)
                 .create_with_context(DeliveryTracker::default())
-                .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
+                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
             Some((t.clone(), p))
         }
         None => None,
@@ -573,13 +708,10 @@ pub fn run(
 /// The consumer group's session timeout, as configured (librdkafka's default: 45 s).
 fn session_timeout(opts: &KafkaOptions) -> Duration {
     let configured = opts
-        .properties
-        .iter()
-        .rev()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(CONSUMER_DEFAULTS.iter().copied())
-        .find(|(k, _)| *k == "session.timeout.ms")
-        .and_then(|(_, v)| v.parse().ok());
+        .layered(CONSUMER_DEFAULTS)
+        .filter(|(k, _, _)| *k == "session.timeout.ms")
+        .last()
+        .and_then(|(_, v, _)| v.parse().ok());
     Duration::from_millis(configured.unwrap_or(45_000))
 }
 
@@ -672,6 +804,7 @@ fn feed_from_kafka(
     let mut paused_from: HashMap<i32, i64> = HashMap::new();
     // A backfill reads the past: only a live run may trust frames for being recent.
     let trust_recent = end_offsets.at_start.is_none() && end_offsets.target.is_none();
+    let mut bad_batches = BadBatches::default();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             let _ = feed.chunk(chunk);
@@ -708,6 +841,30 @@ fn feed_from_kafka(
                 if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
                     feed.fail(live(format!("fatal consumer error on {topic}: {e}")));
                     return;
+                }
+                let text = consumer
+                    .context()
+                    .last_error
+                    .lock()
+                    .expect("error lock")
+                    .take();
+                if let KafkaError::MessageConsumption(code) = &e
+                    && let Some(bad) = text.as_deref().and_then(|t| BadBatch::parse(*code, t))
+                {
+                    let assignment: Vec<i32> = consumer
+                        .assignment()
+                        .map(|tpl| {
+                            tpl.elements_for_topic(&topic)
+                                .iter()
+                                .map(|e| e.partition())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let live_parts = assignment.into_iter().filter(|p| !finished.contains(p));
+                    if let Some(why) = bad_batches.sighted(bad, live_parts, &positions, &topic) {
+                        feed.fail(live(why));
+                        return;
+                    }
                 }
             }
             None => {}
@@ -871,6 +1028,138 @@ fn align_partitions(
             Ok(()) => tracing::info!(event = "partitions_resumed", partitions = ?resume),
             Err(e) => tracing::warn!(event = "resume_failed", partitions = ?resume, error = %e),
         }
+    }
+}
+
+/// A batch the client could not decode, as its error text describes it: librdkafka
+/// names the codec and the offset, but the partition only travels with the error
+/// event, which rdkafka does not pass on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BadBatch {
+    /// The attribute's codec number, when the error says it.
+    codec: Option<u8>,
+    offset: i64,
+    text: String,
+}
+
+impl BadBatch {
+    /// A decompression failure or an unsupported codec (`Decompression (codec 0x4)
+    /// of message at 25 of 41 bytes failed: …`), or a batch that fails its CRC:
+    /// errors that refetching the same bytes cannot cure.
+    fn parse(code: RDKafkaErrorCode, text: &str) -> Option<BadBatch> {
+        use RDKafkaErrorCode as C;
+        if !matches!(code, C::BadCompression | C::NotImplemented | C::BadMessage) {
+            return None;
+        }
+        let number_after = |marker: &str| -> Option<&str> {
+            let rest = &text[text.find(marker)? + marker.len()..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            Some(&rest[..end])
+        };
+        let codec = number_after("(codec 0x").and_then(|h| u8::from_str_radix(h, 16).ok());
+        let offset = number_after("message at ")
+            .or_else(|| number_after("offset "))
+            .and_then(|n| n.parse().ok())?;
+        Some(BadBatch {
+            codec,
+            offset,
+            text: text.to_string(),
+        })
+    }
+
+    fn codec_name(&self) -> String {
+        match self.codec {
+            Some(0) => "no compression".into(),
+            Some(1) => "gzip".into(),
+            Some(2) => "snappy".into(),
+            Some(3) => "lz4".into(),
+            Some(4) => "zstd".into(),
+            Some(n) => format!("unknown codec {n}"),
+            None => "codec not named by the client".into(),
+        }
+    }
+}
+
+/// Undecodable batches seen, by offset, until it is clear which partition holds
+/// each: librdkafka fetches a bad batch again and again (and fails each time),
+/// while healthy partitions move on.
+#[derive(Default)]
+struct BadBatches {
+    seen: HashMap<i64, Sighting>,
+}
+
+struct Sighting {
+    first: Instant,
+    times: u32,
+    /// Partitions that may hold the batch, with their positions when first seen.
+    candidates: Vec<(i32, Option<i64>)>,
+}
+
+impl BadBatches {
+    /// Enough sightings to name the partition: 2 over at least 1 s (so that a
+    /// partition that merely passed through the same offset has moved on), or 5 s.
+    const CONFIRM: Duration = Duration::from_secs(1);
+    const GIVE_UP: Duration = Duration::from_secs(5);
+
+    /// Another failure for `bad`, on one of `assigned` (not yet read to the end).
+    /// Returns the error that ends the run once the partition is known.
+    fn sighted(
+        &mut self,
+        bad: BadBatch,
+        assigned: impl Iterator<Item = i32>,
+        positions: &HashMap<i32, i64>,
+        topic: &str,
+    ) -> Option<String> {
+        let now: Vec<(i32, Option<i64>)> =
+            assigned.map(|p| (p, positions.get(&p).copied())).collect();
+        let s = self.seen.entry(bad.offset).or_insert_with(|| {
+            // The partition stuck at the batch has read up to it, or nothing yet; one
+            // that started inside it (a committed offset mid-batch) is past it.
+            let at: Vec<_> = now
+                .iter()
+                .filter(|(_, pos)| pos.is_none_or(|p| p == bad.offset))
+                .copied()
+                .collect();
+            let candidates = if at.is_empty() {
+                now.iter()
+                    .filter(|(_, pos)| pos.is_some_and(|p| p > bad.offset))
+                    .copied()
+                    .collect()
+            } else {
+                at
+            };
+            Sighting {
+                first: Instant::now(),
+                times: 0,
+                candidates,
+            }
+        });
+        s.times += 1;
+        // A partition that moved is not stuck.
+        s.candidates
+            .retain(|(p, pos)| now.iter().any(|(q, now_pos)| q == p && now_pos == pos));
+        let waited = s.first.elapsed();
+        let known = s.candidates.len() == 1 && s.times >= 2 && waited >= Self::CONFIRM;
+        if !known && waited < Self::GIVE_UP {
+            return None;
+        }
+        let parts: Vec<String> = s.candidates.iter().map(|(p, _)| p.to_string()).collect();
+        let which = match parts.len() {
+            0 => "an unknown partition".to_string(),
+            1 => format!("partition {}", parts[0]),
+            _ => format!("one of partitions {}", parts.join(", ")),
+        };
+        Some(format!(
+            "cannot decode the batch at offset {} of {topic} ({which}, compressed with {}); \
+             the client said: {}. Fetching it again cannot help: the producer used a codec this \
+             build cannot read, or the batch is corrupt. Skipping it would lose its frames \
+             silently; to skip it on purpose, commit an offset past it for the group",
+            bad.offset,
+            bad.codec_name(),
+            bad.text
+        ))
     }
 }
 
@@ -1286,14 +1575,19 @@ pub fn produce(
     key_field: Option<&str>,
     inputs: Vec<pipeline::OpenInput>,
 ) -> Result<ProduceReport, PipelineError> {
+    tracing::debug!(
+        event = "client_config",
+        client = "producer",
+        settings = %opts.describe(PRODUCER_DEFAULTS)
+    );
     let producer: ThreadedProducer<DeliveryTracker> = opts
         .config(PRODUCER_DEFAULTS)
         .create_with_context(DeliveryTracker::default())
-        .map_err(|e| live(format!("bad Kafka producer settings: {e}")))?;
+        .map_err(|e| opts.settings_error("producer", PRODUCER_DEFAULTS, e))?;
     let probe: BaseConsumer<ErrorContext> = opts
         .config(&[])
         .create_with_context(ErrorContext)
-        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+        .map_err(|e| opts.settings_error("client", &[], e))?;
     partitions_of(&probe, opts, topic)?;
     let mut report = ProduceReport::default();
     for input in inputs {
@@ -1366,7 +1660,7 @@ pub fn create_topic(
     let admin: AdminClient<DefaultClientContext> = opts
         .config(&[])
         .create()
-        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+        .map_err(|e| opts.settings_error("admin client", &[], e))?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     if compacted {
         new = new.set("cleanup.policy", "compact");
@@ -1407,14 +1701,15 @@ pub fn consume_to_end(
     topic: &str,
     mut each: impl FnMut(Consumed) -> bool,
 ) -> Result<u64, PipelineError> {
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("enable.auto.commit", "false"),
+        ("fetch.wait.max.ms", "5"),
+        ("group.id", "cardinal-consume"),
+    ];
     let consumer: BaseConsumer<ErrorContext> = opts
-        .config(&[
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "5"),
-            ("group.id", "cardinal-consume"),
-        ])
+        .config(DEFAULTS)
         .create_with_context(ErrorContext)
-        .map_err(|e| live(format!("bad Kafka settings: {e}")))?;
+        .map_err(|e| opts.settings_error("consumer", DEFAULTS, e))?;
     let partitions = partitions_of(&consumer, opts, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = HashMap::new();
@@ -1489,11 +1784,7 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("frames", 2, 1).unwrap();
         cluster.create_topic("results", 1, 1).unwrap();
-        let opts = KafkaOptions {
-            brokers: cluster.bootstrap_servers(),
-            properties: vec![],
-            timeout: Duration::from_secs(10),
-        };
+        let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
         // A few minutes of event time, so that several minute windows close.
         let frames = GenConfig {
             frames: 3000,
@@ -1545,6 +1836,7 @@ mod tests {
             chunk_bytes: crate::source::CHUNK_BYTES,
             max_frame_bytes: crate::source::MAX_FRAME_BYTES,
             metrics: None,
+            frames: crate::parser::FrameSpec::default(),
         };
         let mut sinks = Sinks {
             results: ResultSink::new(Box::new(std::io::sink())),
@@ -1579,6 +1871,48 @@ mod tests {
                 e.partition()
             );
         }
+    }
+
+    #[test]
+    fn undecodable_batches_are_read_from_the_clients_words() {
+        let b = BadBatch::parse(
+            RDKafkaErrorCode::BadCompression,
+            "Decompression (codec 0x4) of message at 25 of 41 bytes failed: Local: Invalid compressed data",
+        )
+        .unwrap();
+        assert_eq!(
+            (b.codec, b.offset, b.codec_name().as_str()),
+            (Some(4), 25, "zstd")
+        );
+        let b = BadBatch::parse(
+            RDKafkaErrorCode::BadMessage,
+            "MessageSet at offset 7 (120 bytes) failed CRC32C check (original 0x1 != calculated 0x2)",
+        )
+        .unwrap();
+        assert_eq!((b.codec, b.offset), (None, 7));
+        // Transient errors are librdkafka's to retry.
+        assert!(BadBatch::parse(RDKafkaErrorCode::AllBrokersDown, "at offset 5").is_none());
+    }
+
+    #[test]
+    fn a_bad_batch_is_on_the_partition_that_stays_at_its_offset() {
+        let bad = BadBatch {
+            codec: Some(1),
+            offset: 25,
+            text: "…".into(),
+        };
+        let mut seen = BadBatches::default();
+        // Partitions 0 and 1 are both at offset 25 when it first fails.
+        let mut pos = HashMap::from([(0, 25), (1, 25), (2, 90)]);
+        assert_eq!(seen.sighted(bad.clone(), 0..3, &pos, "t"), None);
+        // Partition 0 was only passing through.
+        pos.insert(0, 31);
+        std::thread::sleep(BadBatches::CONFIRM);
+        let why = seen.sighted(bad, 0..3, &pos, "t").unwrap();
+        assert!(
+            why.contains("offset 25 of t (partition 1, compressed with gzip)"),
+            "{why}"
+        );
     }
 
     fn run_options_run(

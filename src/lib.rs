@@ -20,11 +20,13 @@
 //! machines (`count --partials-out`, `cardinal merge`).
 //! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
+//! [`client_config`] reads librdkafka properties files and masks secrets.
 
 pub mod aggregator;
 pub mod chart;
 pub mod checkpoint;
 pub mod cli;
+pub mod client_config;
 pub mod counter;
 pub mod demo;
 pub mod emitter;

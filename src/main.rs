@@ -6,11 +6,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cardinal::cli::Cli::parse();
+    let cli = cardinal::cli::parse();
     // Rust's stdout silently drops writes to a closed descriptor, and the next file
     // opened would take its number: refuse before anything is opened or lost.
     if cli.command.writes_to_stdout() && STDOUT_CLOSED_AT_START.load(Ordering::Relaxed) {

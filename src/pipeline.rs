@@ -20,7 +20,7 @@ use crate::checkpoint::HeldRaw;
 use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::metrics::{Metrics, StageView};
-use crate::parser::{self, ParseError};
+use crate::parser::{self, FrameSpec, ParseError};
 use crate::reject::Reason;
 use crate::sink::{Position, RejectSink, ResultSink, SinkError};
 use crate::source::{BufferPool, Chunk, Chunker, SourceError};
@@ -49,6 +49,8 @@ pub struct CountConfig {
     pub max_frame_bytes: usize,
     /// Where to publish metrics (`--http`), if anywhere.
     pub metrics: Option<Arc<Metrics>>,
+    /// Which root keys hold the uid and the ts, and the ts unit.
+    pub frames: FrameSpec,
 }
 
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -250,14 +252,14 @@ struct HeldFrame {
 /// Parses a chunk. A panic in the parser is a bug, but it must not take the run
 /// down (under `run` that would be a crash loop on the same offset): the chunk is
 /// parsed again frame by frame, and the frame that fails is set aside.
-fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
+fn parse_chunk<C: Counter>(chunk: Chunk, spec: &FrameSpec) -> ParsedChunk<C::Key> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        parse_frames::<C>(&chunk, |frame| parse_one::<C>(frame))
+        parse_frames::<C>(&chunk, |frame| parse_one::<C>(frame, spec))
     }));
     let entries = match attempt {
         Ok(entries) => entries,
         Err(_) => parse_frames::<C>(&chunk, |frame| {
-            std::panic::catch_unwind(|| parse_one::<C>(frame)).unwrap_or_else(|panic| {
+            std::panic::catch_unwind(|| parse_one::<C>(frame, spec)).unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -271,8 +273,8 @@ fn parse_chunk<C: Counter>(chunk: Chunk) -> ParsedChunk<C::Key> {
 }
 
 #[inline]
-fn parse_one<C: Counter>(frame: &[u8]) -> Result<(i64, C::Key), Unparsed> {
-    parser::parse_frame(frame)
+fn parse_one<C: Counter>(frame: &[u8], spec: &FrameSpec) -> Result<(i64, C::Key), Unparsed> {
+    parser::parse_frame_with(frame, spec)
         .map(|f| (f.ts, C::key(&f.uid)))
         .map_err(Unparsed::Parse)
 }
@@ -406,7 +408,7 @@ where
             counter_config,
             snapshot,
             |held: HeldRaw| {
-                let frame = parser::parse_frame(&held.raw).ok()?;
+                let frame = parser::parse_frame_with(&held.raw, &config.frames).ok()?;
                 let key = C::key(&frame.uid);
                 Some((
                     key,
@@ -435,11 +437,12 @@ where
         scope.spawn(move || feeder(feed));
         for _ in 0..threads {
             let job_rx = job_rx.clone();
+            let spec = &config.frames;
             scope.spawn(move || {
                 loop {
                     let job = job_rx.lock().expect("no worker panics holding it").recv();
                     let Ok((chunk, reply)) = job else { break };
-                    if reply.send(Box::new(parse_chunk::<C>(chunk))).is_err() {
+                    if reply.send(Box::new(parse_chunk::<C>(chunk, spec))).is_err() {
                         break;
                     }
                 }
@@ -455,6 +458,7 @@ where
             emitted: Vec::new(),
             format: config.format,
             max_frame_bytes: config.max_frame_bytes,
+            spec: &config.frames,
             windows_named: config
                 .settings
                 .granularities
@@ -525,6 +529,8 @@ struct Aggregate<'s, C: Counter> {
     /// The enabled windows, for messages.
     windows_named: String,
     max_frame_bytes: usize,
+    /// The frames' field names and ts unit, for messages.
+    spec: &'s FrameSpec,
     telemetry: Telemetry,
     /// The wall clock of a live run (unix seconds), for emission delays.
     clock_now: Option<i64>,
@@ -712,12 +718,25 @@ impl<C: Counter> Aggregate<'_, C> {
                         Verdict::Held => {}
                         Verdict::OutOfRange => {
                             let (lo, hi) = self.agg.ts_range();
-                            let detail = format!(
-                                "ts {ts} is outside {lo}..={hi}, the range whose windows \
-                                 ({}) can be represented in {}",
-                                self.windows_named,
-                                self.agg.calendar().zone_name()
-                            );
+                            let unit = self.spec.unit();
+                            let field = self.spec.ts_field();
+                            let detail = if unit == parser::TsUnit::Seconds {
+                                format!(
+                                    "{field} {ts} is outside {lo}..={hi}, the range whose windows \
+                                     ({}) can be represented in {}",
+                                    self.windows_named,
+                                    self.agg.calendar().zone_name()
+                                )
+                            } else {
+                                format!(
+                                    "{field} {ts} s (read in {}, --ts-unit {}) is outside {lo}..={hi} s, \
+                                     the range whose windows ({}) can be represented in {}",
+                                    unit.words(),
+                                    unit.name(),
+                                    self.windows_named,
+                                    self.agg.calendar().zone_name()
+                                )
+                            };
                             self.reject(Reason::BadTs, detail, &position(), raw())?;
                         }
                         late => self.late(late, &position(), raw())?,
@@ -727,7 +746,7 @@ impl<C: Counter> Aggregate<'_, C> {
                     }
                 }
                 Err(Unparsed::Parse(err)) => {
-                    self.reject(err.into(), err.to_string(), &position(), raw())?
+                    self.reject(err.into(), err.describe(self.spec), &position(), raw())?
                 }
                 Err(Unparsed::TooLarge(len)) => {
                     let detail = format!(

@@ -233,11 +233,7 @@ impl Tansu {
     }
 
     pub fn options(&self) -> KafkaOptions {
-        KafkaOptions {
-            brokers: self.addr.clone(),
-            properties: vec![],
-            timeout: Duration::from_secs(30),
-        }
+        KafkaOptions::new(self.addr.clone(), Duration::from_secs(30))
     }
 
     /// Creates a topic (Tansu does not auto-create them).

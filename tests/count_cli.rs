@@ -1187,3 +1187,114 @@ fn grace_on_a_disordered_stream_follows_the_documented_rules() {
         stderr(&o)
     );
 }
+
+/// Frames as another producer writes them: the user in `user`, the time in
+/// milliseconds (or microseconds) in `time`, with `uid` and `ts` keys that are now
+/// decoys, escaped keys, digit strings, and bad times. Returns the lines and the
+/// valid frames as (user, unix seconds), computed here by integer division.
+fn other_shape_frames(per_second: i64, seed: u64) -> (Vec<String>, Vec<(String, i64)>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+    let mut t_ms: i64 = 1_700_000_000_000;
+    let (mut lines, mut valid) = (Vec::new(), Vec::new());
+    for i in 0..4000 {
+        t_ms += rng.random_range(0..120);
+        let user = format!("u{}", rng.random_range(0..400));
+        // Below the millisecond, for microseconds: floor division must drop it.
+        let value = t_ms * per_second / 1000 + rng.random_range(0..per_second.max(1000) / 1000);
+        let time = if i % 5 == 0 {
+            format!("\"{value}\"")
+        } else {
+            value.to_string()
+        };
+        let user_key = if i % 7 == 0 { r"\u0075ser" } else { "user" };
+        let line = if i % 2 == 0 {
+            format!(
+                r#"{{"uid":"decoy","ts":1,"m":{{"user":"nested","time":5}},"{user_key}":"{user}","time":{time}}}"#
+            )
+        } else {
+            format!(r#"{{"time":{time},"ts":"x","{user_key}":"{user}"}}"#)
+        };
+        lines.push(line);
+        valid.push((user, t_ms.div_euclid(1000)));
+    }
+    (lines, valid)
+}
+
+#[test]
+fn other_field_names_and_millisecond_or_microsecond_timestamps_count_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (unit, per_second) in [("ms", 1000), ("us", 1_000_000)] {
+        let (mut lines, valid) = other_shape_frames(per_second, 7);
+        // Bad times, in the unit: negative, beyond 9999-12-31 in that unit, a fraction;
+        // the last second of year 9999 itself, which no minute window can hold; and
+        // a frame with only the old `uid` key.
+        let last = 253_402_300_800 * per_second;
+        let bad = [
+            (format!(r#"{{"user":"b1","time":-{per_second}}}"#), "bad_ts"),
+            (format!(r#"{{"user":"b2","time":{last}}}"#), "bad_ts"),
+            (
+                format!(r#"{{"user":"b3","time":{per_second}.5}}"#),
+                "bad_ts",
+            ),
+            (format!(r#"{{"user":"b4","time":{}}}"#, last - 1), "bad_ts"),
+            (
+                format!(r#"{{"uid":"b5","time":{per_second}}}"#),
+                "missing_uid",
+            ),
+        ];
+        // In the middle of the stream: the bad ones must not disturb the rest.
+        for (k, (line, _)) in bad.iter().enumerate() {
+            lines.insert(1000 + k * 500, line.clone());
+        }
+        let file = dir.path().join(format!("frames-{unit}.json"));
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let rejects_file = dir.path().join(format!("rejects-{unit}.jsonl"));
+        let o = run(&[
+            "count",
+            "--uid-field",
+            "user",
+            "--ts-field",
+            "time",
+            "--ts-unit",
+            unit,
+            "--format",
+            "json",
+            "--rejects",
+            rejects_file.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            common::minute_counts(&o.stdout),
+            common::distinct_per_minute(valid.iter().map(|(u, t)| (u.as_str(), *t))),
+            "--ts-unit {unit}"
+        );
+        let got = rejects(&rejects_file);
+        let reasons: Vec<&str> = got.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+        let want: Vec<&str> = bad.iter().map(|(_, r)| *r).collect();
+        assert_eq!(reasons, want, "{got:?}");
+        for r in &got {
+            let detail = r["detail"].as_str().unwrap();
+            match r["reason"].as_str().unwrap() {
+                // Parser and calendar alike say which unit the value was read in.
+                "bad_ts" => assert!(
+                    detail.contains("time") && detail.contains(&format!("--ts-unit {unit}")),
+                    "{detail}"
+                ),
+                _ => assert!(detail.contains("\"user\""), "{detail}"),
+            }
+        }
+    }
+
+    // One key cannot hold both; an empty name is no name.
+    let o = run(&["count", "--uid-field", "id", "--ts-field", "id", "-"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--uid-field"), "{}", stderr(&o));
+    let o = run(&["count", "--ts-field", "", "-"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--ts-field"), "{}", stderr(&o));
+    let o = run(&["count", "--ts-unit", "ns", "-"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--ts-unit"), "{}", stderr(&o));
+}

@@ -153,6 +153,7 @@ proptest! {
             chunk_bytes,
             max_frame_bytes: 2048,
             metrics: None,
+            frames: cardinal::parser::FrameSpec::default(),
         };
         let inputs = vec![OpenInput {
             name: "fuzz".into(),

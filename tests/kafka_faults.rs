@@ -27,6 +27,7 @@ type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 fn produce(cluster: &Cluster, topic: &str, cfg: &GenConfig) -> HashMap<i32, i64> {
     let opts = KafkaOptions {
         brokers: cluster.bootstrap_servers(),
+        client_config: None,
         properties: vec![],
         timeout: Duration::from_secs(10),
     };

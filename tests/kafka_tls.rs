@@ -149,6 +149,7 @@ fn frames_and_results_go_through_tls_and_a_wrong_ca_is_a_clear_error() {
 
     let opts = KafkaOptions {
         brokers: front.clone(),
+        client_config: None,
         properties: vec![
             ("security.protocol".into(), "ssl".into()),
             ("ssl.ca.location".into(), ca.display().to_string()),

@@ -24,6 +24,12 @@
 //!
 //! Root keys are compared after unescaping, so `"\u0075id"` is `uid`, and a second
 //! root `uid` or `ts`, however spelled, rejects the frame ([`ParseError::DuplicateKey`]).
+//!
+//! The two key names and the unit of `ts` are a [`FrameSpec`] (`--uid-field`,
+//! `--ts-field`, `--ts-unit`): everything above holds for any names, escapes
+//! included. In milliseconds or microseconds a `ts` has at most 15 or 18 digits,
+//! must lie below the end of [`MAX_TS`]'s second in that unit, and is floored to
+//! seconds. The default names keep a fast path of their own (see [`root_keys`]).
 //! Other root keys may repeat (RFC 8259 only says they SHOULD be unique), and keys
 //! of nested objects are never compared: a nested `"uid"` is just a decoy.
 //!
@@ -97,6 +103,164 @@ pub struct Frame<'a> {
 /// Anything later cannot be a click; anything earlier is the watermark's business.
 pub const MAX_TS: i64 = 253_402_300_799;
 
+/// The unit of the root `ts`, `--ts-unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum TsUnit {
+    /// Unix seconds.
+    #[default]
+    #[value(name = "s")]
+    Seconds,
+    /// Unix milliseconds (13 digits today).
+    #[value(name = "ms")]
+    Millis,
+    /// Unix microseconds (16 digits today).
+    #[value(name = "us")]
+    Micros,
+}
+
+impl TsUnit {
+    /// How many of the unit make a second.
+    pub const fn per_second(self) -> i64 {
+        match self {
+            TsUnit::Seconds => 1,
+            TsUnit::Millis => 1_000,
+            TsUnit::Micros => 1_000_000,
+        }
+    }
+
+    /// The `--ts-unit` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TsUnit::Seconds => "s",
+            TsUnit::Millis => "ms",
+            TsUnit::Micros => "us",
+        }
+    }
+
+    /// The unit in words, for messages.
+    pub const fn words(self) -> &'static str {
+        match self {
+            TsUnit::Seconds => "seconds",
+            TsUnit::Millis => "milliseconds",
+            TsUnit::Micros => "microseconds",
+        }
+    }
+
+    /// The largest accepted value in this unit: the last one of [`MAX_TS`]'s second.
+    pub const fn max_value(self) -> i64 {
+        (MAX_TS + 1) * self.per_second() - 1
+    }
+
+    /// Digits a `ts` string may have (leading zeros included): 12 for seconds,
+    /// three more per factor of 1000. Also bounds the value below `i64::MAX`.
+    const fn max_digits(self) -> usize {
+        match self {
+            TsUnit::Seconds => 12,
+            TsUnit::Millis => 15,
+            TsUnit::Micros => 18,
+        }
+    }
+}
+
+/// Which root keys hold the user and the time, and the time's unit: what the
+/// parser looks for. The default is `uid`, `ts`, seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameSpec {
+    uid: Cow<'static, [u8]>,
+    ts: Cow<'static, [u8]>,
+    unit: TsUnit,
+    /// `uid` and `ts`: the fast path's byte comparisons apply.
+    default_keys: bool,
+}
+
+impl Default for FrameSpec {
+    fn default() -> FrameSpec {
+        FrameSpec::DEFAULT
+    }
+}
+
+/// Why a [`FrameSpec`] cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    #[error("the {0} field name is empty")]
+    EmptyName(&'static str),
+    #[error("the uid and ts fields are both {0:?}: one key cannot hold both")]
+    SameName(String),
+}
+
+impl FrameSpec {
+    pub const DEFAULT: FrameSpec = FrameSpec {
+        uid: Cow::Borrowed(b"uid"),
+        ts: Cow::Borrowed(b"ts"),
+        unit: TsUnit::Seconds,
+        default_keys: true,
+    };
+
+    /// Root keys `uid` and `ts` (compared with keys after unescaping), `ts` in `unit`.
+    pub fn new(uid: &str, ts: &str, unit: TsUnit) -> Result<FrameSpec, SpecError> {
+        if uid.is_empty() {
+            return Err(SpecError::EmptyName("uid"));
+        }
+        if ts.is_empty() {
+            return Err(SpecError::EmptyName("ts"));
+        }
+        if uid == ts {
+            return Err(SpecError::SameName(uid.to_string()));
+        }
+        Ok(FrameSpec {
+            uid: Cow::Owned(uid.as_bytes().to_vec()),
+            ts: Cow::Owned(ts.as_bytes().to_vec()),
+            unit,
+            default_keys: uid == "uid" && ts == "ts",
+        })
+    }
+
+    /// The uid key's name.
+    pub fn uid_field(&self) -> &str {
+        std::str::from_utf8(&self.uid).unwrap_or("uid")
+    }
+
+    /// The ts key's name.
+    pub fn ts_field(&self) -> &str {
+        std::str::from_utf8(&self.ts).unwrap_or("ts")
+    }
+
+    pub fn unit(&self) -> TsUnit {
+        self.unit
+    }
+
+    /// The default names and unit.
+    pub fn is_default(&self) -> bool {
+        self.default_keys && self.unit == TsUnit::Seconds
+    }
+
+    /// Whether a root key, as written (escapes included), names the uid or the ts.
+    #[inline(always)]
+    fn classify(&self, raw: &[u8]) -> RootKey {
+        if raw == &*self.uid {
+            RootKey::Uid
+        } else if raw == &*self.ts {
+            RootKey::Ts
+        } else if raw.contains(&b'\\') {
+            // A key spelled with escapes ("\u0075id") is still "uid". A `\uXXXX`
+            // spells at least one byte, so a key more than six times as long as
+            // both names cannot be either.
+            let longest = self.uid.len().max(self.ts.len()) * 6;
+            if raw.len() > longest {
+                RootKey::Other
+            } else if decodes_to(raw, &self.uid) {
+                RootKey::Uid
+            } else if decodes_to(raw, &self.ts) {
+                RootKey::Ts
+            } else {
+                RootKey::Other
+            }
+        } else {
+            RootKey::Other
+        }
+    }
+}
+
 /// Why a frame was rejected. The `reason()` strings are part of the rejects format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ParseError {
@@ -129,22 +293,64 @@ impl ParseError {
     pub fn reason(&self) -> &'static str {
         crate::reject::Reason::from(self).name()
     }
+
+    /// The error in words, naming the fields and unit of `spec` (the `Display`
+    /// text is this under the default spec): the detail of a reject.
+    pub fn describe(&self, spec: &FrameSpec) -> String {
+        if spec.is_default() {
+            return self.to_string();
+        }
+        let (uid, ts) = (spec.uid_field(), spec.ts_field());
+        match self {
+            ParseError::MissingUid => format!("no root-level {uid:?}"),
+            ParseError::MissingTs => format!("no root-level {ts:?}"),
+            ParseError::UidNotString => format!("root-level {uid:?} is not a string"),
+            ParseError::EmptyUid => format!("root-level {uid:?} is an empty string"),
+            ParseError::BadTs => format!(
+                "root-level {ts:?} is not a whole number of {} (--ts-unit {}) between 0 and {}",
+                spec.unit.words(),
+                spec.unit.name(),
+                spec.unit.max_value()
+            ),
+            ParseError::DuplicateKey(key) => {
+                let name = if *key == "uid" { uid } else { ts };
+                format!("root-level {name:?} appears more than once")
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
-/// Parses one frame. `line` excludes the line terminator; a trailing `\r` is allowed.
+/// Parses one frame with the default [`FrameSpec`]. `line` excludes the line
+/// terminator; a trailing `\r` is allowed.
 pub fn parse_frame(line: &[u8]) -> Result<Frame<'_>, ParseError> {
+    parse_frame_with(line, &FrameSpec::DEFAULT)
+}
+
+/// Parses one frame, looking for the keys and unit of `spec`.
+#[inline]
+pub fn parse_frame_with<'a>(line: &'a [u8], spec: &FrameSpec) -> Result<Frame<'a>, ParseError> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(answer) = simd::parse(line) {
+    if let Some(answer) = simd::parse(line, spec) {
         return answer;
     }
-    scalar::parse(line)
+    scalar::parse(line, spec)
 }
 
 /// The byte-at-a-time parser that [`parse_frame`] falls back to: same answers,
 /// several times slower. Public for the differential fuzz test only.
 #[doc(hidden)]
 pub fn parse_frame_scalar(line: &[u8]) -> Result<Frame<'_>, ParseError> {
-    scalar::parse(line)
+    scalar::parse(line, &FrameSpec::DEFAULT)
+}
+
+/// [`parse_frame_scalar`] with a spec. Public for the differential fuzz test only.
+#[doc(hidden)]
+pub fn parse_frame_scalar_with<'a>(
+    line: &'a [u8],
+    spec: &FrameSpec,
+) -> Result<Frame<'a>, ParseError> {
+    scalar::parse(line, spec)
 }
 
 fn first_char(rest: &[u8]) -> char {
@@ -161,54 +367,17 @@ enum RootKey {
     Other,
 }
 
-impl RootKey {
-    /// `raw` is a key's string content as written, escapes included.
-    #[inline(always)]
-    fn classify(raw: &[u8]) -> RootKey {
-        match raw {
-            b"uid" => RootKey::Uid,
-            b"ts" => RootKey::Ts,
-            // A key spelled with escapes ("\u0075id") is still "uid". Decoded without
-            // allocating, and only as far as it can still match.
-            _ if raw.len() <= 18 && raw.contains(&b'\\') => Self::classify_escaped(raw),
-            _ => RootKey::Other,
-        }
-    }
-
-    fn classify_escaped(raw: &[u8]) -> RootKey {
-        let mut out = [0u8; 3];
-        let mut n = 0;
-        let mut i = 0;
-        while i < raw.len() {
-            let c = match raw[i] {
-                b'\\' => match raw.get(i + 1) {
-                    Some(b'u') => match raw.get(i + 2..i + 6).and_then(hex4) {
-                        Some(v) if v < 0x80 => {
-                            i += 6;
-                            v as u8
-                        }
-                        _ => return RootKey::Other,
-                    },
-                    // Only \u escapes can spell a letter of "uid" or "ts".
-                    _ => return RootKey::Other,
-                },
-                b => {
-                    i += 1;
-                    b
-                }
-            };
-            if n == out.len() {
-                return RootKey::Other;
-            }
-            out[n] = c;
-            n += 1;
-        }
-        match &out[..n] {
-            b"uid" => RootKey::Uid,
-            b"ts" => RootKey::Ts,
-            _ => RootKey::Other,
-        }
-    }
+/// Whether the unescaped `raw` key equals `name`, decoded without allocating and
+/// only as far as it still matches. `raw` is a valid JSON string's content.
+fn decodes_to(raw: &[u8], name: &[u8]) -> bool {
+    let mut at = 0;
+    let mut matches = true;
+    let ok = decode(raw, |bytes| {
+        matches = name.get(at..at + bytes.len()) == Some(bytes);
+        at += bytes.len();
+        matches
+    });
+    ok && matches && at == name.len()
 }
 
 /// Given the index just after an opening quote, returns the index of the closing
@@ -232,6 +401,7 @@ fn extract(
     line: &[u8],
     uid_at: Option<usize>,
     ts_at: Option<usize>,
+    unit: TsUnit,
 ) -> Result<Frame<'_>, ParseError> {
     let uid_at = uid_at.ok_or(ParseError::MissingUid)?;
     if line[uid_at] != b'"' {
@@ -254,9 +424,9 @@ fn extract(
             let end = string_end(line, ts_at + 1).ok_or(ParseError::Truncated)?;
             let raw = &line[ts_at + 1..end];
             if raw.contains(&b'\\') {
-                parse_seconds(&unescape(raw).ok_or(ParseError::BadTs)?)
+                parse_ts(&unescape(raw).ok_or(ParseError::BadTs)?, unit)
             } else {
-                parse_seconds(raw)
+                parse_ts(raw, unit)
             }
         }
         b'0'..=b'9' => {
@@ -267,7 +437,7 @@ fn extract(
             match line.get(ts_at + digits) {
                 // A valid JSON number goes on only with a fraction or an exponent.
                 Some(b'.' | b'e' | b'E') => Err(ParseError::BadTs),
-                _ => parse_seconds(&line[ts_at..ts_at + digits]),
+                _ => parse_ts(&line[ts_at..ts_at + digits], unit),
             }
         }
         _ => Err(ParseError::BadTs),
@@ -275,9 +445,11 @@ fn extract(
     Ok(Frame { uid, ts })
 }
 
-/// Digits only: no sign, no fraction, no exponent, no spaces; at most [`MAX_TS`].
-fn parse_seconds(digits: &[u8]) -> Result<i64, ParseError> {
-    if digits.is_empty() || digits.len() > 12 {
+/// Digits only: no sign, no fraction, no exponent, no spaces; at most
+/// [`TsUnit::max_value`]; floored to seconds.
+#[inline(always)]
+fn parse_ts(digits: &[u8], unit: TsUnit) -> Result<i64, ParseError> {
+    if digits.is_empty() || digits.len() > unit.max_digits() {
         return Err(ParseError::BadTs);
     }
     let mut v: i64 = 0;
@@ -287,10 +459,11 @@ fn parse_seconds(digits: &[u8]) -> Result<i64, ParseError> {
         }
         v = v * 10 + i64::from(d - b'0');
     }
-    if v > MAX_TS {
+    if v > unit.max_value() {
         return Err(ParseError::BadTs);
     }
-    Ok(v)
+    // Never negative here, so division is the floor.
+    Ok(v / unit.per_second())
 }
 
 /// Decodes a JSON string's content (escapes included, quotes excluded) into WTF-8:
@@ -299,15 +472,35 @@ fn parse_seconds(digits: &[u8]) -> Result<i64, ParseError> {
 /// module docs). `None` for an invalid escape; other bytes are copied as they are.
 pub fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
+    decode(raw, |bytes| {
+        out.extend_from_slice(bytes);
+        true
+    })
+    .then_some(out)
+}
+
+/// Hands the decoded bytes of `raw` to `emit` piece by piece (see [`unescape`]),
+/// stopping when `emit` says so. False for an invalid escape or a stop.
+#[inline]
+fn decode(raw: &[u8], mut emit: impl FnMut(&[u8]) -> bool) -> bool {
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
         if b != b'\\' {
-            out.push(b);
-            i += 1;
+            // A run of plain bytes at once.
+            let run = raw[i..]
+                .iter()
+                .position(|&c| c == b'\\')
+                .unwrap_or(raw.len() - i);
+            if !emit(&raw[i..i + run]) {
+                return false;
+            }
+            i += run;
             continue;
         }
-        let esc = *raw.get(i + 1)?;
+        let Some(&esc) = raw.get(i + 1) else {
+            return false;
+        };
         i += 2;
         let simple = match esc {
             b'"' => b'"',
@@ -319,7 +512,9 @@ pub fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
             b'r' => b'\r',
             b't' => b'\t',
             b'u' => {
-                let hi = hex4(raw.get(i..i + 4)?)?;
+                let Some(hi) = raw.get(i..i + 4).and_then(hex4) else {
+                    return false;
+                };
                 i += 4;
                 let mut cp = hi;
                 if (0xD800..0xDC00).contains(&hi)
@@ -329,32 +524,45 @@ pub fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
                     i += 6;
                     cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
                 }
-                push_wtf8(&mut out, cp);
+                let (buf, len) = wtf8(cp);
+                if !emit(&buf[..len]) {
+                    return false;
+                }
                 continue;
             }
-            _ => return None,
+            _ => return false,
         };
-        out.push(simple);
+        if !emit(&[simple]) {
+            return false;
+        }
     }
-    Some(out)
+    true
 }
 
-/// UTF-8's bit layout for any code point up to U+10FFFF, surrogates included.
-fn push_wtf8(out: &mut Vec<u8>, cp: u32) {
+/// UTF-8's bit layout for any code point up to U+10FFFF, surrogates included:
+/// the bytes, and how many of them.
+fn wtf8(cp: u32) -> ([u8; 4], usize) {
     match cp {
-        0..0x80 => out.push(cp as u8),
-        0x80..0x800 => out.extend_from_slice(&[0xC0 | (cp >> 6) as u8, 0x80 | (cp & 0x3F) as u8]),
-        0x800..0x10000 => out.extend_from_slice(&[
-            0xE0 | (cp >> 12) as u8,
-            0x80 | ((cp >> 6) & 0x3F) as u8,
-            0x80 | (cp & 0x3F) as u8,
-        ]),
-        _ => out.extend_from_slice(&[
-            0xF0 | (cp >> 18) as u8,
-            0x80 | ((cp >> 12) & 0x3F) as u8,
-            0x80 | ((cp >> 6) & 0x3F) as u8,
-            0x80 | (cp & 0x3F) as u8,
-        ]),
+        0..0x80 => ([cp as u8, 0, 0, 0], 1),
+        0x80..0x800 => ([0xC0 | (cp >> 6) as u8, 0x80 | (cp & 0x3F) as u8, 0, 0], 2),
+        0x800..0x10000 => (
+            [
+                0xE0 | (cp >> 12) as u8,
+                0x80 | ((cp >> 6) & 0x3F) as u8,
+                0x80 | (cp & 0x3F) as u8,
+                0,
+            ],
+            3,
+        ),
+        _ => (
+            [
+                0xF0 | (cp >> 18) as u8,
+                0x80 | ((cp >> 12) & 0x3F) as u8,
+                0x80 | ((cp >> 6) & 0x3F) as u8,
+                0x80 | (cp & 0x3F) as u8,
+            ],
+            4,
+        ),
     }
 }
 

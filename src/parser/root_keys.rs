@@ -1,10 +1,12 @@
-//! The root keys the fast path has found, checked in batches for `uid` and `ts`;
-//! and the line with padding, so that blocks and keys can be read past its end.
+//! The root keys the fast path has found, checked in batches for the uid and ts
+//! keys; and the line with padding, so that blocks and keys can be read past its
+//! end. The default names `uid` and `ts` are compared as one word each; other
+//! names (`--uid-field`, `--ts-field`) as the key's bytes, after finding its end.
 
 use std::mem::MaybeUninit;
 
 use super::simd::{push_bits, skip_ws};
-use super::{RootKey, string_end};
+use super::{FrameSpec, RootKey, string_end};
 
 /// The line, readable 64 bytes past any position up to its end: the last bytes
 /// are copied into a buffer padded with spaces (which add no structure).
@@ -61,8 +63,13 @@ impl RootKeys {
     }
 
     /// Looks at each key: `"uid"` and `"ts"`, or a spelling with `\u` escapes
-    /// that could still be one of them (rare, decoded then).
-    pub fn check(&mut self, line: &Padded<'_>) {
+    /// that could still be one of them (rare, decoded then); under other names,
+    /// every key is compared with them.
+    #[inline(always)]
+    pub fn check(&mut self, line: &Padded<'_>, spec: &FrameSpec) {
+        if !spec.default_keys {
+            return self.check_named(line.line, spec);
+        }
         const UID: u64 = u32::from_le_bytes(*b"uid\"") as u64;
         const TS: u64 = u32::from_le_bytes(*b"ts\"\0") as u64;
         for i in 0..self.len {
@@ -77,24 +84,47 @@ impl RootKeys {
                 | ((b[0] == b'u') | (b[0] == b't')) & esc(1)
                 | (b[0] == b'u') & (b[1] == b'i') & esc(2);
             if uid | ts | escaped {
-                self.note(line.line, at, uid, ts);
+                self.note(line.line, at, uid, ts, spec);
+            }
+        }
+        self.len = 0;
+    }
+
+    /// Every root key, compared with names other than the defaults.
+    #[inline(never)]
+    fn check_named(&mut self, line: &[u8], spec: &FrameSpec) {
+        for i in 0..self.len {
+            // SAFETY: `push` wrote every entry below `len`.
+            let at = unsafe { self.at[i].assume_init() } as usize;
+            let Some(end) = string_end(line, at + 1) else {
+                continue;
+            };
+            let key = spec.classify(&line[at + 1..end]);
+            if key != RootKey::Other {
+                self.found(line, key, end);
             }
         }
         self.len = 0;
     }
 
     #[cold]
-    fn note(&mut self, line: &[u8], at: usize, uid: bool, ts: bool) {
+    fn note(&mut self, line: &[u8], at: usize, uid: bool, ts: bool, spec: &FrameSpec) {
         let (key, end) = if uid {
             (RootKey::Uid, at + 4)
         } else if ts {
             (RootKey::Ts, at + 3)
         } else {
             match string_end(line, at + 1) {
-                Some(end) => (RootKey::classify(&line[at + 1..end]), end),
+                Some(end) => (spec.classify(&line[at + 1..end]), end),
                 None => (RootKey::Other, at),
             }
         };
+        self.found(line, key, end);
+    }
+
+    /// A root key that is `key`, whose closing quote is at `end`.
+    #[inline]
+    fn found(&mut self, line: &[u8], key: RootKey, end: usize) {
         // Past the colon (the grammar check makes sure it is there).
         let mut i = skip_ws(line, end + 1);
         if line.get(i) == Some(&b':') {

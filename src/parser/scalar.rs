@@ -6,9 +6,9 @@
 //! It is an explicit-stack automaton rather than a recursive descent, so nesting
 //! depth costs a bit per level instead of a stack frame.
 
-use super::{Frame, ParseError, RootKey, extract, first_char};
+use super::{Frame, FrameSpec, ParseError, RootKey, extract, first_char};
 
-pub(super) fn parse(line: &[u8]) -> Result<Frame<'_>, ParseError> {
+pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Result<Frame<'a>, ParseError> {
     let mut p = Parser { buf: line, pos: 0 };
     p.skip_ws();
     match p.peek() {
@@ -16,11 +16,11 @@ pub(super) fn parse(line: &[u8]) -> Result<Frame<'_>, ParseError> {
         Some(b'{') => {}
         Some(_) => return Err(ParseError::NotAnObject(first_char(&line[p.pos..]))),
     }
-    let root = p.document()?;
+    let root = p.document(spec)?;
     if let Some(key) = root.duplicate {
         return Err(ParseError::DuplicateKey(key));
     }
-    extract(line, root.uid_at, root.ts_at)
+    extract(line, root.uid_at, root.ts_at, spec.unit)
 }
 
 /// Where the root's `uid` and `ts` values start (first occurrence), and the first
@@ -102,7 +102,7 @@ impl Parser<'_> {
     }
 
     /// From the root's `{` to the end of the line.
-    fn document(&mut self) -> Res<RootFields> {
+    fn document(&mut self, spec: &FrameSpec) -> Res<RootFields> {
         let mut root = RootFields::default();
         let mut stack = Stack::default();
         let mut expect = Expect::Value;
@@ -122,7 +122,7 @@ impl Parser<'_> {
                 Expect::Key | Expect::KeyOrClose if c == b'"' => {
                     let end = self.string()?;
                     if stack.depth == 1 {
-                        pending = RootKey::classify(&self.buf[at + 1..end]);
+                        pending = spec.classify(&self.buf[at + 1..end]);
                         root.key(pending);
                     }
                     expect = Expect::Colon;

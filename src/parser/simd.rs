@@ -26,7 +26,8 @@
 //!
 //! Keys directly in the root whose first byte is `u`, `t` or `\` are listed, and
 //! after the last window each is compared with `"uid"` and `"ts"`, or decoded if
-//! it uses `\u` escapes early enough to spell either.
+//! it uses `\u` escapes early enough to spell either. Under other field names
+//! (`--uid-field`, `--ts-field`) every root key is listed and compared.
 //!
 //! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
 //! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it.
@@ -39,14 +40,14 @@ use std::mem::MaybeUninit;
 
 use super::classify::{Avx2, Isa, Masks, Sse2};
 use super::root_keys::{Padded, RootKeys};
-use super::{Frame, ParseError, extract};
+use super::{Frame, FrameSpec, ParseError, extract};
 
-pub(super) fn parse(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Option<Result<Frame<'a>, ParseError>> {
     if has_avx2() {
         // SAFETY: the features were just detected.
-        unsafe { parse_avx2(line) }
+        unsafe { parse_avx2(line, spec) }
     } else {
-        parse_sse2(line)
+        parse_sse2(line, spec)
     }
 }
 
@@ -61,14 +62,20 @@ pub(super) fn has_avx2() -> bool {
 }
 
 #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
-pub(super) unsafe fn parse_avx2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+pub(super) unsafe fn parse_avx2<'a>(
+    line: &'a [u8],
+    spec: &FrameSpec,
+) -> Option<Result<Frame<'a>, ParseError>> {
     // SAFETY: the caller checked the features; the body is inlined with them enabled.
-    unsafe { parse_with::<Avx2>(line) }
+    unsafe { parse_with::<Avx2>(line, spec) }
 }
 
-pub(super) fn parse_sse2(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+pub(super) fn parse_sse2<'a>(
+    line: &'a [u8],
+    spec: &FrameSpec,
+) -> Option<Result<Frame<'a>, ParseError>> {
     // SAFETY: SSE2 is baseline on x86_64.
-    unsafe { parse_with::<Sse2>(line) }
+    unsafe { parse_with::<Sse2>(line, spec) }
 }
 
 /// What is carried from one block to the next.
@@ -155,7 +162,10 @@ struct Tokens {
 }
 
 #[inline(always)]
-unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError>> {
+unsafe fn parse_with<'a, I: Isa>(
+    line: &'a [u8],
+    spec: &FrameSpec,
+) -> Option<Result<Frame<'a>, ParseError>> {
     // Leading whitespace, then the root's `{`: anything else is for the scalar
     // parser to name (empty, not an object).
     if line.get(skip_ws(line, 0)) != Some(&b'{') || simdutf8::basic::from_utf8(line).is_err() {
@@ -168,6 +178,9 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
         root_end: usize::MAX,
         ..Nesting::default()
     };
+    // Other names than `uid` and `ts` need every root key looked at: the
+    // classifier's first-byte filter knows only those two.
+    let all_keys = if spec.default_keys { 0 } else { !0 };
     let mut root = RootKeys {
         at: [MaybeUninit::uninit(); 256],
         len: 0,
@@ -202,16 +215,17 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
         for k in 0..blocks {
             let pos = window + 64 * k;
             // SAFETY: as above.
-            let (e, root_keys) = unsafe { grammar::<I>(&tokens[k], toggles[k], pos, &n, &mut g) };
+            let (e, root_keys) =
+                unsafe { grammar::<I>(&tokens[k], toggles[k], pos, &n, &mut g, all_keys) };
             errors |= e;
             root.push(pos, root_keys);
             if root.len > 256 - 64 {
-                root.check(&padded);
+                root.check(&padded, spec);
             }
         }
         window += blocks * 64;
     }
-    root.check(&padded);
+    root.check(&padded, spec);
     if errors | n.errors | c.in_string != 0
         || n.root_end == usize::MAX
         || n.deepest > 64
@@ -220,7 +234,7 @@ unsafe fn parse_with<I: Isa>(line: &[u8]) -> Option<Result<Frame<'_>, ParseError
     {
         return None;
     }
-    Some(extract(line, root.uid_at, root.ts_at))
+    Some(extract(line, root.uid_at, root.ts_at, spec.unit))
 }
 
 /// Appends the positions of the bits of `bits` to `out`: four stores without a
@@ -317,7 +331,8 @@ struct GrammarCarry {
 
 /// Third pass over a block: what may follow each kind of token. In an object,
 /// after `{` or `,` comes a key, and only keys are followed by `:`. Returns error
-/// bits and the keys directly in the root.
+/// bits and the keys directly in the root: those that may begin `uid`, `ts` or an
+/// escape, or all of them when `all_keys` is all ones.
 #[inline(always)]
 unsafe fn grammar<I: Isa>(
     t: &Tokens,
@@ -325,6 +340,7 @@ unsafe fn grammar<I: Isa>(
     pos: usize,
     n: &Nesting,
     g: &mut GrammarCarry,
+    all_keys: u64,
 ) -> (u64, u64) {
     // Whether each position is directly in an object (before the bracket at that
     // position, if any, takes effect), and directly in the root.
@@ -358,7 +374,10 @@ unsafe fn grammar<I: Isa>(
     }
     // Only keys whose first byte could begin `uid`, `ts` or an escape need a look
     // (a key at the end of the block, whose first byte is in the next, always does).
-    (errors, keys & at_root & (t.key_start >> 1 | 1 << 63))
+    (
+        errors,
+        keys & at_root & (t.key_start >> 1 | 1 << 63 | all_keys),
+    )
 }
 
 /// The number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, on every

@@ -11,7 +11,11 @@ fn err(line: &str) -> ParseError {
 
 fn err_bytes(line: &[u8]) -> ParseError {
     let e = parse_frame(line).expect_err(&String::from_utf8_lossy(line));
-    assert_eq!(Err(e), scalar::parse(line), "scalar parser disagrees");
+    assert_eq!(
+        Err(e),
+        scalar::parse(line, &FrameSpec::DEFAULT),
+        "scalar parser disagrees"
+    );
     e
 }
 
@@ -446,6 +450,156 @@ fn unescape_is_wtf8() {
 
 mod paths;
 
+fn spec(uid: &str, ts: &str, unit: TsUnit) -> FrameSpec {
+    FrameSpec::new(uid, ts, unit).unwrap()
+}
+
+/// Parsed under `spec`, by every path (the fast ones must agree with the scalar one).
+fn with(line: &str, spec: &FrameSpec) -> Result<(String, i64), ParseError> {
+    paths::agree_with(line.as_bytes(), spec).unwrap();
+    parse_frame_with(line.as_bytes(), spec)
+        .map(|f| (String::from_utf8(f.uid.into_owned()).unwrap(), f.ts))
+}
+
+#[test]
+fn ts_units_are_floored_to_seconds() {
+    let ms = spec("uid", "ts", TsUnit::Millis);
+    let us = spec("uid", "ts", TsUnit::Micros);
+    for (ts, spec, want) in [
+        ("1468244384123", &ms, 1468244384),
+        ("1468244384999", &ms, 1468244384),
+        ("\"1468244384000\"", &ms, 1468244384),
+        ("0", &ms, 0),
+        ("999", &ms, 0),
+        ("1468244384123456", &us, 1468244384),
+        ("\"000000000000000001\"", &us, 0),
+        ("253402300799999", &ms, MAX_TS),
+        ("253402300799999999", &us, MAX_TS),
+    ] {
+        let line = format!(r#"{{"uid":"a","ts":{ts}}}"#);
+        assert_eq!(with(&line, spec), Ok(("a".into(), want)), "{line}");
+    }
+    // Beyond the last second, negative, too many digits, or not an integer.
+    for (ts, spec) in [
+        ("253402300800000", &ms),
+        ("253402300800000000", &us),
+        ("-1", &ms),
+        ("-1468244384123", &ms),
+        ("\"0000000000000001\"", &ms),
+        ("9999999999999999999", &us),
+        ("1468244384123.5", &ms),
+        ("1e12", &ms),
+    ] {
+        let line = format!(r#"{{"uid":"a","ts":{ts}}}"#);
+        assert_eq!(with(&line, spec), Err(ParseError::BadTs), "{line}");
+    }
+    // Milliseconds in a seconds stream are beyond the year 9999 at 13 digits.
+    assert_eq!(err(r#"{"uid":"a","ts":1468244384123}"#), ParseError::BadTs);
+}
+
+#[test]
+fn other_field_names_replace_uid_and_ts() {
+    let s = spec("user", "time", TsUnit::Seconds);
+    // `uid` and `ts` are now just other keys, at the root or nested.
+    let line = r#"{"uid":"decoy","ts":1,"m":{"user":"x","time":2},"time":100,"user":"real"}"#;
+    assert_eq!(with(line, &s), Ok(("real".into(), 100)));
+    assert_eq!(
+        with(r#"{"uid":"a","ts":1}"#, &s),
+        Err(ParseError::MissingUid)
+    );
+    assert_eq!(
+        with(r#"{"user":"a","ts":1}"#, &s),
+        Err(ParseError::MissingTs)
+    );
+    // Names the fast path's first-byte filter (`u`, `t`, `\`) would never look at.
+    let s = spec("a", "b", TsUnit::Millis);
+    assert_eq!(with(r#"{"b":5000,"a":"x"}"#, &s), Ok(("x".into(), 5)));
+    // Names that are prefixes of the defaults, and the defaults swapped.
+    let s = spec("u", "t", TsUnit::Seconds);
+    assert_eq!(
+        with(r#"{"uid":"no","u":"x","ts":1,"t":7}"#, &s),
+        Ok(("x".into(), 7))
+    );
+    let s = spec("ts", "uid", TsUnit::Seconds);
+    assert_eq!(with(r#"{"ts":"x","uid":7}"#, &s), Ok(("x".into(), 7)));
+    // Non-ASCII and quoted names.
+    let s = spec("ユーザー", "\"t\"", TsUnit::Seconds);
+    assert_eq!(
+        with(r#"{"ユーザー":"x","\"t\"":3}"#, &s),
+        Ok(("x".into(), 3))
+    );
+}
+
+#[test]
+fn other_field_names_match_escaped_keys_as_uid_does() {
+    let s = spec("user", "time", TsUnit::Seconds);
+    assert_eq!(
+        with(r#"{"\u0075ser":"x","time":9}"#, &s),
+        Ok(("x".into(), 9))
+    );
+    assert_eq!(
+        with(r#"{"user":"x","\u0074\u0069\u006D\u0065":9}"#, &s),
+        Ok(("x".into(), 9))
+    );
+    assert_eq!(
+        with(r#"{"us\u0065r":"x","time":9}"#, &s),
+        Ok(("x".into(), 9))
+    );
+    // Escapes that spell something else are other keys.
+    assert_eq!(
+        with(r#"{"\u0075se":"x","time":9}"#, &s),
+        Err(ParseError::MissingUid)
+    );
+    assert_eq!(
+        with(r#"{"user":"x","t\/ime":9}"#, &s),
+        Err(ParseError::MissingTs)
+    );
+    // A second one, however spelled, is a duplicate, named by its role.
+    assert_eq!(
+        with(r#"{"user":"x","time":1,"\u0075ser":"y"}"#, &s),
+        Err(ParseError::DuplicateKey("uid"))
+    );
+    // Non-ASCII names, escaped as one \u or as a surrogate pair.
+    let s = spec("é", "𝑡", TsUnit::Seconds);
+    assert_eq!(
+        with(r#"{"\u00e9":"x","\ud835\udc61":4}"#, &s),
+        Ok(("x".into(), 4))
+    );
+    assert_eq!(with(r#"{"\u00E9":"x","𝑡":4}"#, &s), Ok(("x".into(), 4)));
+    // A lone surrogate is never a valid name.
+    assert_eq!(
+        with(r#"{"é":"x","\ud835":4}"#, &s),
+        Err(ParseError::MissingTs)
+    );
+}
+
+#[test]
+fn errors_name_the_fields_and_unit_of_the_spec() {
+    let s = spec("user", "time", TsUnit::Millis);
+    assert_eq!(
+        ParseError::MissingUid.describe(&s),
+        r#"no root-level "user""#
+    );
+    assert_eq!(
+        ParseError::DuplicateKey("ts").describe(&s),
+        r#"root-level "time" appears more than once"#
+    );
+    assert_eq!(
+        ParseError::BadTs.describe(&s),
+        r#"root-level "time" is not a whole number of milliseconds (--ts-unit ms) between 0 and 253402300799999"#
+    );
+    let d = FrameSpec::default();
+    for e in [
+        ParseError::BadTs,
+        ParseError::MissingUid,
+        ParseError::DuplicateKey("uid"),
+    ] {
+        assert_eq!(e.describe(&d), e.to_string());
+    }
+    assert!(FrameSpec::new("a", "a", TsUnit::Seconds).is_err());
+    assert!(FrameSpec::new("", "a", TsUnit::Seconds).is_err());
+}
+
 /// The generated frames are what the benchmark measures: the fast path must answer
 /// for every one of them, else the throughput is the scalar parser's.
 #[test]
@@ -459,13 +613,13 @@ fn fast_path_answers_for_generated_frames() {
     for f in FrameGen::new(&cfg) {
         let line = &f.line;
         assert!(
-            simd::parse_sse2(line).is_some(),
+            simd::parse_sse2(line, &FrameSpec::DEFAULT).is_some(),
             "{}",
             String::from_utf8_lossy(line)
         );
         if simd::has_avx2() {
             // SAFETY: the features were just detected.
-            let avx2 = unsafe { simd::parse_avx2(line) };
+            let avx2 = unsafe { simd::parse_avx2(line, &FrameSpec::DEFAULT) };
             assert!(avx2.is_some(), "{}", String::from_utf8_lossy(line));
         }
     }

@@ -54,6 +54,30 @@ prop_compose! {
     }
 }
 
+/// Field names and units other than the defaults: prefixes and swaps of the
+/// default names, names the fast path's first-byte filter would skip, non-ASCII.
+fn other_spec() -> impl Strategy<Value = FrameSpec> {
+    let names = prop_oneof![
+        Just("uid"),
+        Just("ts"),
+        Just("u"),
+        Just("t"),
+        Just("user"),
+        Just("time"),
+        Just("a"),
+        Just("é"),
+        Just("\"q\\"),
+    ];
+    let units = prop_oneof![
+        Just(TsUnit::Seconds),
+        Just(TsUnit::Millis),
+        Just(TsUnit::Micros)
+    ];
+    (names.clone(), names, units).prop_filter_map("distinct names", |(u, t, unit)| {
+        FrameSpec::new(u, t, unit).ok()
+    })
+}
+
 /// Bytes that matter to a JSON parser, to splice in.
 const SPICE: &[u8] = b"{}[]:,\"\\ \t\r\n0123456789-+.eEtrufalsn/bu\x00\x1f\x7f\x80\xbf\xc0\xc2\xe0\xed\xf0\xf4\xf5\xff";
 
@@ -75,11 +99,16 @@ fn apply(line: &mut Vec<u8>, edits: &[(u8, usize, usize)]) {
 }
 
 pub fn agree(line: &[u8]) -> Result<(), TestCaseError> {
-    let want = scalar::parse(line);
-    let mut fast = vec![("sse2", simd::parse_sse2(line))];
+    agree_with(line, &FrameSpec::DEFAULT)
+}
+
+/// The fast paths answer as the scalar parser does, under `spec`.
+pub fn agree_with(line: &[u8], spec: &FrameSpec) -> Result<(), TestCaseError> {
+    let want = scalar::parse(line, spec);
+    let mut fast = vec![("sse2", simd::parse_sse2(line, spec))];
     if simd::has_avx2() {
         // SAFETY: the features were just detected.
-        fast.push(("avx2", unsafe { simd::parse_avx2(line) }));
+        fast.push(("avx2", unsafe { simd::parse_avx2(line, spec) }));
     }
     for (name, got) in fast {
         match got {
@@ -100,7 +129,7 @@ pub fn agree(line: &[u8]) -> Result<(), TestCaseError> {
             ),
         }
     }
-    prop_assert_eq!(parse_frame(line), want);
+    prop_assert_eq!(parse_frame_with(line, spec), want);
     Ok(())
 }
 
@@ -123,6 +152,26 @@ proptest! {
         agree(&line)?;
         apply(&mut line, &edits);
         agree(&line)?;
+    }
+
+    #[test]
+    fn simd_and_scalar_agree_under_other_names_and_units(
+        (line, _, _) in frame(),
+        edits in damage(),
+        spec in other_spec(),
+        rename in any::<bool>(),
+    ) {
+        // The frame's own keys renamed to the spec's, or left as decoys.
+        let line = if rename {
+            line.replacen("\"uid\":", &format!("{}:", Value::from(spec.uid_field())), 1)
+                .replacen("\"ts\":", &format!("{}:", Value::from(spec.ts_field())), 1)
+        } else {
+            line
+        };
+        let mut line = line.into_bytes();
+        agree_with(&line, &spec)?;
+        apply(&mut line, &edits);
+        agree_with(&line, &spec)?;
     }
 
     #[test]
