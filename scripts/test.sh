@@ -35,3 +35,6 @@ python3 -c 'import prometheus_client, datasketches' 2>/dev/null \
 # Benchmarks are compiled, not run: their figures belong in the README, not in CI.
 cargo build --locked --benches
 cargo test --locked
+# The report's script at a small size, so that it cannot rot (its figures are not
+# the report's: those come from a full run, docs/REPORT.md says which).
+scripts/report.sh --quick > /dev/null

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Measures what docs/REPORT.md states, and draws its charts into docs/report/.
+# Every figure in the report comes from a run of this script on the machine it
+# names; medians and ratios, because the machine is shared and noisy.
+#
+# Usage: scripts/report.sh [--quick]
+#   --quick: small sizes and the debug build, so CI can run it in a minute and the
+#            script cannot rot; its figures are not the report's. Writes to
+#            target/report-quick/ instead of docs/report/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+if [ $QUICK = 1 ]; then
+  cargo build --quiet
+  BIN=target/debug/cardinal
+  OUT=target/report-quick
+  FRAMES=20000; USERS=20000; SEEDS=2; LATE_FRAMES=20000
+else
+  cargo build --release --quiet
+  BIN=target/release/cardinal
+  OUT=docs/report
+  FRAMES=200000; USERS=100000; SEEDS=5; LATE_FRAMES=300000
+fi
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+python3 -c 'import json' # python3 draws the charts; only its standard library
+
+# --- 1. HLL error against precision --------------------------------------------
+# Each seed is a different stream; the exact count of the same run is the reference.
+echo "lg_k seed window exact hll stated_rse" > "$WORK/hll.txt"
+for seed in $(seq "$SEEDS"); do
+  $BIN gen --frames "$FRAMES" --users "$USERS" --rate 1000 --seed "$seed" -o "$WORK/f.json" 2>/dev/null
+  $BIN count --quiet --format json --windows minute,hour "$WORK/f.json" > "$WORK/exact.json"
+  for k in 10 11 12 13 14 15 16; do
+    $BIN count --quiet --format json --windows minute,hour --counter hll --precision "$k" \
+      "$WORK/f.json" > "$WORK/hll.json"
+    python3 - "$k" "$seed" "$WORK/exact.json" "$WORK/hll.json" >> "$WORK/hll.txt" <<'EOF'
+import json, sys
+k, seed, exact, hll = sys.argv[1:]
+ex = {(r["window"], r["start"]): r["unique_users"] for r in map(json.loads, open(exact))}
+for r in map(json.loads, open(hll)):
+    key = (r["window"], r["start"])
+    print(k, seed, "%s/%s" % key, ex[key], r["unique_users"], r.get("rse", 0))
+EOF
+  done
+done
+python3 - "$WORK/hll.txt" "$OUT" <<'EOF'
+import math, sys, statistics
+rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
+out = sys.argv[2]
+by_k = {}
+for k, seed, window, exact, hll, rse in rows:
+    exact, hll = int(exact), int(hll)
+    if exact < 1000:   # tiny windows are counted exactly by HLL's list mode
+        continue
+    by_k.setdefault(int(k), []).append(((hll - exact) / exact, float(rse)))
+table = ["| lg_k | windows | measured RMS relative error | stated 1.04/sqrt(2^k) | worst |", "|---|---|---|---|---|"]
+points = []
+for k in sorted(by_k):
+    errs = [e for e, _ in by_k[k]]
+    rms = math.sqrt(sum(e * e for e in errs) / len(errs))
+    theory = 1.04 / math.sqrt(2 ** k)
+    worst = max(abs(e) for e in errs)
+    table.append("| %d | %d | %.3f%% | %.3f%% | %.3f%% |" % (k, len(errs), 100 * rms, 100 * theory, 100 * worst))
+    points.append((k, rms, theory, 2 ** k))
+open(out + "/hll-error.md", "w").write("\n".join(table) + "\n")
+# Chart: measured and stated error against lg_k (log scale on y).
+W, H, L, B = 640, 320, 70, 40
+ys = [p[1] for p in points] + [p[2] for p in points]
+lo, hi = math.log10(min(ys) * 0.8), math.log10(max(ys) * 1.2)
+x = lambda k: L + (k - 10) / 6 * (W - L - 20)
+y = lambda v: 20 + (hi - math.log10(v)) / (hi - lo) * (H - 20 - B)
+svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H)]
+svg.append('<text x="%d" y="14" font-weight="bold">HLL relative error against precision (lg_k)</text>' % L)
+svg.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>' % (L, H - B, W - 20, H - B))
+for k, rms, theory, _ in points:
+    svg.append('<text x="%.0f" y="%d" text-anchor="middle">%d</text>' % (x(k), H - B + 16, k))
+for name, idx, color in (("measured (RMS)", 1, "#3366cc"), ("stated", 2, "#dd8800")):
+    pts = " ".join("%.1f,%.1f" % (x(p[0]), y(p[idx])) for p in points)
+    svg.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (color, pts))
+    for p in points:
+        svg.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>lg_k %d: %s %.3f%%</title></circle>' % (x(p[0]), y(p[idx]), color, p[0], name, 100 * p[idx]))
+svg.append('<text x="%d" y="%d" fill="#3366cc">measured (RMS)</text><text x="%d" y="%d" fill="#dd8800">stated 1.04/&#8730;2^k</text>' % (W - 200, 40, W - 200, 56))
+for v in (0.001, 0.003, 0.01, 0.03):
+    if lo <= math.log10(v) <= hi:
+        svg.append('<text x="%d" y="%.1f" text-anchor="end">%.1f%%</text>' % (L - 6, y(v) + 4, 100 * v))
+svg.append("</svg>")
+open(out + "/hll-error.svg", "w").write("\n".join(svg) + "\n")
+print("\n".join(table))
+EOF
+
+# --- 2. Lateness: late frames against --lateness -------------------------------
+# The generator's delays: 99.9% of late-arriving frames within --max-delay 5 s, a
+# tail of very late ones; the lateness is also the emission delay it costs.
+$BIN gen --frames "$LATE_FRAMES" --rate 50 --disorder 0.3 --max-delay 5 --seed 3 -o "$WORK/late.json" 2>/dev/null
+echo "| --lateness | late frames | share | each window final after |" > "$OUT/lateness.md"
+echo "|---|---|---|---|" >> "$OUT/lateness.md"
+: > "$WORK/late.txt"
+for l in 0 1 2 3 4 5 6 8 10; do
+  late=$($BIN count --format json --lateness "${l}s" "$WORK/late.json" 2>&1 >/dev/null \
+    | sed -n 's/.* late \([0-9]*\),.*/\1/p')
+  echo "$l $late" >> "$WORK/late.txt"
+  python3 -c "import sys; l,n,t=map(int,sys.argv[1:]); print('| %d s | %d | %.4f%% | %d s of event time |' % (l, n, 100*n/t, l))" \
+    "$l" "$late" "$LATE_FRAMES" >> "$OUT/lateness.md"
+done
+python3 - "$WORK/late.txt" "$LATE_FRAMES" "$OUT" <<'EOF'
+import math, sys
+rows = [tuple(map(int, l.split())) for l in open(sys.argv[1])]
+total, out = int(sys.argv[2]), sys.argv[3]
+W, H, L, B = 640, 320, 70, 40
+share = [(l, max(n / total, 1e-7)) for l, n in rows]
+lo, hi = math.log10(min(s for _, s in share) * 0.5), math.log10(max(s for _, s in share) * 2)
+x = lambda l: L + l / 10 * (W - L - 20)
+y = lambda v: 20 + (hi - math.log10(v)) / (hi - lo) * (H - 20 - B)
+svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H)]
+svg.append('<text x="%d" y="14" font-weight="bold">Frames lost as late against --lateness (= emission delay, s)</text>' % L)
+svg.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>' % (L, H - B, W - 20, H - B))
+svg.append('<polyline fill="none" stroke="#3366cc" stroke-width="2" points="%s"/>' % " ".join("%.1f,%.1f" % (x(l), y(s)) for l, s in share))
+for l, s in share:
+    svg.append('<circle cx="%.1f" cy="%.1f" r="3" fill="#3366cc"><title>%d s: %.4f%% late</title></circle>' % (x(l), y(s), l, 100 * s))
+    svg.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (x(l), H - B + 16, l))
+for v in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
+    if lo <= math.log10(v) <= hi:
+        svg.append('<text x="%d" y="%.1f" text-anchor="end">%g%%</text>' % (L - 6, y(v) + 4, 100 * v))
+svg.append("</svg>")
+open(out + "/lateness.svg", "w").write("\n".join(svg) + "\n")
+EOF
+cat "$OUT/lateness.md"
+
+# --- 3. Throughput against DuckDB and Polars (full run only) -------------------
+if [ $QUICK = 0 ]; then
+  scripts/bench-vs-peers.sh 500000 3 | tee "$OUT/peers.txt"
+fi
+echo "report: figures and charts in $OUT"
