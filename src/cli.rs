@@ -23,7 +23,7 @@ use crate::parser::{FrameSpec, TsUnit};
 use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
-use crate::sink::{RejectSink, ResultSink};
+use crate::sink::{Reject, RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
 use crate::watermark::GuardConfig;
 use crate::window::{Calendar, Granularity};
@@ -419,6 +419,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "TOPIC")]
     pub results_topic: Option<String>,
 
+    /// Also produce every rejected, late or outlying frame to this dead-letter topic
+    /// (it must exist): the original bytes and key, with Kafka Connect's dead-letter
+    /// headers and `cardinal.reason`. No offset is committed past an unacknowledged one.
+    #[arg(long, value_name = "TOPIC")]
+    pub rejects_topic: Option<String>,
+
     /// Where to start in partitions without a position of ours.
     #[arg(long, value_enum, default_value = "committed")]
     pub from: StartFrom,
@@ -760,10 +766,10 @@ impl CountingOptions {
     }
 
     fn sinks(&self) -> Result<Sinks> {
-        let rejects = match &self.rejects {
-            Some(p) => Some(RejectSink::create(p)?),
-            None => None,
-        };
+        let mut rejects: Vec<Box<dyn Reject>> = Vec::new();
+        if let Some(p) = &self.rejects {
+            rejects.push(Box::new(RejectSink::create(p)?));
+        }
         Ok(Sinks {
             results: ResultSink::stdout(),
             rejects,
@@ -951,6 +957,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         topic: args.topic,
         group: args.group,
         results_topic: args.results_topic,
+        rejects_topic: args.rejects_topic,
         state,
         from: args.from,
         until: if args.until_end {
