@@ -276,3 +276,76 @@ fn a_missing_dead_letter_topic_is_an_error_naming_it() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such-dlq"), "{stderr}");
 }
+
+/// The group's committed offset of `frames[partition]`, if any.
+fn committed(brokers: &str, group: &str, partition: i32) -> Option<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("frames", partition);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    match got.find_partition("frames", partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_its_frame() {
+    // Tansu refuses every record of `dlq` (none has the required property), as a
+    // full or misconfigured dead-letter topic would.
+    let schema =
+        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
+    let tansu = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let brokers = tansu.addr().to_string();
+    tansu.create_topic("frames", 1, false).unwrap();
+    tansu.create_topic("dlq", 1, false).unwrap();
+    // Many chunks of ordered frames (so that commits happen before the bad one), one
+    // malformed frame deep in the stream.
+    let mut frames: Vec<Sent> = (0..20_000i64)
+        .map(|i| {
+            let (uid, ts) = (format!("user-{}", i % 97), T0 + i / 10);
+            Sent {
+                partition: 0,
+                key: None,
+                value: valid(&uid, ts),
+                fate: Ok((uid, ts)),
+            }
+        })
+        .collect();
+    frames.insert(
+        15_000,
+        Sent {
+            partition: 0,
+            key: None,
+            value: br#"{"uid":"x" "ts":1}"#.to_vec(),
+            fate: Err("malformed"),
+        },
+    );
+    let at = produce(&brokers, "frames", &frames);
+    let bad_offset = at[15_000].1;
+
+    let o = run(
+        &brokers,
+        &["--rejects-topic", "dlq", "--checkpoint-interval", "1ms"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("topic dlq"),
+        "the error names the topic: {stderr}"
+    );
+    let c = committed(&brokers, "dlq-test", 0);
+    assert!(
+        c.is_some_and(|c| c > 0),
+        "frames before the bad one were committed (else this checks nothing): {c:?}\n{stderr}"
+    );
+    assert!(
+        c.is_some_and(|c| c <= bad_offset),
+        "committed at {c:?}, past offset {bad_offset} whose dead-letter record was refused\n{stderr}"
+    );
+}
