@@ -502,6 +502,11 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub keys: bool,
 
+    /// Print each record's headers before its value (after the key), as one JSON
+    /// object, values decoded as UTF-8 (lossily): how a dead-letter record says why.
+    #[arg(long, conflicts_with = "latest_per_key")]
+    pub headers: bool,
+
     /// Keep only the last value per key (what a compacted topic converges to).
     #[arg(long)]
     pub latest_per_key: bool,
@@ -1014,6 +1019,20 @@ fn consume(args: ConsumeArgs) -> Result<ExitCode> {
         let mut line = Vec::with_capacity(m.payload.len() + 64);
         if args.keys {
             line.extend_from_slice(m.key.as_deref().unwrap_or_default());
+            line.push(b'\t');
+        }
+        if args.headers {
+            let headers: serde_json::Map<String, serde_json::Value> = m
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_deref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    (k.clone(), v.map_or(serde_json::Value::Null, Into::into))
+                })
+                .collect();
+            line.extend_from_slice(serde_json::Value::Object(headers).to_string().as_bytes());
             line.push(b'\t');
         }
         line.extend_from_slice(&m.payload);

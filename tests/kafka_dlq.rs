@@ -260,6 +260,28 @@ fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
         rejected >= 2 * 15,
         "the stream is hostile enough: {rejected}"
     );
+
+    // As documented: `consume --keys --headers` shows why each frame is there.
+    let shown = cardinal()
+        .args([
+            "consume",
+            "-b",
+            &brokers,
+            "-t",
+            "dlq",
+            "--keys",
+            "--headers",
+        ])
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    eprintln!("{}", shown.lines().take(3).collect::<Vec<_>>().join("\n"));
+    assert_eq!(shown.lines().count(), rejected, "{shown}");
+    let late = shown
+        .lines()
+        .filter(|l| l.contains(r#""cardinal.reason":"late""#));
+    assert_eq!(late.count(), 2, "{shown}");
 }
 
 #[test]
