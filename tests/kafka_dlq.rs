@@ -33,9 +33,12 @@ struct Sent {
     fate: Result<(String, i64), &'static str>,
 }
 
+/// Where a record landed (partition, offset), or why it did not.
+type Delivery = Result<(i32, i64), String>;
+
 /// Remembers where each record landed, by the index it was sent with.
 #[derive(Default)]
-struct Landed(Mutex<HashMap<usize, Result<(i32, i64), String>>>);
+struct Landed(Mutex<HashMap<usize, Delivery>>);
 
 impl ClientContext for Landed {}
 impl ProducerContext for Landed {
@@ -74,7 +77,9 @@ fn hostile() -> Vec<Sent> {
         let mut n = 0usize;
         let mut push = |value: Vec<u8>, fate: Result<(String, i64), &'static str>| {
             // Every other record has a key: the dead-letter record keeps it, or has none.
-            let key = (n % 2 == 0).then(|| format!("key-{partition}-{n}").into_bytes());
+            let key = n
+                .is_multiple_of(2)
+                .then(|| format!("key-{partition}-{n}").into_bytes());
             n += 1;
             out.push(Sent {
                 partition,
