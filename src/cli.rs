@@ -950,6 +950,16 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
                 args.counting.identity()
             ),
         });
+    if let Some(dlq) = &args.rejects_topic {
+        // Read back as input, a rejected frame would be rejected again, for ever; mixed
+        // into the results, it would break their one-record-per-window contract.
+        if *dlq == args.topic || args.results_topic.as_ref() == Some(dlq) {
+            return Err(UsageError(format!(
+                "--rejects-topic {dlq} must differ from --topic and --results-topic"
+            ))
+            .into());
+        }
+    }
     let mut kafka = args.kafka.options()?;
     if let Some(id) = &args.instance_id {
         // First, so that an explicit -X group.instance.id still wins.

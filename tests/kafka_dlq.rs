@@ -376,3 +376,17 @@ fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_it
         "committed at {c:?}, past offset {bad_offset} whose dead-letter record was refused\n{stderr}"
     );
 }
+
+#[test]
+fn a_dead_letter_topic_that_is_the_input_or_the_results_is_a_usage_error() {
+    for extra in [
+        &["--rejects-topic", "frames"][..],
+        &["--rejects-topic", "out", "--results-topic", "out"][..],
+    ] {
+        // No broker is needed: the options are refused before any connection.
+        let o = run("127.0.0.1:1", extra);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains("must differ from --topic"), "{stderr}");
+    }
+}
