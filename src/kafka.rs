@@ -1904,6 +1904,66 @@ mod tests {
     use rdkafka::types::RDKafkaApiKey;
 
     #[test]
+    fn a_dead_letter_record_of_a_file_line_names_the_file_and_line() {
+        // No command sends file input to a dead-letter topic yet; the sink must still
+        // say where such a frame came from, not pretend it had a partition.
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("dlq", 1, 1).unwrap();
+        let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        let mut sink = TopicRejects {
+            topic: Arc::from("dlq"),
+            producer: Arc::new(producer),
+            timeout: opts.timeout,
+        };
+        let position = Position::Line {
+            source: Arc::from("day-1.json"),
+            line: 42,
+        };
+        sink.write(Rejected {
+            reason: "truncated",
+            detail: "ends inside the object",
+            position: &position,
+            key: None,
+            raw: b"{\"uid\":\"a\"\r",
+        })
+        .unwrap();
+        Reject::flush(&mut sink).unwrap();
+        let mut got = Vec::new();
+        consume_to_end(&opts, "dlq", |m| {
+            got.push(m);
+            true
+        })
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        let h: HashMap<String, String> = got[0]
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
+            .collect();
+        let want: HashMap<String, String> = [
+            ("cardinal.source", "day-1.json"),
+            ("cardinal.line", "42"),
+            ("cardinal.reason", "truncated"),
+            (
+                "__connect.errors.exception.message",
+                "ends inside the object",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(h, want);
+        assert_eq!(got[0].key, None);
+        assert_eq!(
+            got[0].payload, b"{\"uid\":\"a\"",
+            "the CRLF's \\r is not the frame's"
+        );
+    }
+
+    #[test]
     fn a_result_that_cannot_be_delivered_fails_the_run_and_commits_nothing_it_covers() {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("frames", 2, 1).unwrap();
