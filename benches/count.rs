@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut sinks = Sinks {
                     results: ResultSink::new(Box::new(std::io::sink())),
-                    rejects: None,
+                    rejects: Vec::new(),
                 };
                 let input = OpenInput {
                     name: "bench".into(),

@@ -198,6 +198,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         topic: TOPIC.into(),
         group: format!("bench-run-{round}"),
         results_topic: None,
+        rejects_topic: None,
         from: StartFrom::Earliest,
         until: Until::Target(Arc::new(Mutex::new(Some(ends.clone())))),
         commit_interval: Duration::from_secs(1),
@@ -207,7 +208,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
     };
     let mut sinks = Sinks {
         results: ResultSink::new(Box::new(std::io::sink())),
-        rejects: None,
+        rejects: Vec::new(),
     };
     let started = Instant::now();
     let report = kafka::run(&run, &config, &mut sinks, Arc::new(AtomicBool::new(false))).unwrap();

@@ -23,7 +23,7 @@ use crate::parser::{FrameSpec, TsUnit};
 use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
-use crate::sink::{RejectSink, ResultSink};
+use crate::sink::{Reject, RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
 use crate::watermark::GuardConfig;
 use crate::window::{Calendar, Granularity};
@@ -419,6 +419,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "TOPIC")]
     pub results_topic: Option<String>,
 
+    /// Also produce every rejected, late or outlying frame to this dead-letter topic
+    /// (it must exist): the original bytes and key, with Kafka Connect's dead-letter
+    /// headers and `cardinal.reason`. No offset is committed past an unacknowledged one.
+    #[arg(long, value_name = "TOPIC")]
+    pub rejects_topic: Option<String>,
+
     /// Where to start in partitions without a position of ours.
     #[arg(long, value_enum, default_value = "committed")]
     pub from: StartFrom,
@@ -495,6 +501,11 @@ pub struct ConsumeArgs {
     /// Print `KEY<TAB>VALUE` instead of the value alone.
     #[arg(long)]
     pub keys: bool,
+
+    /// Print each record's headers before its value (after the key), as one JSON
+    /// object, values decoded as UTF-8 (lossily): how a dead-letter record says why.
+    #[arg(long, conflicts_with = "latest_per_key")]
+    pub headers: bool,
 
     /// Keep only the last value per key (what a compacted topic converges to).
     #[arg(long)]
@@ -760,10 +771,10 @@ impl CountingOptions {
     }
 
     fn sinks(&self) -> Result<Sinks> {
-        let rejects = match &self.rejects {
-            Some(p) => Some(RejectSink::create(p)?),
-            None => None,
-        };
+        let mut rejects: Vec<Box<dyn Reject>> = Vec::new();
+        if let Some(p) = &self.rejects {
+            rejects.push(Box::new(RejectSink::create(p)?));
+        }
         Ok(Sinks {
             results: ResultSink::stdout(),
             rejects,
@@ -939,6 +950,16 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
                 args.counting.identity()
             ),
         });
+    if let Some(dlq) = &args.rejects_topic {
+        // Read back as input, a rejected frame would be rejected again, for ever; mixed
+        // into the results, it would break their one-record-per-window contract.
+        if *dlq == args.topic || args.results_topic.as_ref() == Some(dlq) {
+            return Err(UsageError(format!(
+                "--rejects-topic {dlq} must differ from --topic and --results-topic"
+            ))
+            .into());
+        }
+    }
     let mut kafka = args.kafka.options()?;
     if let Some(id) = &args.instance_id {
         // First, so that an explicit -X group.instance.id still wins.
@@ -951,6 +972,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         topic: args.topic,
         group: args.group,
         results_topic: args.results_topic,
+        rejects_topic: args.rejects_topic,
         state,
         from: args.from,
         until: if args.until_end {
@@ -1007,6 +1029,20 @@ fn consume(args: ConsumeArgs) -> Result<ExitCode> {
         let mut line = Vec::with_capacity(m.payload.len() + 64);
         if args.keys {
             line.extend_from_slice(m.key.as_deref().unwrap_or_default());
+            line.push(b'\t');
+        }
+        if args.headers {
+            let headers: serde_json::Map<String, serde_json::Value> = m
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_deref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    (k.clone(), v.map_or(serde_json::Value::Null, Into::into))
+                })
+                .collect();
+            line.extend_from_slice(serde_json::Value::Object(headers).to_string().as_bytes());
             line.push(b'\t');
         }
         line.extend_from_slice(&m.payload);

@@ -107,6 +107,7 @@ pub fn run(
         topic: FRAMES_TOPIC.into(),
         group: "cardinal-demo".into(),
         results_topic: Some(RESULTS_TOPIC.into()),
+        rejects_topic: None,
         from: StartFrom::Earliest,
         until: Until::Target(target.clone()),
         commit_interval: Duration::from_secs(1),

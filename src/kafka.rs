@@ -15,7 +15,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
+use crate::sink::{Position, Reject, Rejected, SinkError};
 use crate::source::{CHUNK_BYTES, Chunk};
 use crate::watermark::WallClock;
 use crate::window::Calendar;
@@ -192,6 +193,8 @@ pub struct RunOptions {
     pub topic: String,
     pub group: String,
     pub results_topic: Option<String>,
+    /// `--rejects-topic`: the dead-letter topic every frame not counted goes to.
+    pub rejects_topic: Option<String>,
     pub from: StartFrom,
     pub until: Until,
     pub commit_interval: Duration,
@@ -477,6 +480,86 @@ impl DeliveryTracker {
     }
 }
 
+/// The dead-letter topic (`--rejects-topic`): every frame not counted is produced
+/// there with its original bytes as the value, its Kafka key if it had one, and
+/// headers after Kafka Connect's dead-letter convention, so that tools written for
+/// Connect's dead-letter queues can read it. The offsets of its frames are committed
+/// only once it has acknowledged them (see [`KafkaHooks::positions_to_commit`]).
+#[derive(Clone)]
+pub struct TopicRejects {
+    topic: Arc<str>,
+    producer: Arc<ThreadedProducer<DeliveryTracker>>,
+    timeout: Duration,
+}
+
+impl TopicRejects {
+    /// Waits until every record sent is acknowledged; fails if one was refused.
+    fn acknowledge(&self) -> Result<(), SinkError> {
+        let fail = |message| SinkError::RejectsTopic {
+            topic: self.topic.to_string(),
+            message,
+        };
+        self.producer.flush(self.timeout).map_err(|e| {
+            fail(format!(
+                "dead-letter records not acknowledged within {:?}: {e}",
+                self.timeout
+            ))
+        })?;
+        self.producer.context().check().map_err(fail)
+    }
+}
+
+impl Reject for TopicRejects {
+    fn write(&mut self, frame: Rejected<'_>) -> Result<(), SinkError> {
+        let mut raw = frame.raw;
+        let (partition, offset, line);
+        let mut headers = OwnedHeaders::new_with_capacity(6);
+        match frame.position {
+            Position::Offset {
+                topic,
+                partition: p,
+                offset: o,
+            } => {
+                (partition, offset) = (p.to_string(), o.to_string());
+                headers = headers
+                    .insert(header("__connect.errors.topic", topic))
+                    .insert(header("__connect.errors.partition", &partition))
+                    .insert(header("__connect.errors.offset", &offset));
+            }
+            Position::Line { source, line: l } => {
+                // A line's `\r` is part of its CRLF terminator, not of the frame.
+                raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                line = l.to_string();
+                headers = headers
+                    .insert(header("cardinal.source", source))
+                    .insert(header("cardinal.line", &line));
+            }
+        }
+        headers = headers
+            .insert(header("__connect.errors.exception.message", frame.detail))
+            .insert(header("cardinal.reason", frame.reason));
+        let mut record = BaseRecord::to(&self.topic).payload(raw).headers(headers);
+        if let Some(key) = frame.key {
+            record = record.key(key);
+        }
+        send_with_backpressure(&self.producer, record).map_err(|message| SinkError::RejectsTopic {
+            topic: self.topic.to_string(),
+            message,
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.acknowledge()
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
 /// The producer settings Cardinal uses, with `-X` overrides applied.
 pub fn producer_config(opts: &KafkaOptions) -> ClientConfig {
     opts.config(PRODUCER_DEFAULTS)
@@ -631,6 +714,24 @@ pub fn run(
         }
         None => None,
     };
+    let rejects = match &opts.rejects_topic {
+        Some(t) => {
+            partitions_of(&consumer, &opts.kafka, t)?;
+            let p: ThreadedProducer<DeliveryTracker> = opts
+                .kafka
+                .config(PRODUCER_DEFAULTS)
+                .create_with_context(DeliveryTracker::default())
+                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+            let sink = TopicRejects {
+                topic: Arc::from(t.as_str()),
+                producer: Arc::new(p),
+                timeout: opts.kafka.timeout,
+            };
+            sinks.rejects.push(Box::new(sink.clone()));
+            Some(sink)
+        }
+        None => None,
+    };
     let end_offsets = if matches!(opts.until, Until::EndAtStart) {
         let mut ends = HashMap::new();
         for p in &partitions {
@@ -657,6 +758,7 @@ pub fn run(
         consumer: consumer.clone(),
         topic: opts.topic.clone(),
         producer,
+        rejects,
         timeout: opts.kafka.timeout,
         session_timeout: session_timeout(&opts.kafka),
         commit_interval: opts.commit_interval,
@@ -680,6 +782,7 @@ pub fn run(
         },
         fed: opts.fed.clone(),
         max_frame: config.max_frame_bytes,
+        keep_keys: opts.rejects_topic.is_some(),
         stall: Stall::new(opts.kafka.brokers.clone(), opts.stall_timeout),
     };
     let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
@@ -767,6 +870,8 @@ struct FeederSettings {
     /// Counts the frames handed on, for a producer that paces itself on them.
     fed: Option<Arc<AtomicU64>>,
     max_frame: usize,
+    /// Keep each record's key, for the dead-letter topic (a copy per record otherwise wasted).
+    keep_keys: bool,
     stall: Stall,
 }
 
@@ -783,6 +888,7 @@ fn feed_from_kafka(
         end_offsets,
         fed,
         max_frame,
+        keep_keys,
         mut stall,
     } = settings;
     const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
@@ -822,7 +928,8 @@ fn feed_from_kafka(
                     paused_from.entry(p).or_insert(msg.offset());
                 } else {
                     let payload = msg.payload().unwrap_or(b"");
-                    chunk.push_record(p as u32, msg.offset() as u64, payload, max_frame);
+                    let key = if keep_keys { msg.key() } else { None };
+                    chunk.push_keyed_record(p as u32, msg.offset() as u64, key, payload, max_frame);
                     positions.insert(p, msg.offset() + 1);
                     // Shared at once: a rebalance inside the next poll must see it.
                     consumer
@@ -1285,6 +1392,8 @@ struct KafkaHooks {
     consumer: Arc<BaseConsumer<RunContext>>,
     topic: String,
     producer: Option<(String, ThreadedProducer<DeliveryTracker>)>,
+    /// The dead-letter topic, flushed before every commit as the results are.
+    rejects: Option<TopicRejects>,
     timeout: Duration,
     /// The group's session timeout: how long a rejoin may take to settle.
     session_timeout: Duration,
@@ -1332,6 +1441,11 @@ impl KafkaHooks {
                 ))
             })?;
             producer.context().check().map_err(live)?;
+        }
+        // Rejects too: a frame's offset must not be committed before its dead-letter
+        // record is acknowledged, or a crash would lose it from both places.
+        if let Some(rejects) = &self.rejects {
+            rejects.acknowledge()?;
         }
         let next = state.next_positions();
         // With a checkpoint, the state covers everything read so far; without one,
@@ -1691,6 +1805,8 @@ pub struct Consumed {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
+    /// The record's headers in order, as (name, value; `None` for a null value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
     pub payload: Vec<u8>,
 }
 
@@ -1743,6 +1859,14 @@ pub fn consume_to_end(
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     payload: m.payload().unwrap_or_default().to_vec(),
                 });
                 if !keep_going {
@@ -1778,6 +1902,66 @@ mod tests {
     use crate::window::{Calendar, Granularity};
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::RDKafkaApiKey;
+
+    #[test]
+    fn a_dead_letter_record_of_a_file_line_names_the_file_and_line() {
+        // No command sends file input to a dead-letter topic yet; the sink must still
+        // say where such a frame came from, not pretend it had a partition.
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("dlq", 1, 1).unwrap();
+        let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
+            .create_with_context(DeliveryTracker::default())
+            .unwrap();
+        let mut sink = TopicRejects {
+            topic: Arc::from("dlq"),
+            producer: Arc::new(producer),
+            timeout: opts.timeout,
+        };
+        let position = Position::Line {
+            source: Arc::from("day-1.json"),
+            line: 42,
+        };
+        sink.write(Rejected {
+            reason: "truncated",
+            detail: "ends inside the object",
+            position: &position,
+            key: None,
+            raw: b"{\"uid\":\"a\"\r",
+        })
+        .unwrap();
+        Reject::flush(&mut sink).unwrap();
+        let mut got = Vec::new();
+        consume_to_end(&opts, "dlq", |m| {
+            got.push(m);
+            true
+        })
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        let h: HashMap<String, String> = got[0]
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8(v.clone().unwrap()).unwrap()))
+            .collect();
+        let want: HashMap<String, String> = [
+            ("cardinal.source", "day-1.json"),
+            ("cardinal.line", "42"),
+            ("cardinal.reason", "truncated"),
+            (
+                "__connect.errors.exception.message",
+                "ends inside the object",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(h, want);
+        assert_eq!(got[0].key, None);
+        assert_eq!(
+            got[0].payload, b"{\"uid\":\"a\"",
+            "the CRLF's \\r is not the frame's"
+        );
+    }
 
     #[test]
     fn a_result_that_cannot_be_delivered_fails_the_run_and_commits_nothing_it_covers() {
@@ -1817,6 +2001,7 @@ mod tests {
             topic: "frames".into(),
             group: "lost-results".into(),
             results_topic: Some("results".into()),
+            rejects_topic: None,
             from: StartFrom::Earliest,
             until: Until::Target(Arc::new(Mutex::new(Some(ends)))),
             commit_interval: Duration::ZERO,
@@ -1840,7 +2025,7 @@ mod tests {
         };
         let mut sinks = Sinks {
             results: ResultSink::new(Box::new(std::io::sink())),
-            rejects: None,
+            rejects: Vec::new(),
         };
         // Either the delivery reports or the next send reports the refusal.
         let err = run_options_run(&run, &config, &mut sinks)

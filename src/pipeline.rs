@@ -22,7 +22,7 @@ use crate::emitter::{self, Format};
 use crate::metrics::{Metrics, StageView};
 use crate::parser::{self, FrameSpec, ParseError};
 use crate::reject::Reason;
-use crate::sink::{Position, RejectSink, ResultSink, SinkError};
+use crate::sink::{Position, Reject, Rejected, ResultSink, SinkError};
 use crate::source::{BufferPool, Chunk, Chunker, SourceError};
 use crate::telemetry::Telemetry;
 use crate::watermark::WallClock;
@@ -63,7 +63,17 @@ pub struct OpenInput {
 
 pub struct Sinks {
     pub results: ResultSink,
-    pub rejects: Option<RejectSink>,
+    /// Every sink a rejected frame goes to: none, the file, the topic, or both.
+    pub rejects: Vec<Box<dyn Reject>>,
+}
+
+impl Sinks {
+    fn reject(&mut self, frame: Rejected<'_>) -> Result<(), SinkError> {
+        for sink in &mut self.rejects {
+            sink.write(frame)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Error)]
@@ -246,6 +256,8 @@ struct ParsedChunk<K> {
 /// A frame held by the outlier guard, kept so it can be written out if rejected.
 struct HeldFrame {
     position: Position,
+    /// The Kafka record's key, for a dead-letter record (not checkpointed).
+    key: Option<Box<[u8]>>,
     raw: Box<[u8]>,
 }
 
@@ -414,6 +426,7 @@ where
                     key,
                     HeldFrame {
                         position: held.position(),
+                        key: None,
                         raw: held.raw.into(),
                     },
                 ))
@@ -603,7 +616,7 @@ impl<C: Counter> Aggregate<'_, C> {
                         self.drain_output()?;
                     }
                     self.publish()?;
-                    if let Some(r) = self.sinks.rejects.as_mut() {
+                    for r in &mut self.sinks.rejects {
                         r.flush()?;
                     }
                     self.share_metrics(true);
@@ -679,13 +692,14 @@ impl<C: Counter> Aggregate<'_, C> {
             _ if is_records => 0,
             _ => self.next_line,
         };
-        for e in &parsed.entries {
+        for (index, e) in parsed.entries.iter().enumerate() {
             self.telemetry.frame_received();
             if is_records {
                 self.telemetry.frame_read_from(e.lane);
             }
             let pos = e.pos + line_base;
             let raw = || &chunk.data()[e.start as usize..e.end as usize];
+            let record_key = || chunk.key(index);
             let position = || {
                 if is_records {
                     Position::Offset {
@@ -709,6 +723,7 @@ impl<C: Counter> Aggregate<'_, C> {
                         key,
                         || HeldFrame {
                             position: position(),
+                            key: record_key().map(Into::into),
                             raw: raw().into(),
                         },
                         &mut self.out,
@@ -737,31 +752,39 @@ impl<C: Counter> Aggregate<'_, C> {
                                     self.agg.calendar().zone_name()
                                 )
                             };
-                            self.reject(Reason::BadTs, detail, &position(), raw())?;
+                            self.reject(Reason::BadTs, detail, &position(), record_key(), raw())?;
                         }
-                        late => self.late(late, &position(), raw())?,
+                        late => self.late(late, &position(), record_key(), raw())?,
                     }
                     if !self.out.is_empty() {
                         self.drain_output()?;
                     }
                 }
-                Err(Unparsed::Parse(err)) => {
-                    self.reject(err.into(), err.describe(self.spec), &position(), raw())?
-                }
+                Err(Unparsed::Parse(err)) => self.reject(
+                    err.into(),
+                    err.describe(self.spec),
+                    &position(),
+                    record_key(),
+                    raw(),
+                )?,
                 Err(Unparsed::TooLarge(len)) => {
                     let detail = format!(
                         "a frame of {len} bytes, over --max-frame-bytes ({}); its first {} bytes are kept",
                         self.max_frame_bytes,
                         raw().len()
                     );
-                    self.reject(Reason::TooLarge, detail, &position(), raw())?
+                    self.reject(Reason::TooLarge, detail, &position(), record_key(), raw())?
                 }
                 Err(Unparsed::Failed(what)) => {
                     let position = position();
                     self.telemetry.frame_failed(what, &position);
-                    if let Some(r) = self.sinks.rejects.as_mut() {
-                        r.write(Reason::InternalError.name(), what.clone(), &position, raw())?;
-                    }
+                    self.sinks.reject(Rejected {
+                        reason: Reason::InternalError.name(),
+                        detail: what,
+                        position: &position,
+                        key: record_key(),
+                        raw: raw(),
+                    })?;
                 }
             }
         }
@@ -773,24 +796,40 @@ impl<C: Counter> Aggregate<'_, C> {
         reason: Reason,
         detail: String,
         position: &Position,
+        key: Option<&[u8]>,
         raw: &[u8],
     ) -> Result<(), SinkError> {
         self.telemetry.frame_rejected(reason, position);
-        if let Some(r) = self.sinks.rejects.as_mut() {
-            r.write(reason.name(), detail, position, raw)?;
-        }
-        Ok(())
+        self.sinks.reject(Rejected {
+            reason: reason.name(),
+            detail: &detail,
+            position,
+            key,
+            raw,
+        })
     }
 
-    fn late(&mut self, verdict: Verdict, position: &Position, raw: &[u8]) -> Result<(), SinkError> {
+    fn late(
+        &mut self,
+        verdict: Verdict,
+        position: &Position,
+        key: Option<&[u8]>,
+        raw: &[u8],
+    ) -> Result<(), SinkError> {
         let Verdict::Late { missed, counted } = verdict else {
             return Ok(());
         };
         self.telemetry.frame_late(missed, counted, position);
-        if let Some(r) = self.sinks.rejects.as_mut() {
+        if !self.sinks.rejects.is_empty() {
             let names: Vec<&str> = missed.iter().map(|g| g.name()).collect();
             let detail = format!("window already final: {}", names.join(","));
-            r.write(Reason::Late.name(), detail, position, raw)?;
+            self.sinks.reject(Rejected {
+                reason: Reason::Late.name(),
+                detail: &detail,
+                position,
+                key,
+                raw,
+            })?;
         }
         Ok(())
     }
@@ -810,11 +849,11 @@ impl<C: Counter> Aggregate<'_, C> {
         }
         let late = std::mem::take(&mut self.out.late);
         for (held, verdict) in late {
-            self.late(verdict, &held.position, &held.raw)?;
+            self.late(verdict, &held.position, held.key.as_deref(), &held.raw)?;
         }
         for held in std::mem::take(&mut self.out.outliers) {
             self.telemetry.frame_outlier(&held.position);
-            if let Some(r) = self.sinks.rejects.as_mut() {
+            if !self.sinks.rejects.is_empty() {
                 let detail = match self.agg.max_trusted() {
                     Some(max) => format!(
                         "ts far ahead of the stream, whose latest trusted ts was {max} ({}), \
@@ -823,7 +862,13 @@ impl<C: Counter> Aggregate<'_, C> {
                     ),
                     None => "ts far from every other frame of the stream".to_string(),
                 };
-                r.write(Reason::Outlier.name(), detail, &held.position, &held.raw)?;
+                self.sinks.reject(Rejected {
+                    reason: Reason::Outlier.name(),
+                    detail: &detail,
+                    position: &held.position,
+                    key: held.key.as_deref(),
+                    raw: &held.raw,
+                })?;
             }
         }
         self.out.clear();

@@ -2,9 +2,11 @@
 //!
 //! [`ResultSink`] writes rendered results and flushes after each batch, so a
 //! window appears the moment it is final. A closed stdout (`| head`) is not an
-//! error: the sink reports it and the run stops quietly. [`RejectSink`] writes
-//! every rejected, late or outlying frame as a JSON line with its reason, its
-//! position and the raw frame, so that nothing is dropped silently.
+//! error: the sink reports it and the run stops quietly. Every rejected, late or
+//! outlying frame goes to each [`Reject`] sink asked for, so that nothing is
+//! dropped silently: [`RejectSink`] writes it as a JSON line with its reason, its
+//! position and the raw frame; `run --rejects-topic` produces it to a dead-letter
+//! topic (`kafka::TopicRejects`).
 
 use std::fmt;
 use std::fs::File;
@@ -24,6 +26,31 @@ pub enum SinkError {
     Results(io::Error),
     #[error("cannot write rejects to {}: {source}", path.display())]
     Rejects { path: PathBuf, source: io::Error },
+    /// The dead-letter topic refused a record, or did not acknowledge it in time.
+    #[error("cannot write rejects to topic {topic}: {message}")]
+    RejectsTopic { topic: String, message: String },
+}
+
+/// One frame that was not counted, as every reject sink sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected<'a> {
+    /// The reason's stable name (`late`, `malformed`, ...).
+    pub reason: &'a str,
+    /// Human-readable detail, e.g. the granularities a late frame missed.
+    pub detail: &'a str,
+    pub position: &'a Position,
+    /// The Kafka record's key, when the frame came from Kafka with one.
+    pub key: Option<&'a [u8]>,
+    /// The frame as read (its first KiB if it was `too_large`).
+    pub raw: &'a [u8],
+}
+
+/// Where rejected frames go: a file (`--rejects`) or a topic (`--rejects-topic`).
+/// A sink may buffer; `flush` makes everything written so far durable (the file
+/// flushed, the topic's records acknowledged), and is called at the end of a run.
+pub trait Reject: Send {
+    fn write(&mut self, frame: Rejected<'_>) -> Result<(), SinkError>;
+    fn flush(&mut self) -> Result<(), SinkError>;
 }
 
 /// Writes result lines to any writer, usually stdout.
@@ -122,14 +149,18 @@ impl RejectSink {
             out: BufWriter::with_capacity(1 << 16, f),
         })
     }
+}
 
-    pub fn write(
-        &mut self,
-        reason: &str,
-        detail: String,
-        position: &Position,
-        raw: &[u8],
-    ) -> Result<(), SinkError> {
+impl Reject for RejectSink {
+    fn write(&mut self, frame: Rejected<'_>) -> Result<(), SinkError> {
+        let Rejected {
+            reason,
+            detail,
+            position,
+            raw,
+            ..
+        } = frame;
+        let detail = detail.to_string();
         let raw = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned();
         let rec = match position {
             Position::Line { source, line } => RejectRecord {
@@ -164,7 +195,7 @@ impl RejectSink {
             })
     }
 
-    pub fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|e| SinkError::Rejects {
             path: self.path.clone(),
             source: e,

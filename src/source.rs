@@ -158,6 +158,10 @@ pub struct Chunk {
     oversized: Vec<(u64, u64)>,
     /// Bytes of input the chunk stands for (more than its data if a frame was cut).
     input_bytes: u64,
+    /// Kafka record keys, kept only when asked (a dead-letter topic wants them):
+    /// (record index, start, end) in `key_buf`, in index order.
+    keys: Vec<(u32, u32, u32)>,
+    key_buf: Vec<u8>,
 }
 
 /// Where one record of a chunk is, and where it came from.
@@ -186,7 +190,37 @@ impl Chunk {
             records: Some(Vec::new()),
             oversized: Vec::new(),
             input_bytes: 0,
+            keys: Vec::new(),
+            key_buf: Vec::new(),
         }
+    }
+
+    /// Appends one record with its Kafka key, kept for [`Chunk::key`].
+    pub fn push_keyed_record(
+        &mut self,
+        lane: u32,
+        pos: u64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        max_frame: usize,
+    ) {
+        if let Some(key) = key {
+            let start = self.key_buf.len() as u32;
+            self.key_buf.extend_from_slice(key);
+            self.keys
+                .push((self.record_count() as u32, start, self.key_buf.len() as u32));
+        }
+        self.push_record(lane, pos, payload, max_frame);
+    }
+
+    /// The key of record `index`, if it was pushed with one.
+    pub fn key(&self, index: usize) -> Option<&[u8]> {
+        let i = self
+            .keys
+            .binary_search_by_key(&(index as u32), |k| k.0)
+            .ok()?;
+        let (_, start, end) = self.keys[i];
+        Some(&self.key_buf[start as usize..end as usize])
     }
 
     /// Appends one record (a Kafka message payload); one over `max_frame` bytes
@@ -421,6 +455,8 @@ impl<R: Read> Chunker<R> {
             records: None,
             oversized,
             input_bytes,
+            keys: Vec::new(),
+            key_buf: Vec::new(),
         };
         self.offset += input_bytes;
         chunk

@@ -138,7 +138,7 @@ proptest! {
         let out = Shared::default();
         let mut sinks = Sinks {
             results: ResultSink::new(Box::new(out.clone())),
-            rejects: Some(RejectSink::create(&rejects_path).unwrap()),
+            rejects: vec![Box::new(RejectSink::create(&rejects_path).unwrap())],
         };
         let config = CountConfig {
             calendar: Calendar::utc(),

@@ -1,0 +1,392 @@
+//! `run --rejects-topic`: the dead-letter topic, on a real broker (Tansu, SQLite
+//! engine). A hostile stream is produced frame by frame with librdkafka, each
+//! frame's partition and offset taken from its delivery report and its fate
+//! (counted, or rejected for a named reason) decided by the test, not by Cardinal.
+//! Every frame must then be either counted (the results equal counts computed here
+//! by integer arithmetic) or on the dead-letter topic exactly once, with its
+//! original bytes and key and Kafka Connect's dead-letter headers.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cardinal::tansu::{Engine, Tansu};
+use common::cardinal;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const T0: i64 = 1_700_000_040; // the start of a minute
+
+/// One frame as the test produced it, and what must become of it.
+struct Sent {
+    partition: i32,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    /// `None`: counted, as (uid, ts). `Some(reason)`: on the dead-letter topic.
+    fate: Result<(String, i64), &'static str>,
+}
+
+/// Where a record landed (partition, offset), or why it did not.
+type Delivery = Result<(i32, i64), String>;
+
+/// Remembers where each record landed, by the index it was sent with.
+#[derive(Default)]
+struct Landed(Mutex<HashMap<usize, Delivery>>);
+
+impl ClientContext for Landed {}
+impl ProducerContext for Landed {
+    type DeliveryOpaque = Box<usize>;
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
+        let at = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        self.0.lock().unwrap().insert(*index, at);
+    }
+}
+
+fn valid(uid: &str, ts: i64) -> Vec<u8> {
+    format!(r#"{{"uid":"{uid}","ts":{ts},"page":"/home"}}"#).into_bytes()
+}
+
+/// The hostile stream, per partition in order: ordered valid frames from T0 over 20
+/// minutes, with every kind of bad frame mixed in, a late frame (its minute is long
+/// final when it comes, on both partitions) and a garbage timestamp far ahead.
+fn hostile() -> Vec<Sent> {
+    let mut out = Vec::new();
+    let bad: [(&[u8], &str); 10] = [
+        (br#"{"uid":"a","ts":1"#, "truncated"),
+        (br#"{"uid":"a" "ts":1}"#, "malformed"),
+        (b"{\"uid\":\"\xff\xfe\",\"ts\":1700000100}", "malformed"),
+        (br#"[1,2,3]"#, "not_an_object"),
+        (br#"{"ts":1700000100}"#, "missing_uid"),
+        (br#"{"uid":"b"}"#, "missing_ts"),
+        (br#"{"uid":"c","ts":"soon"}"#, "bad_ts"),
+        (br#"{"uid":"d","ts":1.5}"#, "bad_ts"),
+        (br#"{"uid":"","ts":1700000100}"#, "empty_uid"),
+        (br#"{"uid":"e","uid":"f","ts":1700000100}"#, "duplicate_key"),
+    ];
+    for partition in 0..2 {
+        let mut n = 0usize;
+        let mut push = |value: Vec<u8>, fate: Result<(String, i64), &'static str>| {
+            // Every other record has a key: the dead-letter record keeps it, or has none.
+            let key = n
+                .is_multiple_of(2)
+                .then(|| format!("key-{partition}-{n}").into_bytes());
+            n += 1;
+            out.push(Sent {
+                partition,
+                key,
+                value,
+                fate,
+            });
+        };
+        for i in 0..600i64 {
+            let ts = T0 + i * 2;
+            let uid = format!("user-{}", (i * 7 + partition as i64) % 53);
+            push(valid(&uid, ts), Ok((uid, ts)));
+            if i % 50 == 25 {
+                let (v, reason) = bad[(i as usize / 50 + partition as usize) % bad.len()];
+                push(v.to_vec(), Err(reason));
+            }
+            if i == 300 {
+                // Ten days ahead, then contradicted by every frame after it.
+                push(valid("outlier-user", T0 + 864_000), Err("outlier"));
+            }
+            if i == 500 {
+                // The first minute is final by now on both partitions (alignment keeps
+                // them within 5 minutes of each other): late.
+                push(valid("late-user", T0 + 3), Err("late"));
+            }
+        }
+        push(Vec::new(), Err("empty"));
+        push(valid("user-1", -5), Err("bad_ts"));
+    }
+    out
+}
+
+/// Produces the frames in order, each to its partition; returns (partition, offset) each.
+fn produce(brokers: &str, topic: &str, frames: &[Sent]) -> Vec<(i32, i64)> {
+    let producer: ThreadedProducer<Landed> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        // One request at a time: the order on each partition is the order sent.
+        .set("max.in.flight.requests.per.connection", "1")
+        .create_with_context(Landed::default())
+        .unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let mut r = BaseRecord::with_opaque_to(topic, Box::new(i))
+            .partition(f.partition)
+            .payload(&f.value);
+        if let Some(k) = &f.key {
+            r = r.key(k);
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let landed = producer.context().0.lock().unwrap();
+    (0..frames.len())
+        .map(|i| match &landed[&i] {
+            Ok(at) => *at,
+            Err(e) => panic!("frame {i} not delivered: {e}"),
+        })
+        .collect()
+}
+
+/// A dead-letter record as read back.
+#[derive(Debug)]
+struct Dead {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Every record of a one-partition topic, from the beginning to its end now.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Dead> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < high {
+        assert!(Instant::now() < deadline, "read {} of {high}", out.len());
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let mut headers = BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for i in 0..h.count() {
+                let h = h.get(i);
+                let v = String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap();
+                assert!(headers.insert(h.key.to_string(), v).is_none(), "{}", h.key);
+            }
+        }
+        out.push(Dead {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    out
+}
+
+fn run(brokers: &str, extra: &[&str]) -> Output {
+    let child = cardinal()
+        .args(["run", "-b", brokers, "-t", "frames", "-g", "dlq-test"])
+        .args(["--until-end", "--windows", "minute", "--format", "json"])
+        .args(["--stall-timeout", "30s", "-X", "session.timeout.ms=6000"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::output_within(child, Duration::from_secs(120))
+}
+
+#[test]
+fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
+    let tansu = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let brokers = tansu.addr().to_string();
+    tansu.create_topic("frames", 2, false).unwrap();
+    tansu.create_topic("dlq", 1, false).unwrap();
+    let frames = hostile();
+    let at = produce(&brokers, "frames", &frames);
+
+    let o = run(&brokers, &["--rejects-topic", "dlq"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);
+
+    // Counted: exactly the frames the test says are valid and on time.
+    let counted = frames.iter().filter_map(|f| f.fate.as_ref().ok());
+    assert_eq!(
+        common::minute_counts(&o.stdout),
+        common::distinct_per_minute(counted.map(|(u, t)| (u.as_str(), *t))),
+        "{stderr}"
+    );
+
+    // Rejected: each on the dead-letter topic once, where it came from.
+    let dead = read_topic(&brokers, "dlq");
+    let mut by_position: HashMap<(i32, i64), &Dead> = HashMap::new();
+    for d in &dead {
+        let h = &d.headers;
+        assert_eq!(
+            h.get("__connect.errors.topic").map(String::as_str),
+            Some("frames"),
+            "{d:?}"
+        );
+        let p: i32 = h["__connect.errors.partition"].parse().unwrap();
+        let o: i64 = h["__connect.errors.offset"].parse().unwrap();
+        assert!(!h["__connect.errors.exception.message"].is_empty(), "{d:?}");
+        assert!(by_position.insert((p, o), d).is_none(), "twice: {d:?}");
+    }
+    let mut rejected = 0;
+    for (f, (p, o)) in frames.iter().zip(&at) {
+        let Err(reason) = f.fate else {
+            assert!(
+                !by_position.contains_key(&(*p, *o)),
+                "counted yet dead-lettered: {p}@{o}"
+            );
+            continue;
+        };
+        rejected += 1;
+        let d = by_position
+            .get(&(*p, *o))
+            .unwrap_or_else(|| panic!("{reason} frame {p}@{o} is not on the dead-letter topic"));
+        assert_eq!(d.headers["cardinal.reason"], reason, "{p}@{o}: {d:?}");
+        assert_eq!(d.value, f.value, "{p}@{o}: the original bytes");
+        assert_eq!(d.key, f.key, "{p}@{o}: the original key");
+    }
+    assert_eq!(
+        dead.len(),
+        rejected,
+        "nothing else is on the dead-letter topic"
+    );
+    assert!(
+        rejected >= 2 * 15,
+        "the stream is hostile enough: {rejected}"
+    );
+
+    // As documented: `consume --keys --headers` shows why each frame is there.
+    let shown = cardinal()
+        .args([
+            "consume",
+            "-b",
+            &brokers,
+            "-t",
+            "dlq",
+            "--keys",
+            "--headers",
+        ])
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    eprintln!("{}", shown.lines().take(3).collect::<Vec<_>>().join("\n"));
+    assert_eq!(shown.lines().count(), rejected, "{shown}");
+    let late = shown
+        .lines()
+        .filter(|l| l.contains(r#""cardinal.reason":"late""#));
+    assert_eq!(late.count(), 2, "{shown}");
+}
+
+#[test]
+fn a_missing_dead_letter_topic_is_an_error_naming_it() {
+    let tansu = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let brokers = tansu.addr().to_string();
+    tansu.create_topic("frames", 1, false).unwrap();
+    let o = run(
+        &brokers,
+        &["--rejects-topic", "no-such-dlq", "--timeout", "5s"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such-dlq"), "{stderr}");
+}
+
+/// The group's committed offset of `frames[partition]`, if any.
+fn committed(brokers: &str, group: &str, partition: i32) -> Option<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("frames", partition);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    match got.find_partition("frames", partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_its_frame() {
+    // Tansu refuses every record of `dlq` (none has the required property), as a
+    // full or misconfigured dead-letter topic would.
+    let schema =
+        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
+    let tansu = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let brokers = tansu.addr().to_string();
+    tansu.create_topic("frames", 1, false).unwrap();
+    tansu.create_topic("dlq", 1, false).unwrap();
+    // Many chunks of ordered frames (so that commits happen before the bad one), one
+    // malformed frame deep in the stream.
+    let mut frames: Vec<Sent> = (0..20_000i64)
+        .map(|i| {
+            let (uid, ts) = (format!("user-{}", i % 97), T0 + i / 10);
+            Sent {
+                partition: 0,
+                key: None,
+                value: valid(&uid, ts),
+                fate: Ok((uid, ts)),
+            }
+        })
+        .collect();
+    frames.insert(
+        15_000,
+        Sent {
+            partition: 0,
+            key: None,
+            value: br#"{"uid":"x" "ts":1}"#.to_vec(),
+            fate: Err("malformed"),
+        },
+    );
+    let at = produce(&brokers, "frames", &frames);
+    let bad_offset = at[15_000].1;
+
+    let o = run(
+        &brokers,
+        &["--rejects-topic", "dlq", "--checkpoint-interval", "1ms"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("topic dlq"),
+        "the error names the topic: {stderr}"
+    );
+    let c = committed(&brokers, "dlq-test", 0);
+    assert!(
+        c.is_some_and(|c| c > 0),
+        "frames before the bad one were committed (else this checks nothing): {c:?}\n{stderr}"
+    );
+    assert!(
+        c.is_some_and(|c| c <= bad_offset),
+        "committed at {c:?}, past offset {bad_offset} whose dead-letter record was refused\n{stderr}"
+    );
+}
+
+#[test]
+fn a_dead_letter_topic_that_is_the_input_or_the_results_is_a_usage_error() {
+    for extra in [
+        &["--rejects-topic", "frames"][..],
+        &["--rejects-topic", "out", "--results-topic", "out"][..],
+    ] {
+        // No broker is needed: the options are refused before any connection.
+        let o = run("127.0.0.1:1", extra);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains("must differ from --topic"), "{stderr}");
+    }
+}
