@@ -320,8 +320,10 @@ pub struct KafkaArgs {
     pub client_config: Option<PathBuf>,
 
     /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable, wins over defaults).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
-    pub property: Vec<(String, String)>,
+    // Taken as text and split in `options()`: clap quotes a value it rejects, and a
+    // malformed one may be a password whose `=` was forgotten.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub property: Vec<String>,
 
     /// Give up with an error if the cluster does not answer within this long.
     #[arg(long, default_value = "10s", value_parser = parse_seconds, allow_hyphen_values = true)]
@@ -350,10 +352,20 @@ impl KafkaArgs {
                 .into());
             }
         };
+        let properties = (self.property.iter().enumerate())
+            .map(|(i, p)| {
+                parse_property(p).map_err(|e| {
+                    UsageError(format!(
+                        "-X number {}: {e} (its text is not repeated: it may hold a secret)",
+                        i + 1
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(KafkaOptions {
             brokers,
             client_config,
-            properties: self.property.clone(),
+            properties,
             timeout: Duration::from_secs(self.timeout.max(1) as u64),
         })
     }

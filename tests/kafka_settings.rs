@@ -146,6 +146,13 @@ fn bad_settings_name_the_file_and_line_and_never_show_a_secret() {
     );
     assert!(!stderr(&o).contains("hunter3"), "{}", stderr(&o));
 
+    // A -X that is not KEY=VALUE (a password whose `=` was forgotten): which -X, not
+    // its text (clap's own error used to quote it).
+    let o = run(&["-X", "a=b", "-X", "sasl.password:hunter4-no-equals"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("-X number 2"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("hunter4"), "{}", stderr(&o));
+
     // A file that cannot be read is named.
     let o = run(&["-F", "/no/such/client.properties"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
