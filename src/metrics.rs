@@ -21,7 +21,6 @@ use prometheus_client::registry::Registry;
 
 use crate::chart;
 use crate::emitter::Record;
-use crate::reject::Reason;
 use crate::telemetry::{Histogram, Telemetry};
 use crate::window::Granularity;
 
@@ -141,15 +140,10 @@ impl Metrics {
                 })
             })
             .collect();
-        let rejects: BTreeMap<&str, u64> = Reason::ALL
-            .iter()
-            .zip(t.rejected)
-            .map(|(r, n)| match r {
-                Reason::Late => (r.name(), t.late),
-                Reason::Outlier => (r.name(), t.outliers),
-                _ => (r.name(), n),
-            })
+        let rejects: BTreeMap<&str, u64> = t
+            .not_counted_by_reason()
             .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.name(), n))
             .collect();
         serde_json::json!({
             "frames_read": t.frames_received,
@@ -318,15 +312,8 @@ impl Collector for Metrics {
             "Frames not counted, by reason, as in the rejects file (a frame late for some windows may still count in others).",
             C,
             "reason",
-            Reason::ALL.iter().zip(t.rejected).map(|(r, n)| {
-                // Late and outlying frames are counted apart; the rejects file has them all.
-                let n = match r {
-                    Reason::Late => t.late,
-                    Reason::Outlier => t.outliers,
-                    _ => n,
-                };
-                (r.name().to_string(), ConstCounter::new(n))
-            }),
+            t.not_counted_by_reason()
+                .map(|(r, n)| (r.name().to_string(), ConstCounter::new(n))),
         )?;
         o.family(
             "cardinal_frames_late",

@@ -102,7 +102,11 @@ fn bar(goal: Goal, metrics: &Metrics, stop: &AtomicBool) {
             bar.set_message(format!(
                 "{} frames/s, {} rejected",
                 (frames as f64 / secs) as u64,
-                stage.telemetry.rejected_total() + stage.telemetry.late + stage.telemetry.outliers
+                stage
+                    .telemetry
+                    .not_counted_by_reason()
+                    .map(|(_, n)| n)
+                    .sum::<u64>()
             ));
         }
         if done {

@@ -201,6 +201,16 @@ impl Telemetry {
         );
     }
 
+    /// Frames not counted, by reason, as the rejects file has them: late and
+    /// outlying frames are counted apart from the rejections on sight.
+    pub fn not_counted_by_reason(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL.iter().zip(self.rejected).map(|(r, n)| match r {
+            Reason::Late => (*r, self.late),
+            Reason::Outlier => (*r, self.outliers),
+            _ => (*r, n),
+        })
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().sum()
     }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,16 +72,7 @@ fn the_live_page_shows_the_final_windows_in_a_browser() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited without serving"
-        );
-        if let Some(rest) = line.split("event=\"http_listening\" addr=").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
+    let (addr, _) = common::http_address(&mut stderr);
     let mut stdin = run.stdin.take().unwrap();
     for (u, t) in &frames {
         writeln!(stdin, "{{\"uid\":\"{u}\",\"ts\":{t}}}").unwrap();

@@ -65,6 +65,26 @@ fn get(s: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.get(&(name.to_string(), labels)).copied()
 }
 
+/// Rejects per reason, as the rejects file has them and as `/metrics` says.
+fn rejects_by_reason(
+    rejects: &std::path::Path,
+    samples: &Samples,
+) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let mut in_file: BTreeMap<String, f64> = BTreeMap::new();
+    for line in std::fs::read_to_string(rejects).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *in_file
+            .entry(v["reason"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    let in_metrics = samples
+        .iter()
+        .filter(|((n, _), v)| n == "cardinal_frames_rejected_total" && **v > 0.0)
+        .map(|((_, l), v)| (l["reason"].clone(), *v))
+        .collect();
+    (in_file, in_metrics)
+}
+
 #[test]
 fn metrics_match_what_was_sent_and_the_rejects_file() {
     if python("import prometheus_client", "").is_err() {
@@ -124,17 +144,7 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("cardinal exited without serving: {log}");
-        }
-        log.push_str(&line);
-        if let Some(rest) = line.split("event=\"http_listening\" addr=").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
+    let (addr, mut log) = common::http_address(&mut stderr);
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let logger = std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
@@ -209,18 +219,7 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
         Some(3.0)
     );
     // Rejects by reason: as sent, and as the rejects file says.
-    let mut in_file: BTreeMap<String, f64> = BTreeMap::new();
-    for line in std::fs::read_to_string(&rejects).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        *in_file
-            .entry(v["reason"].as_str().unwrap().to_string())
-            .or_default() += 1.0;
-    }
-    let in_metrics: BTreeMap<String, f64> = samples
-        .iter()
-        .filter(|((n, _), v)| n == "cardinal_frames_rejected_total" && **v > 0.0)
-        .map(|((_, l), v)| (l["reason"].clone(), *v))
-        .collect();
+    let (in_file, in_metrics) = rejects_by_reason(&rejects, &samples);
     let want: BTreeMap<String, f64> = [
         ("missing_ts".to_string(), 4.0),
         ("not_an_object".to_string(), 3.0),
@@ -293,16 +292,7 @@ fn late_frames_are_counted_by_window_and_by_reason_as_in_the_rejects_file() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited without serving"
-        );
-        if let Some(rest) = line.split("event=\"http_listening\" addr=").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
+    let (addr, _) = common::http_address(&mut stderr);
     let mut stdin = run.stdin.take().unwrap();
     std::io::Write::write_all(&mut stdin, (lines.join("\n") + "\n").as_bytes()).unwrap();
     // stdin stays open, so the run (and its server) goes on until the test is done.
@@ -317,18 +307,7 @@ fn late_frames_are_counted_by_window_and_by_reason_as_in_the_rejects_file() {
     };
     drop(stdin);
     assert!(run.wait().unwrap().success());
-    let mut in_file: BTreeMap<String, f64> = BTreeMap::new();
-    for line in std::fs::read_to_string(&rejects).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        *in_file
-            .entry(v["reason"].as_str().unwrap().to_string())
-            .or_default() += 1.0;
-    }
-    let in_metrics: BTreeMap<String, f64> = samples
-        .iter()
-        .filter(|((n, _), v)| n == "cardinal_frames_rejected_total" && **v > 0.0)
-        .map(|((_, l), v)| (l["reason"].clone(), *v))
-        .collect();
+    let (in_file, in_metrics) = rejects_by_reason(&rejects, &samples);
     let want: BTreeMap<String, f64> =
         [("late".to_string(), 3.0), ("truncated".to_string(), 2.0)].into();
     assert_eq!(in_metrics, want);

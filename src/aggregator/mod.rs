@@ -521,8 +521,14 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
     }
 
-    /// Judges the frames the outlier guard still holds on `lane`, as at the end of input.
+    /// A lane read to its end: its held frames are judged, and the watermark moves.
     fn finish_lane(&mut self, lane: usize, out: &mut Output<T>) {
+        self.judge_held(lane, out);
+        self.advance(out);
+    }
+
+    /// Judges the frames the outlier guard still holds on `lane`, as at the end of input.
+    fn judge_held(&mut self, lane: usize, out: &mut Output<T>) {
         let l = &mut self.lanes[lane];
         l.guard.finish(
             &mut l.watermark,
@@ -533,7 +539,6 @@ impl<C: Counter, T> Aggregator<C, T> {
         );
         out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
         self.count_released(lane, out);
-        self.advance(out);
     }
 
     /// The first position on `lane` that is not yet safe to commit: every frame
@@ -556,16 +561,7 @@ impl<C: Counter, T> Aggregator<C, T> {
     pub fn flush(&mut self, out: &mut Output<T>) {
         self.release_waiting(true, out);
         for lane in 0..self.lanes.len() {
-            let l = &mut self.lanes[lane];
-            l.guard.finish(
-                &mut l.watermark,
-                Decisions {
-                    released: &mut self.released,
-                    outliers: &mut self.outliers,
-                },
-            );
-            out.outliers.extend(self.outliers.drain(..).map(|p| p.tag));
-            self.count_released(lane, out);
+            self.judge_held(lane, out);
         }
         self.emit_all_open(out);
     }

@@ -295,3 +295,19 @@ pub fn output_within(
         stderr: err.join().unwrap(),
     }
 }
+
+/// Reads a child's stderr until Cardinal logs where `--http` listens (`--http
+/// 127.0.0.1:0` picks a free port), and returns that address and the lines read.
+pub fn http_address(stderr: &mut impl std::io::BufRead) -> (String, String) {
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("cardinal exited without serving: {log}");
+        }
+        log.push_str(&line);
+        if let Some(rest) = line.split("event=\"http_listening\" addr=").nth(1) {
+            return (rest.trim().to_string(), log);
+        }
+    }
+}
