@@ -259,6 +259,18 @@ struct RunContext {
     holding: AtomicBool,
     /// `--http`: consumer lag (from librdkafka's statistics), assignment, broker state.
     metrics: Option<Arc<Metrics>>,
+    /// Every partition of the topic. An assignment without all of them means another
+    /// member of the group holds the rest: this process would count part of the
+    /// stream and publish partial counts as if they were whole.
+    all_partitions: std::sync::OnceLock<Vec<i32>>,
+    /// Since when, and with which partitions, the assignment has been incomplete.
+    /// Its partitions are paused and nothing is counted until it is complete again.
+    incomplete: Mutex<Option<(Instant, Vec<i32>)>>,
+    /// Whether this process has ever held every partition: the one that has keeps
+    /// waiting for the newcomer to leave; a newcomer gives up.
+    ever_complete: AtomicBool,
+    /// This process gave up waiting for the whole topic (the broker is fine).
+    gave_up_shared: AtomicBool,
     /// The text of the last error the client reported. rdkafka hands a consumer
     /// error to `poll` as a bare code, after passing its text here: the text is
     /// what says which batch could not be decoded.
@@ -383,14 +395,46 @@ impl ConsumerContext for RunContext {
                     };
                     let _ = tpl.set_partition_offset(&self.topic, *p, offset);
                 }
-                tracing::info!(event = "partitions_assigned", partitions = ?parts);
-                if let Some(m) = &self.metrics {
-                    m.update_kafka(|k| k.assigned = parts.len());
-                }
-                self.holding.store(!parts.is_empty(), Ordering::Relaxed);
-                self.assigned.lock().expect("assigned lock").extend(parts);
+                let complete = self
+                    .all_partitions
+                    .get()
+                    .is_none_or(|all| all.iter().all(|p| parts.contains(p)));
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(event = "assign_failed", error = %e);
+                }
+                let mut incomplete = self.incomplete.lock().expect("incomplete lock");
+                if complete {
+                    // librdkafka keeps a partition's pause across a reassignment: one
+                    // paused while the topic was shared would never be read again.
+                    if let Err(e) = consumer.resume(tpl) {
+                        tracing::error!(event = "resume_failed", partitions = ?parts, error = %e);
+                    }
+                    tracing::info!(event = "partitions_assigned", partitions = ?parts);
+                    *incomplete = None;
+                    self.ever_complete.store(true, Ordering::Relaxed);
+                } else {
+                    // Paused at once, before a fetch can start: nothing of a share of
+                    // the topic is counted, so nothing partial is ever published.
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::error!(event = "pause_failed", partitions = ?parts, error = %e);
+                    }
+                    tracing::warn!(
+                        event = "assignment_incomplete",
+                        partitions = ?parts,
+                        of = ?self.all_partitions.get(),
+                        "another member of the consumer group holds the other partitions; \
+                         not counting until this process holds them all"
+                    );
+                    let since = incomplete.as_ref().map_or_else(Instant::now, |(t, _)| *t);
+                    *incomplete = Some((since, parts.clone()));
+                }
+                if let Some(m) = &self.metrics {
+                    m.update_kafka(|k| k.assigned = if complete { parts.len() } else { 0 });
+                }
+                self.holding
+                    .store(complete && !parts.is_empty(), Ordering::Relaxed);
+                if complete {
+                    self.assigned.lock().expect("assigned lock").extend(parts);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -675,6 +719,10 @@ pub fn run(
         assigned: Mutex::new(Vec::new()),
         holding: AtomicBool::new(false),
         metrics: config.metrics.clone(),
+        all_partitions: std::sync::OnceLock::new(),
+        incomplete: Mutex::new(None),
+        ever_complete: AtomicBool::new(false),
+        gave_up_shared: AtomicBool::new(false),
         last_error: Mutex::new(None),
     };
     if let Some(m) = &config.metrics {
@@ -697,6 +745,7 @@ pub fn run(
             .map_err(|e| opts.kafka.settings_error("consumer", CONSUMER_DEFAULTS, e))?,
     );
     let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
+    let _ = consumer.context().all_partitions.set(partitions.clone());
     let producer = match &opts.results_topic {
         Some(t) => {
             partitions_of(&consumer, &opts.kafka, t)?;
@@ -784,6 +833,13 @@ pub fn run(
         max_frame: config.max_frame_bytes,
         keep_keys: opts.rejects_topic.is_some(),
         stall: Stall::new(opts.kafka.brokers.clone(), opts.stall_timeout),
+        shared: Shared {
+            group: opts.group.clone(),
+            // Long enough for a crashed member's session to expire and its partitions
+            // to come back; a live member of the group never lets them go.
+            give_up_after: session_timeout(&opts.kafka) + Duration::from_secs(15),
+            last_warning: None,
+        },
     };
     let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
         feed_from_kafka(&feeder_consumer, topic, settings, &shutdown, feed)
@@ -791,6 +847,13 @@ pub fn run(
     consumer.unsubscribe();
     let mut report = match result {
         Ok(report) => report,
+        Err(e) if consumer.context().gave_up_shared.load(Ordering::Relaxed) => {
+            // The broker is fine: leave the group now, so that the member that stays
+            // gets the whole topic back at once, not after our session expires.
+            drop(hooks);
+            drop(consumer);
+            return Err(e);
+        }
         Err(e) => {
             // Closing a consumer waits for the group leave, for ever if the broker is
             // gone (the error may be just that). The process is about to exit with
@@ -873,6 +936,56 @@ struct FeederSettings {
     /// Keep each record's key, for the dead-letter topic (a copy per record otherwise wasted).
     keep_keys: bool,
     stall: Stall,
+    shared: Shared,
+}
+
+/// The group has split the topic between this process and another member: what
+/// the feeder does about it.
+struct Shared {
+    group: String,
+    give_up_after: Duration,
+    last_warning: Option<Instant>,
+}
+
+impl Shared {
+    const WARN_EVERY: Duration = Duration::from_secs(30);
+
+    /// Why the run must stop, if it has waited too long for the whole topic. A
+    /// process that has held every partition waits for ever (the newcomer gives
+    /// up and leaves); one that never has gives up.
+    fn check(&mut self, context: &RunContext, topic: &str) -> Option<String> {
+        let incomplete = context.incomplete.lock().expect("incomplete lock");
+        let (since, parts) = incomplete.as_ref()?;
+        let all = context.all_partitions.get().cloned().unwrap_or_default();
+        let waited = since.elapsed();
+        if !context.ever_complete.load(Ordering::Relaxed) && waited >= self.give_up_after {
+            context.gave_up_shared.store(true, Ordering::Relaxed);
+            return Some(format!(
+                "consumer group {:?} gave this process partitions {parts:?} of {topic}'s {all:?} for {} s: \
+                 another member of the group holds the others. One `cardinal run` counts a whole topic \
+                 (its counts would be partial otherwise): stop the other member of group {:?}, or give \
+                 this run its own --group",
+                self.group,
+                waited.as_secs(),
+                self.group
+            ));
+        }
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= Self::WARN_EVERY)
+        {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(
+                event = "waiting_for_whole_topic",
+                group = %self.group,
+                partitions = ?parts,
+                of = ?all,
+                waited_s = waited.as_secs(),
+                "another member of the group holds the other partitions; counting resumes when they come back"
+            );
+        }
+        None
+    }
 }
 
 /// The feeder thread: polls, batches messages into chunks, forwards assignments
@@ -890,6 +1003,7 @@ fn feed_from_kafka(
         max_frame,
         keep_keys,
         mut stall,
+        mut shared,
     } = settings;
     const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
     const TICK: Duration = Duration::from_millis(100);
@@ -922,7 +1036,11 @@ fn feed_from_kafka(
             Some(Ok(msg)) => {
                 stall.progress();
                 let p = msg.partition();
-                if paused_now.contains(&p) {
+                if !consumer.context().holding.load(Ordering::Relaxed) {
+                    // Fetched before a pause or a revocation, or from a share of the
+                    // topic: dropped, and read again from our position once the whole
+                    // topic is ours.
+                } else if paused_now.contains(&p) {
                     // Fetched before the pause took effect: set aside (not fed, not
                     // counted as read) and fetched again from here on resume.
                     paused_from.entry(p).or_insert(msg.offset());
@@ -1034,6 +1152,10 @@ fn feed_from_kafka(
         }
         if tick {
             last_tick = Instant::now();
+            if let Some(why) = shared.check(consumer.context(), &topic) {
+                feed.fail(live(why));
+                return;
+            }
             let holding = consumer.context().holding.load(Ordering::Relaxed);
             if let Some(why) = stall.check(ends_now.is_some(), holding) {
                 feed.fail(live(why));

@@ -1,0 +1,193 @@
+//! Two `cardinal run`s in one consumer group, on the real broker (Tansu, SQLite
+//! engine). One process counts a whole topic: a second member of its group would
+//! hold a share of the partitions and publish partial counts under the same keys
+//! as whole ones. The expected counts come from the generator's truth, grouped
+//! without Cardinal's calendar code (tests/common).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use cardinal::generator::GenConfig;
+use cardinal::tansu::{Engine, Tansu};
+use cardinal::window::Granularity;
+use common::cardinal;
+use serde_json::Value;
+
+fn produce(addr: &str, topic: &str, lines: &[&str], dir: &Path, name: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let o = cardinal()
+        .args(["produce", "-b", addr, "-t", topic, "--key-field", "uid"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The latest record per key of the results topic: (window, start) → (users, final).
+fn latest(addr: &str, topic: &str) -> BTreeMap<(String, String), (u64, bool)> {
+    let o = cardinal()
+        .args(["consume", "-b", addr, "-t", topic, "--latest-per-key"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            (
+                (
+                    v["window"].as_str().unwrap().to_string(),
+                    v["start"].as_str().unwrap().to_string(),
+                ),
+                (v["unique_users"].as_u64().unwrap(), v["final"] == true),
+            )
+        })
+        .collect()
+}
+
+/// Each stderr line of `child` as it comes, on a channel; all of them kept in the
+/// returned log as well.
+fn stderr_lines(child: &mut Child) -> Receiver<String> {
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(rx: &Receiver<String>, log: &mut String, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+    panic!("no {needle:?} within {within:?}:\n{log}");
+}
+
+#[test]
+fn a_second_run_in_the_group_never_publishes_partial_counts() {
+    let tansu = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let addr = tansu.addr().to_string();
+    tansu.create_topic("frames", 4, false).unwrap();
+    tansu.create_topic("results", 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 6000,
+        rate: 50.0,
+        users: 800,
+        seed: 21,
+        ..GenConfig::default()
+    };
+    let mut text = Vec::new();
+    cardinal::generator::generate(&cfg, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    produce(&addr, "frames", first, dir.path(), "first.json");
+
+    let run = |session_ms: &str| {
+        cardinal()
+            .args(["run", "-b", &addr, "-t", "frames", "-g", "split"])
+            .args(["--results-topic", "results", "--format", "json"])
+            .args(["--windows", "minute,hour", "--idle-timeout", "2s"])
+            .args(["-X", &format!("session.timeout.ms={session_ms}")])
+            .env("RUST_LOG", "cardinal=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first_run = run("6000");
+    let first_err = stderr_lines(&mut first_run);
+    let mut first_log = String::new();
+    wait_for(
+        &first_err,
+        &mut first_log,
+        "partitions_assigned",
+        Duration::from_secs(60),
+    );
+
+    // The second member joins: the group splits the partitions between the two.
+    let mut second_run = run("6000");
+    let second_err = stderr_lines(&mut second_run);
+    let mut second_log = String::new();
+    wait_for(
+        &second_err,
+        &mut second_log,
+        "assignment_incomplete",
+        Duration::from_secs(60),
+    );
+    // Frames that arrive while the topic is split: whoever counts them must count all.
+    produce(&addr, "frames", second, dir.path(), "second.json");
+
+    // The newcomer gives up once a crashed member's session would have expired.
+    let joined = Instant::now();
+    let mut status = None;
+    while joined.elapsed() < Duration::from_secs(90) {
+        if let Some(s) = second_run.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if status.is_none() {
+        let _ = second_run.kill();
+    }
+    let second_out = second_run.wait_with_output().unwrap();
+    second_log.extend(second_err.try_iter().map(|l| l + "\n"));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the second member must stop:\n{second_log}"
+    );
+    assert!(
+        second_log.contains("another member of the group holds the others")
+            && second_log.contains("\"split\""),
+        "the error names the group and why:\n{second_log}"
+    );
+    assert!(
+        second_out.stdout.is_empty(),
+        "the second member published nothing: {}",
+        String::from_utf8_lossy(&second_out.stdout)
+    );
+
+    // The first member gets the whole topic back and counts every frame once.
+    let want: BTreeMap<_, _> =
+        common::expected_from_truth(&cfg, &[Granularity::Minute, Granularity::Hour])
+            .into_iter()
+            .map(|(k, n)| (k, (n, true)))
+            .collect();
+    assert!(!want.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut got = latest(&addr, "results");
+    while got != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        got = latest(&addr, "results");
+    }
+    common::sigterm(&first_run);
+    let _ = first_run.wait_with_output();
+    first_log.extend(first_err.try_iter().map(|l| l + "\n"));
+    assert!(
+        first_log.contains("assignment_incomplete"),
+        "the topic was split while the first member ran:\n{first_log}"
+    );
+    assert_eq!(got, want, "{first_log}");
+}
