@@ -1,16 +1,25 @@
 //! Checkpoints: the aggregator's state and the input positions it reflects, written
 //! atomically to `--state-dir` so that a crash loses nothing and replays little.
 //!
-//! File format (`DIR/checkpoint`): the 8-byte magic `CARDCKPT`, a little-endian u32
-//! format version, a u64 payload length, the payload's xxh3-64 checksum, then the
-//! payload (postcard). A write goes to a temporary file that is fsynced, renamed over
-//! the old one, and the directory fsynced: a reader sees the old checkpoint or the
-//! new one, never a mix. A checkpoint written for other inputs or other counting
-//! options is refused, as is a corrupt one: Cardinal never silently starts from zero.
+//! A checkpoint is a chain: a whole state in `DIR/checkpoint`, then change sets in
+//! `DIR/checkpoint.G.1`, `.2`, … (G: the whole state's generation), each holding the
+//! lanes, the positions and every open window's figures, but of each counter only
+//! what was added since the previous link. So what a checkpoint writes grows with
+//! what changed, not with the state. A whole state is written again once the change
+//! sets add up to its size (restoring reads at most about twice the state), and the
+//! older generation's files are deleted after it.
+//!
+//! File format (each file): the 8-byte magic `CARDCKPT`, a little-endian u32 format
+//! version, a u64 payload length, the payload's xxh3-64 checksum, then the payload
+//! (postcard). A write goes to a temporary file that is fsynced, renamed into place,
+//! and the directory fsynced: a reader sees a link whole or not at all. A checkpoint
+//! written for other inputs or other counting options is refused, as is a corrupt
+//! link: Cardinal never silently starts from zero.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +31,8 @@ use crate::sink::Position;
 
 const MAGIC: &[u8; 8] = b"CARDCKPT";
 /// 2: held frames carry the votes of later frames (supported, contradicted).
-const VERSION: u32 = 2;
+/// 3: chains of change sets.
+const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8 + 8;
 const FILE_NAME: &str = "checkpoint";
 
@@ -139,6 +149,40 @@ pub enum CheckpointError {
 pub struct SaveStats {
     pub bytes: u64,
     pub millis: f64,
+    /// A whole state, not a change set.
+    pub whole: bool,
+}
+
+/// One file of a chain, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Link {
+    /// The whole state's generation: which change sets belong to it.
+    generation: u64,
+    /// 0 for the whole state, n for the n-th change set on top of it.
+    sequence: u64,
+    checkpoint: Checkpoint,
+}
+
+/// A [`Link`] to write, without copying the state.
+#[derive(Serialize)]
+struct LinkRef<'a> {
+    generation: u64,
+    sequence: u64,
+    checkpoint: &'a Checkpoint,
+}
+
+/// The chain on disk that the next change set extends.
+#[derive(Debug, Clone, Copy)]
+struct Chain {
+    generation: u64,
+    changes: u64,
+    whole_bytes: u64,
+    change_bytes: u64,
+}
+
+impl Chain {
+    /// Past this, a change set costs more to restore than a whole state to write.
+    const MAX_CHANGES: u64 = 1000;
 }
 
 /// A `--state-dir`, locked for as long as this value (or a clone) lives: two
@@ -146,7 +190,8 @@ pub struct SaveStats {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
-    _lock: std::sync::Arc<File>,
+    _lock: Arc<File>,
+    chain: Arc<Mutex<Option<Chain>>>,
 }
 
 impl StateDir {
@@ -183,7 +228,8 @@ impl StateDir {
             .map_err(io_err(&path))?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
-            _lock: std::sync::Arc::new(lock),
+            _lock: Arc::new(lock),
+            chain: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -215,11 +261,13 @@ impl StateDir {
         let _ = fs::remove_file(self.member_path());
     }
 
-    /// The checkpoint for `identity`, if there is one. With `reset`, an existing
-    /// checkpoint is discarded instead of read.
+    /// The checkpoint for `identity`, if there is one: the whole state with every
+    /// change set folded in. With `reset`, an existing checkpoint is discarded.
     pub fn load(&self, identity: &str, reset: bool) -> Result<Option<Checkpoint>, CheckpointError> {
         let path = self.path();
+        *self.chain.lock().expect("chain lock") = None;
         if reset {
+            self.remove_changes(|_, _| true)?;
             return match fs::remove_file(&path) {
                 Ok(()) => {
                     tracing::warn!(event = "checkpoint_discarded", path = %path.display());
@@ -229,45 +277,187 @@ impl StateDir {
                 Err(e) => Err(CheckpointError::Io { path, source: e }),
             };
         }
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CheckpointError::Io { path, source: e }),
+        self.read_chain(Some(identity))
+    }
+
+    /// The checkpoint in this directory, whatever job wrote it (for inspection).
+    pub fn inspect(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        self.read_chain(None)
+    }
+
+    fn read_chain(&self, identity: Option<&str>) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.path();
+        let Some((whole, whole_bytes)) = self.read_link(&path, identity)? else {
+            return Ok(None);
         };
-        let checkpoint = decode(&bytes).map_err(|why| CheckpointError::Corrupt {
-            path: path.clone(),
-            why,
-        })?;
-        if checkpoint.identity != identity {
-            return Err(CheckpointError::Foreign {
-                path,
-                found: checkpoint.identity,
-                expected: identity.to_string(),
-            });
+        let generation = whole.generation;
+        let mut checkpoint = whole.checkpoint;
+        let mut chain = Chain {
+            generation,
+            changes: 0,
+            whole_bytes,
+            change_bytes: 0,
+        };
+        loop {
+            let path = self.change_path(generation, chain.changes + 1);
+            let Some((link, bytes)) = self.read_link(&path, identity)? else {
+                break;
+            };
+            let corrupt = |why: String| CheckpointError::Corrupt {
+                path: path.clone(),
+                why,
+            };
+            if link.generation != generation || link.sequence != chain.changes + 1 {
+                return Err(corrupt(format!(
+                    "it says it is change {} of generation {}",
+                    link.sequence, link.generation
+                )));
+            }
+            checkpoint
+                .state
+                .absorb(link.checkpoint.state)
+                .map_err(corrupt)?;
+            checkpoint.input = link.checkpoint.input;
+            checkpoint.written_unix_ms = link.checkpoint.written_unix_ms;
+            chain.changes += 1;
+            chain.change_bytes += bytes;
         }
+        // Change sets past a gap belong to no chain: the next save would write
+        // below them, and a later load would fold them in.
+        self.remove_changes(|g, n| g != generation || n > chain.changes)?;
+        *self.chain.lock().expect("chain lock") = Some(chain);
         Ok(Some(checkpoint))
     }
 
-    /// Writes atomically: temporary file, fsync, rename, fsync of the directory.
+    /// One link of the chain, checked; `None` if the file does not exist.
+    fn read_link(
+        &self,
+        path: &Path,
+        identity: Option<&str>,
+    ) -> Result<Option<(Link, u64)>, CheckpointError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        let link = decode(&bytes).map_err(|why| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        })?;
+        if let Some(identity) = identity
+            && link.checkpoint.identity != identity
+        {
+            return Err(CheckpointError::Foreign {
+                path: path.to_path_buf(),
+                found: link.checkpoint.identity,
+                expected: identity.to_string(),
+            });
+        }
+        Ok(Some((link, bytes.len() as u64)))
+    }
+
+    fn change_path(&self, generation: u64, sequence: u64) -> PathBuf {
+        self.dir
+            .join(format!("{FILE_NAME}.{generation}.{sequence}"))
+    }
+
+    /// Deletes the change sets for which `remove(generation, sequence)` holds.
+    fn remove_changes(&self, remove: impl Fn(u64, u64) -> bool) -> Result<(), CheckpointError> {
+        let entries = fs::read_dir(&self.dir).map_err(io_err(&self.dir))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("checkpoint.")) else {
+                continue;
+            };
+            let Some((generation, sequence)) = rest.split_once('.') else {
+                continue;
+            };
+            let (Ok(generation), Ok(sequence)) =
+                (generation.parse::<u64>(), sequence.parse::<u64>())
+            else {
+                continue;
+            };
+            if remove(generation, sequence) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the next save should be a whole state: there is no chain to extend,
+    /// or its change sets add up to more than the whole state.
+    pub fn wants_whole(&self) -> bool {
+        (*self.chain.lock().expect("chain lock"))
+            .is_none_or(|c| c.change_bytes >= c.whole_bytes || c.changes >= Chain::MAX_CHANGES)
+    }
+
+    /// Writes the next link atomically: temporary file, fsync, rename, fsync of the
+    /// directory. A whole state starts a new generation and then deletes the old
+    /// one's change sets.
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<SaveStats, CheckpointError> {
         let started = Instant::now();
-        let bytes = encode(checkpoint);
+        let mut chain = self.chain.lock().expect("chain lock");
+        let whole = checkpoint.state.whole;
+        let (generation, sequence, path) = match (whole, *chain) {
+            (true, previous) => {
+                // Never a generation whose stale change sets may still lie about.
+                let generation = previous.map_or(0, |c| c.generation + 1).max(unix_ms());
+                (generation, 0, self.path())
+            }
+            (false, Some(c)) => (
+                c.generation,
+                c.changes + 1,
+                self.change_path(c.generation, c.changes + 1),
+            ),
+            (false, None) => {
+                return Err(CheckpointError::Write {
+                    path: self.path(),
+                    source: io::Error::other("a change set without a whole state to extend"),
+                });
+            }
+        };
+        let bytes = encode(&LinkRef {
+            generation,
+            sequence,
+            checkpoint,
+        });
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let failed = |source| CheckpointError::Write {
-            path: self.path(),
+            path: path.clone(),
             source,
         };
         let mut f = File::create(&tmp).map_err(failed)?;
         f.write_all(&bytes).map_err(failed)?;
         f.sync_all().map_err(failed)?;
         drop(f);
-        fs::rename(&tmp, self.path()).map_err(failed)?;
+        fs::rename(&tmp, &path).map_err(failed)?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(failed)?;
+        let len = bytes.len() as u64;
+        *chain = Some(match *chain {
+            Some(c) if !whole => Chain {
+                changes: sequence,
+                change_bytes: c.change_bytes + len,
+                ..c
+            },
+            _ => Chain {
+                generation,
+                changes: 0,
+                whole_bytes: len,
+                change_bytes: 0,
+            },
+        });
+        if whole {
+            // The new whole state is on disk: the old chain is no longer needed. A
+            // crash before this leaves files that the next load ignores.
+            self.remove_changes(|g, _| g != generation)?;
+        }
         Ok(SaveStats {
-            bytes: bytes.len() as u64,
+            bytes: len,
             millis: started.elapsed().as_secs_f64() * 1000.0,
+            whole,
         })
     }
 }
@@ -277,6 +467,8 @@ pub struct Checkpointing {
     pub dir: StateDir,
     pub identity: String,
     pub saves: u64,
+    /// Saves that wrote a whole state (the others wrote change sets).
+    pub whole_saves: u64,
     pub largest_bytes: u64,
     pub slowest_millis: f64,
     pub total_millis: f64,
@@ -294,6 +486,7 @@ impl Checkpointing {
             dir,
             identity,
             saves: 0,
+            whole_saves: 0,
             largest_bytes: 0,
             slowest_millis: 0.0,
             total_millis: 0.0,
@@ -303,6 +496,7 @@ impl Checkpointing {
 
     pub fn saved(&mut self, stats: SaveStats) {
         self.saves += 1;
+        self.whole_saves += stats.whole as u64;
         self.total_millis += stats.millis;
         self.largest_bytes = self.largest_bytes.max(stats.bytes);
         self.slowest_millis = self.slowest_millis.max(stats.millis);
@@ -315,7 +509,8 @@ impl Checkpointing {
         tracing::debug!(
             event = "checkpoint_saved",
             bytes = stats.bytes,
-            millis = stats.millis
+            millis = stats.millis,
+            whole = stats.whole
         );
     }
 
@@ -324,9 +519,11 @@ impl Checkpointing {
             return String::new();
         }
         format!(
-            "  checkpoints: {} written to {}, {:.1} ms on average, slowest {:.1} ms, largest {:.1} KB\n",
+            "  checkpoints: {} written to {} ({} whole, {} change sets), {:.1} ms on average, slowest {:.1} ms, largest {:.1} KB\n",
             self.saves,
             self.dir.path().display(),
+            self.whole_saves,
+            self.saves - self.whole_saves,
             self.total_millis / self.saves as f64,
             self.slowest_millis,
             self.largest_bytes as f64 / 1e3
@@ -356,7 +553,7 @@ impl FileCheckpoints {
         }
     }
 
-    fn save(&mut self, state: &dyn StateView, complete: bool) -> Result<(), PipelineError> {
+    fn save(&mut self, state: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
         let Some((input, offset, next_line)) = state.file_position() else {
             return Ok(());
         };
@@ -369,7 +566,7 @@ impl FileCheckpoints {
                 next_line,
                 complete,
             },
-            state: state.snapshot(),
+            state: state.checkpoint(!self.checkpointing.dir.wants_whole()),
         };
         let stats = self
             .checkpointing
@@ -384,7 +581,7 @@ impl FileCheckpoints {
 impl Hooks for FileCheckpoints {
     fn progress(
         &mut self,
-        state: &dyn StateView,
+        state: &mut dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
         if self.last.elapsed() >= self.interval {
@@ -394,13 +591,13 @@ impl Hooks for FileCheckpoints {
         Ok(())
     }
 
-    fn finished(&mut self, state: &dyn StateView, complete: bool) -> Result<(), PipelineError> {
+    fn finished(&mut self, state: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
         self.save(state, complete)
     }
 }
 
-pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
-    let payload = postcard::to_stdvec(checkpoint).expect("a checkpoint always serializes");
+fn encode(link: &LinkRef) -> Vec<u8> {
+    let payload = postcard::to_stdvec(link).expect("a checkpoint always serializes");
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -410,7 +607,7 @@ pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
     out
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+fn decode(bytes: &[u8]) -> Result<Link, String> {
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err("not a Cardinal checkpoint (bad magic or too short)".into());
     }
@@ -456,6 +653,7 @@ mod tests {
                 offsets: vec![(0, 10), (1, 20)],
             },
             state: Snapshot {
+                whole: true,
                 stream_wm: Some(100),
                 windows: vec![WindowSnapshot {
                     granularity: Granularity::Minute,
@@ -464,7 +662,8 @@ mod tests {
                     frames: 3,
                     version: 0,
                     dirty: false,
-                    counter: CounterState::Exact(vec![1, 2, 3]),
+                    counter: Some(CounterState::Exact(vec![1, 2, 3])),
+                    fresh: false,
                 }],
                 lanes: vec![LaneSnapshot {
                     index: 0,
@@ -495,6 +694,125 @@ mod tests {
             "{e}"
         );
         assert_eq!(sd.load(&first.identity, false).unwrap(), Some(first));
+    }
+
+    /// A change set on top of `sample()`: one more user in its window, one new window.
+    fn changes(users: Vec<u64>, offset: i64) -> Checkpoint {
+        let mut cp = sample();
+        cp.input = InputPosition::Kafka {
+            offsets: vec![(0, offset), (1, 20)],
+        };
+        cp.state.whole = false;
+        cp.state.windows[0].counter = Some(CounterState::Exact(users));
+        cp.state.windows.push(WindowSnapshot {
+            start: 120,
+            end: 180,
+            counter: Some(CounterState::Exact(vec![9])),
+            fresh: true,
+            ..cp.state.windows[0].clone()
+        });
+        cp
+    }
+
+    fn users(cp: &Checkpoint) -> Vec<Vec<u64>> {
+        let mut out = Vec::new();
+        for w in &cp.state.windows {
+            let Some(CounterState::Exact(mut v)) = w.counter.clone() else {
+                panic!("{w:?}")
+            };
+            v.sort();
+            out.push(v);
+        }
+        out
+    }
+
+    #[test]
+    fn a_chain_of_change_sets_loads_as_one_state_and_a_whole_save_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        assert!(sd.wants_whole(), "nothing to extend yet");
+        let id = sample().identity;
+        let whole = sd.save(&sample()).unwrap();
+        assert!(whole.whole);
+        assert!(!sd.wants_whole());
+        let first = sd.save(&changes(vec![4], 11)).unwrap();
+        assert!(!first.whole);
+        // The window opened in the first change set is not fresh in the second.
+        let mut second = changes(vec![5, 6], 12);
+        second.state.windows[1].fresh = false;
+        second.state.windows[1].counter = None;
+        sd.save(&second).unwrap();
+        let names = |d: &Path| {
+            let mut v: Vec<String> = (fs::read_dir(d).unwrap())
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with("checkpoint"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(dir.path()).len(), 3, "{:?}", names(dir.path()));
+
+        let again = StateDir::open(dir.path());
+        assert!(again.is_err(), "still locked by sd");
+        let loaded = sd.load(&id, false).unwrap().unwrap();
+        assert!(loaded.state.whole);
+        assert_eq!(users(&loaded), vec![vec![1, 2, 3, 4, 5, 6], vec![9]]);
+        assert_eq!(
+            loaded.input,
+            InputPosition::Kafka {
+                offsets: vec![(0, 12), (1, 20)]
+            }
+        );
+        // Loading continues the chain: the next change set is the third.
+        sd.save(&changes(vec![7], 13)).unwrap();
+        assert_eq!(users(&sd.load(&id, false).unwrap().unwrap())[0].len(), 7);
+
+        // A whole state starts over and the old chain's files go.
+        let mut whole = sample();
+        whole.state.windows[0].counter = Some(CounterState::Exact(vec![8]));
+        sd.save(&whole).unwrap();
+        assert_eq!(names(dir.path()), vec!["checkpoint".to_string()]);
+        assert_eq!(sd.load(&id, false).unwrap(), Some(whole));
+    }
+
+    #[test]
+    fn change_sets_past_a_gap_are_dropped_and_a_corrupt_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let id = sample().identity;
+        sd.save(&sample()).unwrap();
+        for (i, u) in [4, 5, 6].into_iter().enumerate() {
+            let mut c = changes(vec![u], 11 + i as i64);
+            if i > 0 {
+                c.state.windows[1].fresh = false;
+                c.state.windows[1].counter = None;
+            }
+            sd.save(&c).unwrap();
+        }
+        let link = |n: u64| {
+            let g = sd.chain.lock().unwrap().unwrap().generation;
+            sd.change_path(g, n)
+        };
+        let (second, third) = (link(2), link(3));
+        let good = fs::read(&third).unwrap();
+        fs::remove_file(&second).unwrap();
+        let loaded = sd.load(&id, false).unwrap().unwrap();
+        assert_eq!(users(&loaded)[0], vec![1, 2, 3, 4], "up to the gap");
+        assert!(!third.exists(), "the orphan past the gap is gone");
+
+        fs::write(&second, &good[..good.len() - 1]).unwrap();
+        let e = sd.load(&id, false).unwrap_err().to_string();
+        assert!(
+            e.contains(&second.display().to_string()) && e.contains("truncated"),
+            "{e}"
+        );
+        // --reset-state discards the whole chain.
+        assert_eq!(sd.load(&id, true).unwrap(), None);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the lock"
+        );
     }
 
     #[test]

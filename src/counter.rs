@@ -31,6 +31,14 @@ pub trait Counter: Sized + Send + 'static {
     fn rse(&self) -> Option<f64>;
     /// The counter's state, for checkpoints.
     fn save(&self) -> CounterState;
+    /// The state as it is now has been saved: from here on, record what is added,
+    /// for [`Counter::save_changes`]. Until the first call nothing is recorded, so a
+    /// run without checkpoints pays nothing.
+    fn mark_saved(&mut self);
+    /// What was added since the last [`Counter::mark_saved`] or `save_changes`, as a
+    /// state that [`CounterState::absorb`] adds to the saved one; `None` if nothing.
+    /// This is what makes a checkpoint grow with what changed, not with the state.
+    fn save_changes(&mut self) -> Option<CounterState>;
     /// Rebuilds a counter from a checkpoint.
     fn load(state: CounterState, config: &Self::Config) -> Result<Self, String>;
     /// The union of `parts` (partial counts of disjoint frames) in one pass, as
@@ -45,6 +53,19 @@ pub enum CounterState {
     Exact(Vec<u64>),
     /// A DataSketches HLL sketch in its standard binary format.
     Hll(Vec<u8>),
+}
+
+impl CounterState {
+    /// Adds `changes` (from [`Counter::save_changes`]) to this saved state.
+    pub fn absorb(&mut self, changes: CounterState) -> Result<(), String> {
+        match (self, changes) {
+            (CounterState::Exact(all), CounterState::Exact(added)) => all.extend(added),
+            // An HLL sketch's changes are the whole (small) sketch: it replaces.
+            (CounterState::Hll(all), CounterState::Hll(now)) => *all = now,
+            _ => return Err("a change set of another counter kind".into()),
+        }
+        Ok(())
+    }
 }
 
 /// Hashes are already uniform: hashing them again would only cost time.
@@ -67,6 +88,8 @@ impl Hasher for IdentityHasher {
 #[derive(Debug, Default, Clone)]
 pub struct Exact {
     seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    /// The hashes added since the last checkpoint, once checkpoints are taken.
+    added: Option<Vec<u64>>,
 }
 
 impl Counter for Exact {
@@ -82,7 +105,11 @@ impl Counter for Exact {
     }
     #[inline(always)]
     fn insert(&mut self, key: u64) -> bool {
-        self.seen.insert(key)
+        let new = self.seen.insert(key);
+        if new && let Some(added) = &mut self.added {
+            added.push(key);
+        }
+        new
     }
     fn count(&self) -> u64 {
         self.seen.len() as u64
@@ -92,6 +119,13 @@ impl Counter for Exact {
     }
     fn save(&self) -> CounterState {
         CounterState::Exact(self.seen.iter().copied().collect())
+    }
+    fn mark_saved(&mut self) {
+        self.added = Some(Vec::new());
+    }
+    fn save_changes(&mut self) -> Option<CounterState> {
+        let added = std::mem::take(self.added.as_mut()?);
+        (!added.is_empty()).then_some(CounterState::Exact(added))
     }
     fn union(parts: Vec<Self>) -> Option<Self> {
         let mut parts = parts.into_iter();
@@ -105,6 +139,7 @@ impl Counter for Exact {
         match state {
             CounterState::Exact(hashes) => Ok(Exact {
                 seen: hashes.into_iter().collect(),
+                added: None,
             }),
             CounterState::Hll(_) => {
                 Err("the checkpoint holds HLL sketches, this run counts exactly".into())
@@ -138,6 +173,8 @@ impl Default for HllConfig {
 #[derive(Debug, Clone)]
 pub struct Hll {
     sketch: HllSketch,
+    /// Updated since the last checkpoint.
+    changed: bool,
 }
 
 impl Counter for Hll {
@@ -151,11 +188,13 @@ impl Counter for Hll {
     fn new(config: &HllConfig) -> Self {
         Hll {
             sketch: HllSketch::new(config.lg_k, HllType::Hll8).expect("lg_k validated by the CLI"),
+            changed: false,
         }
     }
     #[inline(always)]
     fn insert(&mut self, key: Coupon) -> bool {
         self.sketch.update_with_coupon(key);
+        self.changed = true;
         true
     }
     fn count(&self) -> u64 {
@@ -172,6 +211,12 @@ impl Counter for Hll {
     fn save(&self) -> CounterState {
         CounterState::Hll(self.sketch.serialize())
     }
+    fn mark_saved(&mut self) {
+        self.changed = false;
+    }
+    fn save_changes(&mut self) -> Option<CounterState> {
+        std::mem::take(&mut self.changed).then(|| self.save())
+    }
     fn union(parts: Vec<Self>) -> Option<Self> {
         let lg_k = parts.first()?.sketch.lg_config_k();
         let mut union = HllUnion::new(lg_k).ok()?;
@@ -180,6 +225,7 @@ impl Counter for Hll {
         }
         Some(Hll {
             sketch: union.to_sketch(HllType::Hll8),
+            changed: true,
         })
     }
     fn load(state: CounterState, config: &HllConfig) -> Result<Self, String> {
@@ -194,7 +240,10 @@ impl Counter for Hll {
                         config.lg_k
                     ));
                 }
-                Ok(Hll { sketch })
+                Ok(Hll {
+                    sketch,
+                    changed: false,
+                })
             }
             CounterState::Exact(_) => {
                 Err("the checkpoint holds exact sets, this run counts with HLL".into())
@@ -247,6 +296,47 @@ mod tests {
         );
         assert!(Hll::load(e.save(), &HllConfig::default()).is_err());
         assert!(Hll::load(h.save(), &HllConfig { lg_k: 12 }).is_err());
+    }
+
+    /// The saved state plus each change set equals the counter: what an incremental
+    /// checkpoint restores. Compared with an independent set of the uids.
+    #[test]
+    fn changes_absorbed_into_the_saved_state_give_the_whole() {
+        let mut e = Exact::new(&());
+        let mut h = Hll::new(&HllConfig { lg_k: 10 });
+        let mut truth = HashSet::new();
+        for i in 0..100 {
+            let uid = format!("u{i}");
+            e.insert(Exact::key(uid.as_bytes()));
+            h.insert(Hll::key(uid.as_bytes()));
+            truth.insert(uid);
+        }
+        let (mut es, mut hs) = (e.save(), h.save());
+        e.mark_saved();
+        h.mark_saved();
+        assert_eq!(e.save_changes(), None, "nothing added yet");
+        assert_eq!(h.save_changes(), None);
+        for round in 0..3 {
+            for i in 0..50 {
+                // Half of them seen before: only new hashes are changes.
+                let uid = format!("u{}", 75 + round * 40 + i);
+                e.insert(Exact::key(uid.as_bytes()));
+                h.insert(Hll::key(uid.as_bytes()));
+                truth.insert(uid);
+            }
+            let added = e.save_changes().unwrap();
+            let CounterState::Exact(hashes) = &added else {
+                panic!()
+            };
+            assert!(hashes.len() <= 50, "only what is new: {}", hashes.len());
+            es.absorb(added).unwrap();
+            hs.absorb(h.save_changes().unwrap()).unwrap();
+        }
+        assert_eq!(Exact::load(es, &()).unwrap().count(), truth.len() as u64);
+        assert_eq!(
+            Hll::load(hs, &HllConfig { lg_k: 10 }).unwrap().count(),
+            h.count()
+        );
     }
 
     #[test]

@@ -1552,7 +1552,7 @@ impl KafkaHooks {
     /// offset than another member's only makes it read again, never lose.)
     fn positions_to_commit(
         &mut self,
-        state: &dyn StateView,
+        state: &mut dyn StateView,
     ) -> Result<HashMap<i32, i64>, PipelineError> {
         // Results first: neither a checkpoint nor an offset may get ahead of what is acked.
         if let Some((topic, producer)) = &self.producer {
@@ -1580,7 +1580,7 @@ impl KafkaHooks {
                     input: InputPosition::Kafka {
                         offsets: next.iter().map(|(p, o)| (*p as i32, *o as i64)).collect(),
                     },
-                    state: state.snapshot(),
+                    state: state.checkpoint(!cp.dir.wants_whole()),
                 };
                 let stats = cp.dir.save(&checkpoint).map_err(|e| live(e.to_string()))?;
                 cp.saved(stats);
@@ -1627,7 +1627,7 @@ impl KafkaHooks {
     /// Commits what `positions_to_commit` allows and the broker has not acknowledged,
     /// unless the previous commit is still out: then nothing (the next one covers it).
     /// A refused commit is remembered in `commit_error` and sent again next time.
-    fn commit(&mut self, state: &dyn StateView) -> Result<(), PipelineError> {
+    fn commit(&mut self, state: &mut dyn StateView) -> Result<(), PipelineError> {
         if !self.collect(Duration::ZERO) {
             return Ok(());
         }
@@ -1699,7 +1699,7 @@ impl Hooks for KafkaHooks {
 
     fn progress(
         &mut self,
-        state: &dyn StateView,
+        state: &mut dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
         // Only while the group has given us partitions: a commit sent before the join
@@ -1713,7 +1713,11 @@ impl Hooks for KafkaHooks {
         Ok(())
     }
 
-    fn finished(&mut self, state: &dyn StateView, _complete: bool) -> Result<(), PipelineError> {
+    fn finished(
+        &mut self,
+        state: &mut dyn StateView,
+        _complete: bool,
+    ) -> Result<(), PipelineError> {
         // The last commit must land, for every partition read: committed, then read
         // back from the broker, until both agree. A rejoin may be under way (the
         // assignment empty, the generation stale): serving the consumer lets it

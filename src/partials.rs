@@ -155,7 +155,7 @@ impl Hooks for PartialsOut {
         Ok(())
     }
 
-    fn finished(&mut self, _: &dyn StateView, complete: bool) -> Result<(), PipelineError> {
+    fn finished(&mut self, _: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
         if !complete {
             // Stopped early: a partial of part of a share would merge into wrong counts.
             return Err(PipelineError::Live(format!(

@@ -105,8 +105,9 @@ pub trait StateView {
     fn next_positions(&self) -> Vec<(usize, u64)>;
     /// For files: (input index, byte offset, next line) after the last chunk counted.
     fn file_position(&self) -> Option<(usize, u64, u64)>;
-    /// The aggregator's whole state, for a checkpoint.
-    fn snapshot(&self) -> Snapshot<HeldRaw>;
+    /// The aggregator's state for a checkpoint: whole, or with `changes` only what
+    /// changed since the previous one (when the aggregator kept track since then).
+    fn checkpoint(&mut self, changes: bool) -> Snapshot<HeldRaw>;
     /// How many windows are open (of every granularity).
     fn open_windows(&self) -> usize;
 }
@@ -125,14 +126,18 @@ pub trait Hooks {
     /// After every queue item.
     fn progress(
         &mut self,
-        _state: &dyn StateView,
+        _state: &mut dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
         Ok(())
     }
     /// The feed ended. `complete`: the input is exhausted and every window was
     /// emitted as final; otherwise the run was stopped and open windows stay open.
-    fn finished(&mut self, _state: &dyn StateView, _complete: bool) -> Result<(), PipelineError> {
+    fn finished(
+        &mut self,
+        _state: &mut dyn StateView,
+        _complete: bool,
+    ) -> Result<(), PipelineError> {
         Ok(())
     }
 }
@@ -507,7 +512,7 @@ where
 
 /// The aggregating stage as the hooks see it.
 struct View<'a, C: Counter> {
-    agg: &'a Aggregator<C, HeldFrame>,
+    agg: &'a mut Aggregator<C, HeldFrame>,
     file_position: Option<(usize, u64, u64)>,
 }
 
@@ -521,8 +526,8 @@ impl<C: Counter> StateView for View<'_, C> {
     fn file_position(&self) -> Option<(usize, u64, u64)> {
         self.file_position
     }
-    fn snapshot(&self) -> Snapshot<HeldRaw> {
-        self.agg.snapshot(|h| HeldRaw::new(&h.position, &h.raw))
+    fn checkpoint(&mut self, changes: bool) -> Snapshot<HeldRaw> {
+        (self.agg).checkpoint(changes, |h| HeldRaw::new(&h.position, &h.raw))
     }
     fn open_windows(&self) -> usize {
         self.agg.open_windows()
@@ -620,21 +625,21 @@ impl<C: Counter> Aggregate<'_, C> {
                         r.flush()?;
                     }
                     self.share_metrics(true);
-                    let view = View {
-                        agg: &self.agg,
+                    let mut view = View {
+                        agg: &mut self.agg,
                         file_position: self.file_position,
                     };
-                    return self.hooks.finished(&view, complete);
+                    return self.hooks.finished(&mut view, complete);
                 }
                 Item::Failed(e) => return Err(e),
             }
             self.publish()?;
             self.share_metrics(false);
-            let view = View {
-                agg: &self.agg,
+            let mut view = View {
+                agg: &mut self.agg,
                 file_position: self.file_position,
             };
-            self.hooks.progress(&view, now_ms)?;
+            self.hooks.progress(&mut view, now_ms)?;
         }
         // The feeder went away without saying why: treat as stopped, not complete.
         Err(PipelineError::Live(

@@ -664,7 +664,14 @@ fn count_resumes_a_killed_backfill_from_its_checkpoint() {
         if first_inode.is_none() {
             first_inode = inode;
         }
-        let rewritten = inode.is_some() && inode != first_inode;
+        // A later checkpoint: the whole state rewritten, or a change set on top of it.
+        let change_set = std::fs::read_dir(checkpoint.parent().unwrap())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .any(|n| n.starts_with("checkpoint.") && n != "checkpoint.tmp");
+        let rewritten = inode.is_some() && (inode != first_inode || change_set);
         let results_out = std::fs::read(&out_path).unwrap().contains(&b'\n');
         if rewritten && results_out {
             break None;
@@ -696,7 +703,11 @@ fn count_resumes_a_killed_backfill_from_its_checkpoint() {
     } else {
         // The normal case: killed mid-backfill. The resumed run reads exactly what
         // the checkpoint left: from its line, which starts at its byte offset.
-        let cp = cardinal::checkpoint::decode(&std::fs::read(&checkpoint).unwrap()).unwrap();
+        let cp = cardinal::checkpoint::StateDir::open(checkpoint.parent().unwrap())
+            .unwrap()
+            .inspect()
+            .unwrap()
+            .expect("a checkpoint");
         let cardinal::checkpoint::InputPosition::Files {
             input,
             offset,

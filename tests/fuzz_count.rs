@@ -46,7 +46,7 @@ struct MaxOpen(usize);
 impl Hooks for MaxOpen {
     fn progress(
         &mut self,
-        state: &dyn StateView,
+        state: &mut dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), pipeline::PipelineError> {
         self.0 = self.0.max(state.open_windows());

@@ -637,9 +637,11 @@ fn sigterm_checkpoints_commits_and_exits_zero() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bytes =
-        std::fs::read(state.join("checkpoint")).expect("a checkpoint was written at shutdown");
-    let cp = cardinal::checkpoint::decode(&bytes).unwrap();
+    let cp = cardinal::checkpoint::StateDir::open(&state)
+        .unwrap()
+        .inspect()
+        .unwrap()
+        .expect("a checkpoint was written at shutdown");
     let cardinal::checkpoint::InputPosition::Kafka { offsets } = cp.input else {
         panic!("a Kafka checkpoint")
     };

@@ -179,6 +179,8 @@ struct WindowState<C> {
     frames: u64,
     version: u32,
     dirty: bool,
+    /// Opened since the last checkpoint: its change set is the whole counter.
+    fresh: bool,
 }
 
 /// A frame held by the outlier guard.
@@ -283,6 +285,9 @@ pub struct Aggregator<C: Counter, T> {
     slowest: Option<i64>,
     /// Alignment: frames waiting on all lanes.
     waiting: usize,
+    /// Counters record their changes (since a checkpoint was taken or restored), so
+    /// that the next checkpoint can hold only what changed.
+    tracking: bool,
 }
 
 impl<C: Counter, T> Aggregator<C, T> {
@@ -312,6 +317,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             clock: None,
             slowest: None,
             waiting: 0,
+            tracking: false,
         }
     }
 
@@ -665,11 +671,18 @@ impl<C: Counter, T> Aggregator<C, T> {
                 granularity: g,
                 start: span.start,
             };
-            let state = self.open.entry(id).or_insert_with(|| WindowState {
-                counter: C::new(&self.counter_config),
-                frames: 0,
-                version: 0,
-                dirty: false,
+            let state = self.open.entry(id).or_insert_with(|| {
+                let mut counter = C::new(&self.counter_config);
+                if self.tracking {
+                    counter.mark_saved();
+                }
+                WindowState {
+                    counter,
+                    frames: 0,
+                    version: 0,
+                    dirty: false,
+                    fresh: true,
+                }
             });
             state.frames += 1;
             let changed = state.counter.insert(key);

@@ -328,6 +328,84 @@ fn a_restored_snapshot_carries_on_exactly_like_the_original() {
     }
 }
 
+/// Incremental checkpoints: a whole state, then change sets (only what each counter
+/// added, and windows closed since simply missing). Folded together, as a restart
+/// reads them, they must carry on exactly like the run that never stopped.
+#[test]
+fn a_chain_of_change_sets_restores_exactly_like_the_original() {
+    let frames: Vec<(usize, i64, String)> = (0..12_000)
+        .map(|i| {
+            (
+                i % 3,
+                M + i as i64 / 30 + if i % 7 == 0 { -3 } else { 0 },
+                format!("u{}", (i * 7919) % 1500),
+            )
+        })
+        .collect();
+    let every = [1usize, 7, 300, 1000, 1001, 2500, 4000, 6000, 9000, 11_999];
+    let run = |restore_at: Option<usize>| {
+        let mut a = agg(&[Granularity::Minute, Granularity::Hour], 5, 10);
+        let mut out = Output::default();
+        let mut disk: Option<Snapshot<usize>> = None;
+        let (mut change_bytes, mut whole_bytes) = (0, 0);
+        for (i, (lane, ts, uid)) in frames.iter().enumerate() {
+            if every.contains(&i) {
+                if disk.is_some() {
+                    whole_bytes += postcard::to_stdvec(&a.snapshot(|t| *t)).unwrap().len();
+                }
+                let link = a.checkpoint(true, |tag| *tag);
+                assert_eq!(
+                    link.whole,
+                    disk.is_none(),
+                    "the first is whole, then changes"
+                );
+                let bytes = postcard::to_stdvec(&link).unwrap();
+                let back: Snapshot<usize> = postcard::from_bytes(&bytes).unwrap();
+                match &mut disk {
+                    None => disk = Some(back),
+                    Some(d) => {
+                        change_bytes += bytes.len();
+                        d.absorb(back).unwrap()
+                    }
+                }
+                if Some(i) == restore_at {
+                    let folded = disk.clone().unwrap();
+                    a = Aggregator::restore(Calendar::utc(), a.settings.clone(), (), folded, |t| {
+                        Some((Exact::key(frames[t].2.as_bytes()), t))
+                    })
+                    .unwrap();
+                }
+            }
+            a.ingest(
+                *lane,
+                i as u64,
+                *ts,
+                Exact::key(uid.as_bytes()),
+                || i,
+                &mut out,
+            );
+        }
+        a.flush(&mut out);
+        (out.windows, out.outliers, (change_bytes, whole_bytes))
+    };
+    let (windows, outliers, (change_bytes, whole_bytes)) = run(None);
+    assert!(windows.len() > 5, "{}", windows.len());
+    // The hour window's 1,500 users are all seen early: a whole state would repeat
+    // them in every link, change sets only carry the minute windows' new users.
+    assert!(
+        change_bytes * 2 < whole_bytes,
+        "{change_bytes} bytes of changes vs {whole_bytes} whole"
+    );
+    for at in every {
+        let (w, o, _) = run(Some(at));
+        assert_eq!(
+            (w, o),
+            (windows.clone(), outliers.clone()),
+            "restored at {at}"
+        );
+    }
+}
+
 #[test]
 fn accepts_exactly_the_timestamps_whose_windows_can_be_represented() {
     // jiff's time ends at 9999-12-30T22:00:00Z, and civil time with 9999-12-31:
