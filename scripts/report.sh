@@ -133,4 +133,20 @@ cat "$OUT/lateness.md"
 if [ $QUICK = 0 ]; then
   scripts/bench-vs-peers.sh 500000 3 | tee "$OUT/peers.txt"
 fi
+
+# --- 3. Where the time goes: a profile folded into stages ----------------------
+if [ $QUICK = 1 ]; then
+  BIN=$BIN scripts/profile.sh 20000 "$OUT/profile.md"
+else
+  scripts/profile.sh 300000 "$OUT/profile.md"
+fi
+[ -f "$OUT/profile.md" ] && cat "$OUT/profile.md"
+
+# --- 3. Cost against rate, users and open windows ------------------------------
+if [ $QUICK = 1 ]; then
+  BIN=$BIN scripts/bench-growth.sh 3000 1 "$OUT/growth.md"
+else
+  scripts/bench-growth.sh 200000 3 "$OUT/growth.md"
+fi
+cat "$OUT/growth.md"
 echo "report: figures and charts in $OUT"
