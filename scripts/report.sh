@@ -149,4 +149,12 @@ else
   scripts/bench-growth.sh 200000 3 "$OUT/growth.md"
 fi
 cat "$OUT/growth.md"
+
+# --- 4. A year's backfill: does the rate hold? --------------------------------
+if [ $QUICK = 1 ]; then
+  BIN=$BIN scripts/bench-backfill.sh 6000 1 "$OUT/backfill.md"
+else
+  scripts/bench-backfill.sh 1000000 3 "$OUT/backfill.md"
+fi
+cat "$OUT/backfill.md"
 echo "report: figures and charts in $OUT"
