@@ -111,4 +111,6 @@ fn main() {
         100.0 * cm / wm,
         100.0 * cb as f64 / wb as f64
     );
+    // For scripts/report.sh.
+    println!("tsv\t{users}\t{per_second}\t{wm:.1}\t{wb}\t{cm:.2}\t{cb}");
 }

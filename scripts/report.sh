@@ -150,6 +150,29 @@ else
 fi
 cat "$OUT/growth.md"
 
+# --- 4. Checkpoints: whole states against change sets, by state size ----------
+: > "$WORK/checkpoints.tsv"
+if [ $QUICK = 1 ]; then
+  cargo test --quiet --bench checkpoint -- 20000 1 2000 | grep '^tsv' >> "$WORK/checkpoints.tsv"
+else
+  for users in 100000 1000000 10000000; do
+    cargo bench --quiet --bench checkpoint -- "$users" 3 100000 | grep '^tsv' >> "$WORK/checkpoints.tsv"
+  done
+fi
+python3 - "$WORK/checkpoints.tsv" > "$OUT/checkpoints.md" <<'EOF'
+import sys
+print("| users in six open windows | whole state | change set after a second of traffic |")
+print("|---|---|---|")
+for line in open(sys.argv[1]):
+    _, users, per_second, wm, wb, cm, cb = line.split()
+    print("| %s | %.1f MB, %.0f ms | %.2f MB, %.1f ms (%s frames, half of them new users) |" % (
+        f"{int(users):,}", int(wb) / 1e6, float(wm), int(cb) / 1e6, float(cm), f"{int(per_second):,}"))
+print()
+print("`cargo bench --bench checkpoint -- USERS 3 100000`: medians of 3, written through "
+      "StateDir (temporary file, fsync, rename).")
+EOF
+cat "$OUT/checkpoints.md"
+
 # --- 4. A year's backfill: does the rate hold? --------------------------------
 if [ $QUICK = 1 ]; then
   BIN=$BIN scripts/bench-backfill.sh 6000 1 "$OUT/backfill.md"
