@@ -161,7 +161,7 @@ else
 fi
 python3 - "$WORK/checkpoints.tsv" > "$OUT/checkpoints.md" <<'EOF'
 import sys
-print("| users in six open windows | whole state | change set after a second of traffic |")
+print("| users in six open windows (at the start) | whole state | change set after a second of traffic |")
 print("|---|---|---|")
 for line in open(sys.argv[1]):
     _, users, per_second, wm, wb, cm, cb = line.split()
