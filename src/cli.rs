@@ -19,7 +19,7 @@ use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::metrics::{self, Metrics};
-use crate::parser::{FrameSpec, TsUnit};
+use crate::parser::{FrameSpec, TsFrom, TsUnit, UidFrom};
 use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
@@ -437,6 +437,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "TOPIC")]
     pub rejects_topic: Option<String>,
 
+    /// Where each frame's user id comes from: json (the frame's root --uid-field) or
+    /// key (the Kafka record's key, which must be non-empty UTF-8: a record without
+    /// a key is rejected as missing_uid, an empty key as empty_uid, one that is not
+    /// UTF-8 as uid_not_string).
+    #[arg(long, value_enum, default_value = "json", value_name = "FROM")]
+    pub uid_from: UidFrom,
+
+    /// Where each frame's event time comes from: json (the frame's root --ts-field,
+    /// in --ts-unit) or record-timestamp (the Kafka record's timestamp, CreateTime or
+    /// LogAppendTime: always milliseconds whatever --ts-unit, floored to seconds; a
+    /// record without one is bad_ts). With --uid-from key as well, the value is never
+    /// parsed and may be anything; with one field from the record, the value must
+    /// still be a valid JSON frame holding the other.
+    #[arg(long, value_enum, default_value = "json", value_name = "FROM")]
+    pub ts_from: TsFrom,
+
     /// Where to start in partitions without a position of ours.
     #[arg(long, value_enum, default_value = "committed")]
     pub from: StartFrom,
@@ -492,9 +508,22 @@ pub struct ProduceArgs {
     #[arg(long, short)]
     pub topic: String,
 
-    /// Key each message by this root-level field (e.g. uid), so a user stays on one partition.
+    /// Key each message by this root-level field (e.g. uid), so a user stays on one
+    /// partition (and `run --uid-from key` can count by the key).
     #[arg(long, value_name = "FIELD")]
     pub key_field: Option<String>,
+
+    /// Set each message's timestamp (CreateTime) from this root-level field (e.g. ts),
+    /// an integer or a string of digits in --timestamp-unit, for `run --ts-from
+    /// record-timestamp`. A line without a usable one gets the producer's clock,
+    /// and the summary says how many did.
+    #[arg(long, value_name = "FIELD")]
+    pub timestamp_field: Option<String>,
+
+    /// Unit of --timestamp-field: s, ms or us (a record timestamp is milliseconds;
+    /// microseconds are floored).
+    #[arg(long, value_enum, default_value = "s", value_name = "UNIT")]
+    pub timestamp_unit: TsUnit,
 
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
@@ -972,6 +1001,16 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .into());
         }
     }
+    let from_record = args.uid_from != UidFrom::Json || args.ts_from != TsFrom::Json;
+    if from_record && args.state.state_dir.is_some() {
+        // A checkpoint keeps held frames as their values only.
+        return Err(UsageError(
+            "--state-dir cannot be combined with --uid-from key or --ts-from record-timestamp yet: \
+             a checkpoint keeps the frames it holds as their values only"
+                .into(),
+        )
+        .into());
+    }
     let mut kafka = args.kafka.options()?;
     if let Some(id) = &args.instance_id {
         // First, so that an explicit -X group.instance.id still wins.
@@ -997,6 +1036,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
     };
     let mut config = args.counting.config()?;
+    config.frames = config.frames.taking(args.uid_from, args.ts_from);
     config.settings.alignment = Some(Alignment {
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
@@ -1091,13 +1131,27 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let opts = args.kafka.options()?;
     let (_, inputs) = open_files(&args.files, None)?;
     let started = Instant::now();
-    let report = kafka::produce(&opts, &args.topic, args.key_field.as_deref(), inputs)?;
+    let from = kafka::RecordFrom {
+        key_field: args.key_field.as_deref(),
+        timestamp_field: args
+            .timestamp_field
+            .as_deref()
+            .map(|f| (f, args.timestamp_unit)),
+    };
+    let report = kafka::produce(&opts, &args.topic, &from, inputs)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let blank = if report.skipped_blank > 0 {
+    let mut blank = if report.skipped_blank > 0 {
         format!(", {} blank lines skipped", report.skipped_blank)
     } else {
         String::new()
     };
+    if report.without_timestamp > 0 {
+        blank.push_str(&format!(
+            ", {} without a usable {} (timestamped by the producer's clock)",
+            report.without_timestamp,
+            args.timestamp_field.as_deref().unwrap_or_default()
+        ));
+    }
     crate::say!(
         "cardinal: produced {} messages ({:.1} MB) to {} in {:.2}s: {:.0} msg/s{blank}",
         report.messages,

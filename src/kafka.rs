@@ -25,11 +25,12 @@ use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
 use crate::metrics::Metrics;
+use crate::parser::{TsFrom, TsUnit, UidFrom};
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
 use crate::sink::{Position, Reject, Rejected, SinkError};
-use crate::source::{CHUNK_BYTES, Chunk};
+use crate::source::{CHUNK_BYTES, Chunk, RecordFields};
 use crate::watermark::WallClock;
 use crate::window::Calendar;
 
@@ -782,7 +783,10 @@ pub fn run(
         },
         fed: opts.fed.clone(),
         max_frame: config.max_frame_bytes,
-        keep_keys: opts.rejects_topic.is_some(),
+        keep: RecordFields {
+            keys: opts.rejects_topic.is_some() || config.frames.uid_from() == UidFrom::Key,
+            timestamps: config.frames.ts_from() == TsFrom::RecordTimestamp,
+        },
         stall: Stall::new(opts.kafka.brokers.clone(), opts.stall_timeout),
     };
     let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
@@ -870,8 +874,9 @@ struct FeederSettings {
     /// Counts the frames handed on, for a producer that paces itself on them.
     fed: Option<Arc<AtomicU64>>,
     max_frame: usize,
-    /// Keep each record's key, for the dead-letter topic (a copy per record otherwise wasted).
-    keep_keys: bool,
+    /// What to keep of each record besides its value: its key for the dead-letter
+    /// topic or as the uid, its timestamp as the ts.
+    keep: RecordFields,
     stall: Stall,
 }
 
@@ -888,14 +893,14 @@ fn feed_from_kafka(
         end_offsets,
         fed,
         max_frame,
-        keep_keys,
+        keep,
         mut stall,
     } = settings;
     const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
     const TICK: Duration = Duration::from_millis(100);
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
-    let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0));
+    let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
     let mut batch_started = Instant::now();
     let mut last_tick = Instant::now();
     let mut positions: HashMap<i32, i64> = HashMap::new();
@@ -928,8 +933,18 @@ fn feed_from_kafka(
                     paused_from.entry(p).or_insert(msg.offset());
                 } else {
                     let payload = msg.payload().unwrap_or(b"");
-                    let key = if keep_keys { msg.key() } else { None };
-                    chunk.push_keyed_record(p as u32, msg.offset() as u64, key, payload, max_frame);
+                    let (lane, offset) = (p as u32, msg.offset() as u64);
+                    if keep == RecordFields::default() {
+                        chunk.push_record(lane, offset, payload, max_frame);
+                    } else {
+                        let key = if keep.keys { msg.key() } else { None };
+                        let ts = if keep.timestamps {
+                            msg.timestamp().to_millis()
+                        } else {
+                            None
+                        };
+                        chunk.push_kafka_record(lane, offset, key, ts, payload, max_frame);
+                    }
                     positions.insert(p, msg.offset() + 1);
                     // Shared at once: a rebalance inside the next poll must see it.
                     consumer
@@ -1015,7 +1030,7 @@ fn feed_from_kafka(
             || !done.is_empty()
             || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)
         {
-            let next = Chunk::records(topic.clone(), feed.pool().take(0));
+            let next = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
             let records = chunk.record_count() as u64;
             chunk.clock = Some(WallClock {
                 now: unix_now_secs(),
@@ -1680,13 +1695,26 @@ pub struct ProduceReport {
     pub messages: u64,
     pub bytes: u64,
     pub skipped_blank: u64,
+    /// With a timestamp field: lines without a usable one, sent with the
+    /// producer's clock as their timestamp.
+    pub without_timestamp: u64,
 }
 
-/// Loads JSON lines into `topic`, keyed by a root-level field when asked.
+/// What `cardinal produce` takes from each line besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFrom<'a> {
+    /// `--key-field`: the record's key.
+    pub key_field: Option<&'a str>,
+    /// `--timestamp-field` and `--timestamp-unit`: the record's timestamp.
+    pub timestamp_field: Option<(&'a str, TsUnit)>,
+}
+
+/// Loads JSON lines into `topic`, keyed by a root-level field and timestamped
+/// by another when asked.
 pub fn produce(
     opts: &KafkaOptions,
     topic: &str,
-    key_field: Option<&str>,
+    from: &RecordFrom<'_>,
     inputs: Vec<pipeline::OpenInput>,
 ) -> Result<ProduceReport, PipelineError> {
     tracing::debug!(
@@ -1723,10 +1751,16 @@ pub fn produce(
                     report.skipped_blank += 1;
                     continue;
                 }
-                let key = key_field.and_then(|f| root_key(line, f));
+                let key = from.key_field.and_then(|f| root_key(line, f));
                 let mut record = BaseRecord::to(topic).payload(line);
                 if let Some(k) = &key {
                     record = record.key(k.as_slice());
+                }
+                if let Some((field, unit)) = from.timestamp_field {
+                    match root_timestamp_ms(line, field, unit) {
+                        Some(ms) => record = record.timestamp(ms),
+                        None => report.without_timestamp += 1,
+                    }
                 }
                 send_with_backpressure(&producer, record)
                     .map_err(|e| live(format!("{}:{line_no}: {e}", input.name)))?;
@@ -1760,6 +1794,25 @@ pub fn root_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
             .as_bytes()
             .to_vec(),
     )
+}
+
+/// The record timestamp for `--timestamp-field`: the root field, an integer or a
+/// string of digits in `unit`, in milliseconds (microseconds floored). `None` if
+/// it is missing, not such a number, or beyond the year 9999.
+pub fn root_timestamp_ms(line: &[u8], field: &str, unit: TsUnit) -> Option<i64> {
+    let raw = root_key(line, field)?;
+    if raw.is_empty() || raw.len() > 18 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: i64 = std::str::from_utf8(&raw).ok()?.parse().ok()?;
+    if v > unit.max_value() {
+        return None;
+    }
+    Some(match unit {
+        TsUnit::Seconds => v * 1000,
+        TsUnit::Millis => v,
+        TsUnit::Micros => v / 1000,
+    })
 }
 
 /// Creates a topic (for the demo and tests). Existing topics are left alone.
