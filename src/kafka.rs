@@ -2153,6 +2153,99 @@ mod tests {
         );
     }
 
+    /// A rejected frame: reason, detail, key, value.
+    type Rejection = (String, String, Option<Vec<u8>>, Vec<u8>);
+
+    /// Rejected frames, for a test to look at.
+    #[derive(Clone, Default)]
+    struct Collected(Arc<Mutex<Vec<Rejection>>>);
+
+    impl Reject for Collected {
+        fn write(&mut self, f: Rejected<'_>) -> Result<(), SinkError> {
+            let entry = (
+                f.reason.to_string(),
+                f.detail.to_string(),
+                f.key.map(<[u8]>::to_vec),
+                f.raw.to_vec(),
+            );
+            self.0.lock().unwrap().push(entry);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_timestamp_is_bad_ts_under_ts_from_record_timestamp() {
+        // Tansu 0.6 cannot serve a record whose timestamp is -1 (its ListOffsets
+        // fails converting it), so this case is tried on librdkafka's mock cluster.
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("frames", 1, 1).unwrap();
+        let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
+            .create_with_context(DeliveryTracker::recording_ends())
+            .unwrap();
+        let t0 = 1_700_000_040_000i64;
+        let records: [(&[u8], i64, &[u8]); 4] = [
+            (b"a", t0, b"not json"),
+            (b"b", -1, b"no timestamp"),
+            (b"c", t0 + 1500, b""),
+            (b"a", t0 + 2999, b"{"),
+        ];
+        for (key, ts, value) in records {
+            let record = BaseRecord::to("frames")
+                .key(key)
+                .payload(value)
+                .timestamp(ts);
+            send_with_backpressure(&producer, record).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        producer.context().check().unwrap();
+        let run_opts = RunOptions {
+            kafka: opts,
+            topic: "frames".into(),
+            group: "record-ts".into(),
+            results_topic: None,
+            rejects_topic: None,
+            from: StartFrom::Earliest,
+            until: Until::Target(Arc::new(Mutex::new(Some(producer.context().ends())))),
+            commit_interval: Duration::ZERO,
+            fed: None,
+            state: None,
+            stall_timeout: Duration::from_secs(60),
+        };
+        let config = CountConfig {
+            calendar: Calendar::utc(),
+            settings: Settings {
+                granularities: vec![Granularity::Minute],
+                ..Settings::default()
+            },
+            counter: CounterKind::Exact,
+            format: Format::Json,
+            threads: 1,
+            chunk_bytes: crate::source::CHUNK_BYTES,
+            max_frame_bytes: crate::source::MAX_FRAME_BYTES,
+            metrics: None,
+            frames: crate::parser::FrameSpec::default()
+                .taking(UidFrom::Key, TsFrom::RecordTimestamp),
+        };
+        let collected = Collected::default();
+        let mut sinks = Sinks {
+            results: ResultSink::new(Box::new(std::io::sink())),
+            rejects: vec![Box::new(collected.clone())],
+        };
+        let report = run_options_run(&run_opts, &config, &mut sinks).unwrap();
+        assert_eq!(report.telemetry.frames_counted, 3);
+        let rejected = collected.0.lock().unwrap().clone();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        let (reason, detail, key, value) = &rejected[0];
+        assert_eq!(reason, "bad_ts");
+        assert!(detail.contains("no timestamp"), "{detail}");
+        assert_eq!(key.as_deref(), Some(&b"b"[..]));
+        assert_eq!(value, b"no timestamp");
+    }
+
     fn run_options_run(
         run_opts: &RunOptions,
         config: &CountConfig,
