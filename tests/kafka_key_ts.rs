@@ -79,8 +79,12 @@ fn produce(brokers: &str, topic: &str, records: &[Rec]) {
 }
 
 fn run(brokers: &str, windows: &str, extra: &[&str]) -> Output {
+    run_in("key-ts", brokers, windows, extra)
+}
+
+fn run_in(group: &str, brokers: &str, windows: &str, extra: &[&str]) -> Output {
     let child = cardinal()
-        .args(["run", "-b", brokers, "-t", "frames", "-g", "key-ts"])
+        .args(["run", "-b", brokers, "-t", "frames", "-g", group])
         .args(["--until-end", "--windows", windows, "--format", "json"])
         .args(["--rejects-topic", "dlq", "--stall-timeout", "30s"])
         .args(["-X", "session.timeout.ms=6000"])
@@ -364,4 +368,42 @@ fn a_field_from_the_record_with_a_state_dir_is_a_usage_error() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn produce_sets_the_key_and_the_timestamp_from_the_frame_and_both_ways_count_the_same() {
+    let cfg = GenConfig {
+        frames: 4_000,
+        rate: 20.0,
+        users: 300,
+        seed: 5,
+        string_ts: 0.3,
+        ..GenConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("frames.json");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    cardinal::generator::generate(&cfg, &mut f).unwrap();
+    drop(f);
+    let tansu = broker_with(&[]);
+    let brokers = tansu.addr().to_string();
+    let produced = cardinal()
+        .args(["produce", "-b", &brokers, "-t", "frames"])
+        .args(["--key-field", "uid", "--timestamp-field", "ts"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = ok(&produced);
+    assert!(!said.contains("without a usable"), "{said}");
+    let want = common::expected_from_truth(&cfg, &[Granularity::Minute]);
+    let from_record = run(
+        &brokers,
+        "minute",
+        &["--uid-from", "key", "--ts-from", "record-timestamp"],
+    );
+    let stderr = ok(&from_record);
+    assert_eq!(counts(&from_record.stdout), want, "{stderr}");
+    let from_json = run_in("json-json", &brokers, "minute", &[]);
+    let stderr = ok(&from_json);
+    assert_eq!(counts(&from_json.stdout), want, "{stderr}");
 }
