@@ -267,9 +267,41 @@ pub struct CountArgs {
     #[arg(long, value_name = "DIR", help_heading = "Scale-out")]
     pub partials_out: Option<PathBuf>,
 
+    /// Also produce every rejected, late or outlying frame to this Kafka topic (it must
+    /// exist; needs --brokers or -F): the line's original bytes as the value, with
+    /// `cardinal.source` (the file), `cardinal.line`, `cardinal.reason` and
+    /// `__connect.errors.exception.message` headers. The run waits for every record to
+    /// be acknowledged, and exits 1 if one is not.
+    #[arg(long, value_name = "TOPIC", help_heading = "Kafka connection")]
+    pub rejects_topic: Option<String>,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
+}
+
+impl CountArgs {
+    /// The counting options' sinks, and the dead-letter topic if one was asked for.
+    fn sinks(&self) -> Result<(Sinks, Option<kafka::TopicRejects>)> {
+        let mut sinks = self.counting.sinks()?;
+        let Some(topic) = &self.rejects_topic else {
+            let k = &self.kafka;
+            if k.brokers.is_some() || k.client_config.is_some() || !k.property.is_empty() {
+                return Err(UsageError(
+                    "--brokers, --client-config and -X are for --rejects-topic, which is not set"
+                        .into(),
+                )
+                .into());
+            }
+            return Ok((sinks, None));
+        };
+        let dlq = kafka::TopicRejects::connect(&self.kafka.options()?, topic)?;
+        sinks.rejects.push(Box::new(dlq.clone()));
+        Ok((sinks, Some(dlq)))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -886,7 +918,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         return count_partials(&args, out);
     }
     let Some(dir) = &args.state.state_dir else {
-        return count_inputs(&args.counting, &args.files);
+        return count_inputs(&args);
     };
     if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
         return Err(UsageError(
@@ -942,11 +974,14 @@ fn count(args: CountArgs) -> Result<ExitCode> {
     let mut config = args.counting.config()?;
     let (inputs, progress) = open_inputs(&args.files, &args.counting, &mut config)?;
     let _server = args.counting.serve(&config)?;
-    let mut sinks = args.counting.sinks()?;
+    let (mut sinks, dlq) = args.sinks()?;
     let mut hooks = FileCheckpoints::new(
         Checkpointing::new(state_dir, identity).with_metrics(config.metrics.clone()),
         args.state.checkpoint_interval,
     );
+    if let Some(dlq) = dlq {
+        hooks.rejects_first.push(Box::new(dlq));
+    }
     let started = Instant::now();
     let report = pipeline::count_from(
         &config,
@@ -1163,11 +1198,12 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn count_inputs(opts: &CountingOptions, files: &[String]) -> Result<ExitCode> {
+fn count_inputs(args: &CountArgs) -> Result<ExitCode> {
+    let opts = &args.counting;
     let mut config = opts.config()?;
-    let (inputs, progress) = open_inputs(files, opts, &mut config)?;
+    let (inputs, progress) = open_inputs(&args.files, opts, &mut config)?;
     let _server = opts.serve(&config)?;
-    let mut sinks = opts.sinks()?;
+    let (mut sinks, _) = args.sinks()?;
     let started = Instant::now();
     let report = pipeline::count(&config, inputs, &mut sinks)?;
     drop(progress);
@@ -1242,7 +1278,7 @@ fn count_partials(args: &CountArgs, dir: &std::path::Path) -> Result<ExitCode> {
     let _server = opts.serve(&config)?;
     let mut sinks = Sinks {
         results: ResultSink::new(Box::new(io::sink())),
-        rejects: opts.sinks()?.rejects,
+        rejects: args.sinks()?.0.rejects,
     };
     let started = Instant::now();
     let report = pipeline::count_from(

@@ -486,20 +486,52 @@ impl DeliveryTracker {
 /// headers after Kafka Connect's dead-letter convention, so that tools written for
 /// Connect's dead-letter queues can read it. The offsets of its frames are committed
 /// only once it has acknowledged them (see [`KafkaHooks::positions_to_commit`]).
+/// Frames of files (`count --rejects-topic`) carry `cardinal.source` and
+/// `cardinal.line` instead of the topic, partition and offset.
 #[derive(Clone)]
 pub struct TopicRejects {
     topic: Arc<str>,
+    brokers: Arc<str>,
     producer: Arc<ThreadedProducer<DeliveryTracker>>,
     timeout: Duration,
 }
 
 impl TopicRejects {
-    /// Waits until every record sent is acknowledged; fails if one was refused.
-    fn acknowledge(&self) -> Result<(), SinkError> {
-        let fail = |message| SinkError::RejectsTopic {
+    /// A producer to `topic`, which must exist (checked now, within `opts.timeout`).
+    pub fn connect(opts: &KafkaOptions, topic: &str) -> Result<TopicRejects, PipelineError> {
+        let probe: BaseConsumer<ErrorContext> = opts
+            .config(&[])
+            .create_with_context(ErrorContext)
+            .map_err(|e| opts.settings_error("client", &[], e))?;
+        partitions_of(&probe, opts, topic)?;
+        tracing::debug!(
+            event = "client_config",
+            client = "dead-letter producer",
+            settings = %opts.describe(PRODUCER_DEFAULTS)
+        );
+        let producer: ThreadedProducer<DeliveryTracker> = opts
+            .config(PRODUCER_DEFAULTS)
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| opts.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+        Ok(TopicRejects {
+            topic: Arc::from(topic),
+            brokers: Arc::from(opts.brokers.as_str()),
+            producer: Arc::new(producer),
+            timeout: opts.timeout,
+        })
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError::RejectsTopic {
             topic: self.topic.to_string(),
+            brokers: self.brokers.to_string(),
             message,
-        };
+        }
+    }
+
+    /// Waits until every record sent is acknowledged; fails if one was refused.
+    pub fn acknowledge(&self) -> Result<(), SinkError> {
+        let fail = |message| self.error(message);
         self.producer.flush(self.timeout).map_err(|e| {
             fail(format!(
                 "dead-letter records not acknowledged within {:?}: {e}",
@@ -543,10 +575,7 @@ impl Reject for TopicRejects {
         if let Some(key) = frame.key {
             record = record.key(key);
         }
-        send_with_backpressure(&self.producer, record).map_err(|message| SinkError::RejectsTopic {
-            topic: self.topic.to_string(),
-            message,
-        })
+        send_with_backpressure(&self.producer, record).map_err(|message| self.error(message))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -717,17 +746,7 @@ pub fn run(
     };
     let rejects = match &opts.rejects_topic {
         Some(t) => {
-            partitions_of(&consumer, &opts.kafka, t)?;
-            let p: ThreadedProducer<DeliveryTracker> = opts
-                .kafka
-                .config(PRODUCER_DEFAULTS)
-                .create_with_context(DeliveryTracker::default())
-                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
-            let sink = TopicRejects {
-                topic: Arc::from(t.as_str()),
-                producer: Arc::new(p),
-                timeout: opts.kafka.timeout,
-            };
+            let sink = TopicRejects::connect(&opts.kafka, t)?;
             sinks.rejects.push(Box::new(sink.clone()));
             Some(sink)
         }
@@ -1958,19 +1977,12 @@ mod tests {
 
     #[test]
     fn a_dead_letter_record_of_a_file_line_names_the_file_and_line() {
-        // No command sends file input to a dead-letter topic yet; the sink must still
-        // say where such a frame came from, not pretend it had a partition.
+        // `count --rejects-topic`: the sink says where such a frame came from, and
+        // does not pretend it had a partition.
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("dlq", 1, 1).unwrap();
         let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
-        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
-            .create_with_context(DeliveryTracker::default())
-            .unwrap();
-        let mut sink = TopicRejects {
-            topic: Arc::from("dlq"),
-            producer: Arc::new(producer),
-            timeout: opts.timeout,
-        };
+        let mut sink = TopicRejects::connect(&opts, "dlq").unwrap();
         let position = Position::Line {
             source: Arc::from("day-1.json"),
             line: 42,

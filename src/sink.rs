@@ -5,8 +5,8 @@
 //! error: the sink reports it and the run stops quietly. Every rejected, late or
 //! outlying frame goes to each [`Reject`] sink asked for, so that nothing is
 //! dropped silently: [`RejectSink`] writes it as a JSON line with its reason, its
-//! position and the raw frame; `run --rejects-topic` produces it to a dead-letter
-//! topic (`kafka::TopicRejects`).
+//! position and the raw frame; `run --rejects-topic` and `count --rejects-topic`
+//! produce it to a dead-letter topic (`kafka::TopicRejects`).
 
 use std::fmt;
 use std::fs::File;
@@ -27,8 +27,12 @@ pub enum SinkError {
     #[error("cannot write rejects to {}: {source}", path.display())]
     Rejects { path: PathBuf, source: io::Error },
     /// The dead-letter topic refused a record, or did not acknowledge it in time.
-    #[error("cannot write rejects to topic {topic}: {message}")]
-    RejectsTopic { topic: String, message: String },
+    #[error("cannot write rejects to topic {topic} on {brokers}: {message}")]
+    RejectsTopic {
+        topic: String,
+        brokers: String,
+        message: String,
+    },
 }
 
 /// One frame that was not counted, as every reject sink sees it.
