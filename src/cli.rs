@@ -45,7 +45,8 @@ Examples:
   cardinal gen --frames 100000 -o frames.json
   cardinal count frames.json
   cardinal count --windows minute,hour,day --tz Europe/Zurich --format json frames.json.gz
-  zcat day-*.json.gz | cardinal count --counter hll --rejects rejects.jsonl -";
+  zcat day-*.json.gz | cardinal count --counter hll --rejects rejects.jsonl -
+  cardinal count --brokers localhost:9092 --rejects-topic backfill-dlq day-*.json.gz";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +93,10 @@ pub enum Command {
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Load JSON lines from files or stdin into a Kafka topic.
+    #[command(after_help = "Examples:\n  \
+        cardinal produce -b localhost:9092 -t clicks --key-field uid frames.json.gz\n  \
+        # key = uid, timestamp = ts (seconds) x 1000, for run --uid-from key --ts-from record-timestamp\n  \
+        cardinal produce -b localhost:9092 -t clicks --key-field uid --timestamp-field ts frames.json.gz")]
     Produce(ProduceArgs),
     /// Print every message of a topic up to its current end (like kcat -C -e).
     Consume(ConsumeArgs),
@@ -336,7 +341,10 @@ Examples:
   cardinal run --brokers kafka:9093 --topic clicks -X security.protocol=SASL_SSL \\
       -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=me -X sasl.password=...
   cardinal run --brokers localhost:9092 --topic clicks --from earliest --until-end \\
-      --windows minute,hour,day,week,month,year";
+      --windows minute,hour,day,week,month,year
+  cardinal run --brokers localhost:9092 --topic clicks --rejects-topic clicks-dlq
+  # user = the record's key, time = its timestamp: the value is never parsed
+  cardinal run --brokers localhost:9092 --topic clicks --uid-from key --ts-from record-timestamp";
 
 /// Connection options for Kafka commands.
 #[derive(Debug, Clone, Args)]

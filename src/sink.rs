@@ -132,6 +132,10 @@ pub struct RejectRecord<'a> {
     pub partition: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub offset: Option<u64>,
+    /// The Kafka record's key, lossily decoded as UTF-8, when the run kept keys
+    /// (`--uid-from key`, or a dead-letter topic as well) and the record had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
     /// The frame as read, lossily decoded as UTF-8.
     pub raw: String,
 }
@@ -161,10 +165,11 @@ impl Reject for RejectSink {
             reason,
             detail,
             position,
+            key,
             raw,
-            ..
         } = frame;
         let detail = detail.to_string();
+        let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
         let raw = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned();
         let rec = match position {
             Position::Line { source, line } => RejectRecord {
@@ -174,6 +179,7 @@ impl Reject for RejectSink {
                 line: Some(*line),
                 partition: None,
                 offset: None,
+                key,
                 raw,
             },
             Position::Offset {
@@ -187,6 +193,7 @@ impl Reject for RejectSink {
                 line: None,
                 partition: Some(*partition),
                 offset: Some(*offset),
+                key,
                 raw,
             },
         };

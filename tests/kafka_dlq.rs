@@ -24,13 +24,15 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const T0: i64 = 1_700_000_040; // the start of a minute
 
+/// `Ok`: counted, as (uid, ts). `Err(reason)`: on the dead-letter topic.
+type Fate = Result<(String, i64), &'static str>;
+
 /// One frame as the test produced it, and what must become of it.
 struct Sent {
     partition: i32,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
-    /// `None`: counted, as (uid, ts). `Some(reason)`: on the dead-letter topic.
-    fate: Result<(String, i64), &'static str>,
+    fate: Fate,
 }
 
 /// Where a record landed (partition, offset), or why it did not.
@@ -75,7 +77,7 @@ fn hostile() -> Vec<Sent> {
     ];
     for partition in 0..2 {
         let mut n = 0usize;
-        let mut push = |value: Vec<u8>, fate: Result<(String, i64), &'static str>| {
+        let mut push = |value: Vec<u8>, fate: Fate| {
             // Every other record has a key: the dead-letter record keeps it, or has none.
             let key = n
                 .is_multiple_of(2)
@@ -394,7 +396,7 @@ fn a_dead_letter_topic_that_is_the_input_or_the_results_is_a_usage_error() {
 /// `count --rejects-topic`: partition 0's hostile stream as a file (one lane, so
 /// the late and outlying frames are judged as on that partition), a few lines
 /// ending in CRLF. Returns the file's lines' fates, by line number from 1.
-fn hostile_file(path: &std::path::Path) -> Vec<(Vec<u8>, Result<(String, i64), &'static str>)> {
+fn hostile_file(path: &std::path::Path) -> Vec<(Vec<u8>, Fate)> {
     let mut lines = Vec::new();
     let mut text = Vec::new();
     for (i, f) in hostile()

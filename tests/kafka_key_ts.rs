@@ -286,8 +286,25 @@ fn uid_from_the_key_with_ts_from_the_json() {
     }
     let tansu = broker_with(&records);
     let brokers = tansu.addr().to_string();
-    let o = run(&brokers, "minute", &["--uid-from", "key"]);
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let o = run(
+        &brokers,
+        "minute",
+        &["--uid-from", "key", "--rejects", rejects.to_str().unwrap()],
+    );
     let stderr = ok(&o);
+    // The rejects file has the key too, when the record had one.
+    let lines = std::fs::read_to_string(&rejects).unwrap();
+    for l in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let want = match v["reason"].as_str().unwrap() {
+            "missing_uid" => serde_json::Value::Null,
+            "empty_uid" => "".into(),
+            _ => "u1".into(),
+        };
+        assert_eq!(v["key"], want, "{l}");
+    }
     let counted = records.iter().filter_map(|r| r.fate.as_ref().ok());
     assert_eq!(
         common::minute_counts(&o.stdout),
