@@ -553,3 +553,54 @@ fn count_fails_naming_the_topic_and_broker_when_a_dead_letter_record_is_refused(
     assert!(stderr.contains("no-such"), "{stderr}");
     assert!(o.stdout.is_empty(), "nothing counted");
 }
+
+#[test]
+fn count_with_a_state_dir_checkpoints_no_line_whose_dead_letter_record_was_refused() {
+    // The first broker refuses every dead-letter record: the run fails, and its
+    // checkpoint must not pass a line whose record was lost. Resumed against a
+    // broker that accepts them, every rejected line is on the topic.
+    let schema =
+        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
+    let refusing = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    refusing.create_topic("dlq", 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hostile.json");
+    let lines = hostile_file(&file);
+    let state = dir.path().join("state");
+    let count = |brokers: &str| {
+        cardinal()
+            .args(["count", "--windows", "minute", "--format", "json"])
+            .args(["--rejects-topic", "dlq", "-b", brokers, "--timeout", "5s"])
+            .args(["--state-dir", state.to_str().unwrap()])
+            .args(["--checkpoint-interval", "0s"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let o = count(refusing.addr());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("topic dlq"), "{stderr}");
+
+    let accepting = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    accepting.create_topic("dlq", 1, false).unwrap();
+    let o = count(accepting.addr());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);
+    let dead = read_topic(accepting.addr(), "dlq");
+    let on_topic: std::collections::HashSet<usize> = dead
+        .iter()
+        .map(|d| d.headers["cardinal.line"].parse().unwrap())
+        .collect();
+    for (i, (_, fate)) in lines.iter().enumerate() {
+        if let Err(reason) = fate {
+            assert!(
+                on_topic.contains(&(i + 1)),
+                "{reason} line {} was lost: {stderr}",
+                i + 1
+            );
+        }
+    }
+}
