@@ -2,7 +2,9 @@
 //! loops over the same topic with the same client settings, alternated in one run:
 //! a thread per core round robin over split partition queues, and the feeder's own
 //! single blocking poll loop. Meant as a ceiling, neither is one yet: `run` does
-//! 120-140% of the faster (see the README).
+//! 120-140% of the faster (see the README). Each round also runs `run` with the uid
+//! and the ts taken from the record's key and timestamp (`--uid-from key --ts-from
+//! record-timestamp`), on the same topic: what not parsing the JSON saves.
 //!
 //! Needs Tansu (`scripts/kafka.sh install`). It uses Tansu's memory engine, the
 //! fast one, which is only right for reading a topic sequentially from the start;
@@ -19,6 +21,7 @@ use cardinal::aggregator::Settings;
 use cardinal::emitter::Format;
 use cardinal::generator::{FrameGen, GenConfig};
 use cardinal::kafka::{self, DeliveryTracker, KafkaOptions, RunOptions, StartFrom, Until};
+use cardinal::parser::{FrameSpec, TsFrom, TsUnit, UidFrom};
 use cardinal::pipeline::{CountConfig, CounterKind, Sinks};
 use cardinal::sink::ResultSink;
 use cardinal::tansu::{Engine, Tansu};
@@ -53,10 +56,16 @@ fn main() {
         ..GenConfig::default()
     };
     for f in FrameGen::new(&cfg) {
+        // Keyed by uid and timestamped by ts, as `produce --key-field uid
+        // --timestamp-field ts` does, so that `run` can also take both from the record.
         let key = kafka::root_key(&f.line, "uid").unwrap();
+        let ms = kafka::root_timestamp_ms(&f.line, "ts", TsUnit::Seconds).unwrap();
         bytes += f.line.len() as u64;
-        kafka::send_with_backpressure(&producer, BaseRecord::to(TOPIC).key(&key).payload(&f.line))
-            .unwrap();
+        let record = BaseRecord::to(TOPIC)
+            .key(&key)
+            .timestamp(ms)
+            .payload(&f.line);
+        kafka::send_with_backpressure(&producer, record).unwrap();
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     producer.context().check().unwrap();
@@ -70,13 +79,22 @@ fn main() {
     let mut raw = Vec::new();
     let mut single = Vec::new();
     let mut run = Vec::new();
+    let mut run_record = Vec::new();
+    let json = FrameSpec::default();
+    let record = FrameSpec::default().taking(UidFrom::Key, TsFrom::RecordTimestamp);
     for round in 0..rounds {
         raw.push(raw_consume(&addr, &ends, frames));
         single.push(poll_loop(&addr, &ends, frames));
-        run.push(cardinal_run(&opts, &ends, round));
+        run.push(cardinal_run(&opts, &ends, &format!("{round}"), &json));
+        run_record.push(cardinal_run(
+            &opts,
+            &ends,
+            &format!("{round}-record"),
+            &record,
+        ));
         println!(
-            "round {round}: split queues {:.2}s, one poll loop {:.2}s, run {:.2}s",
-            raw[round], single[round], run[round]
+            "round {round}: split queues {:.2}s, one poll loop {:.2}s, run {:.2}s, run with uid and ts from the record {:.2}s",
+            raw[round], single[round], run[round], run_record[round]
         );
     }
     let median = |v: &mut Vec<f64>| {
@@ -98,6 +116,13 @@ fn main() {
         frames as f64 / run_s,
         bytes as f64 / 1e6 / run_s,
         100.0 * raw_s / run_s
+    );
+    let record_s = median(&mut run_record);
+    println!(
+        "--uid-from key --ts-from record-timestamp: {:.0} frames/s against {:.0} from the JSON ({:+.0}%)",
+        frames as f64 / record_s,
+        frames as f64 / run_s,
+        100.0 * (run_s / record_s - 1.0)
     );
 }
 
@@ -239,7 +264,12 @@ fn raw_consume(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> f64 {
+fn cardinal_run(
+    opts: &KafkaOptions,
+    ends: &HashMap<i32, i64>,
+    round: &str,
+    frames: &FrameSpec,
+) -> f64 {
     let config = CountConfig {
         calendar: Calendar::utc(),
         settings: Settings {
@@ -252,7 +282,7 @@ fn cardinal_run(opts: &KafkaOptions, ends: &HashMap<i32, i64>, round: usize) -> 
         chunk_bytes: cardinal::source::CHUNK_BYTES,
         max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
         metrics: None,
-        frames: cardinal::parser::FrameSpec::default(),
+        frames: frames.clone(),
     };
     let run = RunOptions {
         kafka: opts.clone(),

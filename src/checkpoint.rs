@@ -542,6 +542,9 @@ pub struct FileCheckpoints {
     pub checkpointing: Checkpointing,
     pub interval: std::time::Duration,
     last: Instant,
+    /// Reject sinks made durable before each checkpoint (a dead-letter topic's
+    /// records acknowledged), so that no checkpoint passes a frame they lost.
+    pub rejects_first: Vec<Box<dyn crate::sink::Reject>>,
 }
 
 impl FileCheckpoints {
@@ -550,6 +553,7 @@ impl FileCheckpoints {
             checkpointing,
             interval,
             last: Instant::now(),
+            rejects_first: Vec::new(),
         }
     }
 
@@ -557,6 +561,9 @@ impl FileCheckpoints {
         let Some((input, offset, next_line)) = state.file_position() else {
             return Ok(());
         };
+        for r in &mut self.rejects_first {
+            r.flush()?;
+        }
         let checkpoint = Checkpoint {
             identity: self.checkpointing.identity.clone(),
             written_unix_ms: unix_ms(),

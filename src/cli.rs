@@ -19,7 +19,7 @@ use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::metrics::{self, Metrics};
-use crate::parser::{FrameSpec, TsUnit};
+use crate::parser::{FrameSpec, TsFrom, TsUnit, UidFrom};
 use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
@@ -45,7 +45,8 @@ Examples:
   cardinal gen --frames 100000 -o frames.json
   cardinal count frames.json
   cardinal count --windows minute,hour,day --tz Europe/Zurich --format json frames.json.gz
-  zcat day-*.json.gz | cardinal count --counter hll --rejects rejects.jsonl -";
+  zcat day-*.json.gz | cardinal count --counter hll --rejects rejects.jsonl -
+  cardinal count --brokers localhost:9092 --rejects-topic backfill-dlq day-*.json.gz";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +93,10 @@ pub enum Command {
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Load JSON lines from files or stdin into a Kafka topic.
+    #[command(after_help = "Examples:\n  \
+        cardinal produce -b localhost:9092 -t clicks --key-field uid frames.json.gz\n  \
+        # key = uid, timestamp = ts (seconds) x 1000, for run --uid-from key --ts-from record-timestamp\n  \
+        cardinal produce -b localhost:9092 -t clicks --key-field uid --timestamp-field ts frames.json.gz")]
     Produce(ProduceArgs),
     /// Print every message of a topic up to its current end (like kcat -C -e).
     Consume(ConsumeArgs),
@@ -267,9 +272,41 @@ pub struct CountArgs {
     #[arg(long, value_name = "DIR", help_heading = "Scale-out")]
     pub partials_out: Option<PathBuf>,
 
+    /// Also produce every rejected, late or outlying frame to this Kafka topic (it must
+    /// exist; needs --brokers or -F): the line's original bytes as the value, with
+    /// `cardinal.source` (the file), `cardinal.line`, `cardinal.reason` and
+    /// `__connect.errors.exception.message` headers. The run waits for every record to
+    /// be acknowledged, and exits 1 if one is not.
+    #[arg(long, value_name = "TOPIC", help_heading = "Kafka connection")]
+    pub rejects_topic: Option<String>,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
+}
+
+impl CountArgs {
+    /// The counting options' sinks, and the dead-letter topic if one was asked for.
+    fn sinks(&self) -> Result<(Sinks, Option<kafka::TopicRejects>)> {
+        let mut sinks = self.counting.sinks()?;
+        let Some(topic) = &self.rejects_topic else {
+            let k = &self.kafka;
+            if k.brokers.is_some() || k.client_config.is_some() || !k.property.is_empty() {
+                return Err(UsageError(
+                    "--brokers, --client-config and -X are for --rejects-topic, which is not set"
+                        .into(),
+                )
+                .into());
+            }
+            return Ok((sinks, None));
+        };
+        let dlq = kafka::TopicRejects::connect(&self.kafka.options()?, topic)?;
+        sinks.rejects.push(Box::new(dlq.clone()));
+        Ok((sinks, Some(dlq)))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -304,7 +341,10 @@ Examples:
   cardinal run --brokers kafka:9093 --topic clicks -X security.protocol=SASL_SSL \\
       -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=me -X sasl.password=...
   cardinal run --brokers localhost:9092 --topic clicks --from earliest --until-end \\
-      --windows minute,hour,day,week,month,year";
+      --windows minute,hour,day,week,month,year
+  cardinal run --brokers localhost:9092 --topic clicks --rejects-topic clicks-dlq
+  # user = the record's key, time = its timestamp: the value is never parsed
+  cardinal run --brokers localhost:9092 --topic clicks --uid-from key --ts-from record-timestamp";
 
 /// Connection options for Kafka commands.
 #[derive(Debug, Clone, Args)]
@@ -437,6 +477,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "TOPIC")]
     pub rejects_topic: Option<String>,
 
+    /// Where each frame's user id comes from: json (the frame's root --uid-field) or
+    /// key (the Kafka record's key, which must be non-empty UTF-8: a record without
+    /// a key is rejected as missing_uid, an empty key as empty_uid, one that is not
+    /// UTF-8 as uid_not_string).
+    #[arg(long, value_enum, default_value = "json", value_name = "FROM")]
+    pub uid_from: UidFrom,
+
+    /// Where each frame's event time comes from: json (the frame's root --ts-field,
+    /// in --ts-unit) or record-timestamp (the Kafka record's timestamp, CreateTime or
+    /// LogAppendTime: always milliseconds whatever --ts-unit, floored to seconds; a
+    /// record without one is bad_ts). With --uid-from key as well, the value is never
+    /// parsed and may be anything; with one field from the record, the value must
+    /// still be a valid JSON frame holding the other.
+    #[arg(long, value_enum, default_value = "json", value_name = "FROM")]
+    pub ts_from: TsFrom,
+
     /// Where to start in partitions without a position of ours.
     #[arg(long, value_enum, default_value = "committed")]
     pub from: StartFrom,
@@ -492,9 +548,22 @@ pub struct ProduceArgs {
     #[arg(long, short)]
     pub topic: String,
 
-    /// Key each message by this root-level field (e.g. uid), so a user stays on one partition.
+    /// Key each message by this root-level field (e.g. uid), so a user stays on one
+    /// partition (and `run --uid-from key` can count by the key).
     #[arg(long, value_name = "FIELD")]
     pub key_field: Option<String>,
+
+    /// Set each message's timestamp (CreateTime) from this root-level field (e.g. ts),
+    /// an integer or a string of digits in --timestamp-unit, for `run --ts-from
+    /// record-timestamp`. A line without a usable one gets the producer's clock,
+    /// and the summary says how many did.
+    #[arg(long, value_name = "FIELD")]
+    pub timestamp_field: Option<String>,
+
+    /// Unit of --timestamp-field: s, ms or us (a record timestamp is milliseconds;
+    /// microseconds are floored).
+    #[arg(long, value_enum, default_value = "s", value_name = "UNIT")]
+    pub timestamp_unit: TsUnit,
 
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
@@ -857,7 +926,7 @@ fn count(args: CountArgs) -> Result<ExitCode> {
         return count_partials(&args, out);
     }
     let Some(dir) = &args.state.state_dir else {
-        return count_inputs(&args.counting, &args.files);
+        return count_inputs(&args);
     };
     if args.files.is_empty() || args.files.iter().any(|f| f == "-") {
         return Err(UsageError(
@@ -913,11 +982,14 @@ fn count(args: CountArgs) -> Result<ExitCode> {
     let mut config = args.counting.config()?;
     let (inputs, progress) = open_inputs(&args.files, &args.counting, &mut config)?;
     let _server = args.counting.serve(&config)?;
-    let mut sinks = args.counting.sinks()?;
+    let (mut sinks, dlq) = args.sinks()?;
     let mut hooks = FileCheckpoints::new(
         Checkpointing::new(state_dir, identity).with_metrics(config.metrics.clone()),
         args.state.checkpoint_interval,
     );
+    if let Some(dlq) = dlq {
+        hooks.rejects_first.push(Box::new(dlq));
+    }
     let started = Instant::now();
     let report = pipeline::count_from(
         &config,
@@ -972,6 +1044,16 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .into());
         }
     }
+    let from_record = args.uid_from != UidFrom::Json || args.ts_from != TsFrom::Json;
+    if from_record && args.state.state_dir.is_some() {
+        // A checkpoint keeps held frames as their values only.
+        return Err(UsageError(
+            "--state-dir cannot be combined with --uid-from key or --ts-from record-timestamp yet: \
+             a checkpoint keeps the frames it holds as their values only"
+                .into(),
+        )
+        .into());
+    }
     let mut kafka = args.kafka.options()?;
     if let Some(id) = &args.instance_id {
         // First, so that an explicit -X group.instance.id still wins.
@@ -997,6 +1079,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
     };
     let mut config = args.counting.config()?;
+    config.frames = config.frames.taking(args.uid_from, args.ts_from);
     config.settings.alignment = Some(Alignment {
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
@@ -1091,13 +1174,27 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let opts = args.kafka.options()?;
     let (_, inputs) = open_files(&args.files, None)?;
     let started = Instant::now();
-    let report = kafka::produce(&opts, &args.topic, args.key_field.as_deref(), inputs)?;
+    let from = kafka::RecordFrom {
+        key_field: args.key_field.as_deref(),
+        timestamp_field: args
+            .timestamp_field
+            .as_deref()
+            .map(|f| (f, args.timestamp_unit)),
+    };
+    let report = kafka::produce(&opts, &args.topic, &from, inputs)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let blank = if report.skipped_blank > 0 {
+    let mut blank = if report.skipped_blank > 0 {
         format!(", {} blank lines skipped", report.skipped_blank)
     } else {
         String::new()
     };
+    if report.without_timestamp > 0 {
+        blank.push_str(&format!(
+            ", {} without a usable {} (timestamped by the producer's clock)",
+            report.without_timestamp,
+            args.timestamp_field.as_deref().unwrap_or_default()
+        ));
+    }
     crate::say!(
         "cardinal: produced {} messages ({:.1} MB) to {} in {:.2}s: {:.0} msg/s{blank}",
         report.messages,
@@ -1109,11 +1206,12 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn count_inputs(opts: &CountingOptions, files: &[String]) -> Result<ExitCode> {
+fn count_inputs(args: &CountArgs) -> Result<ExitCode> {
+    let opts = &args.counting;
     let mut config = opts.config()?;
-    let (inputs, progress) = open_inputs(files, opts, &mut config)?;
+    let (inputs, progress) = open_inputs(&args.files, opts, &mut config)?;
     let _server = opts.serve(&config)?;
-    let mut sinks = opts.sinks()?;
+    let (mut sinks, _) = args.sinks()?;
     let started = Instant::now();
     let report = pipeline::count(&config, inputs, &mut sinks)?;
     drop(progress);
@@ -1188,7 +1286,7 @@ fn count_partials(args: &CountArgs, dir: &std::path::Path) -> Result<ExitCode> {
     let _server = opts.serve(&config)?;
     let mut sinks = Sinks {
         results: ResultSink::new(Box::new(io::sink())),
-        rejects: opts.sinks()?.rejects,
+        rejects: args.sinks()?.0.rejects,
     };
     let started = Instant::now();
     let report = pipeline::count_from(

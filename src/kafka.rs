@@ -25,11 +25,12 @@ use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
 use crate::metrics::Metrics;
+use crate::parser::{TsFrom, TsUnit, UidFrom};
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
 use crate::sink::{Position, Reject, Rejected, SinkError};
-use crate::source::{CHUNK_BYTES, Chunk};
+use crate::source::{CHUNK_BYTES, Chunk, RecordFields};
 use crate::watermark::WallClock;
 use crate::window::Calendar;
 
@@ -529,20 +530,52 @@ impl DeliveryTracker {
 /// headers after Kafka Connect's dead-letter convention, so that tools written for
 /// Connect's dead-letter queues can read it. The offsets of its frames are committed
 /// only once it has acknowledged them (see [`KafkaHooks::positions_to_commit`]).
+/// Frames of files (`count --rejects-topic`) carry `cardinal.source` and
+/// `cardinal.line` instead of the topic, partition and offset.
 #[derive(Clone)]
 pub struct TopicRejects {
     topic: Arc<str>,
+    brokers: Arc<str>,
     producer: Arc<ThreadedProducer<DeliveryTracker>>,
     timeout: Duration,
 }
 
 impl TopicRejects {
-    /// Waits until every record sent is acknowledged; fails if one was refused.
-    fn acknowledge(&self) -> Result<(), SinkError> {
-        let fail = |message| SinkError::RejectsTopic {
+    /// A producer to `topic`, which must exist (checked now, within `opts.timeout`).
+    pub fn connect(opts: &KafkaOptions, topic: &str) -> Result<TopicRejects, PipelineError> {
+        let probe: BaseConsumer<ErrorContext> = opts
+            .config(&[])
+            .create_with_context(ErrorContext)
+            .map_err(|e| opts.settings_error("client", &[], e))?;
+        partitions_of(&probe, opts, topic)?;
+        tracing::debug!(
+            event = "client_config",
+            client = "dead-letter producer",
+            settings = %opts.describe(PRODUCER_DEFAULTS)
+        );
+        let producer: ThreadedProducer<DeliveryTracker> = opts
+            .config(PRODUCER_DEFAULTS)
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| opts.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+        Ok(TopicRejects {
+            topic: Arc::from(topic),
+            brokers: Arc::from(opts.brokers.as_str()),
+            producer: Arc::new(producer),
+            timeout: opts.timeout,
+        })
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError::RejectsTopic {
             topic: self.topic.to_string(),
+            brokers: self.brokers.to_string(),
             message,
-        };
+        }
+    }
+
+    /// Waits until every record sent is acknowledged; fails if one was refused.
+    pub fn acknowledge(&self) -> Result<(), SinkError> {
+        let fail = |message| self.error(message);
         self.producer.flush(self.timeout).map_err(|e| {
             fail(format!(
                 "dead-letter records not acknowledged within {:?}: {e}",
@@ -586,10 +619,7 @@ impl Reject for TopicRejects {
         if let Some(key) = frame.key {
             record = record.key(key);
         }
-        send_with_backpressure(&self.producer, record).map_err(|message| SinkError::RejectsTopic {
-            topic: self.topic.to_string(),
-            message,
-        })
+        send_with_backpressure(&self.producer, record).map_err(|message| self.error(message))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -765,17 +795,7 @@ pub fn run(
     };
     let rejects = match &opts.rejects_topic {
         Some(t) => {
-            partitions_of(&consumer, &opts.kafka, t)?;
-            let p: ThreadedProducer<DeliveryTracker> = opts
-                .kafka
-                .config(PRODUCER_DEFAULTS)
-                .create_with_context(DeliveryTracker::default())
-                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
-            let sink = TopicRejects {
-                topic: Arc::from(t.as_str()),
-                producer: Arc::new(p),
-                timeout: opts.kafka.timeout,
-            };
+            let sink = TopicRejects::connect(&opts.kafka, t)?;
             sinks.rejects.push(Box::new(sink.clone()));
             Some(sink)
         }
@@ -831,7 +851,10 @@ pub fn run(
         },
         fed: opts.fed.clone(),
         max_frame: config.max_frame_bytes,
-        keep_keys: opts.rejects_topic.is_some(),
+        keep: RecordFields {
+            keys: opts.rejects_topic.is_some() || config.frames.uid_from() == UidFrom::Key,
+            timestamps: config.frames.ts_from() == TsFrom::RecordTimestamp,
+        },
         stall: Stall::new(opts.kafka.brokers.clone(), opts.stall_timeout),
         shared: Shared {
             group: opts.group.clone(),
@@ -933,8 +956,9 @@ struct FeederSettings {
     /// Counts the frames handed on, for a producer that paces itself on them.
     fed: Option<Arc<AtomicU64>>,
     max_frame: usize,
-    /// Keep each record's key, for the dead-letter topic (a copy per record otherwise wasted).
-    keep_keys: bool,
+    /// What to keep of each record besides its value: its key for the dead-letter
+    /// topic or as the uid, its timestamp as the ts.
+    keep: RecordFields,
     stall: Stall,
     shared: Shared,
 }
@@ -1001,7 +1025,7 @@ fn feed_from_kafka(
         end_offsets,
         fed,
         max_frame,
-        keep_keys,
+        keep,
         mut stall,
         mut shared,
     } = settings;
@@ -1009,7 +1033,7 @@ fn feed_from_kafka(
     const TICK: Duration = Duration::from_millis(100);
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
-    let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0));
+    let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
     let mut batch_started = Instant::now();
     let mut last_tick = Instant::now();
     let mut positions: HashMap<i32, i64> = HashMap::new();
@@ -1046,8 +1070,18 @@ fn feed_from_kafka(
                     paused_from.entry(p).or_insert(msg.offset());
                 } else {
                     let payload = msg.payload().unwrap_or(b"");
-                    let key = if keep_keys { msg.key() } else { None };
-                    chunk.push_keyed_record(p as u32, msg.offset() as u64, key, payload, max_frame);
+                    let (lane, offset) = (p as u32, msg.offset() as u64);
+                    if keep == RecordFields::default() {
+                        chunk.push_record(lane, offset, payload, max_frame);
+                    } else {
+                        let key = if keep.keys { msg.key() } else { None };
+                        let ts = if keep.timestamps {
+                            msg.timestamp().to_millis()
+                        } else {
+                            None
+                        };
+                        chunk.push_kafka_record(lane, offset, key, ts, payload, max_frame);
+                    }
                     positions.insert(p, msg.offset() + 1);
                     // Shared at once: a rebalance inside the next poll must see it.
                     consumer
@@ -1133,7 +1167,7 @@ fn feed_from_kafka(
             || !done.is_empty()
             || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)
         {
-            let next = Chunk::records(topic.clone(), feed.pool().take(0));
+            let next = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
             let records = chunk.record_count() as u64;
             chunk.clock = Some(WallClock {
                 now: unix_now_secs(),
@@ -1806,13 +1840,26 @@ pub struct ProduceReport {
     pub messages: u64,
     pub bytes: u64,
     pub skipped_blank: u64,
+    /// With a timestamp field: lines without a usable one, sent with the
+    /// producer's clock as their timestamp.
+    pub without_timestamp: u64,
 }
 
-/// Loads JSON lines into `topic`, keyed by a root-level field when asked.
+/// What `cardinal produce` takes from each line besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFrom<'a> {
+    /// `--key-field`: the record's key.
+    pub key_field: Option<&'a str>,
+    /// `--timestamp-field` and `--timestamp-unit`: the record's timestamp.
+    pub timestamp_field: Option<(&'a str, TsUnit)>,
+}
+
+/// Loads JSON lines into `topic`, keyed by a root-level field and timestamped
+/// by another when asked.
 pub fn produce(
     opts: &KafkaOptions,
     topic: &str,
-    key_field: Option<&str>,
+    from: &RecordFrom<'_>,
     inputs: Vec<pipeline::OpenInput>,
 ) -> Result<ProduceReport, PipelineError> {
     tracing::debug!(
@@ -1849,10 +1896,16 @@ pub fn produce(
                     report.skipped_blank += 1;
                     continue;
                 }
-                let key = key_field.and_then(|f| root_key(line, f));
+                let key = from.key_field.and_then(|f| root_key(line, f));
                 let mut record = BaseRecord::to(topic).payload(line);
                 if let Some(k) = &key {
                     record = record.key(k.as_slice());
+                }
+                if let Some((field, unit)) = from.timestamp_field {
+                    match root_timestamp_ms(line, field, unit) {
+                        Some(ms) => record = record.timestamp(ms),
+                        None => report.without_timestamp += 1,
+                    }
                 }
                 send_with_backpressure(&producer, record)
                     .map_err(|e| live(format!("{}:{line_no}: {e}", input.name)))?;
@@ -1886,6 +1939,25 @@ pub fn root_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
             .as_bytes()
             .to_vec(),
     )
+}
+
+/// The record timestamp for `--timestamp-field`: the root field, an integer or a
+/// string of digits in `unit`, in milliseconds (microseconds floored). `None` if
+/// it is missing, not such a number, or beyond the year 9999.
+pub fn root_timestamp_ms(line: &[u8], field: &str, unit: TsUnit) -> Option<i64> {
+    let raw = root_key(line, field)?;
+    if raw.is_empty() || raw.len() > 18 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: i64 = std::str::from_utf8(&raw).ok()?.parse().ok()?;
+    if v > unit.max_value() {
+        return None;
+    }
+    Some(match unit {
+        TsUnit::Seconds => v * 1000,
+        TsUnit::Millis => v,
+        TsUnit::Micros => v / 1000,
+    })
 }
 
 /// Creates a topic (for the demo and tests). Existing topics are left alone.
@@ -2031,19 +2103,12 @@ mod tests {
 
     #[test]
     fn a_dead_letter_record_of_a_file_line_names_the_file_and_line() {
-        // No command sends file input to a dead-letter topic yet; the sink must still
-        // say where such a frame came from, not pretend it had a partition.
+        // `count --rejects-topic`: the sink says where such a frame came from, and
+        // does not pretend it had a partition.
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("dlq", 1, 1).unwrap();
         let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
-        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
-            .create_with_context(DeliveryTracker::default())
-            .unwrap();
-        let mut sink = TopicRejects {
-            topic: Arc::from("dlq"),
-            producer: Arc::new(producer),
-            timeout: opts.timeout,
-        };
+        let mut sink = TopicRejects::connect(&opts, "dlq").unwrap();
         let position = Position::Line {
             source: Arc::from("day-1.json"),
             line: 42,
@@ -2224,6 +2289,99 @@ mod tests {
             why.contains("offset 25 of t (partition 1, compressed with gzip)"),
             "{why}"
         );
+    }
+
+    /// A rejected frame: reason, detail, key, value.
+    type Rejection = (String, String, Option<Vec<u8>>, Vec<u8>);
+
+    /// Rejected frames, for a test to look at.
+    #[derive(Clone, Default)]
+    struct Collected(Arc<Mutex<Vec<Rejection>>>);
+
+    impl Reject for Collected {
+        fn write(&mut self, f: Rejected<'_>) -> Result<(), SinkError> {
+            let entry = (
+                f.reason.to_string(),
+                f.detail.to_string(),
+                f.key.map(<[u8]>::to_vec),
+                f.raw.to_vec(),
+            );
+            self.0.lock().unwrap().push(entry);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_timestamp_is_bad_ts_under_ts_from_record_timestamp() {
+        // Tansu 0.6 cannot serve a record whose timestamp is -1 (its ListOffsets
+        // fails converting it), so this case is tried on librdkafka's mock cluster.
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("frames", 1, 1).unwrap();
+        let opts = KafkaOptions::new(cluster.bootstrap_servers(), Duration::from_secs(10));
+        let producer: ThreadedProducer<DeliveryTracker> = producer_config(&opts)
+            .create_with_context(DeliveryTracker::recording_ends())
+            .unwrap();
+        let t0 = 1_700_000_040_000i64;
+        let records: [(&[u8], i64, &[u8]); 4] = [
+            (b"a", t0, b"not json"),
+            (b"b", -1, b"no timestamp"),
+            (b"c", t0 + 1500, b""),
+            (b"a", t0 + 2999, b"{"),
+        ];
+        for (key, ts, value) in records {
+            let record = BaseRecord::to("frames")
+                .key(key)
+                .payload(value)
+                .timestamp(ts);
+            send_with_backpressure(&producer, record).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        producer.context().check().unwrap();
+        let run_opts = RunOptions {
+            kafka: opts,
+            topic: "frames".into(),
+            group: "record-ts".into(),
+            results_topic: None,
+            rejects_topic: None,
+            from: StartFrom::Earliest,
+            until: Until::Target(Arc::new(Mutex::new(Some(producer.context().ends())))),
+            commit_interval: Duration::ZERO,
+            fed: None,
+            state: None,
+            stall_timeout: Duration::from_secs(60),
+        };
+        let config = CountConfig {
+            calendar: Calendar::utc(),
+            settings: Settings {
+                granularities: vec![Granularity::Minute],
+                ..Settings::default()
+            },
+            counter: CounterKind::Exact,
+            format: Format::Json,
+            threads: 1,
+            chunk_bytes: crate::source::CHUNK_BYTES,
+            max_frame_bytes: crate::source::MAX_FRAME_BYTES,
+            metrics: None,
+            frames: crate::parser::FrameSpec::default()
+                .taking(UidFrom::Key, TsFrom::RecordTimestamp),
+        };
+        let collected = Collected::default();
+        let mut sinks = Sinks {
+            results: ResultSink::new(Box::new(std::io::sink())),
+            rejects: vec![Box::new(collected.clone())],
+        };
+        let report = run_options_run(&run_opts, &config, &mut sinks).unwrap();
+        assert_eq!(report.telemetry.frames_counted, 3);
+        let rejected = collected.0.lock().unwrap().clone();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        let (reason, detail, key, value) = &rejected[0];
+        assert_eq!(reason, "bad_ts");
+        assert!(detail.contains("no timestamp"), "{detail}");
+        assert_eq!(key.as_deref(), Some(&b"b"[..]));
+        assert_eq!(value, b"no timestamp");
     }
 
     fn run_options_run(

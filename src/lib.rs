@@ -4,7 +4,8 @@
 //! The pipeline, in the order data flows through it:
 //! 1. [`source`]: files, `.gz` files and stdin, cut into chunks of whole lines;
 //!    or [`kafka`], whose consumer feeds chunks of messages.
-//! 2. [`parser`]: pulls the root-level `uid` and `ts` out of each frame.
+//! 2. [`parser`]: pulls the root-level `uid` and `ts` out of each frame (or
+//!    [`record`] takes them from the Kafka record's key and timestamp).
 //! 3. [`aggregator`]: assigns frames to calendar [`window`]s, keeps a [`counter`] per
 //!    open window, and closes windows as the [`watermark`] passes them.
 //! 4. [`emitter`]: renders window results as text or JSON lines.
@@ -37,6 +38,7 @@ pub mod parser;
 pub mod partials;
 pub mod pipeline;
 pub mod progress;
+pub mod record;
 pub mod reject;
 pub mod sink;
 pub mod source;

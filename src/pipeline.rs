@@ -20,7 +20,8 @@ use crate::checkpoint::HeldRaw;
 use crate::counter::{Counter, Exact, Hll, HllConfig};
 use crate::emitter::{self, Format};
 use crate::metrics::{Metrics, StageView};
-use crate::parser::{self, FrameSpec, ParseError};
+use crate::parser::{self, FrameSpec, ParseError, TsFrom, UidFrom};
+use crate::record::{self, RecordError};
 use crate::reject::Reason;
 use crate::sink::{Position, Reject, Rejected, ResultSink, SinkError};
 use crate::source::{BufferPool, Chunk, Chunker, SourceError};
@@ -238,6 +239,8 @@ where
 /// Why a frame of a chunk could not be handed to the aggregator.
 enum Unparsed {
     Parse(ParseError),
+    /// The record's key or timestamp cannot stand for the uid or the ts.
+    Record(RecordError),
     /// Over the frame limit: its real length (the chunk holds its head).
     TooLarge(u64),
     /// The parser failed on it (a bug): set aside so that the run goes on.
@@ -271,34 +274,69 @@ struct HeldFrame {
 /// parsed again frame by frame, and the frame that fails is set aside.
 fn parse_chunk<C: Counter>(chunk: Chunk, spec: &FrameSpec) -> ParsedChunk<C::Key> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        parse_frames::<C>(&chunk, |frame| parse_one::<C>(frame, spec))
+        parse_frames::<C>(&chunk, |index, frame| {
+            parse_one::<C>(&chunk, index, frame, spec)
+        })
     }));
     let entries = match attempt {
         Ok(entries) => entries,
-        Err(_) => parse_frames::<C>(&chunk, |frame| {
-            std::panic::catch_unwind(|| parse_one::<C>(frame, spec)).unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(Unparsed::Failed(format!("the parser failed: {what}")))
-            })
+        Err(_) => parse_frames::<C>(&chunk, |index, frame| {
+            std::panic::catch_unwind(|| parse_one::<C>(&chunk, index, frame, spec)).unwrap_or_else(
+                |panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(Unparsed::Failed(format!("the parser failed: {what}")))
+                },
+            )
         }),
     };
     ParsedChunk { chunk, entries }
 }
 
+/// The ts and counter key of frame `index` of `chunk`: from its JSON, or from its
+/// Kafka record's key and timestamp where the spec says so. With both from the
+/// record, the value is not parsed at all (it may be anything).
 #[inline]
-fn parse_one<C: Counter>(frame: &[u8], spec: &FrameSpec) -> Result<(i64, C::Key), Unparsed> {
-    parser::parse_frame_with(frame, spec)
-        .map(|f| (f.ts, C::key(&f.uid)))
-        .map_err(Unparsed::Parse)
+fn parse_one<C: Counter>(
+    chunk: &Chunk,
+    index: usize,
+    frame: &[u8],
+    spec: &FrameSpec,
+) -> Result<(i64, C::Key), Unparsed> {
+    match (spec.uid_from(), spec.ts_from()) {
+        (UidFrom::Json, TsFrom::Json) => parser::parse_frame_with(frame, spec)
+            .map(|f| (f.ts, C::key(&f.uid)))
+            .map_err(Unparsed::Parse),
+        (UidFrom::Key, TsFrom::RecordTimestamp) => {
+            let uid = record::uid_from_key(chunk.key(index)).map_err(Unparsed::Record)?;
+            let ts = record::ts_from_record(chunk.timestamp(index)).map_err(Unparsed::Record)?;
+            Ok((ts, C::key(uid)))
+        }
+        (uid_from, ts_from) => {
+            // One field from the record: the value is still a whole valid frame
+            // for the other, checked first, as a frame of JSON alone would be.
+            let f = parser::parse_frame_with(frame, spec).map_err(Unparsed::Parse)?;
+            let uid = match uid_from {
+                UidFrom::Key => record::uid_from_key(chunk.key(index)).map_err(Unparsed::Record)?,
+                UidFrom::Json => &f.uid,
+            };
+            let ts = match ts_from {
+                TsFrom::RecordTimestamp => {
+                    record::ts_from_record(chunk.timestamp(index)).map_err(Unparsed::Record)?
+                }
+                TsFrom::Json => f.ts,
+            };
+            Ok((ts, C::key(uid)))
+        }
+    }
 }
 
 fn parse_frames<C: Counter>(
     chunk: &Chunk,
-    parse: impl Fn(&[u8]) -> Result<(i64, C::Key), Unparsed>,
+    parse: impl Fn(usize, &[u8]) -> Result<(i64, C::Key), Unparsed>,
 ) -> Vec<Entry<C::Key>> {
     let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
     let base = chunk.data().as_ptr() as usize;
@@ -306,7 +344,7 @@ fn parse_frames<C: Counter>(
         let start = (frame.as_ptr() as usize - base) as u32;
         let parsed = match chunk.oversized(index as u64) {
             Some(len) => Err(Unparsed::TooLarge(len)),
-            None => parse(frame),
+            None => parse(index, frame),
         };
         entries.push(Entry {
             start,
@@ -419,6 +457,17 @@ where
             config.settings.clone(),
             counter_config,
         ),
+        // Held frames are checkpointed as their values only: a uid or ts from the
+        // record could not be found again.
+        Some(_)
+            if config.frames.uid_from() != UidFrom::Json
+                || config.frames.ts_from() != TsFrom::Json =>
+        {
+            return Err(PipelineError::Live(
+                "a checkpoint cannot be restored with --uid-from key or --ts-from record-timestamp"
+                    .into(),
+            ));
+        }
         Some(snapshot) => Aggregator::restore(
             config.calendar.clone(),
             config.settings.clone(),
@@ -740,7 +789,15 @@ impl<C: Counter> Aggregate<'_, C> {
                             let (lo, hi) = self.agg.ts_range();
                             let unit = self.spec.unit();
                             let field = self.spec.ts_field();
-                            let detail = if unit == parser::TsUnit::Seconds {
+                            let detail = if self.spec.ts_from() == TsFrom::RecordTimestamp {
+                                format!(
+                                    "the record's timestamp, {ts} s (floored from milliseconds, \
+                                     --ts-from record-timestamp), is outside {lo}..={hi} s, the range \
+                                     whose windows ({}) can be represented in {}",
+                                    self.windows_named,
+                                    self.agg.calendar().zone_name()
+                                )
+                            } else if unit == parser::TsUnit::Seconds {
                                 format!(
                                     "{field} {ts} is outside {lo}..={hi}, the range whose windows \
                                      ({}) can be represented in {}",
@@ -772,6 +829,9 @@ impl<C: Counter> Aggregate<'_, C> {
                     record_key(),
                     raw(),
                 )?,
+                Err(Unparsed::Record(err)) => {
+                    self.reject(err.into(), err.describe(), &position(), record_key(), raw())?
+                }
                 Err(Unparsed::TooLarge(len)) => {
                     let detail = format!(
                         "a frame of {len} bytes, over --max-frame-bytes ({}); its first {} bytes are kept",

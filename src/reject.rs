@@ -5,6 +5,7 @@
 //! verdicts all map onto this list, so telemetry and sinks never spell a reason.
 
 use crate::parser::ParseError;
+use crate::record::RecordError;
 
 /// A reason a frame was rejected, in the order the summary prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,6 +84,19 @@ impl From<&ParseError> for Reason {
             ParseError::EmptyUid => Reason::EmptyUid,
             ParseError::BadTs => Reason::BadTs,
             ParseError::DuplicateKey(_) => Reason::DuplicateKey,
+        }
+    }
+}
+
+/// A record's key or timestamp standing for the uid or the ts (`run --uid-from
+/// key`, `--ts-from record-timestamp`) fails for the reason the JSON field would.
+impl From<&RecordError> for Reason {
+    fn from(e: &RecordError) -> Reason {
+        match e {
+            RecordError::NoKey => Reason::MissingUid,
+            RecordError::EmptyKey => Reason::EmptyUid,
+            RecordError::KeyNotUtf8 { .. } => Reason::UidNotString,
+            RecordError::NoTimestamp | RecordError::TimestampOutOfRange(_) => Reason::BadTs,
         }
     }
 }

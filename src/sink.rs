@@ -5,8 +5,8 @@
 //! error: the sink reports it and the run stops quietly. Every rejected, late or
 //! outlying frame goes to each [`Reject`] sink asked for, so that nothing is
 //! dropped silently: [`RejectSink`] writes it as a JSON line with its reason, its
-//! position and the raw frame; `run --rejects-topic` produces it to a dead-letter
-//! topic (`kafka::TopicRejects`).
+//! position and the raw frame; `run --rejects-topic` and `count --rejects-topic`
+//! produce it to a dead-letter topic (`kafka::TopicRejects`).
 
 use std::fmt;
 use std::fs::File;
@@ -27,8 +27,12 @@ pub enum SinkError {
     #[error("cannot write rejects to {}: {source}", path.display())]
     Rejects { path: PathBuf, source: io::Error },
     /// The dead-letter topic refused a record, or did not acknowledge it in time.
-    #[error("cannot write rejects to topic {topic}: {message}")]
-    RejectsTopic { topic: String, message: String },
+    #[error("cannot write rejects to topic {topic} on {brokers}: {message}")]
+    RejectsTopic {
+        topic: String,
+        brokers: String,
+        message: String,
+    },
 }
 
 /// One frame that was not counted, as every reject sink sees it.
@@ -128,6 +132,10 @@ pub struct RejectRecord<'a> {
     pub partition: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub offset: Option<u64>,
+    /// The Kafka record's key, lossily decoded as UTF-8, when the run kept keys
+    /// (`--uid-from key`, or a dead-letter topic as well) and the record had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
     /// The frame as read, lossily decoded as UTF-8.
     pub raw: String,
 }
@@ -157,10 +165,11 @@ impl Reject for RejectSink {
             reason,
             detail,
             position,
+            key,
             raw,
-            ..
         } = frame;
         let detail = detail.to_string();
+        let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
         let raw = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned();
         let rec = match position {
             Position::Line { source, line } => RejectRecord {
@@ -170,6 +179,7 @@ impl Reject for RejectSink {
                 line: Some(*line),
                 partition: None,
                 offset: None,
+                key,
                 raw,
             },
             Position::Offset {
@@ -183,6 +193,7 @@ impl Reject for RejectSink {
                 line: None,
                 partition: Some(*partition),
                 offset: Some(*offset),
+                key,
                 raw,
             },
         };

@@ -158,11 +158,28 @@ pub struct Chunk {
     oversized: Vec<(u64, u64)>,
     /// Bytes of input the chunk stands for (more than its data if a frame was cut).
     input_bytes: u64,
-    /// Kafka record keys, kept only when asked (a dead-letter topic wants them):
-    /// (record index, start, end) in `key_buf`, in index order.
-    keys: Vec<(u32, u32, u32)>,
+    /// What is kept of each record besides its value (see [`RecordFields`]).
+    keep: RecordFields,
+    /// Kafka record keys when kept: one (start, end) in `key_buf` per record,
+    /// [`NO_KEY`] for a record without one.
+    keys: Vec<(u32, u32)>,
     key_buf: Vec<u8>,
+    /// Kafka record timestamps (milliseconds) when kept: one per record.
+    timestamps: Vec<Option<i64>>,
 }
+
+/// Which of a Kafka record's own fields a chunk keeps besides its value: only
+/// those a stage wants, since a copy per record is otherwise wasted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordFields {
+    /// The key: for a dead-letter record, or as the uid (`--uid-from key`).
+    pub keys: bool,
+    /// The timestamp, as the ts (`--ts-from record-timestamp`).
+    pub timestamps: bool,
+}
+
+/// The span of a record without a key.
+const NO_KEY: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// Where one record of a chunk is, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,37 +207,62 @@ impl Chunk {
             records: Some(Vec::new()),
             oversized: Vec::new(),
             input_bytes: 0,
+            keep: RecordFields::default(),
             keys: Vec::new(),
             key_buf: Vec::new(),
+            timestamps: Vec::new(),
         }
     }
 
-    /// Appends one record with its Kafka key, kept for [`Chunk::key`].
-    pub fn push_keyed_record(
+    /// Keeps these fields of the records pushed with [`Chunk::push_kafka_record`].
+    pub fn keeping(mut self, fields: RecordFields) -> Chunk {
+        self.keep = fields;
+        self
+    }
+
+    /// Appends one Kafka record: its value, and its key (`None`: it has none) and
+    /// timestamp in milliseconds (`None`: not available) if the chunk keeps them.
+    #[inline]
+    pub fn push_kafka_record(
         &mut self,
         lane: u32,
         pos: u64,
         key: Option<&[u8]>,
+        timestamp_ms: Option<i64>,
         payload: &[u8],
         max_frame: usize,
     ) {
-        if let Some(key) = key {
-            let start = self.key_buf.len() as u32;
-            self.key_buf.extend_from_slice(key);
-            self.keys
-                .push((self.record_count() as u32, start, self.key_buf.len() as u32));
+        if self.keep.keys {
+            let span = match key {
+                Some(key) => {
+                    let start = self.key_buf.len() as u32;
+                    self.key_buf.extend_from_slice(key);
+                    (start, self.key_buf.len() as u32)
+                }
+                None => NO_KEY,
+            };
+            self.keys.push(span);
+        }
+        if self.keep.timestamps {
+            self.timestamps.push(timestamp_ms);
         }
         self.push_record(lane, pos, payload, max_frame);
     }
 
-    /// The key of record `index`, if it was pushed with one.
+    /// The key of record `index`, if the chunk keeps keys and it had one.
+    #[inline]
     pub fn key(&self, index: usize) -> Option<&[u8]> {
-        let i = self
-            .keys
-            .binary_search_by_key(&(index as u32), |k| k.0)
-            .ok()?;
-        let (_, start, end) = self.keys[i];
-        Some(&self.key_buf[start as usize..end as usize])
+        let &(start, end) = self.keys.get(index)?;
+        (start, end)
+            .ne(&NO_KEY)
+            .then(|| &self.key_buf[start as usize..end as usize])
+    }
+
+    /// The timestamp (milliseconds) of record `index`, if the chunk keeps them and
+    /// it had one.
+    #[inline]
+    pub fn timestamp(&self, index: usize) -> Option<i64> {
+        self.timestamps.get(index).copied().flatten()
     }
 
     /// Appends one record (a Kafka message payload); one over `max_frame` bytes
@@ -455,8 +497,10 @@ impl<R: Read> Chunker<R> {
             records: None,
             oversized,
             input_bytes,
+            keep: RecordFields::default(),
             keys: Vec::new(),
             key_buf: Vec::new(),
+            timestamps: Vec::new(),
         };
         self.offset += input_bytes;
         chunk

@@ -24,13 +24,15 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const T0: i64 = 1_700_000_040; // the start of a minute
 
+/// `Ok`: counted, as (uid, ts). `Err(reason)`: on the dead-letter topic.
+type Fate = Result<(String, i64), &'static str>;
+
 /// One frame as the test produced it, and what must become of it.
 struct Sent {
     partition: i32,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
-    /// `None`: counted, as (uid, ts). `Some(reason)`: on the dead-letter topic.
-    fate: Result<(String, i64), &'static str>,
+    fate: Fate,
 }
 
 /// Where a record landed (partition, offset), or why it did not.
@@ -75,7 +77,7 @@ fn hostile() -> Vec<Sent> {
     ];
     for partition in 0..2 {
         let mut n = 0usize;
-        let mut push = |value: Vec<u8>, fate: Result<(String, i64), &'static str>| {
+        let mut push = |value: Vec<u8>, fate: Fate| {
             // Every other record has a key: the dead-letter record keeps it, or has none.
             let key = n
                 .is_multiple_of(2)
@@ -388,5 +390,217 @@ fn a_dead_letter_topic_that_is_the_input_or_the_results_is_a_usage_error() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains("must differ from --topic"), "{stderr}");
+    }
+}
+
+/// `count --rejects-topic`: partition 0's hostile stream as a file (one lane, so
+/// the late and outlying frames are judged as on that partition), a few lines
+/// ending in CRLF. Returns the file's lines' fates, by line number from 1.
+fn hostile_file(path: &std::path::Path) -> Vec<(Vec<u8>, Fate)> {
+    let mut lines = Vec::new();
+    let mut text = Vec::new();
+    for (i, f) in hostile()
+        .into_iter()
+        .filter(|f| f.partition == 0)
+        .enumerate()
+    {
+        text.extend_from_slice(&f.value);
+        text.extend_from_slice(if i % 97 == 3 { b"\r\n" } else { b"\n" });
+        lines.push((f.value, f.fate));
+    }
+    std::fs::write(path, text).unwrap();
+    lines
+}
+
+#[test]
+fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_and_line() {
+    let tansu = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let brokers = tansu.addr().to_string();
+    tansu.create_topic("dlq", 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hostile.json");
+    let lines = hostile_file(&file);
+    let name = file.to_str().unwrap();
+
+    let o = cardinal()
+        .args(["count", "--windows", "minute", "--format", "json"])
+        .args([
+            "--rejects-topic",
+            "dlq",
+            "-b",
+            &brokers,
+            "-X",
+            "linger.ms=5",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);
+
+    // Counted: exactly the lines the test says are valid and on time, and each of
+    // those is a frame by serde_json's reading too.
+    let counted: Vec<(&str, i64)> = lines
+        .iter()
+        .filter_map(|(v, f)| {
+            let (uid, ts) = f.as_ref().ok()?;
+            let json: serde_json::Value = serde_json::from_slice(v).unwrap();
+            assert_eq!(
+                (json["uid"].as_str(), json["ts"].as_i64()),
+                (Some(uid.as_str()), Some(*ts))
+            );
+            Some((uid.as_str(), *ts))
+        })
+        .collect();
+    assert_eq!(
+        common::minute_counts(&o.stdout),
+        common::distinct_per_minute(counted),
+        "{stderr}"
+    );
+
+    // Not counted: each line on the topic once, with its file and line.
+    let dead = read_topic(&brokers, "dlq");
+    let mut by_line: HashMap<usize, &Dead> = HashMap::new();
+    for d in &dead {
+        let h = &d.headers;
+        assert_eq!(
+            h.get("cardinal.source").map(String::as_str),
+            Some(name),
+            "{d:?}"
+        );
+        assert!(!h.contains_key("__connect.errors.topic"), "{d:?}");
+        assert!(!h["__connect.errors.exception.message"].is_empty(), "{d:?}");
+        assert_eq!(d.key, None, "{d:?}");
+        let line: usize = h["cardinal.line"].parse().unwrap();
+        assert!(by_line.insert(line, d).is_none(), "twice: {d:?}");
+    }
+    let mut rejected = 0;
+    for (i, (value, fate)) in lines.iter().enumerate() {
+        let line = i + 1;
+        let Err(reason) = fate else {
+            assert!(
+                !by_line.contains_key(&line),
+                "counted yet dead-lettered: {line}"
+            );
+            continue;
+        };
+        rejected += 1;
+        let d = by_line
+            .get(&line)
+            .unwrap_or_else(|| panic!("{reason} line {line} is not on the dead-letter topic"));
+        assert_eq!(d.headers["cardinal.reason"], *reason, "line {line}: {d:?}");
+        assert_eq!(
+            &d.value, value,
+            "line {line}: the original bytes, without CR"
+        );
+    }
+    assert_eq!(dead.len(), rejected, "nothing else is on the topic");
+    for reason in ["late", "outlier", "empty", "malformed", "bad_ts"] {
+        assert!(
+            dead.iter().any(|d| d.headers["cardinal.reason"] == reason),
+            "the file is hostile enough: no {reason}"
+        );
+    }
+}
+
+#[test]
+fn count_fails_naming_the_topic_and_broker_when_a_dead_letter_record_is_refused() {
+    let schema =
+        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
+    let tansu = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let brokers = tansu.addr().to_string();
+    tansu.create_topic("dlq", 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hostile.json");
+    hostile_file(&file);
+    let o = cardinal()
+        .args([
+            "count",
+            "--rejects-topic",
+            "dlq",
+            "-b",
+            &brokers,
+            "--timeout",
+            "5s",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write rejects to topic dlq on {brokers}")),
+        "{stderr}"
+    );
+    // A topic that does not exist fails before counting, naming it.
+    let o = cardinal()
+        .args([
+            "count",
+            "--rejects-topic",
+            "no-such",
+            "-b",
+            &brokers,
+            "--timeout",
+            "5s",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such"), "{stderr}");
+    assert!(o.stdout.is_empty(), "nothing counted");
+}
+
+#[test]
+fn count_with_a_state_dir_checkpoints_no_line_whose_dead_letter_record_was_refused() {
+    // The first broker refuses every dead-letter record: the run fails, and its
+    // checkpoint must not pass a line whose record was lost. Resumed against a
+    // broker that accepts them, every rejected line is on the topic.
+    let schema =
+        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
+    let refusing = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    refusing.create_topic("dlq", 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hostile.json");
+    let lines = hostile_file(&file);
+    let state = dir.path().join("state");
+    let count = |brokers: &str| {
+        cardinal()
+            .args(["count", "--windows", "minute", "--format", "json"])
+            .args(["--rejects-topic", "dlq", "-b", brokers, "--timeout", "5s"])
+            .args(["--state-dir", state.to_str().unwrap()])
+            .args(["--checkpoint-interval", "0s"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let o = count(refusing.addr());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("topic dlq"), "{stderr}");
+
+    let accepting = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    accepting.create_topic("dlq", 1, false).unwrap();
+    let o = count(accepting.addr());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);
+    let dead = read_topic(accepting.addr(), "dlq");
+    let on_topic: std::collections::HashSet<usize> = dead
+        .iter()
+        .map(|d| d.headers["cardinal.line"].parse().unwrap())
+        .collect();
+    for (i, (_, fate)) in lines.iter().enumerate() {
+        if let Err(reason) = fate {
+            assert!(
+                on_topic.contains(&(i + 1)),
+                "{reason} line {} was lost: {stderr}",
+                i + 1
+            );
+        }
     }
 }

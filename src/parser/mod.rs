@@ -162,8 +162,50 @@ impl TsUnit {
     }
 }
 
+/// Where the user id comes from, `run --uid-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum UidFrom {
+    /// The frame's root uid field (`--uid-field`).
+    #[default]
+    Json,
+    /// The Kafka record's key: non-empty, valid UTF-8.
+    Key,
+}
+
+/// Where the event time comes from, `run --ts-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum TsFrom {
+    /// The frame's root ts field (`--ts-field`, in `--ts-unit`).
+    #[default]
+    Json,
+    /// The Kafka record's timestamp (CreateTime or LogAppendTime), always in
+    /// milliseconds, floored to seconds.
+    RecordTimestamp,
+}
+
+impl UidFrom {
+    pub const fn name(self) -> &'static str {
+        match self {
+            UidFrom::Json => "json",
+            UidFrom::Key => "key",
+        }
+    }
+}
+
+impl TsFrom {
+    pub const fn name(self) -> &'static str {
+        match self {
+            TsFrom::Json => "json",
+            TsFrom::RecordTimestamp => "record-timestamp",
+        }
+    }
+}
+
 /// Which root keys hold the user and the time, and the time's unit: what the
-/// parser looks for. The default is `uid`, `ts`, seconds.
+/// parser looks for. The default is `uid`, `ts`, seconds. A field that comes from
+/// the Kafka record instead (`--uid-from key`, `--ts-from record-timestamp`) is
+/// not looked for: its root key is then just another key, and the [`Frame`] holds
+/// an empty uid or a ts of 0 in its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameSpec {
     uid: Cow<'static, [u8]>,
@@ -171,6 +213,8 @@ pub struct FrameSpec {
     unit: TsUnit,
     /// `uid` and `ts`: the fast path's byte comparisons apply.
     default_keys: bool,
+    uid_from: UidFrom,
+    ts_from: TsFrom,
 }
 
 impl Default for FrameSpec {
@@ -194,6 +238,8 @@ impl FrameSpec {
         ts: Cow::Borrowed(b"ts"),
         unit: TsUnit::Seconds,
         default_keys: true,
+        uid_from: UidFrom::Json,
+        ts_from: TsFrom::Json,
     };
 
     /// Root keys `uid` and `ts` (compared with keys after unescaping), `ts` in `unit`.
@@ -212,7 +258,34 @@ impl FrameSpec {
             ts: Cow::Owned(ts.as_bytes().to_vec()),
             unit,
             default_keys: uid == "uid" && ts == "ts",
+            uid_from: UidFrom::Json,
+            ts_from: TsFrom::Json,
         })
+    }
+
+    /// The same spec, with the uid and the ts taken from where they say.
+    pub fn taking(mut self, uid_from: UidFrom, ts_from: TsFrom) -> FrameSpec {
+        self.uid_from = uid_from;
+        self.ts_from = ts_from;
+        self
+    }
+
+    pub fn uid_from(&self) -> UidFrom {
+        self.uid_from
+    }
+
+    pub fn ts_from(&self) -> TsFrom {
+        self.ts_from
+    }
+
+    /// A root key the frame's JSON must provide, or `Other` if it comes from the record.
+    #[inline(always)]
+    fn wanted(&self, key: RootKey) -> RootKey {
+        match key {
+            RootKey::Uid if self.uid_from != UidFrom::Json => RootKey::Other,
+            RootKey::Ts if self.ts_from != TsFrom::Json => RootKey::Other,
+            key => key,
+        }
     }
 
     /// The uid key's name.
@@ -396,13 +469,29 @@ fn string_end(buf: &[u8], mut pos: usize) -> Option<usize> {
 
 /// The checks on a line already known to be one valid JSON object whose root has at
 /// most one `uid` and one `ts`; `uid_at` and `ts_at` are where their values start.
+/// A field the spec takes from the record is left empty (uid) or 0 (ts).
 #[inline(always)]
-fn extract(
-    line: &[u8],
+fn extract<'a>(
+    line: &'a [u8],
     uid_at: Option<usize>,
     ts_at: Option<usize>,
-    unit: TsUnit,
-) -> Result<Frame<'_>, ParseError> {
+    spec: &FrameSpec,
+) -> Result<Frame<'a>, ParseError> {
+    let uid = if spec.uid_from == UidFrom::Json {
+        extract_uid(line, uid_at)?
+    } else {
+        Cow::Borrowed(&[][..])
+    };
+    let ts = if spec.ts_from == TsFrom::Json {
+        extract_ts(line, ts_at, spec.unit)?
+    } else {
+        0
+    };
+    Ok(Frame { uid, ts })
+}
+
+#[inline(always)]
+fn extract_uid(line: &[u8], uid_at: Option<usize>) -> Result<Cow<'_, [u8]>, ParseError> {
     let uid_at = uid_at.ok_or(ParseError::MissingUid)?;
     if line[uid_at] != b'"' {
         return Err(ParseError::UidNotString);
@@ -418,8 +507,13 @@ fn extract(
     } else {
         Cow::Borrowed(raw)
     };
+    Ok(uid)
+}
+
+#[inline(always)]
+fn extract_ts(line: &[u8], ts_at: Option<usize>, unit: TsUnit) -> Result<i64, ParseError> {
     let ts_at = ts_at.ok_or(ParseError::MissingTs)?;
-    let ts = match line[ts_at] {
+    match line[ts_at] {
         b'"' => {
             let end = string_end(line, ts_at + 1).ok_or(ParseError::Truncated)?;
             let raw = &line[ts_at + 1..end];
@@ -441,8 +535,7 @@ fn extract(
             }
         }
         _ => Err(ParseError::BadTs),
-    }?;
-    Ok(Frame { uid, ts })
+    }
 }
 
 /// Digits only: no sign, no fraction, no exponent, no spaces; at most

@@ -99,7 +99,7 @@ impl RootKeys {
             let Some(end) = string_end(line, at + 1) else {
                 continue;
             };
-            let key = spec.classify(&line[at + 1..end]);
+            let key = spec.wanted(spec.classify(&line[at + 1..end]));
             if key != RootKey::Other {
                 self.found(line, key, end);
             }
@@ -119,7 +119,8 @@ impl RootKeys {
                 None => (RootKey::Other, at),
             }
         };
-        self.found(line, key, end);
+        // A key the record provides instead is any other key.
+        self.found(line, spec.wanted(key), end);
     }
 
     /// A root key that is `key`, whose closing quote is at `end`.

@@ -20,7 +20,7 @@ pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Result<Frame<'a>, P
     if let Some(key) = root.duplicate {
         return Err(ParseError::DuplicateKey(key));
     }
-    extract(line, root.uid_at, root.ts_at, spec.unit)
+    extract(line, root.uid_at, root.ts_at, spec)
 }
 
 /// Where the root's `uid` and `ts` values start (first occurrence), and the first
@@ -122,7 +122,7 @@ impl Parser<'_> {
                 Expect::Key | Expect::KeyOrClose if c == b'"' => {
                     let end = self.string()?;
                     if stack.depth == 1 {
-                        pending = spec.classify(&self.buf[at + 1..end]);
+                        pending = spec.wanted(spec.classify(&self.buf[at + 1..end]));
                         root.key(pending);
                     }
                     expect = Expect::Colon;

@@ -234,7 +234,7 @@ unsafe fn parse_with<'a, I: Isa>(
     {
         return None;
     }
-    Some(extract(line, root.uid_at, root.ts_at, spec.unit))
+    Some(extract(line, root.uid_at, root.ts_at, spec))
 }
 
 /// Appends the positions of the bits of `bits` to `out`: four stores without a

@@ -624,3 +624,61 @@ fn fast_path_answers_for_generated_frames() {
         }
     }
 }
+
+/// `--uid-from key` or `--ts-from record-timestamp`: the field the record provides is
+/// not looked for (its key is any other key, even repeated or of any type), the
+/// other one is checked as ever, and the whole line must still be valid JSON.
+#[test]
+fn a_field_taken_from_the_record_is_not_looked_for() {
+    let key_uid = FrameSpec::DEFAULT.taking(UidFrom::Key, TsFrom::Json);
+    let record_ts = FrameSpec::DEFAULT.taking(UidFrom::Json, TsFrom::RecordTimestamp);
+    // Missing, repeated, empty or not a string: the uid does not matter.
+    for line in [
+        r#"{"ts":7}"#,
+        r#"{"uid":"a","uid":"b","ts":7}"#,
+        r#"{"uid":"","ts":7}"#,
+        r#"{"uid":5,"ts":"7"}"#,
+        r#"{"\u0075id":1,"uid":[],"ts":7}"#,
+    ] {
+        assert_eq!(with(line, &key_uid), Ok((String::new(), 7)), "{line}");
+    }
+    // The ts is still required and checked.
+    assert_eq!(with(r#"{"uid":"a"}"#, &key_uid), Err(ParseError::MissingTs));
+    assert_eq!(with(r#"{"ts":1.5}"#, &key_uid), Err(ParseError::BadTs));
+    assert_eq!(
+        with(r#"{"ts":1,"ts":2}"#, &key_uid),
+        Err(ParseError::DuplicateKey("ts"))
+    );
+    // The same, the other way round.
+    for line in [
+        r#"{"uid":"a"}"#,
+        r#"{"uid":"a","ts":"soon","ts":-1}"#,
+        r#"{"uid":"a","ts":1.5}"#,
+    ] {
+        assert_eq!(with(line, &record_ts), Ok(("a".into(), 0)), "{line}");
+    }
+    assert_eq!(with(r#"{"ts":1}"#, &record_ts), Err(ParseError::MissingUid));
+    assert_eq!(
+        with(r#"{"uid":"","ts":1}"#, &record_ts),
+        Err(ParseError::EmptyUid)
+    );
+    // The whole-line rule is unchanged, for both.
+    for spec in [&key_uid, &record_ts] {
+        assert_eq!(
+            with(r#"{"uid":"a" "ts":1}"#, spec),
+            Err(ParseError::Malformed(11))
+        );
+        assert_eq!(
+            with(r#"{"uid":"a","ts":1"#, spec),
+            Err(ParseError::Truncated)
+        );
+        assert_eq!(with("[1]", spec), Err(ParseError::NotAnObject('[')));
+        assert_eq!(with("", spec), Err(ParseError::Empty));
+    }
+    // Under other names too.
+    let named = spec("user", "time", TsUnit::Millis).taking(UidFrom::Key, TsFrom::Json);
+    assert_eq!(
+        with(r#"{"user":1,"time":5000}"#, &named),
+        Ok((String::new(), 5))
+    );
+}
