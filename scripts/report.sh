@@ -138,7 +138,7 @@ cat "$OUT/lateness.md"
 if [ $QUICK = 1 ]; then
   cargo test --quiet --bench formats -- --frames-2k 20 --rounds 1 --tsv "$WORK/formats.tsv" >/dev/null
 else
-  cargo bench --quiet --bench formats -- --frames-2k 4000 --rounds 7 --tsv "$WORK/formats.tsv" >/dev/null
+  cargo bench --quiet --bench formats -- --frames-2k 4000 --rounds 15 --tsv "$WORK/formats.tsv" >/dev/null
 fi
 cp "$WORK/formats.tsv" "$OUT/formats.tsv"
 python3 - "$OUT/formats.tsv" "$OUT" <<'EOF'
