@@ -129,6 +129,106 @@ open(out + "/lateness.svg", "w").write("\n".join(svg) + "\n")
 EOF
 cat "$OUT/lateness.md"
 
+# --- 1. JSON against binary formats --------------------------------------------
+# benches/formats.rs: the same generated frames (2 KB and ~200 B) in each format;
+# bytes raw and lz4/zstd-compressed in 1 MB batches, encode and extract costs per
+# core (medians of interleaved rounds); every decoder is checked against the
+# generator's truth before timing. The quick run uses the test-profile build that
+# CI has already made (`cargo build --benches`), at a tiny size.
+if [ $QUICK = 1 ]; then
+  cargo test --quiet --bench formats -- --frames-2k 20 --rounds 1 --tsv "$WORK/formats.tsv" >/dev/null
+else
+  cargo bench --quiet --bench formats -- --frames-2k 4000 --rounds 15 --tsv "$WORK/formats.tsv" >/dev/null
+fi
+cp "$WORK/formats.tsv" "$OUT/formats.tsv"
+python3 - "$OUT/formats.tsv" "$OUT" <<'EOF'
+import math, sys
+lines = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+rows = [dict(zip(lines[0], r)) for r in lines[1:]]
+out = sys.argv[2]
+def f(r, k):
+    return float(r[k]) if r[k] else None
+def si(v):
+    if v is None:
+        return ""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return "%.3g%s" % (v / div, unit)
+    return "%.3g" % v
+def cardinal(sel):
+    return next(f(r, "extract_frames_per_s") for r in sel
+                if r["format"] == "JSON as today" and r["decoder"].startswith("cardinal"))
+md = []
+for size in sorted({int(r["size"]) for r in rows}, reverse=True):
+    sel = [r for r in rows if int(r["size"]) == size]
+    base = cardinal(sel)
+    md.append("Frames of ~%d B (%.0f B of JSON on average); bytes per frame, encode and extract per core:\n" % (size, f(sel[0], "json_bytes")))
+    md.append("| format | bytes | lz4 | zstd | encode, frames/s | extract with | frames/s | GB/s | × Cardinal's JSON |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
+    last = None
+    for r in sel:
+        first = r["format"] != last
+        last = r["format"]
+        fps = f(r, "extract_frames_per_s")
+        md.append("| %s | %s | %s | %s | %s | %s | %s | %.2f | %s |" % (
+            r["format"] if first else "",
+            "%.0f" % f(r, "bytes_raw") if first else "",
+            "%.0f" % f(r, "bytes_lz4") if first else "",
+            "%.0f" % f(r, "bytes_zstd") if first else "",
+            si(f(r, "encode_frames_per_s")) if first else "",
+            r["decoder"], si(fps), f(r, "extract_gb_per_s"),
+            "(floor)" if "memchr" in r["decoder"] else "%.3g" % (fps / base)))
+    md.append("")
+open(out + "/formats.md", "w").write("\n".join(md))
+# Chart, for the largest size: each format's bytes per frame (raw, zstd) and its
+# fastest extraction in frames/s per core; log scales.
+size = max(int(r["size"]) for r in rows)
+sel = [r for r in rows if int(r["size"]) == size]
+card = cardinal(sel)
+# Per format: its first decoder (the crate's ordinary path; Cardinal's parser for
+# JSON) and the fastest one measured.
+best = {}
+for r in sel:
+    fps = f(r, "extract_frames_per_s")
+    if "memchr" in r["decoder"]:
+        continue
+    b = best.setdefault(r["format"], [f(r, "bytes_raw"), f(r, "bytes_zstd"), fps, r["decoder"], 0.0, ""])
+    if fps > b[4]:
+        b[4:] = [fps, r["decoder"]]
+names = list(best)
+W, ROW, TOP, LBL, GAP = 980, 26, 56, 260, 24
+PW = (W - LBL - 3 * GAP) / 2
+H = TOP + ROW * len(names) + 44
+esc = lambda s: s.replace("&", "&amp;").replace("<", "&lt;")
+svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H)]
+svg.append('<text x="10" y="16" font-weight="bold">Frames of ~%d B in each format: size, and the cost of getting uid and ts out (log scales)</text>' % size)
+def panel(x0, lo, hi, ticks, title):
+    svg.append('<text x="%.0f" y="40" font-weight="bold">%s</text>' % (x0, title))
+    for t in ticks:
+        x = x0 + (math.log10(t) - lo) / (hi - lo) * PW
+        svg.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>' % (x, TOP - 6, x, H - 38))
+        svg.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (x, H - 24, si(t)))
+    return lambda v: max(1.0, (math.log10(max(v, 10 ** lo)) - lo) / (hi - lo) * PW)
+bx0 = LBL + GAP
+bw = panel(bx0, 0, 3.5, (1, 10, 100, 1000), "bytes per frame: raw, after zstd (1 MB batches)")
+ex0 = LBL + 2 * GAP + PW
+ew = panel(ex0, 4, 9, (1e4, 1e5, 1e6, 1e7, 1e8, 1e9), "extract uid+ts: frames/s per core")
+for i, name in enumerate(names):
+    raw, zstd, first, fdec, fps, dec = best[name]
+    y = TOP + i * ROW
+    svg.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (LBL, y + 15, esc(name)))
+    svg.append('<rect x="%.1f" y="%d" width="%.1f" height="9" fill="#3366cc"><title>%s: %.0f B raw</title></rect>' % (bx0, y + 2, bw(raw), esc(name), raw))
+    svg.append('<rect x="%.1f" y="%d" width="%.1f" height="9" fill="#dd8800"><title>%s: %.0f B after zstd</title></rect>' % (bx0, y + 11, bw(zstd), esc(name), zstd))
+    svg.append('<rect x="%.1f" y="%d" width="%.1f" height="9" fill="#33aa55"><title>%s, %s: %s frames/s</title></rect>' % (ex0, y + 2, ew(fps), esc(name), esc(dec), si(fps)))
+    svg.append('<rect x="%.1f" y="%d" width="%.1f" height="9" fill="#cc3333"><title>%s, %s: %s frames/s</title></rect>' % (ex0, y + 11, ew(first), esc(name), esc(fdec), si(first)))
+    svg.append('<text x="%.1f" y="%d">%s (%.3g&#215;)</text>' % (ex0 + ew(fps) + 4, y + 10, si(fps), fps / card))
+svg.append('<text x="%.0f" y="%d" fill="#3366cc">raw</text><text x="%.0f" y="%d" fill="#dd8800">zstd</text>' % (bx0, H - 6, bx0 + 36, H - 6))
+svg.append('<text x="%.0f" y="%d"><tspan fill="#33aa55">fastest decoder</tspan> (&#215; Cardinal&#8217;s parser), <tspan fill="#cc3333">the crate&#8217;s usual one</tspan></text>' % (ex0, H - 6))
+svg.append("</svg>")
+open(out + "/formats.svg", "w").write("\n".join(svg) + "\n")
+print("\n".join(md))
+EOF
+
 # --- 3. Throughput against DuckDB and Polars (full run only) -------------------
 if [ $QUICK = 0 ]; then
   scripts/bench-vs-peers.sh 500000 3 | tee "$OUT/peers.txt"

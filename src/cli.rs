@@ -647,6 +647,9 @@ pub struct GenOptions {
     /// How far it jumps, in seconds.
     #[arg(long, default_value_t = 0)]
     pub gap_seconds: i64,
+    /// Average frame size in bytes (each frame 60-140% of it; small sizes overshoot a little).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=100_000_000))]
+    pub frame_bytes: u64,
 }
 
 impl From<&GenOptions> for GenConfig {
@@ -665,6 +668,7 @@ impl From<&GenOptions> for GenConfig {
             malformed: o.malformed,
             gap_at: o.gap_at,
             gap_seconds: o.gap_seconds,
+            frame_bytes: usize::try_from(o.frame_bytes).unwrap_or(usize::MAX),
         }
     }
 }

@@ -49,6 +49,11 @@ pub struct GenConfig {
     pub gap_at: Option<f64>,
     /// Size of that jump, seconds.
     pub gap_seconds: i64,
+    /// Average size of a frame, bytes: each frame's size is drawn uniformly
+    /// from 60–140% of it (the default, 2000, gives 1200–2800 B), and the
+    /// pooled nested values are capped at 35% of it. Small sizes overshoot a
+    /// little, since the root fields and the first pairs are always written.
+    pub frame_bytes: usize,
 }
 
 impl Default for GenConfig {
@@ -68,6 +73,7 @@ impl Default for GenConfig {
             malformed: 0.0,
             gap_at: None,
             gap_seconds: 0,
+            frame_bytes: 2000,
         }
     }
 }
@@ -168,7 +174,7 @@ impl FrameGen {
         FrameGen {
             cfg: cfg.clone(),
             rng: Pcg64Mcg::seed_from_u64(cfg.seed),
-            pool: Pool::build(cfg.seed, users, cfg.start),
+            pool: Pool::build(cfg.seed, users, cfg.start, cfg.frame_bytes),
             produced: 0,
             clock: cfg.start,
             tick_p,
@@ -254,7 +260,8 @@ impl FrameGen {
 
     fn write_frame(&mut self, buf: &mut Vec<u8>, user: u64, uid: UidField, ts: TsField) {
         let begin = buf.len();
-        let target = self.rng.random_range(1200..=2800);
+        let size = self.cfg.frame_bytes;
+        let target = self.rng.random_range(size * 3 / 5..=size * 7 / 5);
         let spaced = chance(&mut self.rng, 0.1);
         let mut first = true;
         buf.push(b'{');
@@ -626,10 +633,10 @@ struct Pool {
 
 impl Pool {
     const SIZE: usize = 1024;
-    /// Keeps the overshoot past a frame's target size small.
-    const MAX_VALUE: usize = 700;
-
-    fn build(seed: u64, users: u64, start: i64) -> Pool {
+    fn build(seed: u64, users: u64, start: i64, frame_bytes: usize) -> Pool {
+        // Keeps the overshoot past a frame's target size small: 700 B at the
+        // default 2000 B frames.
+        let max_value = (frame_bytes * 7 / 20).max(8);
         let mut w = ValueWriter {
             // Own stream so the pool does not shift the per-frame draws.
             rng: Pcg64Mcg::seed_from_u64(seed ^ 0x706f_6f6c_7661_6c73),
@@ -643,7 +650,7 @@ impl Pool {
             w.spaced = chance(&mut w.rng, 0.1);
             let begin = w.out.len();
             w.value(1);
-            if w.out.len() - begin <= Self::MAX_VALUE {
+            if w.out.len() - begin <= max_value {
                 spans.push((begin, w.out.len()));
             } else {
                 w.out.truncate(begin);
@@ -962,6 +969,24 @@ mod tests {
         let avg = bytes / 2000;
         assert!((1500..=2600).contains(&avg), "average frame {avg} B");
         assert!((450..=750).contains(&string_ts), "{string_ts} string ts");
+    }
+
+    #[test]
+    fn frame_bytes_sets_the_size() {
+        for (size, lo, hi) in [(200, 150, 300), (8000, 6500, 9000)] {
+            let cfg = GenConfig {
+                frame_bytes: size,
+                string_ts: 0.1,
+                ..small(2000)
+            };
+            let mut bytes = 0;
+            for f in FrameGen::new(&cfg) {
+                assert_eq!(root_fields(&f.line), expected(&f.truth));
+                bytes += f.line.len();
+            }
+            let avg = bytes / 2000;
+            assert!((lo..=hi).contains(&avg), "{size}: average frame {avg} B");
+        }
     }
 
     #[test]
