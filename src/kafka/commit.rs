@@ -1,0 +1,300 @@
+//! What is safe to commit and when: results flushed, rejects acknowledged, the
+//! checkpoint written, then offsets, one commit at a time.
+
+use super::*;
+
+/// Where the answer to a commit under way arrives.
+pub(super) type CommitAnswer = std::sync::mpsc::Receiver<rdkafka::error::KafkaResult<()>>;
+
+/// Publishes results and commits offsets that the published results cover.
+///
+/// One commit at a time, each a synchronous commit on a thread of its own, whose
+/// answer is collected before the next is sent. librdkafka's asynchronous commits
+/// are fire-and-forget here, and it keeps one that met a coordinator error to send it
+/// again once the coordinator is back, possibly after a later commit (seen with the
+/// mock cluster: a backfill's final commit of its end offsets acknowledged, then
+/// overwritten by an older one). A synchronous commit on the pipeline's own thread
+/// would keep the order but block it for as long as librdkafka retries a dead broker
+/// (over a minute): here a periodic commit whose predecessor is still out is skipped.
+pub(super) struct KafkaHooks {
+    pub(super) consumer: Arc<BaseConsumer<RunContext>>,
+    pub(super) topic: String,
+    pub(super) producer: Option<(String, ThreadedProducer<DeliveryTracker>)>,
+    /// The dead-letter topic, flushed before every commit as the results are.
+    pub(super) rejects: Option<TopicRejects>,
+    pub(super) timeout: Duration,
+    /// The group's session timeout: how long a rejoin may take to settle.
+    pub(super) session_timeout: Duration,
+    pub(super) commit_interval: Duration,
+    pub(super) last_commit: Instant,
+    /// What was last sent per partition: not sent again until it moves.
+    pub(super) committed: HashMap<i32, i64>,
+    /// The last commit's failure, if it failed (the next one retries it).
+    pub(super) commit_error: Option<String>,
+    /// The commit under way, if any: what it sends, and where its answer arrives.
+    pub(super) in_flight: Option<(HashMap<i32, i64>, CommitAnswer)>,
+    pub(super) checkpoints: Option<Checkpointing>,
+    pub(super) metrics: Option<Arc<Metrics>>,
+}
+
+impl KafkaHooks {
+    /// Results produced and not yet acknowledged, for the metrics.
+    pub(super) fn share_results(&self, produced: u64) {
+        if let (Some(m), Some((_, p))) = (&self.metrics, &self.producer) {
+            let unacked = p.in_flight_count().max(0) as u64;
+            m.update_kafka(|k| {
+                k.results_produced += produced;
+                k.results_unacked = unacked;
+            });
+        }
+    }
+}
+
+impl KafkaHooks {
+    /// Flushes the results, checkpoints if asked, and returns the offset to commit
+    /// for every partition this run has read. Every partition read, not only those
+    /// assigned now: right after a rejoin the assignment can be empty, and a partition
+    /// read then given away must still be committed where this run got to. (An older
+    /// offset than another member's only makes it read again, never lose.)
+    pub(super) fn positions_to_commit(
+        &mut self,
+        state: &mut dyn StateView,
+    ) -> Result<HashMap<i32, i64>, PipelineError> {
+        // Results first: neither a checkpoint nor an offset may get ahead of what is acked.
+        if let Some((topic, producer)) = &self.producer {
+            producer.flush(self.timeout).map_err(|e| {
+                live(format!(
+                    "results to {topic} not acknowledged within {:?}: {e}",
+                    self.timeout
+                ))
+            })?;
+            producer.context().check().map_err(live)?;
+        }
+        // Rejects too: a frame's offset must not be committed before its dead-letter
+        // record is acknowledged, or a crash would lose it from both places.
+        if let Some(rejects) = &self.rejects {
+            rejects.acknowledge()?;
+        }
+        let next = state.next_positions();
+        // With a checkpoint, the state covers everything read so far; without one,
+        // only what final results cover is safe.
+        match &mut self.checkpoints {
+            Some(cp) => {
+                let checkpoint = Checkpoint {
+                    identity: cp.identity.clone(),
+                    written_unix_ms: crate::checkpoint::unix_ms(),
+                    input: InputPosition::Kafka {
+                        offsets: next.iter().map(|(p, o)| (*p as i32, *o as i64)).collect(),
+                    },
+                    state: state.checkpoint(!cp.dir.wants_whole()),
+                };
+                let stats = cp.dir.save(&checkpoint).map_err(|e| live(e.to_string()))?;
+                cp.saved(stats);
+                // A sign of life, for the next process on this directory after a crash.
+                cp.dir.mark_member().map_err(|e| live(e.to_string()))?;
+                Ok(next
+                    .into_iter()
+                    .map(|(p, o)| (p as i32, o as i64))
+                    .collect())
+            }
+            None => Ok(next
+                .into_iter()
+                .filter_map(|(p, _)| Some((p as i32, state.safe_position(p)? as i64)))
+                .collect()),
+        }
+    }
+
+    /// Collects the answer to the commit under way, waiting at most `wait`; false if
+    /// it is still out.
+    pub(super) fn collect(&mut self, wait: Duration) -> bool {
+        let Some((sent, answer)) = &self.in_flight else {
+            return true;
+        };
+        let result = match answer.recv_timeout(wait) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return false,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(KafkaError::Canceled),
+        };
+        match result {
+            Ok(()) => {
+                self.committed.extend(sent.iter().map(|(p, o)| (*p, *o)));
+                tracing::debug!(event = "offsets_committed", offsets = ?self.committed);
+            }
+            // Losing a partition mid-commit is normal during a rebalance: the next commit retries.
+            Err(e) => {
+                tracing::warn!(event = "commit_failed", error = %e);
+                self.commit_error = Some(e.to_string());
+            }
+        }
+        self.in_flight = None;
+        true
+    }
+
+    /// Commits what `positions_to_commit` allows and the broker has not acknowledged,
+    /// unless the previous commit is still out: then nothing (the next one covers it).
+    /// A refused commit is remembered in `commit_error` and sent again next time.
+    pub(super) fn commit(&mut self, state: &mut dyn StateView) -> Result<(), PipelineError> {
+        if !self.collect(Duration::ZERO) {
+            return Ok(());
+        }
+        let positions = self.positions_to_commit(state)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut sent = HashMap::new();
+        for (p, pos) in &positions {
+            if self.committed.get(p) != Some(pos) {
+                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
+                    .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
+                sent.insert(*p, *pos);
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let consumer = self.consumer.clone();
+        std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+            })
+            .map_err(|e| live(format!("cannot start a commit thread: {e}")))?;
+        self.in_flight = Some((sent, rx));
+        Ok(())
+    }
+
+    /// The group's committed offsets for `partitions`, read back from the broker.
+    pub(super) fn read_back(
+        &self,
+        partitions: &HashMap<i32, i64>,
+    ) -> Result<HashMap<i32, i64>, String> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions.keys() {
+            tpl.add_partition(&self.topic, *p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(|e| format!("cannot read the committed offsets back: {e}"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl Hooks for KafkaHooks {
+    fn results(
+        &mut self,
+        windows: &[WindowResult],
+        calendar: &Calendar,
+    ) -> Result<(), PipelineError> {
+        let Some((topic, producer)) = &self.producer else {
+            return Ok(());
+        };
+        for w in windows {
+            let record = Record::new(w, calendar);
+            let key = record.key();
+            let payload = serde_json::to_string(&record).expect("a record always serializes");
+            send_with_backpressure(producer, BaseRecord::to(topic).key(&key).payload(&payload))
+                .map_err(live)?;
+        }
+        self.share_results(windows.len() as u64);
+        Ok(())
+    }
+
+    fn progress(
+        &mut self,
+        state: &mut dyn StateView,
+        _now_ms: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        // Only while the group has given us partitions: a commit sent before the join
+        // completes waits (on Tansu, past a minute) and holds back the ones after it.
+        let holding = self.consumer.context().holding.load(Ordering::Relaxed);
+        if holding && self.last_commit.elapsed() >= self.commit_interval {
+            self.last_commit = Instant::now();
+            self.commit(state)?;
+            self.share_results(0);
+        }
+        Ok(())
+    }
+
+    fn finished(
+        &mut self,
+        state: &mut dyn StateView,
+        _complete: bool,
+    ) -> Result<(), PipelineError> {
+        // The last commit must land, for every partition read: committed, then read
+        // back from the broker, until both agree. A rejoin may be under way (the
+        // assignment empty, the generation stale): serving the consumer lets it
+        // settle, which takes up to a session timeout; an unreachable coordinator is
+        // given --timeout. Then an error naming what could not be committed, rather
+        // than a run that says it finished and leaves its group behind.
+        let deadline = Instant::now() + self.timeout + self.session_timeout;
+        let want = self.positions_to_commit(state)?;
+        if want.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0u32;
+        let missing = loop {
+            attempt += 1;
+            // Sent again whatever we believe landed: only the broker's word counts.
+            // The commit still out lands first, whatever it says.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.collect(left) {
+                break want.iter().map(|(p, o)| (*p, *o, None)).collect();
+            }
+            self.committed.clear();
+            self.commit_error = None;
+            self.commit(state)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.collect(left) {
+                break want.iter().map(|(p, o)| (*p, *o, None)).collect();
+            }
+            let missing: Vec<(i32, i64, Option<i64>)> = match self.read_back(&want) {
+                Ok(got) => want
+                    .iter()
+                    .filter(|(p, o)| got.get(p) != Some(o))
+                    .map(|(p, o)| (*p, *o, got.get(p).copied()))
+                    .collect(),
+                Err(e) => {
+                    self.commit_error.get_or_insert(e);
+                    want.iter().map(|(p, o)| (*p, *o, None)).collect()
+                }
+            };
+            if missing.is_empty() {
+                tracing::debug!(event = "final_offsets_committed", offsets = ?want, attempts = attempt);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break missing;
+            }
+            tracing::warn!(event = "final_commit_retry", attempt, missing = ?missing);
+            // Serve the consumer meanwhile: a rebalance completes only through it.
+            // Messages it hands over lie past what this run counted: dropped.
+            let pause_until =
+                Instant::now() + Duration::from_millis(100 * u64::from(attempt.min(10)));
+            while Instant::now() < pause_until {
+                let _ = self.consumer.poll(Duration::from_millis(20));
+            }
+        };
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(p, o, got)| match got {
+                Some(g) => format!("{}[{p}] at {o} (the group has {g})", self.topic),
+                None => format!("{}[{p}] at {o} (the group has none)", self.topic),
+            })
+            .collect();
+        Err(live(format!(
+            "cannot commit the final offsets of {} after {attempt} tries in {:?}: {}; last error: {}; \
+             a rerun reads again from the last committed offsets (results are idempotent)",
+            self.topic,
+            self.timeout + self.session_timeout,
+            list.join(", "),
+            self.commit_error.take().unwrap_or_else(|| "none".into())
+        )))
+    }
+}

@@ -1,0 +1,344 @@
+//! The feeder thread: polls, batches messages into chunks, forwards assignments,
+//! pauses partitions for watermark alignment, and decides when a backfill is done.
+
+use super::*;
+
+/// Where a bounded run ends: `(low, high)` per partition as of start, or a target
+/// filled in later.
+pub(super) struct EndOffsets {
+    pub(super) at_start: Option<HashMap<i32, (i64, i64)>>,
+    pub(super) target: Option<SharedOffsets>,
+}
+
+impl EndOffsets {
+    pub(super) fn get(&self) -> Option<HashMap<i32, (i64, i64)>> {
+        if let Some(e) = &self.at_start {
+            return Some(e.clone());
+        }
+        let target = self.target.as_ref()?.lock().expect("target lock").clone()?;
+        Some(target.into_iter().map(|(p, high)| (p, (0, high))).collect())
+    }
+}
+
+pub(super) fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the feeder needs besides its consumer and the pipeline.
+pub(super) struct FeederSettings {
+    pub(super) end_offsets: EndOffsets,
+    /// Counts the frames handed on, for a producer that paces itself on them.
+    pub(super) fed: Option<Arc<AtomicU64>>,
+    pub(super) max_frame: usize,
+    /// What to keep of each record besides its value: its key for the dead-letter
+    /// topic or as the uid, its timestamp as the ts.
+    pub(super) keep: RecordFields,
+    pub(super) stall: Stall,
+    pub(super) shared: Shared,
+}
+
+/// The feeder thread: polls, batches messages into chunks, forwards assignments
+/// and wall-clock ticks, and decides when a bounded run is complete.
+pub(super) fn feed_from_kafka(
+    consumer: &BaseConsumer<RunContext>,
+    topic: Arc<str>,
+    settings: FeederSettings,
+    shutdown: &AtomicBool,
+    feed: Feed,
+) {
+    let FeederSettings {
+        end_offsets,
+        fed,
+        max_frame,
+        keep,
+        mut stall,
+        mut shared,
+    } = settings;
+    const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
+    const TICK: Duration = Duration::from_millis(100);
+    let started = Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
+    let mut batch_started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut positions: HashMap<i32, i64> = HashMap::new();
+    let mut last_progress = Instant::now();
+    let mut read = 0u64;
+    let mut read_at_last_progress = 0u64;
+    let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut ends_now = None;
+    let mut paused_version = 0;
+    let mut paused_now: Vec<i32> = Vec::new();
+    // Per paused partition, the first offset set aside after the pause.
+    let mut paused_from: HashMap<i32, i64> = HashMap::new();
+    // A backfill reads the past: only a live run may trust frames for being recent.
+    let trust_recent = end_offsets.at_start.is_none() && end_offsets.target.is_none();
+    let mut bad_batches = BadBatches::default();
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            let _ = feed.chunk(chunk);
+            tracing::info!(event = "shutdown_requested");
+            feed.end(false);
+            return;
+        }
+        match consumer.poll(Duration::from_millis(10)) {
+            Some(Ok(msg)) => {
+                stall.progress();
+                let p = msg.partition();
+                if !consumer.context().holding.load(Ordering::Relaxed) {
+                    // Fetched before a pause or a revocation, or from a share of the
+                    // topic: dropped, and read again from our position once the whole
+                    // topic is ours.
+                } else if paused_now.contains(&p) {
+                    // Fetched before the pause took effect: set aside (not fed, not
+                    // counted as read) and fetched again from here on resume.
+                    paused_from.entry(p).or_insert(msg.offset());
+                } else {
+                    let payload = msg.payload().unwrap_or(b"");
+                    let (lane, offset) = (p as u32, msg.offset() as u64);
+                    if keep == RecordFields::default() {
+                        chunk.push_record(lane, offset, payload, max_frame);
+                    } else {
+                        let key = if keep.keys { msg.key() } else { None };
+                        let ts = if keep.timestamps {
+                            msg.timestamp().to_millis()
+                        } else {
+                            None
+                        };
+                        chunk.push_kafka_record(lane, offset, key, ts, payload, max_frame);
+                    }
+                    positions.insert(p, msg.offset() + 1);
+                    // Shared at once: a rebalance inside the next poll must see it.
+                    consumer
+                        .context()
+                        .positions
+                        .lock()
+                        .expect("positions lock")
+                        .insert(p, msg.offset() + 1);
+                    read += 1;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => stall.progress(),
+            Some(Err(e)) => {
+                // librdkafka retries transient errors itself: say so once per interval.
+                stall.error(&e);
+                if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                    feed.fail(live(format!("fatal consumer error on {topic}: {e}")));
+                    return;
+                }
+                let text = consumer
+                    .context()
+                    .last_error
+                    .lock()
+                    .expect("error lock")
+                    .take();
+                if let KafkaError::MessageConsumption(code) = &e
+                    && let Some(bad) = text.as_deref().and_then(|t| BadBatch::parse(*code, t))
+                {
+                    let assignment: Vec<i32> = consumer
+                        .assignment()
+                        .map(|tpl| {
+                            tpl.elements_for_topic(&topic)
+                                .iter()
+                                .map(|e| e.partition())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let live_parts = assignment.into_iter().filter(|p| !finished.contains(p));
+                    if let Some(why) = bad_batches.sighted(bad, live_parts, &positions, &topic) {
+                        feed.fail(live(why));
+                        return;
+                    }
+                }
+            }
+            None => {}
+        }
+        let assigned: Vec<i32> =
+            std::mem::take(&mut *consumer.context().assigned.lock().expect("assigned lock"));
+        if !assigned.is_empty() {
+            if !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
+                return;
+            }
+            // A new assignment starts unpaused, at our positions: pause again what
+            // alignment asks for.
+            paused_now.clear();
+            paused_from.clear();
+            paused_version = u64::MAX;
+        }
+        if let Some((version, lanes)) = feed.paused().changed_since(paused_version) {
+            paused_version = version;
+            let want: Vec<i32> = lanes.into_iter().map(|l| l as i32).collect();
+            align_partitions(consumer, &topic, &paused_now, &want, &mut paused_from);
+            paused_now = want;
+        }
+        let tick = last_tick.elapsed() >= TICK;
+        let mut done = Vec::new();
+        if tick {
+            if ends_now.is_none() || end_offsets.target.is_some() {
+                ends_now = end_offsets.get();
+            }
+            if let Some(ends) = &ends_now {
+                // A partition read to its end must not hold the others back.
+                for (p, (low, high)) in ends {
+                    let at_end = high <= low || positions.get(p).is_some_and(|pos| pos >= high);
+                    if at_end && finished.insert(*p) {
+                        done.push(*p);
+                    }
+                }
+            }
+        }
+        let full = chunk.data().len() >= CHUNK_BYTES || chunk.record_count() >= 4096;
+        if full
+            || !done.is_empty()
+            || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)
+        {
+            let next = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
+            let records = chunk.record_count() as u64;
+            chunk.clock = Some(WallClock {
+                now: unix_now_secs(),
+                trust_recent,
+            });
+            if !feed.chunk(std::mem::replace(&mut chunk, next)) {
+                return;
+            }
+            if let Some(fed) = &fed {
+                fed.fetch_add(records, Ordering::Relaxed);
+            }
+            batch_started = Instant::now();
+        }
+        if !done.is_empty() && !feed.lanes_done(done.iter().map(|p| *p as u32).collect()) {
+            return;
+        }
+        if tick {
+            last_tick = Instant::now();
+            if let Some(why) = shared.check(consumer.context(), &topic) {
+                feed.fail(live(why));
+                return;
+            }
+            let holding = consumer.context().holding.load(Ordering::Relaxed);
+            if let Some(why) = stall.check(ends_now.is_some(), holding) {
+                feed.fail(live(why));
+                return;
+            }
+            if consumer.context().holding.load(Ordering::Relaxed)
+                && !feed.tick(
+                    now_ms(),
+                    Some(WallClock {
+                        now: unix_now_secs(),
+                        trust_recent,
+                    }),
+                )
+            {
+                return;
+            }
+            if last_progress.elapsed() >= Duration::from_secs(5) {
+                let rate =
+                    (read - read_at_last_progress) as f64 / last_progress.elapsed().as_secs_f64();
+                last_progress = Instant::now();
+                read_at_last_progress = read;
+                match &ends_now {
+                    // A bounded run says how far it has to go, on stderr, whatever the log level.
+                    Some(ends) => {
+                        let to_go: i64 = ends
+                            .iter()
+                            .map(|(p, (low, high))| {
+                                high - positions.get(p).copied().unwrap_or(*low).max(*low)
+                            })
+                            .filter(|n| *n > 0)
+                            .sum();
+                        let eta = if rate > 0.0 {
+                            to_go as f64 / rate
+                        } else {
+                            f64::INFINITY
+                        };
+                        crate::say!(
+                            "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets (about {eta:.0} s)"
+                        );
+                    }
+                    None => tracing::info!(
+                        event = "progress",
+                        frames_read = read,
+                        frames_per_s = rate as u64
+                    ),
+                }
+            }
+            if let Some(ends) = &ends_now
+                && backfill_done(consumer, &topic, ends, &finished, &paused_from)
+            {
+                if chunk.record_count() > 0 {
+                    let _ = feed.chunk(chunk);
+                }
+                tracing::info!(event = "backfill_complete", frames_read = read);
+                feed.end(true);
+                return;
+            }
+        }
+    }
+}
+
+/// Pauses the partitions that watermark alignment wants paused and resumes the
+/// others that were: reading speed must not decide what is late.
+pub(super) fn align_partitions(
+    consumer: &BaseConsumer<RunContext>,
+    topic: &str,
+    was: &[i32],
+    want: &[i32],
+    paused_from: &mut HashMap<i32, i64>,
+) {
+    let list = |parts: Vec<i32>| {
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(topic, *p);
+        }
+        (parts, tpl)
+    };
+    let (pause, pause_tpl) = list(want.iter().filter(|p| !was.contains(p)).copied().collect());
+    let (resume, resume_tpl) = list(was.iter().filter(|p| !want.contains(p)).copied().collect());
+    if !pause.is_empty() {
+        match consumer.pause(&pause_tpl) {
+            Ok(()) => {
+                tracing::info!(event = "partitions_paused", partitions = ?pause, "ahead of the slowest by more than --max-drift")
+            }
+            Err(e) => tracing::warn!(event = "pause_failed", partitions = ?pause, error = %e),
+        }
+    }
+    if !resume.is_empty() {
+        // Messages set aside while paused are read again, from the first of them.
+        for p in &resume {
+            if let Some(offset) = paused_from.remove(p)
+                && let Err(e) =
+                    consumer.seek(topic, *p, Offset::Offset(offset), Duration::from_secs(10))
+            {
+                tracing::warn!(event = "seek_failed", partition = p, offset, error = %e);
+            }
+        }
+        match consumer.resume(&resume_tpl) {
+            Ok(()) => tracing::info!(event = "partitions_resumed", partitions = ?resume),
+            Err(e) => tracing::warn!(event = "resume_failed", partitions = ?resume, error = %e),
+        }
+    }
+}
+
+/// Every partition has been read up to its end offset (`finished`, kept by the
+/// feeder), or started at or past it (committed offsets), leaving nothing to read.
+pub(super) fn backfill_done(
+    consumer: &BaseConsumer<RunContext>,
+    topic: &str,
+    ends: &HashMap<i32, (i64, i64)>,
+    finished: &std::collections::HashSet<i32>,
+    set_aside: &HashMap<i32, i64>,
+) -> bool {
+    let fetch_positions = consumer.position().ok();
+    ends.iter().all(|(p, (_, high))| {
+        // Messages set aside by a pause are still to be read, wherever the client is.
+        !set_aside.contains_key(p)
+            && (finished.contains(p)
+                || fetch_positions
+                    .as_ref()
+                    .and_then(|tpl| tpl.find_partition(topic, *p))
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|o| o >= *high))
+    })
+}

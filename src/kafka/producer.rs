@@ -1,0 +1,205 @@
+//! Producing: delivery tracking, backpressure, and the dead-letter topic.
+
+use super::*;
+
+/// Counts failed deliveries, so that nothing is committed past a lost result.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    pub(super) failed: AtomicU64,
+    pub(super) first_error: Mutex<Option<String>>,
+    /// Next offset per partition after the last delivered message, when asked for.
+    pub(super) ends: Option<Mutex<HashMap<i32, i64>>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let (Ok(msg), Some(ends)) = (result, &self.ends) {
+            let mut ends = ends.lock().expect("ends lock");
+            let end = ends.entry(msg.partition()).or_insert(0);
+            *end = (*end).max(msg.offset() + 1);
+        }
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().expect("error lock");
+            first.get_or_insert_with(|| {
+                format!(
+                    "{} (topic {}, partition {})",
+                    e,
+                    msg.topic(),
+                    msg.partition()
+                )
+            });
+        }
+    }
+}
+
+impl DeliveryTracker {
+    /// A tracker that also remembers the end offset of every partition written to.
+    pub fn recording_ends() -> DeliveryTracker {
+        DeliveryTracker {
+            ends: Some(Mutex::new(HashMap::new())),
+            ..DeliveryTracker::default()
+        }
+    }
+
+    /// Next offset per partition after the last delivered message.
+    pub fn ends(&self) -> HashMap<i32, i64> {
+        self.ends
+            .as_ref()
+            .map(|e| e.lock().expect("ends lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// Fails if any message could not be delivered.
+    pub fn check(&self) -> Result<(), String> {
+        match self.failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} messages could not be delivered; first error: {}",
+                self.first_error
+                    .lock()
+                    .expect("error lock")
+                    .clone()
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
+/// The dead-letter topic (`--rejects-topic`): every frame not counted is produced
+/// there with its original bytes as the value, its Kafka key if it had one, and
+/// headers after Kafka Connect's dead-letter convention, so that tools written for
+/// Connect's dead-letter queues can read it. The offsets of its frames are committed
+/// only once it has acknowledged them (see [`KafkaHooks::positions_to_commit`]).
+/// Frames of files (`count --rejects-topic`) carry `cardinal.source` and
+/// `cardinal.line` instead of the topic, partition and offset.
+#[derive(Clone)]
+pub struct TopicRejects {
+    pub(super) topic: Arc<str>,
+    pub(super) brokers: Arc<str>,
+    pub(super) producer: Arc<ThreadedProducer<DeliveryTracker>>,
+    pub(super) timeout: Duration,
+}
+
+impl TopicRejects {
+    /// A producer to `topic`, which must exist (checked now, within `opts.timeout`).
+    pub fn connect(opts: &KafkaOptions, topic: &str) -> Result<TopicRejects, PipelineError> {
+        let probe: BaseConsumer<ErrorContext> = opts
+            .config(&[])
+            .create_with_context(ErrorContext)
+            .map_err(|e| opts.settings_error("client", &[], e))?;
+        partitions_of(&probe, opts, topic)?;
+        tracing::debug!(
+            event = "client_config",
+            client = "dead-letter producer",
+            settings = %opts.describe(PRODUCER_DEFAULTS)
+        );
+        let producer: ThreadedProducer<DeliveryTracker> = opts
+            .config(PRODUCER_DEFAULTS)
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| opts.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+        Ok(TopicRejects {
+            topic: Arc::from(topic),
+            brokers: Arc::from(opts.brokers.as_str()),
+            producer: Arc::new(producer),
+            timeout: opts.timeout,
+        })
+    }
+
+    pub(super) fn error(&self, message: String) -> SinkError {
+        SinkError::RejectsTopic {
+            topic: self.topic.to_string(),
+            brokers: self.brokers.to_string(),
+            message,
+        }
+    }
+
+    /// Waits until every record sent is acknowledged; fails if one was refused.
+    pub fn acknowledge(&self) -> Result<(), SinkError> {
+        let fail = |message| self.error(message);
+        self.producer.flush(self.timeout).map_err(|e| {
+            fail(format!(
+                "dead-letter records not acknowledged within {:?}: {e}",
+                self.timeout
+            ))
+        })?;
+        self.producer.context().check().map_err(fail)
+    }
+}
+
+impl Reject for TopicRejects {
+    fn write(&mut self, frame: Rejected<'_>) -> Result<(), SinkError> {
+        let mut raw = frame.raw;
+        let (partition, offset, line);
+        let mut headers = OwnedHeaders::new_with_capacity(6);
+        match frame.position {
+            Position::Offset {
+                topic,
+                partition: p,
+                offset: o,
+            } => {
+                (partition, offset) = (p.to_string(), o.to_string());
+                headers = headers
+                    .insert(header("__connect.errors.topic", topic))
+                    .insert(header("__connect.errors.partition", &partition))
+                    .insert(header("__connect.errors.offset", &offset));
+            }
+            Position::Line { source, line: l } => {
+                // A line's `\r` is part of its CRLF terminator, not of the frame.
+                raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                line = l.to_string();
+                headers = headers
+                    .insert(header("cardinal.source", source))
+                    .insert(header("cardinal.line", &line));
+            }
+        }
+        headers = headers
+            .insert(header("__connect.errors.exception.message", frame.detail))
+            .insert(header("cardinal.reason", frame.reason));
+        let mut record = BaseRecord::to(&self.topic).payload(raw).headers(headers);
+        if let Some(key) = frame.key {
+            record = record.key(key);
+        }
+        send_with_backpressure(&self.producer, record).map_err(|message| self.error(message))
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.acknowledge()
+    }
+}
+
+pub(super) fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// The producer settings Cardinal uses, with `-X` overrides applied.
+pub fn producer_config(opts: &KafkaOptions) -> ClientConfig {
+    opts.config(PRODUCER_DEFAULTS)
+}
+
+/// Sends, waiting while librdkafka's local queue is full instead of failing.
+pub fn send_with_backpressure<K, P>(
+    producer: &ThreadedProducer<DeliveryTracker>,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), String>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, back)) => return Err(format!("cannot produce to {}: {e}", back.topic)),
+        }
+    }
+}

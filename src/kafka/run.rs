@@ -1,0 +1,188 @@
+//! `cardinal run`: consume frames, count, publish, commit.
+
+use super::*;
+
+/// `cardinal run`: consume frames, count, publish, commit.
+pub fn run(
+    opts: &RunOptions,
+    config: &CountConfig,
+    sinks: &mut Sinks,
+    shutdown: Arc<AtomicBool>,
+) -> Result<CountReport, PipelineError> {
+    // A checkpoint, if any, says where every partition it has seen resumes.
+    let mut restored = None;
+    let mut positions = HashMap::new();
+    let checkpoints = match &opts.state {
+        Some(st) => {
+            let dir = StateDir::open(&st.dir).map_err(|e| live(e.to_string()))?;
+            if let Some(cp) = dir
+                .load(&st.identity, st.reset)
+                .map_err(|e| live(e.to_string()))?
+            {
+                let InputPosition::Kafka { offsets } = &cp.input else {
+                    return Err(live(format!(
+                        "{} holds a checkpoint of files, not of Kafka",
+                        st.dir.display()
+                    )));
+                };
+                positions.extend(offsets.iter().copied());
+                tracing::info!(event = "checkpoint_restored", offsets = ?offsets, windows = cp.state.windows.len());
+                restored = Some(cp.state);
+            }
+            wait_out_a_dead_member(&dir, &opts.kafka, &shutdown);
+            dir.mark_member().map_err(|e| live(e.to_string()))?;
+            Some(Checkpointing::new(dir, st.identity.clone()).with_metrics(config.metrics.clone()))
+        }
+        None => None,
+    };
+    let context = RunContext {
+        topic: opts.topic.clone(),
+        from: opts.from,
+        positions: Mutex::new(positions),
+        assigned: Mutex::new(Vec::new()),
+        holding: AtomicBool::new(false),
+        metrics: config.metrics.clone(),
+        all_partitions: std::sync::OnceLock::new(),
+        incomplete: Mutex::new(None),
+        ever_complete: AtomicBool::new(false),
+        gave_up_shared: AtomicBool::new(false),
+        last_error: Mutex::new(None),
+    };
+    if let Some(m) = &config.metrics {
+        // Not ready until the group gives us partitions.
+        m.update_kafka(|_| {});
+    }
+    let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
+    cfg.set("group.id", &opts.group);
+    if config.metrics.is_some() && cfg.get("statistics.interval.ms").is_none() {
+        // Consumer lag for the metrics comes from librdkafka's statistics.
+        cfg.set("statistics.interval.ms", "1000");
+    }
+    tracing::debug!(
+        event = "client_config",
+        client = "consumer",
+        settings = %opts.kafka.describe(CONSUMER_DEFAULTS)
+    );
+    let consumer: Arc<BaseConsumer<RunContext>> = Arc::new(
+        cfg.create_with_context(context)
+            .map_err(|e| opts.kafka.settings_error("consumer", CONSUMER_DEFAULTS, e))?,
+    );
+    let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
+    let _ = consumer.context().all_partitions.set(partitions.clone());
+    let producer = match &opts.results_topic {
+        Some(t) => {
+            partitions_of(&consumer, &opts.kafka, t)?;
+            tracing::debug!(
+                event = "client_config",
+                client = "producer",
+                settings = %opts.kafka.describe(PRODUCER_DEFAULTS)
+            );
+            let p: ThreadedProducer<DeliveryTracker> = opts
+                .kafka
+                .config(PRODUCER_DEFAULTS)
+                .create_with_context(DeliveryTracker::default())
+                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+            Some((t.clone(), p))
+        }
+        None => None,
+    };
+    let rejects = match &opts.rejects_topic {
+        Some(t) => {
+            let sink = TopicRejects::connect(&opts.kafka, t)?;
+            sinks.rejects.push(Box::new(sink.clone()));
+            Some(sink)
+        }
+        None => None,
+    };
+    let end_offsets = if matches!(opts.until, Until::EndAtStart) {
+        let mut ends = HashMap::new();
+        for p in &partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&opts.topic, *p, opts.kafka.timeout)
+                .map_err(|e| {
+                    live(format!(
+                        "cannot read the end offsets of {}[{p}]: {e}",
+                        opts.topic
+                    ))
+                })?;
+            ends.insert(*p, (low, high));
+        }
+        tracing::info!(event = "backfill_target", topic = %opts.topic, ends = ?ends);
+        Some(ends)
+    } else {
+        None
+    };
+    consumer
+        .subscribe(&[&opts.topic])
+        .map_err(|e| live(format!("cannot subscribe to {}: {e}", opts.topic)))?;
+
+    let mut hooks = KafkaHooks {
+        consumer: consumer.clone(),
+        topic: opts.topic.clone(),
+        producer,
+        rejects,
+        timeout: opts.kafka.timeout,
+        session_timeout: session_timeout(&opts.kafka),
+        commit_interval: opts.commit_interval,
+        last_commit: Instant::now(),
+        committed: HashMap::new(),
+        commit_error: None,
+        in_flight: None,
+        checkpoints,
+        metrics: config.metrics.clone(),
+    };
+    let feeder_consumer = consumer.clone();
+    let topic: Arc<str> = Arc::from(opts.topic.as_str());
+    let target = match &opts.until {
+        Until::Target(t) => Some(t.clone()),
+        _ => None,
+    };
+    let settings = FeederSettings {
+        end_offsets: EndOffsets {
+            at_start: end_offsets,
+            target,
+        },
+        fed: opts.fed.clone(),
+        max_frame: config.max_frame_bytes,
+        keep: RecordFields {
+            keys: opts.rejects_topic.is_some() || config.frames.uid_from() == UidFrom::Key,
+            timestamps: config.frames.ts_from() == TsFrom::RecordTimestamp,
+        },
+        stall: Stall::new(opts.kafka.brokers.clone(), opts.stall_timeout),
+        shared: Shared {
+            group: opts.group.clone(),
+            // Long enough for a crashed member's session to expire and its partitions
+            // to come back; a live member of the group never lets them go.
+            give_up_after: session_timeout(&opts.kafka) + Duration::from_secs(15),
+            last_warning: None,
+        },
+    };
+    let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
+        feed_from_kafka(&feeder_consumer, topic, settings, &shutdown, feed)
+    });
+    consumer.unsubscribe();
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) if consumer.context().gave_up_shared.load(Ordering::Relaxed) => {
+            // The broker is fine: leave the group now, so that the member that stays
+            // gets the whole topic back at once, not after our session expires.
+            drop(hooks);
+            drop(consumer);
+            return Err(e);
+        }
+        Err(e) => {
+            // Closing a consumer waits for the group leave, for ever if the broker is
+            // gone (the error may be just that). The process is about to exit with
+            // the error: leave the client to it rather than hang on the way out.
+            std::mem::forget(hooks);
+            std::mem::forget(consumer);
+            return Err(e);
+        }
+    };
+    if let Some(cp) = &hooks.checkpoints {
+        report.checkpoint_summary = cp.summary();
+        // The group was left cleanly: the next start has nothing to wait out.
+        cp.dir.clear_member();
+    }
+    Ok(report)
+}
