@@ -50,7 +50,10 @@ if [ -z "${NO_KAFKA:-}" ] && [ -x "$TANSU" ]; then
     sleep 0.1
   done
   "$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 4 year > /dev/null
-  $BIN produce -b "127.0.0.1:$PORT" -t year --key-field uid "${MONTHS[@]}" 2> "$WORK/produce.err"
+  if ! $BIN produce -b "127.0.0.1:$PORT" -t year --key-field uid "${MONTHS[@]}" 2> "$WORK/produce.err"; then
+    cat "$WORK/produce.err" >&2
+    exit 1
+  fi
   RUST_LOG=cardinal=info /usr/bin/time -f "rss %M" $BIN run -b "127.0.0.1:$PORT" -t year -g backfill \
     --until-end --windows $ALL --state-dir "$WORK/state-run" > /dev/null 2> "$WORK/run.err"
   sed -n 's/.*frames_per_s=\([0-9]*\).*/\1/p; s/.*frames read, \([0-9]*\) frames\/s.*/\1/p' \

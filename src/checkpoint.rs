@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::aggregator::Snapshot;
-use crate::pipeline::{Hooks, PipelineError, StateView};
 use crate::sink::Position;
 
 const MAGIC: &[u8; 8] = b"CARDCKPT";
@@ -535,72 +534,6 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Checkpoints for `count` on files: every `interval`, and when the run ends.
-pub struct FileCheckpoints {
-    pub checkpointing: Checkpointing,
-    pub interval: std::time::Duration,
-    last: Instant,
-    /// Reject sinks made durable before each checkpoint (a dead-letter topic's
-    /// records acknowledged), so that no checkpoint passes a frame they lost.
-    pub rejects_first: Vec<Box<dyn crate::sink::Reject>>,
-}
-
-impl FileCheckpoints {
-    pub fn new(checkpointing: Checkpointing, interval: std::time::Duration) -> FileCheckpoints {
-        FileCheckpoints {
-            checkpointing,
-            interval,
-            last: Instant::now(),
-            rejects_first: Vec::new(),
-        }
-    }
-
-    fn save(&mut self, state: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
-        let Some((input, offset, next_line)) = state.file_position() else {
-            return Ok(());
-        };
-        for r in &mut self.rejects_first {
-            r.flush()?;
-        }
-        let checkpoint = Checkpoint {
-            identity: self.checkpointing.identity.clone(),
-            written_unix_ms: unix_ms(),
-            input: InputPosition::Files {
-                input,
-                offset,
-                next_line,
-                complete,
-            },
-            state: state.checkpoint(!self.checkpointing.dir.wants_whole()),
-        };
-        let stats = self
-            .checkpointing
-            .dir
-            .save(&checkpoint)
-            .map_err(|e| PipelineError::Live(e.to_string()))?;
-        self.checkpointing.saved(stats);
-        Ok(())
-    }
-}
-
-impl Hooks for FileCheckpoints {
-    fn progress(
-        &mut self,
-        state: &mut dyn StateView,
-        _now_ms: Option<u64>,
-    ) -> Result<(), PipelineError> {
-        if self.last.elapsed() >= self.interval {
-            self.last = Instant::now();
-            self.save(state, false)?;
-        }
-        Ok(())
-    }
-
-    fn finished(&mut self, state: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
-        self.save(state, complete)
-    }
 }
 
 fn encode(link: &LinkRef) -> Vec<u8> {

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::aggregator::{Alignment, Settings};
-use crate::checkpoint::{Checkpoint, Checkpointing, FileCheckpoints, InputPosition, StateDir};
+use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::counter::HllConfig;
 use crate::emitter::Format;
 use crate::generator::{self, GenConfig};
@@ -23,6 +23,7 @@ use crate::parser::{FrameSpec, TsFrom, TsUnit, UidFrom};
 use crate::partials;
 use crate::pipeline::{self, CountConfig, CounterKind, FileResume, OpenInput, Sinks};
 use crate::progress::{Goal, Progress};
+use crate::resume::FileCheckpoints;
 use crate::sink::{Reject, RejectSink, ResultSink};
 use crate::source::{CHUNK_BYTES, Input};
 use crate::watermark::GuardConfig;

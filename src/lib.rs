@@ -19,6 +19,8 @@
 //! [`progress`] shows them to a person (a bar on a terminal, a status line in the log).
 //! [`partials`] writes and merges windows' counter states, to count history on many
 //! machines (`count --partials-out`, `cardinal merge`).
+//! [`checkpoint`] keeps the state and input positions in `--state-dir`; [`resume`]
+//! checkpoints a file run (a Kafka run's are in [`kafka`]).
 //! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 //! [`client_config`] reads librdkafka properties files and masks secrets.
@@ -40,6 +42,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod record;
 pub mod reject;
+pub mod resume;
 pub mod sink;
 pub mod source;
 pub mod tansu;
