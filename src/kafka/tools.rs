@@ -83,9 +83,22 @@ pub fn produce(
             next_line += chunk.frames().count() as u64;
         }
     }
-    producer
-        .flush(opts.timeout.max(Duration::from_secs(30)))
-        .map_err(|e| live(format!("messages to {topic} not acknowledged in time: {e}")))?;
+    // Up to a gigabyte may still be queued: wait as long as the broker keeps
+    // acknowledging, and give up only when it has stopped for the whole timeout.
+    let wait = opts.timeout.max(Duration::from_secs(30));
+    loop {
+        let before = producer.in_flight_count();
+        match producer.flush(wait) {
+            Ok(()) => break,
+            Err(_) if producer.in_flight_count() < before => continue,
+            Err(e) => {
+                return Err(live(format!(
+                    "messages to {topic} not acknowledged: none in {wait:?}, {} still waiting: {e}",
+                    producer.in_flight_count()
+                )));
+            }
+        }
+    }
     producer.context().check().map_err(live)?;
     Ok(report)
 }
