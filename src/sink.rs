@@ -118,7 +118,7 @@ impl fmt::Display for Position {
 }
 
 /// One line of the rejects file. Files give `line`; Kafka gives `partition` and `offset`.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq)]
 pub struct RejectRecord<'a> {
     /// `late`, `outlier`, or a parse reason such as `truncated`.
     pub reason: &'a str,
