@@ -83,15 +83,21 @@ fn main() {
     let json = FrameSpec::default();
     let record = FrameSpec::default().taking(UidFrom::Key, TsFrom::RecordTimestamp);
     for round in 0..rounds {
-        raw.push(raw_consume(&addr, &ends, frames));
-        single.push(poll_loop(&addr, &ends, frames));
-        run.push(cardinal_run(&opts, &ends, &format!("{round}"), &json));
-        run_record.push(cardinal_run(
-            &opts,
-            &ends,
-            &format!("{round}-record"),
-            &record,
-        ));
+        // Each round starts with a different contender: a broker that warms up (or
+        // tires) over a round must not favour whoever runs in the same slot.
+        for slot in 0..4 {
+            match (slot + round) % 4 {
+                0 => raw.push(raw_consume(&addr, &ends, frames)),
+                1 => single.push(poll_loop(&addr, &ends, frames)),
+                2 => run.push(cardinal_run(&opts, &ends, &format!("{round}"), &json)),
+                _ => run_record.push(cardinal_run(
+                    &opts,
+                    &ends,
+                    &format!("{round}-record"),
+                    &record,
+                )),
+            }
+        }
         println!(
             "round {round}: split queues {:.2}s, one poll loop {:.2}s, run {:.2}s, run with uid and ts from the record {:.2}s",
             raw[round], single[round], run[round], run_record[round]

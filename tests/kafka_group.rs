@@ -67,6 +67,16 @@ fn stderr_lines(child: &mut Child) -> Receiver<String> {
     rx
 }
 
+/// A child process killed when the test ends, even by a panic.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_for(rx: &Receiver<String>, log: &mut String, needle: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -115,8 +125,8 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
             .spawn()
             .unwrap()
     };
-    let mut first_run = run("6000");
-    let first_err = stderr_lines(&mut first_run);
+    let mut first_run = Running(run("6000"));
+    let first_err = stderr_lines(&mut first_run.0);
     let mut first_log = String::new();
     wait_for(
         &first_err,
@@ -126,8 +136,8 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
     );
 
     // The second member joins: the group splits the partitions between the two.
-    let mut second_run = run("6000");
-    let second_err = stderr_lines(&mut second_run);
+    let mut second_run = Running(run("6000"));
+    let second_err = stderr_lines(&mut second_run.0);
     let mut second_log = String::new();
     wait_for(
         &second_err,
@@ -142,16 +152,19 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
     let joined = Instant::now();
     let mut status = None;
     while joined.elapsed() < Duration::from_secs(90) {
-        if let Some(s) = second_run.try_wait().unwrap() {
+        if let Some(s) = second_run.0.try_wait().unwrap() {
             status = Some(s);
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    if status.is_none() {
-        let _ = second_run.kill();
+    let mut second_stdout = String::new();
+    if status.is_some() {
+        use std::io::Read;
+        let mut out = second_run.0.stdout.take().unwrap();
+        out.read_to_string(&mut second_stdout).unwrap();
     }
-    let second_out = second_run.wait_with_output().unwrap();
+    drop(second_run);
     second_log.extend(second_err.try_iter().map(|l| l + "\n"));
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -164,9 +177,8 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
         "the error names the group and why:\n{second_log}"
     );
     assert!(
-        second_out.stdout.is_empty(),
-        "the second member published nothing: {}",
-        String::from_utf8_lossy(&second_out.stdout)
+        second_stdout.is_empty(),
+        "the second member published nothing: {second_stdout}"
     );
 
     // The first member gets the whole topic back and counts every frame once.
@@ -182,8 +194,8 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
         std::thread::sleep(Duration::from_millis(500));
         got = latest(&addr, "results");
     }
-    common::sigterm(&first_run);
-    let _ = first_run.wait_with_output();
+    common::sigterm(&first_run.0);
+    let _ = first_run.0.wait();
     first_log.extend(first_err.try_iter().map(|l| l + "\n"));
     assert!(
         first_log.contains("assignment_incomplete"),
