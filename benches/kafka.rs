@@ -1,8 +1,9 @@
-//! Kafka end to end: `run` to the end of a topic against two plain consume-only
-//! loops over the same topic with the same client settings, alternated in one run:
-//! a thread per core round robin over split partition queues, and the feeder's own
-//! single blocking poll loop. Meant as a ceiling, neither is one yet: `run` does
-//! 120-140% of the faster (see the README). Each round also runs `run` with the uid
+//! Kafka end to end: `run` to the end of a topic against plain consume-only loops
+//! over the same topic with the same client settings, alternated in one run (each
+//! round starting with another): a thread per core round robin over split
+//! partition queues, and the feeder's own single blocking poll loop, assigned every
+//! partition or subscribed to a group as `run` is. The fastest is the ceiling: on
+//! Tansu the subscribed loop, 50% faster than the assigned ones (see the README). Each round also runs `run` with the uid
 //! and the ts taken from the record's key and timestamp (`--uid-from key --ts-from
 //! record-timestamp`), on the same topic: what not parsing the JSON saves.
 //!
@@ -78,6 +79,7 @@ fn main() {
 
     let mut raw = Vec::new();
     let mut single = Vec::new();
+    let mut subscribed = Vec::new();
     let mut run = Vec::new();
     let mut run_record = Vec::new();
     let json = FrameSpec::default();
@@ -85,10 +87,17 @@ fn main() {
     for round in 0..rounds {
         // Each round starts with a different contender: a broker that warms up (or
         // tires) over a round must not favour whoever runs in the same slot.
-        for slot in 0..4 {
-            match (slot + round) % 4 {
+        for slot in 0..5 {
+            match (slot + round) % 5 {
                 0 => raw.push(raw_consume(&addr, &ends, frames)),
-                1 => single.push(poll_loop(&addr, &ends, frames)),
+                1 => single.push(poll_loop(&addr, &ends, frames, None)),
+                // As `run` joins: a group subscription, not an assignment.
+                4 => subscribed.push(poll_loop(
+                    &addr,
+                    &ends,
+                    frames,
+                    Some(&format!("bench-sub-{round}")),
+                )),
                 2 => run.push(cardinal_run(&opts, &ends, &format!("{round}"), &json)),
                 _ => run_record.push(cardinal_run(
                     &opts,
@@ -99,8 +108,8 @@ fn main() {
             }
         }
         println!(
-            "round {round}: split queues {:.2}s, one poll loop {:.2}s, run {:.2}s, run with uid and ts from the record {:.2}s",
-            raw[round], single[round], run[round], run_record[round]
+            "round {round}: split queues {:.2}s, one poll loop {:.2}s, subscribed {:.2}s, run {:.2}s, run with uid and ts from the record {:.2}s",
+            raw[round], single[round], subscribed[round], run[round], run_record[round]
         );
     }
     let median = |v: &mut Vec<f64>| {
@@ -108,13 +117,16 @@ fn main() {
         v[v.len() / 2]
     };
     let (split_s, single_s) = (median(&mut raw), median(&mut single));
+    let subscribed_s = median(&mut subscribed);
     println!(
-        "split queues: {:.0} frames/s; one poll loop: {:.0} frames/s",
+        "split queues: {:.0} frames/s; one poll loop: {:.0} frames/s; the same loop subscribed to a group: {:.0} frames/s",
         frames as f64 / split_s,
-        frames as f64 / single_s
+        frames as f64 / single_s,
+        frames as f64 / subscribed_s
     );
-    // The ceiling is the faster of the two plain loops.
-    let (raw_s, run_s) = (split_s.min(single_s), median(&mut run));
+    // The ceiling is the fastest plain loop (on Tansu, the subscribed one: an
+    // assignment from the beginning reads 35% slower there).
+    let (raw_s, run_s) = (split_s.min(single_s).min(subscribed_s), median(&mut run));
     println!(
         "raw consume: {:.0} frames/s ({:.0} MB/s); cardinal run --until-end: {:.0} frames/s ({:.0} MB/s); run/raw = {:.0}%",
         frames as f64 / raw_s,
@@ -133,11 +145,13 @@ fn main() {
 }
 
 /// The loop `run`'s feeder itself runs, with nothing behind it: one thread,
-/// blocking polls of 10 ms on the main queue, each payload touched once.
-fn poll_loop(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
+/// blocking polls of 10 ms on the main queue, each payload touched once. With a
+/// group, it subscribes as `run` does (the time includes the join); otherwise it
+/// is assigned every partition from the beginning.
+fn poll_loop(addr: &str, ends: &HashMap<i32, i64>, frames: u64, group: Option<&str>) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
-        .set("group.id", "bench-poll")
+        .set("group.id", group.unwrap_or("bench-poll"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -145,13 +159,17 @@ fn poll_loop(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
         .set("fetch.wait.max.ms", "5")
         .create()
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in ends.keys() {
-        tpl.add_partition_offset(TOPIC, *p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
     let started = Instant::now();
+    if group.is_some() {
+        consumer.subscribe(&[TOPIC]).unwrap();
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        for p in ends.keys() {
+            tpl.add_partition_offset(TOPIC, *p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+    }
     let mut next: HashMap<i32, i64> = HashMap::new();
     let (mut read, mut checksum, mut last_progress) = (0u64, 0u64, Instant::now());
     let mut copy: Vec<u8> = Vec::with_capacity(1 << 16);
