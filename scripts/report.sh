@@ -246,7 +246,7 @@ fi
 if [ $QUICK = 1 ]; then
   BIN=$BIN scripts/bench-growth.sh 3000 1 "$OUT/growth.md"
 else
-  scripts/bench-growth.sh 200000 3 "$OUT/growth.md"
+  scripts/bench-growth.sh 600000 3 "$OUT/growth.md"
 fi
 cat "$OUT/growth.md"
 
