@@ -13,6 +13,15 @@ use cardinal::checkpoint::{Checkpoint, HeldRaw, InputPosition, StateDir};
 use cardinal::counter::{Counter, Exact};
 use cardinal::window::{Calendar, Granularity};
 
+fn agg_settings() -> Settings {
+    Settings {
+        granularities: Granularity::ALL.to_vec(),
+        // Nothing closes: every window stays open, the worst case for a checkpoint.
+        lateness: 1 << 30,
+        ..Settings::default()
+    }
+}
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -21,13 +30,7 @@ fn main() {
     let users = args.first().copied().unwrap_or(10_000_000);
     let rounds = args.get(1).copied().unwrap_or(3);
     let per_second = args.get(2).copied().unwrap_or(100_000);
-    let settings = Settings {
-        granularities: Granularity::ALL.to_vec(),
-        // Nothing closes: every window stays open, the worst case for a checkpoint.
-        lateness: 1 << 30,
-        ..Settings::default()
-    };
-    let mut agg: Aggregator<Exact, ()> = Aggregator::new(Calendar::utc(), settings, ());
+    let mut agg: Aggregator<Exact, ()> = Aggregator::new(Calendar::utc(), agg_settings(), ());
     let mut out = Output::default();
     let ts = 1_468_244_400; // 2016-07-11T13:40:00Z
     let started = Instant::now();
@@ -93,6 +96,24 @@ fn main() {
     };
     let (wm, wb) = median(&mut whole);
     let (cm, cb) = median(&mut change);
+    // What a restart pays before it reads again: the chain on disk (the last whole
+    // state and one change set) read, checked and folded, and the aggregator rebuilt.
+    let settings = agg_settings();
+    drop(agg);
+    let t = Instant::now();
+    let loaded = state
+        .load("bench", false)
+        .expect("the checkpoint loads")
+        .expect("a checkpoint");
+    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let restored: Aggregator<Exact, ()> =
+        Aggregator::restore(Calendar::utc(), settings, (), loaded.state, |_| {
+            Some((0, ()))
+        })
+        .expect("the state restores");
+    let restore_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(restored.open_windows(), 6);
     println!(
         "checkpoint with all six windows open over {users} users, {per_second} frames since the last:"
     );
@@ -111,6 +132,11 @@ fn main() {
         100.0 * cm / wm,
         100.0 * cb as f64 / wb as f64
     );
+    println!(
+        "  a restart: {load_ms:.0} ms to load and fold the chain, {restore_ms:.0} ms to rebuild the windows"
+    );
     // For scripts/report.sh.
-    println!("tsv\t{users}\t{per_second}\t{wm:.1}\t{wb}\t{cm:.2}\t{cb}");
+    println!(
+        "tsv\t{users}\t{per_second}\t{wm:.1}\t{wb}\t{cm:.2}\t{cb}\t{load_ms:.1}\t{restore_ms:.1}"
+    );
 }

@@ -261,12 +261,13 @@ else
 fi
 python3 - "$WORK/checkpoints.tsv" > "$OUT/checkpoints.md" <<'EOF'
 import sys
-print("| users in six open windows (at the start) | whole state | change set after a second of traffic |")
-print("|---|---|---|")
+print("| users in six open windows (at the start) | whole state | change set after a second of traffic | restart: load the chain, rebuild |")
+print("|---|---|---|---|")
 for line in open(sys.argv[1]):
-    _, users, per_second, wm, wb, cm, cb = line.split()
-    print("| %s | %.1f MB, %.0f ms | %.2f MB, %.1f ms (%s frames, half of them new users) |" % (
-        f"{int(users):,}", int(wb) / 1e6, float(wm), int(cb) / 1e6, float(cm), f"{int(per_second):,}"))
+    _, users, per_second, wm, wb, cm, cb, load, restore = line.split()
+    print("| %s | %.1f MB, %.0f ms | %.2f MB, %.1f ms (%s frames, half of them new users) | %.0f ms, %.0f ms |" % (
+        f"{int(users):,}", int(wb) / 1e6, float(wm), int(cb) / 1e6, float(cm), f"{int(per_second):,}",
+        float(load), float(restore)))
 print()
 print("`cargo bench --bench checkpoint -- USERS 3 100000`: medians of 3, written through "
       "StateDir (temporary file, fsync, rename).")
