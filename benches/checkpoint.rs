@@ -75,6 +75,7 @@ fn main() {
                 source: "bench".into(),
                 pos: 0,
                 partition: Some(0),
+                key: None,
                 raw: Vec::new(),
             }),
         };

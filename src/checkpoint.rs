@@ -43,16 +43,21 @@ pub struct HeldRaw {
     pub pos: u64,
     /// Kafka partition, if the frame came from Kafka.
     pub partition: Option<u32>,
+    /// The Kafka record's key, when the run kept it: the uid under `--uid-from
+    /// key`, and the dead-letter record's key.
+    pub key: Option<Vec<u8>>,
     pub raw: Vec<u8>,
 }
 
 impl HeldRaw {
-    pub fn new(position: &Position, raw: &[u8]) -> HeldRaw {
+    pub fn new(position: &Position, key: Option<&[u8]>, raw: &[u8]) -> HeldRaw {
+        let key = key.map(<[u8]>::to_vec);
         match position {
             Position::Line { source, line } => HeldRaw {
                 source: source.to_string(),
                 pos: *line,
                 partition: None,
+                key,
                 raw: raw.to_vec(),
             },
             Position::Offset {
@@ -63,6 +68,7 @@ impl HeldRaw {
                 source: topic.to_string(),
                 pos: *offset,
                 partition: Some(*partition),
+                key,
                 raw: raw.to_vec(),
             },
         }

@@ -264,7 +264,8 @@ struct ParsedChunk<K> {
 /// A frame held by the outlier guard, kept so it can be written out if rejected.
 struct HeldFrame {
     position: Position,
-    /// The Kafka record's key, for a dead-letter record (not checkpointed).
+    /// The Kafka record's key, when kept: the uid (`--uid-from key`), and the
+    /// dead-letter record's key.
     key: Option<Box<[u8]>>,
     raw: Box<[u8]>,
 }
@@ -457,30 +458,27 @@ where
             config.settings.clone(),
             counter_config,
         ),
-        // Held frames are checkpointed as their values only: a uid or ts from the
-        // record could not be found again.
-        Some(_)
-            if config.frames.uid_from() != UidFrom::Json
-                || config.frames.ts_from() != TsFrom::Json =>
-        {
-            return Err(PipelineError::Live(
-                "a checkpoint cannot be restored with --uid-from key or --ts-from record-timestamp"
-                    .into(),
-            ));
-        }
+        // A held frame keeps its ts in the snapshot; its uid is found again the way
+        // it was found the first time: in the record's key, or in the value.
         Some(snapshot) => Aggregator::restore(
             config.calendar.clone(),
             config.settings.clone(),
             counter_config,
             snapshot,
             |held: HeldRaw| {
-                let frame = parser::parse_frame_with(&held.raw, &config.frames).ok()?;
-                let key = C::key(&frame.uid);
+                let key = match config.frames.uid_from() {
+                    UidFrom::Key => C::key(record::uid_from_key(held.key.as_deref()).ok()?),
+                    UidFrom::Json => C::key(
+                        &parser::parse_frame_with(&held.raw, &config.frames)
+                            .ok()?
+                            .uid,
+                    ),
+                };
                 Some((
                     key,
                     HeldFrame {
                         position: held.position(),
-                        key: None,
+                        key: held.key.map(Into::into),
                         raw: held.raw.into(),
                     },
                 ))
@@ -576,7 +574,9 @@ impl<C: Counter> StateView for View<'_, C> {
         self.file_position
     }
     fn checkpoint(&mut self, changes: bool) -> Snapshot<HeldRaw> {
-        (self.agg).checkpoint(changes, |h| HeldRaw::new(&h.position, &h.raw))
+        (self.agg).checkpoint(changes, |h| {
+            HeldRaw::new(&h.position, h.key.as_deref(), &h.raw)
+        })
     }
     fn open_windows(&self) -> usize {
         self.agg.open_windows()

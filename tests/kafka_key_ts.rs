@@ -359,32 +359,135 @@ fn uid_from_the_json_with_ts_from_the_record_timestamp() {
     check_dead_letters(&brokers, &records);
 }
 
-#[test]
-fn a_field_from_the_record_with_a_state_dir_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().to_str().unwrap();
-    for from in [["--uid-from", "key"], ["--ts-from", "record-timestamp"]] {
-        // No broker is needed: the options are refused before any connection.
-        let o = cardinal()
-            .args([
-                "run",
-                "-b",
-                "127.0.0.1:1",
-                "-t",
-                "frames",
-                "--state-dir",
-                state,
-            ])
-            .args(from)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains("--state-dir cannot be combined"),
-            "{stderr}"
-        );
+/// What the hooks saw when a run stopped: its checkpoint.
+#[derive(Default)]
+struct Stopped(Option<cardinal::aggregator::Snapshot<cardinal::checkpoint::HeldRaw>>);
+
+impl cardinal::pipeline::Hooks for Stopped {
+    fn finished(
+        &mut self,
+        state: &mut dyn cardinal::pipeline::StateView,
+        _complete: bool,
+    ) -> Result<(), cardinal::pipeline::PipelineError> {
+        self.0 = Some(state.checkpoint(false));
+        Ok(())
     }
+}
+
+/// A writer the test reads back.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With `--uid-from key --ts-from record-timestamp` and `--state-dir`: frames the
+/// outlier guard holds when a run stops are checkpointed with their keys, and a
+/// restart counts them under those keys. Driven through the pipeline itself, with
+/// records whose values are not JSON at all, so nothing but the key can name them.
+#[test]
+fn frames_held_at_a_stop_are_counted_after_a_restart_under_their_keys() {
+    use cardinal::aggregator::Settings;
+    use cardinal::emitter::Format;
+    use cardinal::parser::{FrameSpec, TsFrom, UidFrom};
+    use cardinal::pipeline::{self, CountConfig, CounterKind, Sinks};
+    use cardinal::sink::ResultSink;
+    use cardinal::source::{CHUNK_BYTES, Chunk, MAX_FRAME_BYTES, RecordFields};
+    use cardinal::watermark::GuardConfig;
+    use cardinal::window::Calendar;
+
+    const T: i64 = 1_468_244_400; // 2016-07-11T13:40:00Z
+    const LATER: i64 = T + 7200; // two hours on: past --max-ahead, so held
+    let out = Shared::default();
+    let config = CountConfig {
+        calendar: Calendar::utc(),
+        settings: Settings {
+            granularities: vec![Granularity::Minute],
+            guard: GuardConfig {
+                max_ahead: 600,
+                confirm: 4,
+            },
+            ..Settings::default()
+        },
+        counter: CounterKind::Exact,
+        format: Format::Json,
+        threads: 1,
+        chunk_bytes: CHUNK_BYTES,
+        max_frame_bytes: MAX_FRAME_BYTES,
+        metrics: None,
+        frames: FrameSpec::default().taking(UidFrom::Key, TsFrom::RecordTimestamp),
+    };
+    let records = |from: u64, frames: Vec<(String, i64)>| {
+        move |feed: pipeline::Feed| {
+            let keep = RecordFields {
+                keys: true,
+                timestamps: true,
+            };
+            let mut chunk = Chunk::records("frames".into(), Vec::new()).keeping(keep);
+            for (i, (uid, ts)) in frames.iter().enumerate() {
+                let value = b"not json, and no uid in it";
+                let key = Some(uid.as_bytes());
+                chunk.push_kafka_record(0, from + i as u64, key, Some(ts * 1000), value, 1 << 20);
+            }
+            feed.assigned(vec![0]);
+            feed.chunk(chunk);
+            // The first run is stopped (SIGTERM), the second reads to the end.
+            feed.end(from > 0);
+        }
+    };
+    // A minute of frames, then three users two hours on: too few to be believed yet.
+    let mut first: Vec<(String, i64)> = (0..60).map(|i| (format!("u{i}"), T + i)).collect();
+    first.extend((0..3).map(|i| (format!("held-{i}"), LATER + i)));
+    let mut sinks = Sinks {
+        results: ResultSink::new(Box::new(out.clone())),
+        rejects: Vec::new(),
+    };
+    let mut stopped = Stopped::default();
+    pipeline::run(&config, &mut sinks, &mut stopped, None, records(0, first)).unwrap();
+    let snapshot = stopped.0.expect("the stopped run's state");
+    let held: Vec<_> = (snapshot.lanes.iter())
+        .flat_map(|l| &l.held)
+        .map(|h| h.frame.frame.key.clone())
+        .collect();
+    assert_eq!(held.len(), 3, "the three frames two hours on are held");
+    assert!(
+        held.iter().all(Option::is_some),
+        "kept with their keys: {held:?}"
+    );
+
+    // The restart gets more frames from two hours on: now the held ones are believed.
+    let second: Vec<(String, i64)> = (0..5)
+        .map(|i| (format!("more-{i}"), LATER + 10 + i))
+        .collect();
+    let mut sinks = Sinks {
+        results: ResultSink::new(Box::new(out.clone())),
+        rejects: Vec::new(),
+    };
+    let mut finished = Stopped::default();
+    pipeline::run(
+        &config,
+        &mut sinks,
+        &mut finished,
+        Some(snapshot),
+        records(63, second),
+    )
+    .unwrap();
+    let results = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let minute = |start: i64| {
+        common::minute_counts(results.as_bytes())
+            .get(&(start - start.rem_euclid(60)))
+            .copied()
+    };
+    assert_eq!(minute(T), Some(60), "{results}");
+    // held-0..2 and more-0..4, all in the minute two hours on.
+    assert_eq!(minute(LATER), Some(8), "{results}");
 }
 
 #[test]

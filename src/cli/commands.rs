@@ -184,16 +184,6 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .into());
         }
     }
-    let from_record = args.uid_from != UidFrom::Json || args.ts_from != TsFrom::Json;
-    if from_record && args.state.state_dir.is_some() {
-        // A checkpoint keeps held frames as their values only.
-        return Err(UsageError(
-            "--state-dir cannot be combined with --uid-from key or --ts-from record-timestamp yet: \
-             a checkpoint keeps the frames it holds as their values only"
-                .into(),
-        )
-        .into());
-    }
     let mut kafka = args.kafka.options()?;
     if let Some(id) = &args.instance_id {
         // First, so that an explicit -X group.instance.id still wins.
