@@ -68,8 +68,8 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
     }
 
-    /// Alignment: pauses the lanes with frames waiting once too many wait, resumes
-    /// them once half as many do, and gives up on a lane that stays too far behind.
+    /// Alignment: pauses lanes too far ahead of the slowest, resumes them once it has
+    /// caught up halfway, and gives up on a lane that stays too far behind.
     pub(super) fn align(&mut self, now_ms: u64, out: &mut Output<T>) {
         let Some(a) = self.settings.alignment else {
             return;
@@ -82,6 +82,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             .filter(|(_, l)| l.holds_back())
             .filter_map(|(i, l)| l.watermark_at(clock).map(|w| (i, w)))
             .collect();
+        let slowest = marks.iter().map(|m| m.1).min();
         for (i, l) in self.lanes.iter_mut().enumerate() {
             let Some(w) = marks.iter().find(|m| m.0 == i).map(|m| m.1) else {
                 l.paused = false;
@@ -92,12 +93,12 @@ impl<C: Counter, T> Aggregator<C, T> {
                 }
                 continue;
             };
-            let waiting = self.waiting;
+            let ahead = w - slowest.unwrap_or(w);
             l.paused = !l.waiting.is_empty()
-                && if l.paused {
-                    waiting > a.max_waiting / 2
+                || if l.paused {
+                    ahead > a.max_drift / 2
                 } else {
-                    waiting >= a.max_waiting
+                    ahead > a.max_drift
                 };
             let others = marks.iter().filter(|m| m.0 != i).map(|m| m.1).min();
             let behind = others.map_or(0, |o| o - w);
