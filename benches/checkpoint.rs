@@ -9,8 +9,9 @@
 use std::time::Instant;
 
 use cardinal::aggregator::{Aggregator, Output, Settings};
-use cardinal::checkpoint::{Checkpoint, HeldRaw, InputPosition, StateDir};
+use cardinal::checkpoint::{Checkpoint, InputPosition, StateDir};
 use cardinal::counter::{Counter, Exact};
+use cardinal::frame::{HeldFrame, Position};
 use cardinal::window::{Calendar, Granularity};
 
 fn agg_settings() -> Settings {
@@ -71,12 +72,14 @@ fn main() {
             input: InputPosition::Kafka {
                 offsets: vec![(0, 0)],
             },
-            state: agg.checkpoint(changes, |_| HeldRaw {
-                source: "bench".into(),
-                pos: 0,
-                partition: Some(0),
+            state: agg.checkpoint(changes, |_| HeldFrame {
+                position: Position::Offset {
+                    topic: "bench".into(),
+                    partition: 0,
+                    offset: 0,
+                },
                 key: None,
-                raw: Vec::new(),
+                raw: Box::default(),
             }),
         };
         let stats = state.save(&checkpoint).expect("a checkpoint written");

@@ -57,7 +57,6 @@ fn bench(c: &mut Criterion) {
                 ..Settings::default()
             },
             counter,
-            format: Format::Json,
             threads,
             chunk_bytes: cardinal::source::CHUNK_BYTES,
             max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
@@ -67,7 +66,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut sinks = Sinks {
-                    results: ResultSink::new(Box::new(std::io::sink())),
+                    results: vec![Box::new(ResultSink::new(
+                        Box::new(std::io::sink()),
+                        Format::Json,
+                    ))],
                     rejects: Vec::new(),
                 };
                 let input = OpenInput {

@@ -301,7 +301,6 @@ fn cardinal_run(
             ..Settings::default()
         },
         counter: CounterKind::Exact,
-        format: Format::Json,
         threads: 2,
         chunk_bytes: cardinal::source::CHUNK_BYTES,
         max_frame_bytes: cardinal::source::MAX_FRAME_BYTES,
@@ -322,7 +321,10 @@ fn cardinal_run(
         stall_timeout: Duration::from_secs(60),
     };
     let mut sinks = Sinks {
-        results: ResultSink::new(Box::new(std::io::sink())),
+        results: vec![Box::new(ResultSink::new(
+            Box::new(std::io::sink()),
+            Format::Json,
+        ))],
         rejects: Vec::new(),
     };
     let started = Instant::now();

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::aggregator::Snapshot;
-use crate::sink::Position;
+use crate::frame::{HeldFrame, Position};
 
 const MAGIC: &[u8; 8] = b"CARDCKPT";
 /// 2: held frames carry the votes of later frames (supported, contradicted).
@@ -35,56 +35,75 @@ const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8 + 8;
 const FILE_NAME: &str = "checkpoint";
 
-/// A frame the outlier guard was holding, as stored in a checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HeldRaw {
-    pub source: String,
+/// How a checkpoint stores a [`HeldFrame`]: the layout of checkpoint format 3,
+/// kept apart from the type so that the type can change without the format.
+/// (`HeldRef` writes it, this reads it; `Vec<u8>` and `&[u8]` encode alike.)
+#[derive(Serialize, Deserialize)]
+struct HeldRaw {
+    source: String,
     /// Line number (files) or offset (Kafka).
-    pub pos: u64,
+    pos: u64,
     /// Kafka partition, if the frame came from Kafka.
-    pub partition: Option<u32>,
-    /// The Kafka record's key, when the run kept it: the uid under `--uid-from
-    /// key`, and the dead-letter record's key.
-    pub key: Option<Vec<u8>>,
-    pub raw: Vec<u8>,
+    partition: Option<u32>,
+    key: Option<Vec<u8>>,
+    raw: Vec<u8>,
 }
 
-impl HeldRaw {
-    pub fn new(position: &Position, key: Option<&[u8]>, raw: &[u8]) -> HeldRaw {
-        let key = key.map(<[u8]>::to_vec);
-        match position {
-            Position::Line { source, line } => HeldRaw {
-                source: source.to_string(),
-                pos: *line,
-                partition: None,
-                key,
-                raw: raw.to_vec(),
-            },
+/// The same layout, borrowed, to write a frame without copying it.
+#[derive(Serialize)]
+struct HeldRef<'a> {
+    source: &'a str,
+    pos: u64,
+    partition: Option<u32>,
+    key: Option<&'a [u8]>,
+    raw: &'a [u8],
+}
+
+impl Serialize for HeldFrame {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let (source, pos, partition) = match &self.position {
+            Position::Line { source, line } => (source, *line, None),
             Position::Offset {
                 topic,
                 partition,
                 offset,
-            } => HeldRaw {
-                source: topic.to_string(),
-                pos: *offset,
-                partition: Some(*partition),
-                key,
-                raw: raw.to_vec(),
-            },
+            } => (topic, *offset, Some(*partition)),
+        };
+        HeldRef {
+            source,
+            pos,
+            partition,
+            key: self.key.as_deref(),
+            raw: &self.raw,
         }
+        .serialize(ser)
     }
+}
 
-    pub fn position(&self) -> Position {
-        match self.partition {
+impl<'de> Deserialize<'de> for HeldFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<HeldFrame, D::Error> {
+        HeldRaw::deserialize(de).map(HeldFrame::from)
+    }
+}
+
+impl From<HeldRaw> for HeldFrame {
+    fn from(h: HeldRaw) -> HeldFrame {
+        let source: Arc<str> = h.source.into();
+        let position = match h.partition {
             Some(partition) => Position::Offset {
-                topic: self.source.as_str().into(),
+                topic: source,
                 partition,
-                offset: self.pos,
+                offset: h.pos,
             },
             None => Position::Line {
-                source: self.source.as_str().into(),
-                line: self.pos,
+                source,
+                line: h.pos,
             },
+        };
+        HeldFrame {
+            position,
+            key: h.key.map(Into::into),
+            raw: h.raw.into(),
         }
     }
 }
@@ -112,7 +131,7 @@ pub struct Checkpoint {
     pub identity: String,
     pub written_unix_ms: u64,
     pub input: InputPosition,
-    pub state: Snapshot<HeldRaw>,
+    pub state: Snapshot<HeldFrame>,
 }
 
 #[derive(Debug, Error)]
@@ -590,6 +609,49 @@ mod tests {
     use crate::counter::CounterState;
     use crate::watermark::Watermark;
     use crate::window::Granularity;
+
+    /// A held frame is written in checkpoint format 3's layout, and read back whole.
+    #[test]
+    fn held_frames_keep_the_stored_layout() {
+        for (position, partition) in [
+            (
+                Position::Offset {
+                    topic: "clicks".into(),
+                    partition: 3,
+                    offset: 77,
+                },
+                Some(3),
+            ),
+            (
+                Position::Line {
+                    source: "a.json".into(),
+                    line: 77,
+                },
+                None,
+            ),
+        ] {
+            let source = if partition.is_some() {
+                "clicks"
+            } else {
+                "a.json"
+            };
+            let frame = HeldFrame {
+                position,
+                key: Some(b"k".to_vec().into()),
+                raw: b"{}".to_vec().into(),
+            };
+            let stored = HeldRaw {
+                source: source.into(),
+                pos: 77,
+                partition,
+                key: Some(b"k".to_vec()),
+                raw: b"{}".to_vec(),
+            };
+            let bytes = postcard::to_allocvec(&frame).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&stored).unwrap());
+            assert_eq!(postcard::from_bytes::<HeldFrame>(&bytes).unwrap(), frame);
+        }
+    }
 
     fn sample() -> Checkpoint {
         Checkpoint {

@@ -31,6 +31,7 @@ pub mod cli;
 pub mod client_config;
 pub mod counter;
 pub mod emitter;
+pub mod frame;
 pub mod kafka;
 pub mod metrics;
 pub mod parser;

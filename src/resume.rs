@@ -71,4 +71,8 @@ impl Hooks for FileCheckpoints {
     fn finished(&mut self, state: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
         self.save(state, complete)
     }
+
+    fn checkpoint_summary(&self) -> String {
+        self.checkpointing.summary()
+    }
 }

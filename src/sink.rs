@@ -1,21 +1,26 @@
-//! Sinks: where results and rejected frames go.
+//! Sinks: where results and rejected frames go. One trait per role: [`Results`]
+//! for final windows, [`Reject`] for frames not counted.
 //!
-//! [`ResultSink`] writes rendered results and flushes after each batch, so a
-//! window appears the moment it is final. A closed stdout (`| head`) is not an
-//! error: the sink reports it and the run stops quietly. Every rejected, late or
+//! [`ResultSink`] renders results as text or JSON lines and flushes after each
+//! batch, so a window appears the moment it is final. A closed stdout (`| head`) is
+//! not an error: the sink reports it and the run stops quietly. `run
+//! --results-topic` adds the results topic (`kafka::ResultsTopic`). Every rejected, late or
 //! outlying frame goes to each [`Reject`] sink asked for, so that nothing is
 //! dropped silently: [`RejectSink`] writes it as a JSON line with its reason, its
 //! position and the raw frame; `run --rejects-topic` and `count --rejects-topic`
 //! produce it to a dead-letter topic (`kafka::TopicRejects`).
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Serialize;
 use thiserror::Error;
+
+use crate::aggregator::WindowResult;
+use crate::emitter::{self, Format};
+use crate::frame::Position;
+use crate::window::Calendar;
 
 #[derive(Debug, Error)]
 pub enum SinkError {
@@ -24,6 +29,9 @@ pub enum SinkError {
     Closed,
     #[error("cannot write results: {0}")]
     Results(io::Error),
+    /// The results topic refused a record, or did not acknowledge it in time.
+    #[error("{0}")]
+    ResultsTopic(String),
     #[error("cannot write rejects to {}: {source}", path.display())]
     Rejects { path: PathBuf, source: io::Error },
     /// The dead-letter topic refused a record, or did not acknowledge it in time.
@@ -57,26 +65,42 @@ pub trait Reject: Send {
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
-/// Writes result lines to any writer, usually stdout.
+/// Where final windows go, a batch at a time as they become final: stdout
+/// ([`ResultSink`]) and the results topic (`kafka::ResultsTopic`).
+pub trait Results: Send {
+    fn write(&mut self, windows: &[WindowResult], calendar: &Calendar) -> Result<(), SinkError>;
+}
+
+/// Writes results as lines to any writer, usually stdout.
 pub struct ResultSink {
     out: BufWriter<Box<dyn Write + Send>>,
+    format: Format,
+    rendered: String,
 }
 
 impl ResultSink {
-    pub fn new(out: Box<dyn Write + Send>) -> ResultSink {
+    pub fn new(out: Box<dyn Write + Send>, format: Format) -> ResultSink {
         ResultSink {
             out: BufWriter::with_capacity(1 << 16, out),
+            format,
+            rendered: String::new(),
         }
     }
 
-    pub fn stdout() -> ResultSink {
-        ResultSink::new(Box::new(io::stdout()))
+    pub fn stdout(format: Format) -> ResultSink {
+        ResultSink::new(Box::new(io::stdout()), format)
     }
+}
 
-    /// Writes already rendered lines and flushes them.
-    pub fn write(&mut self, lines: &str) -> Result<(), SinkError> {
+impl Results for ResultSink {
+    /// Renders the windows and flushes them, so each is seen as soon as it is final.
+    fn write(&mut self, windows: &[WindowResult], calendar: &Calendar) -> Result<(), SinkError> {
+        self.rendered.clear();
+        for w in windows {
+            emitter::render(self.format, w, calendar, &mut self.rendered);
+        }
         self.out
-            .write_all(lines.as_bytes())
+            .write_all(self.rendered.as_bytes())
             .and_then(|_| self.out.flush())
             .map_err(result_error)
     }
@@ -87,33 +111,6 @@ fn result_error(e: io::Error) -> SinkError {
         SinkError::Closed
     } else {
         SinkError::Results(e)
-    }
-}
-
-/// Where a frame came from: a line of a file, or an offset in a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Position {
-    Line {
-        source: Arc<str>,
-        line: u64,
-    },
-    Offset {
-        topic: Arc<str>,
-        partition: u32,
-        offset: u64,
-    },
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Position::Line { source, line } => write!(f, "{source}:{line}"),
-            Position::Offset {
-                topic,
-                partition,
-                offset,
-            } => write!(f, "{topic}[{partition}]@{offset}"),
-        }
     }
 }
 

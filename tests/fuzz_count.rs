@@ -137,7 +137,7 @@ proptest! {
         let rejects_path = dir.path().join("rejects.jsonl");
         let out = Shared::default();
         let mut sinks = Sinks {
-            results: ResultSink::new(Box::new(out.clone())),
+            results: vec![Box::new(ResultSink::new(Box::new(out.clone()), Format::Json))],
             rejects: vec![Box::new(RejectSink::create(&rejects_path).unwrap())],
         };
         let config = CountConfig {
@@ -148,7 +148,6 @@ proptest! {
                 ..Settings::default()
             },
             counter: CounterKind::Exact,
-            format: Format::Json,
             threads: 2,
             chunk_bytes,
             max_frame_bytes: 2048,

@@ -361,7 +361,7 @@ fn uid_from_the_json_with_ts_from_the_record_timestamp() {
 
 /// What the hooks saw when a run stopped: its checkpoint.
 #[derive(Default)]
-struct Stopped(Option<cardinal::aggregator::Snapshot<cardinal::checkpoint::HeldRaw>>);
+struct Stopped(Option<cardinal::aggregator::Snapshot<cardinal::frame::HeldFrame>>);
 
 impl cardinal::pipeline::Hooks for Stopped {
     fn finished(
@@ -417,7 +417,6 @@ fn frames_held_at_a_stop_are_counted_after_a_restart_under_their_keys() {
             ..Settings::default()
         },
         counter: CounterKind::Exact,
-        format: Format::Json,
         threads: 1,
         chunk_bytes: CHUNK_BYTES,
         max_frame_bytes: MAX_FRAME_BYTES,
@@ -446,7 +445,10 @@ fn frames_held_at_a_stop_are_counted_after_a_restart_under_their_keys() {
     let mut first: Vec<(String, i64)> = (0..60).map(|i| (format!("u{i}"), T + i)).collect();
     first.extend((0..3).map(|i| (format!("held-{i}"), LATER + i)));
     let mut sinks = Sinks {
-        results: ResultSink::new(Box::new(out.clone())),
+        results: vec![Box::new(ResultSink::new(
+            Box::new(out.clone()),
+            Format::Json,
+        ))],
         rejects: Vec::new(),
     };
     let mut stopped = Stopped::default();
@@ -467,7 +469,10 @@ fn frames_held_at_a_stop_are_counted_after_a_restart_under_their_keys() {
         .map(|i| (format!("more-{i}"), LATER + 10 + i))
         .collect();
     let mut sinks = Sinks {
-        results: ResultSink::new(Box::new(out.clone())),
+        results: vec![Box::new(ResultSink::new(
+            Box::new(out.clone()),
+            Format::Json,
+        ))],
         rejects: Vec::new(),
     };
     let mut finished = Stopped::default();

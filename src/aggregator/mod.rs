@@ -183,7 +183,8 @@ struct WindowState<C> {
     fresh: bool,
 }
 
-/// A frame held by the outlier guard.
+/// A frame not counted yet (held by the outlier guard, or waiting for alignment):
+/// its counter key, its position, and the caller's tag (the pipeline's `HeldFrame`).
 #[derive(Debug)]
 struct Pending<K, T> {
     key: K,

@@ -144,7 +144,7 @@ pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
         crate::say_raw!(
             "{}{}",
             report.telemetry.summary(started.elapsed()),
-            hooks.checkpointing.summary()
+            report.checkpoint_summary
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -415,7 +415,7 @@ pub(super) fn count_partials(args: &CountArgs, dir: &std::path::Path) -> Result<
     let mut hooks = partials::PartialsOut::new(dir, shape, names)?;
     let _server = opts.serve(&config)?;
     let mut sinks = Sinks {
-        results: ResultSink::new(Box::new(io::sink())),
+        results: Vec::new(),
         rejects: args.sinks()?.0.rejects,
     };
     let started = Instant::now();

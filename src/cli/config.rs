@@ -71,7 +71,6 @@ impl CountingOptions {
                     lg_k: self.precision,
                 }),
             },
-            format: self.format,
             threads: self.threads.map_or_else(
                 || std::thread::available_parallelism().map_or(2, |n| n.get().min(64)),
                 usize::from,
@@ -99,7 +98,7 @@ impl CountingOptions {
             rejects.push(Box::new(RejectSink::create(p)?));
         }
         Ok(Sinks {
-            results: ResultSink::stdout(),
+            results: vec![Box::new(ResultSink::stdout(self.format))],
             rejects,
         })
     }

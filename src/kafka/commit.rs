@@ -19,7 +19,8 @@ pub(super) type CommitAnswer = std::sync::mpsc::Receiver<rdkafka::error::KafkaRe
 pub(super) struct KafkaHooks {
     pub(super) consumer: Arc<BaseConsumer<RunContext>>,
     pub(super) topic: String,
-    pub(super) producer: Option<(String, ThreadedProducer<DeliveryTracker>)>,
+    /// The results topic, acknowledged before every commit.
+    pub(super) results: Option<ResultsTopic>,
     /// The dead-letter topic, flushed before every commit as the results are.
     pub(super) rejects: Option<TopicRejects>,
     pub(super) timeout: Duration,
@@ -34,20 +35,6 @@ pub(super) struct KafkaHooks {
     /// The commit under way, if any: what it sends, and where its answer arrives.
     pub(super) in_flight: Option<(HashMap<i32, i64>, CommitAnswer)>,
     pub(super) checkpoints: Option<Checkpointing>,
-    pub(super) metrics: Option<Arc<Metrics>>,
-}
-
-impl KafkaHooks {
-    /// Results produced and not yet acknowledged, for the metrics.
-    pub(super) fn share_results(&self, produced: u64) {
-        if let (Some(m), Some((_, p))) = (&self.metrics, &self.producer) {
-            let unacked = p.in_flight_count().max(0) as u64;
-            m.update_kafka(|k| {
-                k.results_produced += produced;
-                k.results_unacked = unacked;
-            });
-        }
-    }
 }
 
 impl KafkaHooks {
@@ -61,14 +48,8 @@ impl KafkaHooks {
         state: &mut dyn StateView,
     ) -> Result<HashMap<i32, i64>, PipelineError> {
         // Results first: neither a checkpoint nor an offset may get ahead of what is acked.
-        if let Some((topic, producer)) = &self.producer {
-            producer.flush(self.timeout).map_err(|e| {
-                live(format!(
-                    "results to {topic} not acknowledged within {:?}: {e}",
-                    self.timeout
-                ))
-            })?;
-            producer.context().check().map_err(live)?;
+        if let Some(results) = &self.results {
+            results.acknowledge().map_err(live)?;
         }
         // Rejects too: a frame's offset must not be committed before its dead-letter
         // record is acknowledged, or a crash would lose it from both places.
@@ -187,25 +168,6 @@ impl KafkaHooks {
 }
 
 impl Hooks for KafkaHooks {
-    fn results(
-        &mut self,
-        windows: &[WindowResult],
-        calendar: &Calendar,
-    ) -> Result<(), PipelineError> {
-        let Some((topic, producer)) = &self.producer else {
-            return Ok(());
-        };
-        for w in windows {
-            let record = Record::new(w, calendar);
-            let key = record.key();
-            let payload = serde_json::to_string(&record).expect("a record always serializes");
-            send_with_backpressure(producer, BaseRecord::to(topic).key(&key).payload(&payload))
-                .map_err(live)?;
-        }
-        self.share_results(windows.len() as u64);
-        Ok(())
-    }
-
     fn progress(
         &mut self,
         state: &mut dyn StateView,
@@ -217,7 +179,9 @@ impl Hooks for KafkaHooks {
         if holding && self.last_commit.elapsed() >= self.commit_interval {
             self.last_commit = Instant::now();
             self.commit(state)?;
-            self.share_results(0);
+            if let Some(results) = &self.results {
+                results.share(0);
+            }
         }
         Ok(())
     }
@@ -296,5 +260,11 @@ impl Hooks for KafkaHooks {
             list.join(", "),
             self.commit_error.take().unwrap_or_else(|| "none".into())
         )))
+    }
+
+    fn checkpoint_summary(&self) -> String {
+        self.checkpoints
+            .as_ref()
+            .map_or_else(String::new, Checkpointing::summary)
     }
 }

@@ -31,12 +31,13 @@ use crate::aggregator::WindowResult;
 use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
+use crate::frame::Position;
 use crate::metrics::Metrics;
 use crate::parser::{TsFrom, TsUnit, UidFrom};
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
-use crate::sink::{Position, Reject, Rejected, SinkError};
+use crate::sink::{Reject, Rejected, Results, SinkError};
 use crate::source::{CHUNK_BYTES, Chunk, RecordFields};
 use crate::watermark::WallClock;
 use crate::window::Calendar;
@@ -70,10 +71,8 @@ mod tests {
 
     use super::*;
     use crate::aggregator::Settings;
-    use crate::emitter::Format;
     use crate::generator::{FrameGen, GenConfig};
     use crate::pipeline::CounterKind;
-    use crate::sink::ResultSink;
     use crate::window::{Calendar, Granularity};
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::RDKafkaApiKey;
@@ -184,7 +183,6 @@ mod tests {
                 ..Settings::default()
             },
             counter: CounterKind::Exact,
-            format: Format::Json,
             threads: 1,
             chunk_bytes: crate::source::CHUNK_BYTES,
             max_frame_bytes: crate::source::MAX_FRAME_BYTES,
@@ -192,7 +190,7 @@ mod tests {
             frames: crate::parser::FrameSpec::default(),
         };
         let mut sinks = Sinks {
-            results: ResultSink::new(Box::new(std::io::sink())),
+            results: Vec::new(),
             rejects: Vec::new(),
         };
         // Either the delivery reports or the next send reports the refusal.
@@ -337,7 +335,6 @@ mod tests {
                 ..Settings::default()
             },
             counter: CounterKind::Exact,
-            format: Format::Json,
             threads: 1,
             chunk_bytes: crate::source::CHUNK_BYTES,
             max_frame_bytes: crate::source::MAX_FRAME_BYTES,
@@ -347,7 +344,7 @@ mod tests {
         };
         let collected = Collected::default();
         let mut sinks = Sinks {
-            results: ResultSink::new(Box::new(std::io::sink())),
+            results: Vec::new(),
             rejects: vec![Box::new(collected.clone())],
         };
         let report = run_options_run(&run_opts, &config, &mut sinks).unwrap();

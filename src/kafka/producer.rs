@@ -1,4 +1,5 @@
-//! Producing: delivery tracking, backpressure, and the dead-letter topic.
+//! Producing: delivery tracking, backpressure, and the two topics Cardinal writes:
+//! results ([`ResultsTopic`]) and dead letters ([`TopicRejects`]).
 
 use super::*;
 
@@ -66,6 +67,61 @@ impl DeliveryTracker {
                     .unwrap_or_default()
             )),
         }
+    }
+}
+
+/// The results topic (`--results-topic`): each window as a JSON record keyed
+/// `WINDOW/START`, so that a compacted topic keeps each window's latest version.
+/// One handle is a sink of the pipeline; a clone stays with the commit owner,
+/// which has every record acknowledged before it commits an offset the record
+/// covers ([`KafkaHooks::positions_to_commit`]).
+#[derive(Clone)]
+pub struct ResultsTopic {
+    pub(super) topic: Arc<str>,
+    pub(super) producer: Arc<ThreadedProducer<DeliveryTracker>>,
+    pub(super) timeout: Duration,
+    pub(super) metrics: Option<Arc<Metrics>>,
+}
+
+impl ResultsTopic {
+    /// Waits until every record sent is acknowledged; fails if one was refused.
+    pub fn acknowledge(&self) -> Result<(), String> {
+        self.producer.flush(self.timeout).map_err(|e| {
+            format!(
+                "results to {} not acknowledged within {:?}: {e}",
+                self.topic, self.timeout
+            )
+        })?;
+        self.producer.context().check()
+    }
+
+    /// Publishes the number of records produced since the last call, and how many
+    /// are still unacknowledged, to the metrics.
+    pub(super) fn share(&self, produced: u64) {
+        if let Some(m) = &self.metrics {
+            let unacked = self.producer.in_flight_count().max(0) as u64;
+            m.update_kafka(|k| {
+                k.results_produced += produced;
+                k.results_unacked = unacked;
+            });
+        }
+    }
+}
+
+impl Results for ResultsTopic {
+    fn write(&mut self, windows: &[WindowResult], calendar: &Calendar) -> Result<(), SinkError> {
+        for w in windows {
+            let record = Record::new(w, calendar);
+            let key = record.key();
+            let payload = serde_json::to_string(&record).expect("a record always serializes");
+            send_with_backpressure(
+                &self.producer,
+                BaseRecord::to(&self.topic).key(&key).payload(&payload),
+            )
+            .map_err(SinkError::ResultsTopic)?;
+        }
+        self.share(windows.len() as u64);
+        Ok(())
     }
 }
 

@@ -69,7 +69,7 @@ pub fn run(
     );
     let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
     let _ = consumer.context().all_partitions.set(partitions.clone());
-    let producer = match &opts.results_topic {
+    let results = match &opts.results_topic {
         Some(t) => {
             partitions_of(&consumer, &opts.kafka, t)?;
             tracing::debug!(
@@ -82,7 +82,14 @@ pub fn run(
                 .config(PRODUCER_DEFAULTS)
                 .create_with_context(DeliveryTracker::default())
                 .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
-            Some((t.clone(), p))
+            let topic = ResultsTopic {
+                topic: Arc::from(t.as_str()),
+                producer: Arc::new(p),
+                timeout: opts.kafka.timeout,
+                metrics: config.metrics.clone(),
+            };
+            sinks.results.push(Box::new(topic.clone()));
+            Some(topic)
         }
         None => None,
     };
@@ -119,7 +126,7 @@ pub fn run(
     let mut hooks = KafkaHooks {
         consumer: consumer.clone(),
         topic: opts.topic.clone(),
-        producer,
+        results,
         rejects,
         timeout: opts.kafka.timeout,
         session_timeout: session_timeout(&opts.kafka),
@@ -129,7 +136,6 @@ pub fn run(
         commit_error: None,
         in_flight: None,
         checkpoints,
-        metrics: config.metrics.clone(),
     };
     let feeder_consumer = consumer.clone();
     let topic: Arc<str> = Arc::from(opts.topic.as_str());
@@ -161,7 +167,7 @@ pub fn run(
         feed_from_kafka(&feeder_consumer, topic, settings, &shutdown, feed)
     });
     consumer.unsubscribe();
-    let mut report = match result {
+    let report = match result {
         Ok(report) => report,
         Err(e) if consumer.context().gave_up_shared.load(Ordering::Relaxed) => {
             // The broker is fine: leave the group now, so that the member that stays
@@ -180,7 +186,6 @@ pub fn run(
         }
     };
     if let Some(cp) = &hooks.checkpoints {
-        report.checkpoint_summary = cp.summary();
         // The group was left cleanly: the next start has nothing to wait out.
         cp.dir.clear_member();
     }

@@ -1,0 +1,341 @@
+//! The pipeline: sources → parser → aggregator → emitter → sinks.
+//!
+//! A *feeder* thread (files, or a Kafka consumer) cuts its input into chunks and
+//! hands them to a pool of parser threads. Aggregation must see frames in arrival
+//! order (the watermark depends on it), so each chunk's parse result comes back
+//! through its own one-shot channel, queued in feed order, and the aggregating
+//! stage on the calling thread takes them in turn. Feeders can also queue wall-clock
+//! ticks and lane revocations. All channels are bounded, so a slow sink slows the
+//! feeder instead of filling memory.
+//!
+//! In the order a chunk meets them: [`feed`] (the feeder's handle and the typed
+//! channels), [`parse`] (the worker threads), [`stage`] (the aggregating stage and
+//! the hooks' view of it). This file holds what callers configure and implement:
+//! [`CountConfig`], [`Sinks`], [`Hooks`], and the entry points.
+
+mod feed;
+mod parse;
+mod stage;
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+
+use crate::aggregator::{Aggregator, Settings, Snapshot, WindowResult};
+use crate::counter::{Counter, Exact, Hll, HllConfig};
+use crate::emitter::Format;
+use crate::frame::HeldFrame;
+use crate::metrics::Metrics;
+use crate::parser::{self, FrameSpec, UidFrom};
+use crate::record;
+use crate::sink::{Reject, Rejected, ResultSink, Results, SinkError};
+use crate::source::{BufferPool, Chunker, SourceError};
+use crate::telemetry::Telemetry;
+use crate::window::Calendar;
+
+use feed::{Channels, Item, Job};
+pub use feed::{Feed, PausedLanes};
+use parse::parse_chunk;
+use stage::Aggregate;
+
+/// Which distinct counter to use, `--counter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterKind {
+    Exact,
+    Hll(HllConfig),
+}
+
+/// Everything the pipeline needs besides its inputs and sinks.
+#[derive(Debug, Clone)]
+pub struct CountConfig {
+    pub calendar: Calendar,
+    pub settings: Settings,
+    pub counter: CounterKind,
+    /// Parser threads.
+    pub threads: usize,
+    pub chunk_bytes: usize,
+    /// Longer frames are skipped in constant memory and rejected as `too_large`.
+    pub max_frame_bytes: usize,
+    /// Where to publish metrics (`--http`), if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Which root keys hold the uid and the ts, and the ts unit.
+    pub frames: FrameSpec,
+}
+
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An opened input: its name for messages, and its bytes.
+pub struct OpenInput {
+    pub name: String,
+    pub reader: Box<dyn Read + Send>,
+}
+
+pub struct Sinks {
+    /// Every sink results go to: stdout (first: when its reader goes away, the run
+    /// stops quietly before the others see the batch), and the results topic.
+    pub results: Vec<Box<dyn Results>>,
+    /// Every sink a rejected frame goes to: none, the file, the topic, or both.
+    pub rejects: Vec<Box<dyn Reject>>,
+}
+
+impl Sinks {
+    /// Results as lines to `out`, rejects nowhere.
+    pub fn lines(out: Box<dyn std::io::Write + Send>, format: Format) -> Sinks {
+        Sinks {
+            results: vec![Box::new(ResultSink::new(out, format))],
+            rejects: Vec::new(),
+        }
+    }
+
+    fn reject(&mut self, frame: Rejected<'_>) -> Result<(), SinkError> {
+        for sink in &mut self.rejects {
+            sink.write(frame)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A live source or sink failed (the message says which and why).
+    #[error("{0}")]
+    Live(String),
+}
+
+/// How the run ended, with its counters.
+#[derive(Debug)]
+pub struct CountReport {
+    pub telemetry: Telemetry,
+    /// The reader of the results went away before the end (`| head`).
+    pub output_closed: bool,
+    /// What checkpointing cost, if it was on: the hooks' line for the summary.
+    pub checkpoint_summary: String,
+}
+
+/// What the hooks may ask of the aggregating stage, between two queue items.
+pub trait StateView {
+    /// The first position on `lane` not yet covered by final results.
+    fn safe_position(&self, lane: usize) -> Option<u64>;
+    /// Each lane's next position: what the state reflects.
+    fn next_positions(&self) -> Vec<(usize, u64)>;
+    /// For files: (input index, byte offset, next line) after the last chunk counted.
+    fn file_position(&self) -> Option<(usize, u64, u64)>;
+    /// The aggregator's state for a checkpoint: whole, or with `changes` only what
+    /// changed since the previous one (when the aggregator kept track since then).
+    fn checkpoint(&mut self, changes: bool) -> Snapshot<HeldFrame>;
+    /// How many windows are open (of every granularity).
+    fn open_windows(&self) -> usize;
+}
+
+/// What a source does besides feeding frames: publish results, commit progress,
+/// checkpoint. Called on the aggregating thread.
+pub trait Hooks {
+    /// Windows just emitted (already written to stdout).
+    fn results(
+        &mut self,
+        _windows: &[WindowResult],
+        _calendar: &Calendar,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// After every queue item.
+    fn progress(
+        &mut self,
+        _state: &mut dyn StateView,
+        _now_ms: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// The feed ended. `complete`: the input is exhausted and every window was
+    /// emitted as final; otherwise the run was stopped and open windows stay open.
+    fn finished(
+        &mut self,
+        _state: &mut dyn StateView,
+        _complete: bool,
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// What checkpointing cost over the run, a line for its summary (empty if off).
+    fn checkpoint_summary(&self) -> String {
+        String::new()
+    }
+}
+
+/// No hooks: files and stdin.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// Counts the inputs, in order, as one stream.
+pub fn count(
+    config: &CountConfig,
+    inputs: Vec<OpenInput>,
+    sinks: &mut Sinks,
+) -> Result<CountReport, PipelineError> {
+    count_from(config, inputs, sinks, &mut NoHooks, None, None)
+}
+
+/// Where to resume files: input index, byte offset in it, line number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileResume {
+    pub input: usize,
+    pub offset: u64,
+    pub next_line: u64,
+}
+
+/// Counts files with hooks (checkpoints), optionally resuming from a restored state.
+/// A `shutdown` request stops between chunks, without emitting open windows.
+pub fn count_from(
+    config: &CountConfig,
+    inputs: Vec<OpenInput>,
+    sinks: &mut Sinks,
+    hooks: &mut dyn Hooks,
+    restore: Option<(Snapshot<HeldFrame>, FileResume)>,
+    shutdown: Option<Arc<AtomicBool>>,
+) -> Result<CountReport, PipelineError> {
+    let chunk_bytes = config.chunk_bytes;
+    let max_frame = config.max_frame_bytes;
+    let (snapshot, resume) = match restore {
+        Some((s, r)) => (Some(s), Some(r)),
+        None => (None, None),
+    };
+    run(config, sinks, hooks, snapshot, move |feed| {
+        for (index, input) in inputs.into_iter().enumerate() {
+            if resume.is_some_and(|r| index < r.input) {
+                continue;
+            }
+            let stopping = || shutdown.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+            let resume_here = resume.filter(|r| r.input == index);
+            let mut chunker =
+                Chunker::with_pool(input.reader, &input.name, chunk_bytes, feed.pool().clone())
+                    .input(index)
+                    .max_frame(max_frame);
+            if let Some(r) = resume_here
+                && let Err(e) = chunker.skip_to(r.offset, r.next_line)
+            {
+                feed.fail(e.into());
+                return;
+            }
+            for chunk in chunker {
+                if stopping() {
+                    feed.end(false);
+                    return;
+                }
+                match chunk {
+                    Ok(chunk) => {
+                        if !feed.chunk(chunk) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        feed.fail(e.into());
+                        return;
+                    }
+                }
+            }
+        }
+        feed.end(true);
+    })
+}
+
+/// Runs the pipeline with `feeder` on its own thread, from a restored state if given.
+pub fn run<F>(
+    config: &CountConfig,
+    sinks: &mut Sinks,
+    hooks: &mut dyn Hooks,
+    restore: Option<Snapshot<HeldFrame>>,
+    feeder: F,
+) -> Result<CountReport, PipelineError>
+where
+    F: FnOnce(Feed) + Send,
+{
+    match config.counter {
+        CounterKind::Exact => run_with::<Exact, F>(config, (), sinks, hooks, restore, feeder),
+        CounterKind::Hll(h) => run_with::<Hll, F>(config, h, sinks, hooks, restore, feeder),
+    }
+}
+
+fn run_with<C: Counter, F>(
+    config: &CountConfig,
+    counter_config: C::Config,
+    sinks: &mut Sinks,
+    hooks: &mut dyn Hooks,
+    restore: Option<Snapshot<HeldFrame>>,
+    feeder: F,
+) -> Result<CountReport, PipelineError>
+where
+    F: FnOnce(Feed) + Send,
+{
+    let threads = config.threads.max(1);
+    let agg = match restore {
+        None => Aggregator::new(
+            config.calendar.clone(),
+            config.settings.clone(),
+            counter_config,
+        ),
+        // A held frame keeps its ts in the snapshot; its uid is found again the way
+        // it was found the first time: in the record's key, or in the value.
+        Some(snapshot) => Aggregator::restore(
+            config.calendar.clone(),
+            config.settings.clone(),
+            counter_config,
+            snapshot,
+            |held: HeldFrame| {
+                let key = match config.frames.uid_from() {
+                    UidFrom::Key => C::key(record::uid_from_key(held.key.as_deref()).ok()?),
+                    UidFrom::Json => C::key(
+                        &parser::parse_frame_with(&held.raw, &config.frames)
+                            .ok()?
+                            .uid,
+                    ),
+                };
+                Some((key, held))
+            },
+        )
+        .map_err(|e| PipelineError::Live(format!("cannot restore the checkpoint: {e}")))?,
+    };
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job<C::Key>>(threads * 2);
+        let (order_tx, order_rx) = mpsc::sync_channel::<Item<C::Key>>(threads * 4);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let pool = BufferPool::default();
+        let paused = PausedLanes::default();
+        let feed = Feed::new(Channels { order_tx, job_tx }, pool.clone(), paused.clone());
+        scope.spawn(move || feeder(feed));
+        for _ in 0..threads {
+            let job_rx = job_rx.clone();
+            let spec = &config.frames;
+            scope.spawn(move || {
+                loop {
+                    let job = job_rx.lock().expect("no worker panics holding it").recv();
+                    let Ok((chunk, reply)) = job else { break };
+                    if reply.send(parse_chunk::<C>(chunk, spec)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+
+        let mut stage = Aggregate::<C>::new(config, agg, sinks, hooks, pool, paused);
+        let result = stage.consume(order_rx);
+        match result {
+            Ok(()) => Ok(CountReport {
+                telemetry: stage.telemetry,
+                output_closed: false,
+                checkpoint_summary: hooks.checkpoint_summary(),
+            }),
+            Err(PipelineError::Sink(SinkError::Closed)) => Ok(CountReport {
+                telemetry: stage.telemetry,
+                output_closed: true,
+                checkpoint_summary: hooks.checkpoint_summary(),
+            }),
+            Err(e) => Err(e),
+        }
+    })
+}

@@ -1,0 +1,120 @@
+//! The parsing stage, on the worker threads: a chunk's frames into `(ts, key)`
+//! pairs or the reason they cannot be counted. Pure: it sees bytes, not windows.
+
+use crate::counter::Counter;
+use crate::parser::{self, FrameSpec, ParseError, TsFrom, UidFrom};
+use crate::record::{self, RecordError};
+use crate::source::Chunk;
+
+/// Why a frame of a chunk could not be handed to the aggregator.
+pub(super) enum Unparsed {
+    Parse(ParseError),
+    /// The record's key or timestamp cannot stand for the uid or the ts.
+    Record(RecordError),
+    /// Over the frame limit: its real length (the chunk holds its head).
+    TooLarge(u64),
+    /// The parser failed on it (a bug): set aside so that the run goes on.
+    Failed(String),
+}
+
+/// One parsed frame of a chunk.
+pub(super) struct Entry<K> {
+    pub start: u32,
+    pub end: u32,
+    pub lane: u32,
+    pub pos: u64,
+    pub parsed: Result<(i64, K), Unparsed>,
+}
+
+pub(super) struct ParsedChunk<K> {
+    pub chunk: Chunk,
+    pub entries: Vec<Entry<K>>,
+}
+
+/// Parses a chunk. A panic in the parser is a bug, but it must not take the run
+/// down (under `run` that would be a crash loop on the same offset): the chunk is
+/// parsed again frame by frame, and the frame that fails is set aside.
+pub(super) fn parse_chunk<C: Counter>(chunk: Chunk, spec: &FrameSpec) -> ParsedChunk<C::Key> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        parse_frames::<C>(&chunk, |index, frame| {
+            parse_one::<C>(&chunk, index, frame, spec)
+        })
+    }));
+    let entries = match attempt {
+        Ok(entries) => entries,
+        Err(_) => parse_frames::<C>(&chunk, |index, frame| {
+            std::panic::catch_unwind(|| parse_one::<C>(&chunk, index, frame, spec)).unwrap_or_else(
+                |panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(Unparsed::Failed(format!("the parser failed: {what}")))
+                },
+            )
+        }),
+    };
+    ParsedChunk { chunk, entries }
+}
+
+/// The ts and counter key of frame `index` of `chunk`: from its JSON, or from its
+/// Kafka record's key and timestamp where the spec says so. With both from the
+/// record, the value is not parsed at all (it may be anything).
+#[inline]
+fn parse_one<C: Counter>(
+    chunk: &Chunk,
+    index: usize,
+    frame: &[u8],
+    spec: &FrameSpec,
+) -> Result<(i64, C::Key), Unparsed> {
+    match (spec.uid_from(), spec.ts_from()) {
+        (UidFrom::Json, TsFrom::Json) => parser::parse_frame_with(frame, spec)
+            .map(|f| (f.ts, C::key(&f.uid)))
+            .map_err(Unparsed::Parse),
+        (UidFrom::Key, TsFrom::RecordTimestamp) => {
+            let uid = record::uid_from_key(chunk.key(index)).map_err(Unparsed::Record)?;
+            let ts = record::ts_from_record(chunk.timestamp(index)).map_err(Unparsed::Record)?;
+            Ok((ts, C::key(uid)))
+        }
+        (uid_from, ts_from) => {
+            // One field from the record: the value is still a whole valid frame
+            // for the other, checked first, as a frame of JSON alone would be.
+            let f = parser::parse_frame_with(frame, spec).map_err(Unparsed::Parse)?;
+            let uid = match uid_from {
+                UidFrom::Key => record::uid_from_key(chunk.key(index)).map_err(Unparsed::Record)?,
+                UidFrom::Json => &f.uid,
+            };
+            let ts = match ts_from {
+                TsFrom::RecordTimestamp => {
+                    record::ts_from_record(chunk.timestamp(index)).map_err(Unparsed::Record)?
+                }
+                TsFrom::Json => f.ts,
+            };
+            Ok((ts, C::key(uid)))
+        }
+    }
+}
+
+fn parse_frames<C: Counter>(
+    chunk: &Chunk,
+    parse: impl Fn(usize, &[u8]) -> Result<(i64, C::Key), Unparsed>,
+) -> Vec<Entry<C::Key>> {
+    let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
+    let base = chunk.data().as_ptr() as usize;
+    for (index, (lane, pos, frame)) in chunk.frames().enumerate() {
+        let start = (frame.as_ptr() as usize - base) as u32;
+        let parsed = match chunk.oversized(index as u64) {
+            Some(len) => Err(Unparsed::TooLarge(len)),
+            None => parse(index, frame),
+        };
+        entries.push(Entry {
+            start,
+            end: start + frame.len() as u32,
+            lane,
+            pos,
+            parsed,
+        });
+    }
+    entries
+}
