@@ -13,7 +13,8 @@
 //!    producer, for a results topic).
 //!
 //! [`pipeline`] wires the stages together (parsing in parallel, aggregating in
-//! order), [`reject`] is the one list of reasons a frame is not counted, and
+//! order); [`frame`] is where a frame came from and a frame kept whole while its
+//! fate waits on later ones; [`reject`] is the one list of reasons a frame is not counted, and
 //! [`telemetry`] is the one place where events are counted and logged; [`metrics`]
 //! serves those counts over HTTP (`--http`) with health and readiness probes, and
 //! [`progress`] shows them to a person (a bar on a terminal, a status line in the log).

@@ -8,8 +8,8 @@
 //! ticks and lane revocations. All channels are bounded, so a slow sink slows the
 //! feeder instead of filling memory.
 //!
-//! In the order a chunk meets them: [`feed`] (the feeder's handle and the typed
-//! channels), [`parse`] (the worker threads), [`stage`] (the aggregating stage and
+//! In the order a chunk meets them: `feed` (the feeder's handle and the typed
+//! channels), `parse` (the worker threads), `stage` (the aggregating stage and
 //! the hooks' view of it). This file holds what callers configure and implement:
 //! [`CountConfig`], [`Sinks`], [`Hooks`], and the entry points.
 
