@@ -518,7 +518,26 @@ impl Checkpointing {
         }
     }
 
-    pub fn saved(&mut self, stats: SaveStats) {
+    /// Writes a checkpoint of `input` and the state that reflects it: `state(changes)`
+    /// gives the whole state, or with `changes` what changed since the last one, as
+    /// the directory wants. The one writer for files and Kafka alike.
+    pub fn save(
+        &mut self,
+        input: InputPosition,
+        state: impl FnOnce(bool) -> Snapshot<HeldFrame>,
+    ) -> Result<(), CheckpointError> {
+        let checkpoint = Checkpoint {
+            identity: self.identity.clone(),
+            written_unix_ms: unix_ms(),
+            input,
+            state: state(!self.dir.wants_whole()),
+        };
+        let stats = self.dir.save(&checkpoint)?;
+        self.saved(stats);
+        Ok(())
+    }
+
+    fn saved(&mut self, stats: SaveStats) {
         self.saves += 1;
         self.whole_saves += stats.whole as u64;
         self.total_millis += stats.millis;

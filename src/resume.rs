@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, unix_ms};
+use crate::checkpoint::{Checkpointing, InputPosition};
 use crate::pipeline::{Hooks, PipelineError, StateView};
 
 /// Checkpoints for `count` on files: every `interval`, and when the run ends.
@@ -34,24 +34,15 @@ impl FileCheckpoints {
         for r in &mut self.rejects_first {
             r.flush()?;
         }
-        let checkpoint = Checkpoint {
-            identity: self.checkpointing.identity.clone(),
-            written_unix_ms: unix_ms(),
-            input: InputPosition::Files {
-                input,
-                offset,
-                next_line,
-                complete,
-            },
-            state: state.checkpoint(!self.checkpointing.dir.wants_whole()),
+        let input = InputPosition::Files {
+            input,
+            offset,
+            next_line,
+            complete,
         };
-        let stats = self
-            .checkpointing
-            .dir
-            .save(&checkpoint)
-            .map_err(|e| PipelineError::Live(e.to_string()))?;
-        self.checkpointing.saved(stats);
-        Ok(())
+        self.checkpointing
+            .save(input, |changes| state.checkpoint(changes))
+            .map_err(|e| PipelineError::Live(e.to_string()))
     }
 }
 

@@ -61,16 +61,11 @@ impl KafkaHooks {
         // only what final results cover is safe.
         match &mut self.checkpoints {
             Some(cp) => {
-                let checkpoint = Checkpoint {
-                    identity: cp.identity.clone(),
-                    written_unix_ms: crate::checkpoint::unix_ms(),
-                    input: InputPosition::Kafka {
-                        offsets: next.iter().map(|(p, o)| (*p as i32, *o as i64)).collect(),
-                    },
-                    state: state.checkpoint(!cp.dir.wants_whole()),
+                let input = InputPosition::Kafka {
+                    offsets: next.iter().map(|(p, o)| (*p as i32, *o as i64)).collect(),
                 };
-                let stats = cp.dir.save(&checkpoint).map_err(|e| live(e.to_string()))?;
-                cp.saved(stats);
+                cp.save(input, |changes| state.checkpoint(changes))
+                    .map_err(|e| live(e.to_string()))?;
                 // A sign of life, for the next process on this directory after a crash.
                 cp.dir.mark_member().map_err(|e| live(e.to_string()))?;
                 Ok(next

@@ -28,7 +28,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::aggregator::WindowResult;
-use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
+use crate::checkpoint::{Checkpointing, InputPosition, StateDir};
 use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
 use crate::frame::Position;
