@@ -7,6 +7,14 @@
 //! and the ts taken from the record's key and timestamp (`--uid-from key --ts-from
 //! record-timestamp`), on the same topic: what not parsing the JSON saves.
 //!
+//! The same frames are also produced in two other encodings (docs/REPORT.md,
+//! section 1, end to end): only what is counted, the uid as the key and the ts as
+//! the timestamp with an empty value (`run --uid-from key --ts-from
+//! record-timestamp` reads that topic, and the subscribed loop gives its ceiling);
+//! and a Protobuf envelope (uid, ts, the JSON payload as bytes), which Cardinal has
+//! no source for: the subscribed loop decodes it with prost, the most a source for
+//! it could reach.
+//!
 //! Needs Tansu (`scripts/kafka.sh install`). It uses Tansu's memory engine, the
 //! fast one, which is only right for reading a topic sequentially from the start;
 //! the end offsets come from the producer's delivery reports, not ListOffsets.
@@ -32,6 +40,29 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const TOPIC: &str = "bench-frames";
+/// The uid in the key, the ts in the timestamp, nothing in the value.
+const KEYTS_TOPIC: &str = "bench-keyts";
+/// A Protobuf envelope: uid, ts and the JSON payload as bytes.
+const ENVELOPE_TOPIC: &str = "bench-envelope";
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Envelope {
+    #[prost(string, tag = "1")]
+    uid: String,
+    #[prost(int64, tag = "2")]
+    ts: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    payload: Vec<u8>,
+}
+
+/// What a plain loop does with each message.
+#[derive(Clone, Copy)]
+enum Touch {
+    /// Copies the payload once, as the feeder copies it into a chunk.
+    Copy,
+    /// Decodes a Protobuf envelope and hashes its uid.
+    Envelope,
+}
 const PARTITIONS: i32 = 4;
 
 fn main() {
@@ -45,13 +76,20 @@ fn main() {
     let broker = Tansu::start(Engine::Memory).expect("Tansu is needed: scripts/kafka.sh install");
     let addr = broker.addr().to_string();
     let opts = broker.options();
-    broker.create_topic(TOPIC, PARTITIONS, false).unwrap();
+    for t in [TOPIC, KEYTS_TOPIC, ENVELOPE_TOPIC] {
+        broker.create_topic(t, PARTITIONS, false).unwrap();
+    }
 
     let started = Instant::now();
-    let producer: ThreadedProducer<DeliveryTracker> = kafka::producer_config(&opts)
-        .create_with_context(DeliveryTracker::recording_ends())
-        .unwrap();
-    let mut bytes = 0u64;
+    // One producer per topic: a tracker records end offsets by partition only.
+    let producer = || -> ThreadedProducer<DeliveryTracker> {
+        kafka::producer_config(&opts)
+            .create_with_context(DeliveryTracker::recording_ends())
+            .unwrap()
+    };
+    let (keyts_producer, envelope_producer) = (producer(), producer());
+    let producer = producer();
+    let (mut bytes, mut envelope_bytes, mut keyts_bytes) = (0u64, 0u64, 0u64);
     let cfg = GenConfig {
         frames,
         ..GenConfig::default()
@@ -67,14 +105,36 @@ fn main() {
             .timestamp(ms)
             .payload(&f.line);
         kafka::send_with_backpressure(&producer, record).unwrap();
+        keyts_bytes += key.len() as u64;
+        let record = BaseRecord::<[u8], [u8]>::to(KEYTS_TOPIC)
+            .key(&key)
+            .timestamp(ms);
+        kafka::send_with_backpressure(&keyts_producer, record).unwrap();
+        let envelope = prost::Message::encode_to_vec(&Envelope {
+            uid: String::from_utf8(key.clone()).unwrap(),
+            ts: ms / 1000,
+            payload: f.line.clone(),
+        });
+        envelope_bytes += envelope.len() as u64;
+        let record = BaseRecord::to(ENVELOPE_TOPIC)
+            .key(&key)
+            .timestamp(ms)
+            .payload(&envelope);
+        kafka::send_with_backpressure(&envelope_producer, record).unwrap();
     }
-    producer.flush(Duration::from_secs(120)).unwrap();
-    producer.context().check().unwrap();
-    let ends = producer.context().ends();
+    let mut all_ends = Vec::new();
+    for p in [&producer, &keyts_producer, &envelope_producer] {
+        p.flush(Duration::from_secs(120)).unwrap();
+        p.context().check().unwrap();
+        all_ends.push(p.context().ends());
+    }
+    let [ends, keyts_ends, envelope_ends]: [HashMap<i32, i64>; 3] = all_ends.try_into().unwrap();
     println!(
-        "produced {frames} frames ({:.0} MB) into {PARTITIONS} partitions in {:.1}s; ends {ends:?}",
+        "produced {frames} frames into {PARTITIONS} partitions of three topics in {:.1}s: JSON {:.0} MB, keys only {:.1} MB, envelopes {:.0} MB; ends {ends:?}",
+        started.elapsed().as_secs_f64(),
         bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
+        keyts_bytes as f64 / 1e6,
+        envelope_bytes as f64 / 1e6,
     );
 
     let mut raw = Vec::new();
@@ -82,34 +142,66 @@ fn main() {
     let mut subscribed = Vec::new();
     let mut run = Vec::new();
     let mut run_record = Vec::new();
+    let mut keyts_loop = Vec::new();
+    let mut keyts_run = Vec::new();
+    let mut envelope_loop = Vec::new();
     let json = FrameSpec::default();
     let record = FrameSpec::default().taking(UidFrom::Key, TsFrom::RecordTimestamp);
     for round in 0..rounds {
         // Each round starts with a different contender: a broker that warms up (or
         // tires) over a round must not favour whoever runs in the same slot.
-        for slot in 0..5 {
-            match (slot + round) % 5 {
+        for slot in 0..8 {
+            let group = |name: &str| format!("bench-{name}-{round}");
+            match (slot + round) % 8 {
                 0 => raw.push(raw_consume(&addr, &ends, frames)),
-                1 => single.push(poll_loop(&addr, &ends, frames, None)),
+                1 => single.push(poll_loop(&addr, TOPIC, &ends, frames, None, Touch::Copy)),
                 // As `run` joins: a group subscription, not an assignment.
                 4 => subscribed.push(poll_loop(
                     &addr,
+                    TOPIC,
                     &ends,
                     frames,
-                    Some(&format!("bench-sub-{round}")),
+                    Some(&group("sub")),
+                    Touch::Copy,
                 )),
-                2 => run.push(cardinal_run(&opts, &ends, &format!("{round}"), &json)),
-                _ => run_record.push(cardinal_run(
+                2 => run.push(cardinal_run(&opts, TOPIC, &ends, &group("run"), &json)),
+                3 => run_record.push(cardinal_run(&opts, TOPIC, &ends, &group("record"), &record)),
+                5 => keyts_loop.push(poll_loop(
+                    &addr,
+                    KEYTS_TOPIC,
+                    &keyts_ends,
+                    frames,
+                    Some(&group("keyts-sub")),
+                    Touch::Copy,
+                )),
+                6 => keyts_run.push(cardinal_run(
                     &opts,
-                    &ends,
-                    &format!("{round}-record"),
+                    KEYTS_TOPIC,
+                    &keyts_ends,
+                    &group("keyts-run"),
                     &record,
+                )),
+                _ => envelope_loop.push(poll_loop(
+                    &addr,
+                    ENVELOPE_TOPIC,
+                    &envelope_ends,
+                    frames,
+                    Some(&group("envelope-sub")),
+                    Touch::Envelope,
                 )),
             }
         }
         println!(
-            "round {round}: split queues {:.2}s, one poll loop {:.2}s, subscribed {:.2}s, run {:.2}s, run with uid and ts from the record {:.2}s",
-            raw[round], single[round], subscribed[round], run[round], run_record[round]
+            "round {round}: split queues {:.2}s, one poll loop {:.2}s, subscribed {:.2}s, run {:.2}s, run with uid and ts from the record {:.2}s; \
+             key+timestamp topic: subscribed {:.2}s, run {:.2}s; envelope topic: subscribed and decoded {:.2}s",
+            raw[round],
+            single[round],
+            subscribed[round],
+            run[round],
+            run_record[round],
+            keyts_loop[round],
+            keyts_run[round],
+            envelope_loop[round]
         );
     }
     let median = |v: &mut Vec<f64>| {
@@ -142,13 +234,31 @@ fn main() {
         frames as f64 / run_s,
         100.0 * (run_s / record_s - 1.0)
     );
+    let rate = |v: &mut Vec<f64>| frames as f64 / median(v);
+    println!(
+        "end to end by encoding (frames/s, medians): JSON value: run {:.0}, ceiling {:.0}; \
+         key + timestamp, empty value: run {:.0}, ceiling {:.0}; Protobuf envelope: \
+         decoded by a plain loop {:.0} (Cardinal has no source for it)",
+        frames as f64 / run_s,
+        frames as f64 / subscribed_s,
+        rate(&mut keyts_run),
+        rate(&mut keyts_loop),
+        rate(&mut envelope_loop)
+    );
 }
 
 /// The loop `run`'s feeder itself runs, with nothing behind it: one thread,
 /// blocking polls of 10 ms on the main queue, each payload touched once. With a
 /// group, it subscribes as `run` does (the time includes the join); otherwise it
 /// is assigned every partition from the beginning.
-fn poll_loop(addr: &str, ends: &HashMap<i32, i64>, frames: u64, group: Option<&str>) -> f64 {
+fn poll_loop(
+    addr: &str,
+    topic: &str,
+    ends: &HashMap<i32, i64>,
+    frames: u64,
+    group: Option<&str>,
+    touch: Touch,
+) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", group.unwrap_or("bench-poll"))
@@ -161,11 +271,11 @@ fn poll_loop(addr: &str, ends: &HashMap<i32, i64>, frames: u64, group: Option<&s
         .unwrap();
     let started = Instant::now();
     if group.is_some() {
-        consumer.subscribe(&[TOPIC]).unwrap();
+        consumer.subscribe(&[topic]).unwrap();
     } else {
         let mut tpl = TopicPartitionList::new();
         for p in ends.keys() {
-            tpl.add_partition_offset(TOPIC, *p, Offset::Beginning)
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
@@ -183,9 +293,19 @@ fn poll_loop(addr: &str, ends: &HashMap<i32, i64>, frames: u64, group: Option<&s
                 // Copied once, as the feeder copies it into a chunk: summing every
                 // byte cost more CPU than `run` spends, on cores the broker shares.
                 let payload = m.payload().unwrap_or_default();
-                copy.clear();
-                copy.extend_from_slice(payload);
-                checksum = checksum.wrapping_add(copy.len() as u64);
+                match touch {
+                    Touch::Copy => {
+                        copy.clear();
+                        copy.extend_from_slice(payload);
+                        checksum = checksum.wrapping_add(copy.len() as u64);
+                    }
+                    Touch::Envelope => {
+                        let e: Envelope = prost::Message::decode(payload).unwrap();
+                        checksum = checksum
+                            .wrapping_add(xxhash_rust::xxh3::xxh3_64(e.uid.as_bytes()))
+                            .wrapping_add(e.ts as u64);
+                    }
+                }
                 next.insert(m.partition(), m.offset() + 1);
                 read += 1;
                 last_progress = Instant::now();
@@ -290,6 +410,7 @@ fn raw_consume(addr: &str, ends: &HashMap<i32, i64>, frames: u64) -> f64 {
 
 fn cardinal_run(
     opts: &KafkaOptions,
+    topic: &str,
     ends: &HashMap<i32, i64>,
     round: &str,
     frames: &FrameSpec,
@@ -309,8 +430,8 @@ fn cardinal_run(
     };
     let run = RunOptions {
         kafka: opts.clone(),
-        topic: TOPIC.into(),
-        group: format!("bench-run-{round}"),
+        topic: topic.into(),
+        group: round.into(),
         results_topic: None,
         rejects_topic: None,
         from: StartFrom::Earliest,
