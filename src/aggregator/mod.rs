@@ -516,10 +516,17 @@ impl<C: Counter, T> Aggregator<C, T> {
     /// A lane has no more frames (a backfill read it to its end): it no longer
     /// holds the watermark back. Its held frames are judged now, as at the end of input.
     pub fn remove_lane(&mut self, lane: usize, out: &mut Output<T>) {
-        let Some(l) = self.lanes.get_mut(lane) else {
+        if lane >= self.lanes.len() {
             return;
-        };
-        l.assigned = false;
+        }
+        // What the guard holds is judged while the lane still holds the stream
+        // back: once it stops, the watermark jumps to the other lanes, and the frames
+        // it would then count (a sparse lane's last ones, held for being far apart)
+        // would be late for windows its own leaving closed.
+        if self.lanes[lane].waiting.is_empty() {
+            self.judge_held(lane, out);
+        }
+        self.lanes[lane].assigned = false;
         self.advance(out);
         self.release_waiting(false, out);
         // Frames still waiting for the others are judged when they are released.

@@ -816,3 +816,44 @@ fn a_user_seen_in_a_finer_window_still_counts_in_every_window_it_reaches() {
         }
     }
 }
+
+#[test]
+fn a_lane_read_to_its_end_counts_what_its_guard_holds_before_it_stops_holding_back() {
+    let mut a = Aggregator::<Exact, usize>::new(
+        Calendar::utc(),
+        Settings {
+            granularities: vec![Granularity::Minute],
+            lateness: 5,
+            guard: GuardConfig {
+                max_ahead: 60,
+                confirm: 16,
+            },
+            ..Settings::default()
+        },
+        (),
+    );
+    let mut out = Output::default();
+    // Lane 1 is sparse (a frame every 90 s, more than --max-ahead apart), so its
+    // guard still holds frames when it is read to its end; lane 0 is busy and ahead.
+    for (i, t) in (0..4).map(|i| (i, M + 90 * i)) {
+        a.ingest(1, i as u64, t, 100 + i as u64, || 1, &mut out);
+    }
+    for i in 0..400 {
+        a.ingest(0, i, M + i as i64, i % 7, || 0, &mut out);
+    }
+    a.remove_lane(1, &mut out);
+    assert!(out.late.is_empty(), "late: {:?}", out.late);
+    a.flush(&mut out);
+    let users: u64 = out.windows.iter().map(|w| w.unique_users).sum();
+    // Lane 0: 7 users in each of the 7 minutes it reaches (M..M+399); lane 1: 4.
+    let lane0: u64 = (0..7)
+        .map(|m| {
+            (0..400)
+                .filter(|i| (M + i) / 60 == M / 60 + m)
+                .map(|i| i % 7)
+                .collect::<std::collections::HashSet<_>>()
+                .len() as u64
+        })
+        .sum();
+    assert_eq!(users, lane0 + 4);
+}
