@@ -765,7 +765,12 @@ fn a_sparse_partition_beside_a_busy_one_loses_no_frame() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        rejected.len(),
+        1,
+        "{rejected:?}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(rejected[0]["reason"], "outlier");
     assert_eq!(
         (

@@ -519,20 +519,20 @@ impl<C: Counter, T> Aggregator<C, T> {
         if lane >= self.lanes.len() {
             return;
         }
-        // What the guard holds is judged while the lane still holds the stream
-        // back: once it stops, the watermark jumps to the other lanes, and the frames
-        // it would then count (a sparse lane's last ones, held for being far apart)
-        // would be late for windows its own leaving closed.
-        if self.lanes[lane].waiting.is_empty() {
-            self.judge_held(lane, out);
+        // Nothing more will come on this lane, so its frames are settled while it
+        // still holds the stream back: once it stops, the watermark jumps to the
+        // other lanes, and whatever it counted after that (its frames waiting for
+        // alignment, or a sparse lane's last frames, held by its guard for being far
+        // apart) would be late for windows its own leaving closed. Waiting frames
+        // are ahead of the slowest lane, so counting them now makes nothing late;
+        // it only opens their windows early, and they are few (their lane was paused).
+        while !self.lanes[lane].waiting.is_empty() {
+            self.admit_waiting(lane, out);
         }
+        self.judge_held(lane, out);
         self.lanes[lane].assigned = false;
         self.advance(out);
         self.release_waiting(false, out);
-        // Frames still waiting for the others are judged when they are released.
-        if self.lanes[lane].waiting.is_empty() {
-            self.finish_lane(lane, out);
-        }
     }
 
     /// A lane read to its end: its held frames are judged, and the watermark moves.
