@@ -38,7 +38,12 @@ impl<C: Counter, T> Aggregator<C, T> {
                 break;
             };
             self.admit_waiting(lane, out);
-            if !self.lanes[lane].assigned && self.lanes[lane].waiting.is_empty() {
+            let l = &self.lanes[lane];
+            if l.ended && l.waiting.is_empty() {
+                self.settle_lane(lane, out);
+            } else if !l.assigned && l.waiting.is_empty() {
+                // Left with frames waiting before lanes kept holding back (a
+                // checkpoint of an earlier version).
                 self.finish_lane(lane, out);
             }
         }

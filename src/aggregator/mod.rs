@@ -213,6 +213,9 @@ struct Lane<K, T> {
     anchor: Option<(i64, i64)>,
     /// Alignment: the source should not read this lane for now.
     paused: bool,
+    /// Read to its end while frames of it still wait for alignment: it holds the
+    /// stream back until they are counted (see `Aggregator::remove_lane`).
+    ended: bool,
     /// Alignment: since when (wall ms) this lane has been too far behind the others.
     behind_since_ms: Option<u64>,
     /// Alignment gave up waiting for it: it no longer holds the stream back.
@@ -253,6 +256,7 @@ impl<K, T> Lane<K, T> {
             next_pos: None,
             anchor: None,
             paused: false,
+            ended: false,
             behind_since_ms: None,
             skewed: false,
             waiting: VecDeque::new(),
@@ -510,27 +514,37 @@ impl<C: Counter, T> Aggregator<C, T> {
         self.ensure_lane(lane);
         let l = &mut self.lanes[lane];
         l.idle = false;
+        l.ended = false;
         l.seen_since_tick = true;
     }
 
-    /// A lane has no more frames (a backfill read it to its end): it no longer
-    /// holds the watermark back. Its held frames are judged now, as at the end of input.
+    /// A lane has no more frames (a backfill read it to its end). Once none of its
+    /// frames waits for alignment, what its guard holds is judged, as at the end of
+    /// input, and it stops holding the watermark back.
     pub fn remove_lane(&mut self, lane: usize, out: &mut Output<T>) {
         if lane >= self.lanes.len() {
             return;
         }
-        // Nothing more will come on this lane, so its frames are settled while it
-        // still holds the stream back: once it stops, the watermark jumps to the
-        // other lanes, and whatever it counted after that (its frames waiting for
-        // alignment, or a sparse lane's last frames, held by its guard for being far
-        // apart) would be late for windows its own leaving closed. Waiting frames
-        // are ahead of the slowest lane, so counting them now makes nothing late;
-        // it only opens their windows early, and they are few (their lane was paused).
-        while !self.lanes[lane].waiting.is_empty() {
-            self.admit_waiting(lane, out);
+        // Frames of it still waiting for alignment are released as the other lanes
+        // catch up, and it keeps holding the stream back until then: leaving now
+        // would let the watermark pass what it has yet to count.
+        if !self.lanes[lane].waiting.is_empty() {
+            self.lanes[lane].ended = true;
+            return;
         }
+        self.settle_lane(lane, out);
+    }
+
+    /// A lane read to its end with nothing waiting: what its guard holds is judged
+    /// while it still holds the stream back, and only then does the watermark move
+    /// on without it. The other way round, the frames the guard held (a sparse
+    /// lane's last ones, held for being far apart) were late for the windows the
+    /// lane's own leaving had closed.
+    pub(super) fn settle_lane(&mut self, lane: usize, out: &mut Output<T>) {
         self.judge_held(lane, out);
-        self.lanes[lane].assigned = false;
+        let l = &mut self.lanes[lane];
+        l.assigned = false;
+        l.ended = false;
         self.advance(out);
         self.release_waiting(false, out);
     }
