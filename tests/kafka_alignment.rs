@@ -80,6 +80,8 @@ fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
     let o = cardinal()
         .args(["run", "-b", t.addr(), "-t", "frames", "--until-end"])
         .args(["--format", "json", "-g", "aligned", "--max-drift", "2m"])
+        // Small enough that the partitions ahead are paused and resumed.
+        .args(["--max-waiting", "1000"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();

@@ -73,8 +73,8 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
     }
 
-    /// Alignment: pauses lanes too far ahead of the slowest, resumes them once it has
-    /// caught up halfway, and gives up on a lane that stays too far behind.
+    /// Alignment: pauses the lanes with frames waiting once too many wait, resumes
+    /// them once half as many do, and gives up on a lane that stays too far behind.
     pub(super) fn align(&mut self, now_ms: u64, out: &mut Output<T>) {
         let Some(a) = self.settings.alignment else {
             return;
@@ -87,7 +87,6 @@ impl<C: Counter, T> Aggregator<C, T> {
             .filter(|(_, l)| l.holds_back())
             .filter_map(|(i, l)| l.watermark_at(clock).map(|w| (i, w)))
             .collect();
-        let slowest = marks.iter().map(|m| m.1).min();
         for (i, l) in self.lanes.iter_mut().enumerate() {
             let Some(w) = marks.iter().find(|m| m.0 == i).map(|m| m.1) else {
                 l.paused = false;
@@ -98,12 +97,12 @@ impl<C: Counter, T> Aggregator<C, T> {
                 }
                 continue;
             };
-            let ahead = w - slowest.unwrap_or(w);
+            let waiting = self.waiting;
             l.paused = !l.waiting.is_empty()
-                || if l.paused {
-                    ahead > a.max_drift / 2
+                && if l.paused {
+                    waiting > a.max_waiting / 2
                 } else {
-                    ahead > a.max_drift
+                    waiting >= a.max_waiting
                 };
             let others = marks.iter().filter(|m| m.0 != i).map(|m| m.1).min();
             let behind = others.map_or(0, |o| o - w);

@@ -49,6 +49,16 @@ pub struct Alignment {
     /// is skewed: it stops holding the stream back and its frames are judged
     /// against the stream (late, if they are).
     pub drift_timeout_ms: u64,
+    /// Frames past the drift wait in the aggregator, which is what bounds the open
+    /// windows. Lanes are paused only once this many frames wait (and resumed at
+    /// half), to bound that memory: pausing at every frame past the drift made
+    /// sparse partitions take turns one frame at a time.
+    pub max_waiting: usize,
+}
+
+impl Alignment {
+    /// About 32 MB of 2 KB frames.
+    pub const MAX_WAITING: usize = 16_384;
 }
 
 impl Default for Settings {
@@ -418,9 +428,12 @@ impl<C: Counter, T> Aggregator<C, T> {
                     tag: tag(),
                 },
             ));
-            // Stop the source at once: what it still sends for this lane waits too.
-            l.paused = true;
             self.waiting += 1;
+            // Past the budget, stop the source at once: what it still sends for
+            // this lane waits too.
+            if (self.settings.alignment).is_some_and(|a| self.waiting >= a.max_waiting) {
+                l.paused = true;
+            }
             self.release_waiting(false, out);
             return Verdict::Held;
         }
@@ -489,8 +502,9 @@ impl<C: Counter, T> Aggregator<C, T> {
         let idle_ms = self.settings.idle_timeout_ms;
         let mut latest_activity = None;
         for l in self.lanes.iter_mut().filter(|l| l.assigned) {
-            // A paused lane is silent because we asked it to be, not idle.
-            if std::mem::take(&mut l.seen_since_tick) || l.paused {
+            // A paused lane is silent because we asked it to be, not idle; nor is
+            // one whose frames wait for alignment (it may have been read to its end).
+            if std::mem::take(&mut l.seen_since_tick) || l.paused || !l.waiting.is_empty() {
                 l.last_active_ms = Some(now_ms);
             }
             l.idle = l

@@ -489,9 +489,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
 
-    /// Watermark alignment: a partition whose event time is this far ahead of the
-    /// slowest one is paused until that one has caught up halfway, so reading speed
-    /// never makes a frame late, and open windows stay bounded by the drift.
+    /// Watermark alignment: frames this far ahead of the slowest partition's event
+    /// time wait (uncounted) until it catches up, so reading speed never makes a frame
+    /// late and open windows stay bounded by the drift; partitions are paused while
+    /// more than 16,384 frames wait.
     #[arg(long, default_value = "5m", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub max_drift: i64,
 
@@ -500,6 +501,12 @@ pub struct RunArgs {
     /// judged against the stream, late ones rejected, and a warning names it.
     #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub drift_timeout: i64,
+
+    /// Frames allowed to wait for the slowest partition (see --max-drift) before the
+    /// partitions they belong to are paused, until half as many wait. Memory: about
+    /// this many frames' bytes.
+    #[arg(long, default_value_t = crate::aggregator::Alignment::MAX_WAITING as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_waiting: u64,
 
     /// A live run logs a one-line status (rate, lag, watermark, open windows) this
     /// often (event `status`); 0 turns it off. A backfill shows a progress bar instead,

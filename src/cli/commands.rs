@@ -211,6 +211,7 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
     let mut config = args.counting.config()?;
     config.frames = config.frames.taking(args.uid_from, args.ts_from);
     config.settings.alignment = Some(Alignment {
+        max_waiting: args.max_waiting as usize,
         max_drift: args.max_drift.max(1),
         drift_timeout_ms: args.drift_timeout as u64 * 1000,
     });
