@@ -8,9 +8,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::aggregator::{GranularitySet, WindowResult};
+use crate::aggregator::WindowResult;
 use crate::frame::Position;
 use crate::reject::Reason;
+use crate::window::GranularitySet;
 
 /// Writes a message for a person to stderr. A lost line (stderr closed, full or
 /// gone) is not a failure, and never a panic, unlike `eprintln!`.

@@ -248,6 +248,30 @@ fn fixed(ts: i64, len: i64, phase: i64) -> Span {
     }
 }
 
+/// A set of granularities, as a bitmask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GranularitySet(u8);
+
+impl GranularitySet {
+    pub fn insert(&mut self, g: Granularity) {
+        self.0 |= 1 << g as u8;
+    }
+    pub fn contains(&self, g: Granularity) -> bool {
+        self.0 & (1 << g as u8) != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+    pub fn iter(self) -> impl Iterator<Item = Granularity> {
+        Granularity::ALL
+            .into_iter()
+            .filter(move |g| self.contains(*g))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

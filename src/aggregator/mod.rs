@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::counter::{Counter, CounterState};
 use crate::watermark::{Admission, Decisions, GuardConfig, OutlierGuard, WallClock, Watermark};
-use crate::window::{Calendar, Granularity, Span};
+use crate::window::{Calendar, Granularity, GranularitySet, Span};
 
 /// How the aggregator behaves; everything is in seconds.
 #[derive(Debug, Clone)]
@@ -89,30 +89,6 @@ pub struct WindowResult {
     /// The counter itself, when [`Settings::keep_state`] asks for it (partial
     /// results to merge, sketches for downstream).
     pub state: Option<CounterState>,
-}
-
-/// A set of granularities, as a bitmask.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GranularitySet(u8);
-
-impl GranularitySet {
-    pub fn insert(&mut self, g: Granularity) {
-        self.0 |= 1 << g as u8;
-    }
-    pub fn contains(&self, g: Granularity) -> bool {
-        self.0 & (1 << g as u8) != 0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0 == 0
-    }
-    pub fn len(&self) -> usize {
-        self.0.count_ones() as usize
-    }
-    pub fn iter(self) -> impl Iterator<Item = Granularity> {
-        Granularity::ALL
-            .into_iter()
-            .filter(move |g| self.contains(*g))
-    }
 }
 
 /// What happened to the frame just ingested.
