@@ -1,11 +1,12 @@
 //! Byte classification of 64-byte blocks into bit masks, one bit per byte, with
-//! SSE2 (the x86_64 baseline) or AVX2. Everything else in the fast path works on
-//! these masks.
+//! SSE2 (the x86_64 baseline), AVX2 or AVX-512. Everything else in the fast path
+//! works on these masks.
 //!
 //! Each mask costs a movemask per 32 (or 16) bytes, the scarcest resource here, so
 //! there are few: besides the character classes, three raw bits of each byte tell
 //! the structurals apart (`:` `,` `{[` `}]`) and the punctuation of numbers
-//! (`.` `+` `-` `eE`), and the backslash escapes `\u` from `\/`.
+//! (`.` `+` `-` `eE`), and the backslash escapes `\u` from `\/`. AVX-512 compares
+//! write the masks directly, one per block.
 
 use std::arch::x86_64::*;
 
@@ -56,6 +57,7 @@ fn opaque(mut x: u64) -> u64 {
 
 pub(super) struct Sse2;
 pub(super) struct Avx2;
+pub(super) struct Avx512;
 
 impl Isa for Sse2 {
     #[inline(always)]
@@ -246,5 +248,75 @@ impl Isa for Avx2 {
             let ones = _mm_set1_epi8(-1);
             _mm_cvtsi128_si64(_mm_clmulepi64_si128(v, ones, 0)) as u64
         }
+    }
+}
+
+/// AVX-512BW compares write one bit per byte straight into a mask register: no
+/// movemask, and the whole block in one vector. Same tables as AVX2, repeated in
+/// all four 128-bit lanes.
+impl Isa for Avx512 {
+    #[inline(always)]
+    unsafe fn classify(block: *const u8) -> Masks {
+        // SAFETY: only called from functions entered after feature detection; the
+        // caller guarantees 64 readable bytes.
+        unsafe {
+            macro_rules! splat {
+                ($c:expr) => {
+                    _mm512_set1_epi8($c as i8)
+                };
+            }
+            macro_rules! eq {
+                ($v:expr, $c:expr) => {
+                    _mm512_cmpeq_epi8_mask($v, splat!($c))
+                };
+            }
+            macro_rules! in_range {
+                ($v:expr, $lo:expr, $len:expr) => {
+                    _mm512_cmplt_epu8_mask(_mm512_sub_epi8($v, splat!($lo)), splat!($len))
+                };
+            }
+            macro_rules! table {
+                ($($x:expr),*) => {
+                    _mm512_broadcast_i32x4(_mm_setr_epi8($($x),*))
+                };
+            }
+            let ws_table = table!(
+                32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100
+            );
+            let op_table = table!(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0);
+            let esc_low = table!(0, 0, 13, 0, 8, 8, 4, 0, 0, 0, 0, 0, 2, 0, 4, 1);
+            let esc_high = table!(0, 0, 1, 0, 0, 2, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0);
+            let v = _mm512_loadu_si512(block as *const __m512i);
+            let folded = _mm512_or_si512(v, splat!(0x20));
+            let high = _mm512_and_si512(_mm512_srli_epi16(v, 4), splat!(0x0F));
+            let digit = in_range!(v, b'0', 10);
+            let backslash = eq!(v, b'\\');
+            let escape = _mm512_test_epi8_mask(
+                _mm512_shuffle_epi8(esc_low, v),
+                _mm512_shuffle_epi8(esc_high, high),
+            );
+            Masks {
+                quote: eq!(v, b'"'),
+                backslash,
+                ws: _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(ws_table, v), v),
+                ctrl: _mm512_cmplt_epu8_mask(v, splat!(0x20)),
+                op: _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(op_table, v), folded),
+                bit0: _mm512_test_epi8_mask(v, splat!(0x01)),
+                bit1: _mm512_test_epi8_mask(v, splat!(0x02)),
+                bit6: _mm512_test_epi8_mask(v, splat!(0x40)),
+                digit,
+                zero: eq!(v, b'0'),
+                punct: eq!(v, b'.') | eq!(v, b'+') | eq!(v, b'-') | eq!(folded, b'e'),
+                escape,
+                hex: digit | in_range!(folded, b'a', 6),
+                key_start: eq!(v, b'u') | eq!(v, b't') | backslash,
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn prefix_xor(x: u64) -> u64 {
+        // SAFETY: as above.
+        unsafe { Avx2::prefix_xor(x) }
     }
 }

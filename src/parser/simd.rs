@@ -30,7 +30,8 @@
 //! (`--uid-field`, `--ts-field`) every root key is listed and compared.
 //!
 //! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
-//! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it.
+//! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it,
+//! and AVX-512 (F and BW) over that, whose compares write the masks directly.
 //!
 //! The answer is `None` unless the line is one valid JSON object, at most 64 levels
 //! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
@@ -38,12 +39,15 @@
 
 use std::mem::MaybeUninit;
 
-use super::classify::{Avx2, Isa, Masks, Sse2};
+use super::classify::{Avx2, Avx512, Isa, Masks, Sse2};
 use super::root_keys::{Padded, RootKeys};
 use super::{Frame, FrameSpec, ParseError, extract};
 
 pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Option<Result<Frame<'a>, ParseError>> {
-    if has_avx2() {
+    if has_avx512() {
+        // SAFETY: the features were just detected.
+        unsafe { parse_avx512(line, spec) }
+    } else if has_avx2() {
         // SAFETY: the features were just detected.
         unsafe { parse_avx2(line, spec) }
     } else {
@@ -68,6 +72,22 @@ pub(super) unsafe fn parse_avx2<'a>(
 ) -> Option<Result<Frame<'a>, ParseError>> {
     // SAFETY: the caller checked the features; the body is inlined with them enabled.
     unsafe { parse_with::<Avx2>(line, spec) }
+}
+
+/// AVX-512 with byte compares into mask registers (BW), on top of AVX2's set.
+pub(super) fn has_avx512() -> bool {
+    has_avx2()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,pclmulqdq,bmi1,bmi2,popcnt")]
+pub(super) unsafe fn parse_avx512<'a>(
+    line: &'a [u8],
+    spec: &FrameSpec,
+) -> Option<Result<Frame<'a>, ParseError>> {
+    // SAFETY: the caller checked the features; the body is inlined with them enabled.
+    unsafe { parse_with::<Avx512>(line, spec) }
 }
 
 pub(super) fn parse_sse2<'a>(
