@@ -13,8 +13,10 @@
 //!      scalars by their first byte; control characters other than whitespace
 //!      outside strings are errors;
 //!    - numbers: every run that starts with a digit or `-` is checked against the
-//!      number grammar all at once, with shifted masks; literals are rare and
-//!      compared byte by byte.
+//!      number grammar all at once, with shifted masks (with AVX-512, the rules on
+//!      each byte and its neighbours come from the [`Lookback`] instead, and only
+//!      one `.` and one exponent per number are left to masks); literals are rare
+//!      and compared byte by byte.
 //! 2. [`Nesting::step`]: the brackets, one at a time but without branches, with a
 //!    one-bit-per-level stack: they must match, and where the innermost container
 //!    changes between object and array, or enters or leaves the root, is noted.
@@ -29,9 +31,13 @@
 //! it uses `\u` escapes early enough to spell either. Under other field names
 //! (`--uid-field`, `--ts-field`) every root key is listed and compared.
 //!
-//! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
-//! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it,
-//! and AVX-512 (F and BW) over that, whose compares write the masks directly.
+//! SSE2 is the x86_64 baseline; AVX2 (with carry-less multiply and BMI) is used
+//! when the CPU has it, and AVX-512 (F and BW) over that. With SSE2 or AVX2, UTF-8
+//! is checked over the whole line by `simdutf8` first. With AVX-512, blocks are
+//! classified by compares straight into mask registers, and UTF-8 is checked in
+//! the first pass, block by block, along with the number rules ([`Lookback`]):
+//! there, vector instructions are nearly free, as the scalar bit arithmetic of the
+//! rest is what limits the speed (without the UTF-8 check the pass is no faster).
 //!
 //! The answer is `None` unless the line is one valid JSON object, at most 64 levels
 //! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
@@ -39,7 +45,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::classify::{Avx2, Avx512, Isa, Masks, Sse2};
+use super::classify::{Avx2, Avx512, Isa, Lookback, Masks, Sse2};
 use super::root_keys::{Padded, RootKeys};
 use super::{Frame, FrameSpec, ParseError, extract};
 
@@ -188,9 +194,12 @@ unsafe fn parse_with<'a, I: Isa>(
 ) -> Option<Result<Frame<'a>, ParseError>> {
     // Leading whitespace, then the root's `{`: anything else is for the scalar
     // parser to name (empty, not an object).
-    if line.get(skip_ws(line, 0)) != Some(&b'{') || simdutf8::basic::from_utf8(line).is_err() {
+    if line.get(skip_ws(line, 0)) != Some(&b'{')
+        || !I::Lookback::BY_BLOCK && simdutf8::basic::from_utf8(line).is_err()
+    {
         return None;
     }
+    let mut lookback = I::Lookback::default();
     let padded = Padded::new(line);
     let mut c = Carry::default();
     let mut g = GrammarCarry::default();
@@ -223,7 +232,11 @@ unsafe fn parse_with<'a, I: Isa>(
         for (k, t) in tokens[..blocks].iter_mut().enumerate() {
             let pos = window + 64 * k;
             // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
-            *t = unsafe { scan_block::<I>(&padded, pos, &mut c, &mut errors) };
+            *t = unsafe {
+                let (utf8, number_rules) = lookback.check(padded.at(pos), padded.at(pos + 1));
+                errors |= utf8;
+                scan_block::<I>(&padded, pos, &mut c, &mut errors, number_rules)
+            };
             push_bits(&mut brackets, &mut bracket_count, pos, t.opens | t.closes);
         }
         toggles[..blocks].fill((0, 0));
@@ -246,7 +259,9 @@ unsafe fn parse_with<'a, I: Isa>(
         window += blocks * 64;
     }
     root.check(&padded, spec);
+    // SAFETY: as above.
     if errors | n.errors | c.in_string != 0
+        || !unsafe { lookback.complete() }
         || n.root_end == usize::MAX
         || n.deepest > 64
         || root.uids > 1
@@ -283,6 +298,7 @@ unsafe fn scan_block<I: Isa>(
     pos: usize,
     c: &mut Carry,
     errors: &mut u64,
+    number_rules: u64,
 ) -> Tokens {
     // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
     let m = unsafe { I::classify(padded.at(pos)) };
@@ -314,7 +330,11 @@ unsafe fn scan_block<I: Isa>(
     // Numbers and literals.
     let minus = m.punct & !m.bit6 & m.bit0 & !m.bit1;
     let starts = scalars & (m.digit | minus);
-    e |= check_numbers(&m, scalar, starts, minus, c);
+    e |= if I::Lookback::BY_BLOCK {
+        check_number_runs(&m, scalar, starts, number_rules, c)
+    } else {
+        check_numbers(&m, scalar, starts, minus, c)
+    };
     let mut literals = scalars & !starts;
     while literals != 0 {
         e |= u64::from(!literal_ok(
@@ -398,6 +418,24 @@ unsafe fn grammar<I: Isa>(
         errors,
         keys & at_root & (t.key_start >> 1 | 1 << 63 | all_keys),
     )
+}
+
+/// [`check_numbers`] where the rules on each byte and its neighbours came from
+/// the [`Lookback`] (`rules`): what is left is which bytes are in numbers, and
+/// one `.` and one exponent per number, in that order.
+#[inline(always)]
+fn check_number_runs(m: &Masks, scalar: u64, starts: u64, rules: u64, c: &mut Carry) -> u64 {
+    let (sum, o1) = scalar.overflowing_add(starts);
+    let (sum, o2) = sum.overflowing_add(c.number);
+    c.number = u64::from(o1 | o2);
+    let number = (sum ^ scalar) & scalar;
+    let punct = m.punct & number;
+    let exps = punct & m.bit6;
+    let dots = punct & !m.bit6 & !m.bit0;
+    let stops = dots | exps | !number;
+    rules & number
+        | next_token(dots, stops, &mut c.after_dot) & dots
+        | next_token(exps, stops, &mut c.after_exp) & (dots | exps)
 }
 
 /// The number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, on every
