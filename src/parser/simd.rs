@@ -16,7 +16,7 @@
 //!      number grammar all at once, with shifted masks (with AVX-512, the rules on
 //!      each byte and its neighbours come from the [`Lookback`] instead, and only
 //!      one `.` and one exponent per number are left to masks); literals are rare
-//!      and compared byte by byte.
+//!      and compared a word at a time.
 //! 2. [`Nesting::step`]: the brackets, one at a time but without branches, with a
 //!    one-bit-per-level stack: they must match, and where the innermost container
 //!    changes between object and array, or enters or leaves the root, is noted.
@@ -338,7 +338,7 @@ unsafe fn scan_block<I: Isa>(
     let mut literals = scalars & !starts;
     while literals != 0 {
         e |= u64::from(!literal_ok(
-            padded.line,
+            padded,
             pos + literals.trailing_zeros() as usize,
         ));
         literals &= literals - 1;
@@ -519,20 +519,24 @@ pub(super) fn skip_ws(line: &[u8], mut i: usize) -> usize {
 }
 
 /// A scalar starting at `at` that is not a number must be `true`, `false` or
-/// `null`, followed by a byte that ends a scalar.
-#[inline(never)]
-fn literal_ok(line: &[u8], at: usize) -> bool {
-    let word: &[u8] = match line[at] {
-        b't' => b"true",
-        b'f' => b"false",
-        b'n' => b"null",
+/// `null`, followed by a byte that ends a scalar. One word read from the padded
+/// line compares it (the padding is spaces, which end a scalar as the end of the
+/// line does), inlined: a call per literal (and one to `memcmp`) cost 10% on the
+/// AVX-512 path, likely because no vector register lives through a call, so the
+/// first pass kept its tables and the previous block in memory around it.
+#[inline(always)]
+fn literal_ok(padded: &Padded<'_>, at: usize) -> bool {
+    let w = padded.u64_at(at);
+    let (word, len) = match w as u8 {
+        b't' => (u32::from_le_bytes(*b"true") as u64, 4),
+        b'f' => (u64::from_le_bytes(*b"false\0\0\0"), 5),
+        b'n' => (u32::from_le_bytes(*b"null") as u64, 4),
         _ => return false,
     };
-    line.get(at..at + word.len()) == Some(word)
-        && line.get(at + word.len()).is_none_or(|&b| {
-            matches!(
-                b,
-                b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
-            )
-        })
+    let next = (w >> (8 * len)) as u8;
+    w & ((1 << (8 * len)) - 1) == word
+        && matches!(
+            next,
+            b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+        )
 }
