@@ -220,7 +220,9 @@ unsafe fn parse_with<'a, I: Isa>(
     };
     // Every check ORs its offending bits in here; the verdict waits for the end.
     let mut errors: u64 = 0;
-    let mut tokens = [Tokens::default(); WINDOW];
+    // Written by the first pass before the third reads them: no need to clear
+    // 2 KB for every frame.
+    let mut tokens = [MaybeUninit::<Tokens>::uninit(); WINDOW];
     let mut toggles = [(0u64, 0u64); WINDOW];
     // Only the first `bracket_count` entries are ever read, after being written:
     // no need to clear 8 KB for every frame.
@@ -232,11 +234,11 @@ unsafe fn parse_with<'a, I: Isa>(
         for (k, t) in tokens[..blocks].iter_mut().enumerate() {
             let pos = window + 64 * k;
             // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
-            *t = unsafe {
+            let t = t.write(unsafe {
                 let (utf8, number_rules) = lookback.check(padded.at(pos), padded.at(pos + 1));
                 errors |= utf8;
                 scan_block::<I>(&padded, pos, &mut c, &mut errors, number_rules)
-            };
+            });
             push_bits(&mut brackets, &mut bracket_count, pos, t.opens | t.closes);
         }
         toggles[..blocks].fill((0, 0));
@@ -247,9 +249,17 @@ unsafe fn parse_with<'a, I: Isa>(
         }
         for k in 0..blocks {
             let pos = window + 64 * k;
-            // SAFETY: as above.
-            let (e, root_keys) =
-                unsafe { grammar::<I>(&tokens[k], toggles[k], pos, &n, &mut g, all_keys) };
+            // SAFETY: the first pass wrote every block of the window; as above.
+            let (e, root_keys) = unsafe {
+                grammar::<I>(
+                    tokens[k].assume_init_ref(),
+                    toggles[k],
+                    pos,
+                    &n,
+                    &mut g,
+                    all_keys,
+                )
+            };
             errors |= e;
             root.push(pos, root_keys);
             if root.len > 256 - 64 {
