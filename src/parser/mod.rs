@@ -60,9 +60,10 @@
 //! # How
 //!
 //! There are two implementations of the same function. [`simd`] (x86_64) is the
-//! hot path: it classifies 64-byte blocks into bit masks with AVX2 (or SSE2), and
-//! checks strings, escapes, control characters, numbers, bracket matching and the
-//! token grammar with bit operations on whole blocks, UTF-8 with `simdutf8`.
+//! hot path: it classifies 64-byte blocks into bit masks with AVX-512, AVX2 or
+//! SSE2, whichever the CPU has, and checks strings, escapes, control characters,
+//! numbers, bracket matching and the token grammar with bit operations on whole
+//! blocks, UTF-8 with `simdutf8`.
 //! [`scalar`] walks the bytes one at a time; it is the definition, the path on
 //! other architectures and for frames nested deeper than 64, and what reports
 //! every rejection, so error offsets are exact and come from one place. The fast

@@ -37,7 +37,7 @@ impl<'a> Padded<'a> {
     }
 
     #[inline(always)]
-    fn u64_at(&self, at: usize) -> u64 {
+    pub fn u64_at(&self, at: usize) -> u64 {
         // SAFETY: see `at`.
         unsafe { (self.at(at) as *const u64).read_unaligned() }
     }

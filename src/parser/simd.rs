@@ -13,8 +13,10 @@
 //!      scalars by their first byte; control characters other than whitespace
 //!      outside strings are errors;
 //!    - numbers: every run that starts with a digit or `-` is checked against the
-//!      number grammar all at once, with shifted masks; literals are rare and
-//!      compared byte by byte.
+//!      number grammar all at once, with shifted masks (with AVX-512, the rules on
+//!      each byte and its neighbours come from the [`Lookback`] instead, and only
+//!      one `.` and one exponent per number are left to masks); literals are rare
+//!      and compared a word at a time.
 //! 2. [`Nesting::step`]: the brackets, one at a time but without branches, with a
 //!    one-bit-per-level stack: they must match, and where the innermost container
 //!    changes between object and array, or enters or leaves the root, is noted.
@@ -29,8 +31,13 @@
 //! it uses `\u` escapes early enough to spell either. Under other field names
 //! (`--uid-field`, `--ts-field`) every root key is listed and compared.
 //!
-//! UTF-8 is checked over the whole line by `simdutf8` first. SSE2 is the x86_64
-//! baseline; AVX2 (with carry-less multiply and BMI) is used when the CPU has it.
+//! SSE2 is the x86_64 baseline; AVX2 (with carry-less multiply and BMI) is used
+//! when the CPU has it, and AVX-512 (F and BW) over that. With SSE2 or AVX2, UTF-8
+//! is checked over the whole line by `simdutf8` first. With AVX-512, blocks are
+//! classified by compares straight into mask registers, and UTF-8 is checked in
+//! the first pass, block by block, along with the number rules ([`Lookback`]):
+//! there, vector instructions are nearly free, as the scalar bit arithmetic of the
+//! rest is what limits the speed (without the UTF-8 check the pass is no faster).
 //!
 //! The answer is `None` unless the line is one valid JSON object, at most 64 levels
 //! deep, whose root has neither `uid` nor `ts` twice: the scalar parser then gives
@@ -38,12 +45,15 @@
 
 use std::mem::MaybeUninit;
 
-use super::classify::{Avx2, Isa, Masks, Sse2};
+use super::classify::{Avx2, Avx512, Isa, Lookback, Masks, Sse2};
 use super::root_keys::{Padded, RootKeys};
 use super::{Frame, FrameSpec, ParseError, extract};
 
 pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Option<Result<Frame<'a>, ParseError>> {
-    if has_avx2() {
+    if has_avx512() {
+        // SAFETY: the features were just detected.
+        unsafe { parse_avx512(line, spec) }
+    } else if has_avx2() {
         // SAFETY: the features were just detected.
         unsafe { parse_avx2(line, spec) }
     } else {
@@ -68,6 +78,22 @@ pub(super) unsafe fn parse_avx2<'a>(
 ) -> Option<Result<Frame<'a>, ParseError>> {
     // SAFETY: the caller checked the features; the body is inlined with them enabled.
     unsafe { parse_with::<Avx2>(line, spec) }
+}
+
+/// AVX-512 with byte compares into mask registers (BW), on top of AVX2's set.
+pub(super) fn has_avx512() -> bool {
+    has_avx2()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,pclmulqdq,bmi1,bmi2,popcnt")]
+pub(super) unsafe fn parse_avx512<'a>(
+    line: &'a [u8],
+    spec: &FrameSpec,
+) -> Option<Result<Frame<'a>, ParseError>> {
+    // SAFETY: the caller checked the features; the body is inlined with them enabled.
+    unsafe { parse_with::<Avx512>(line, spec) }
 }
 
 pub(super) fn parse_sse2<'a>(
@@ -168,9 +194,13 @@ unsafe fn parse_with<'a, I: Isa>(
 ) -> Option<Result<Frame<'a>, ParseError>> {
     // Leading whitespace, then the root's `{`: anything else is for the scalar
     // parser to name (empty, not an object).
-    if line.get(skip_ws(line, 0)) != Some(&b'{') || simdutf8::basic::from_utf8(line).is_err() {
+    if line.get(skip_ws(line, 0)) != Some(&b'{')
+        || !I::Lookback::BY_BLOCK && simdutf8::basic::from_utf8(line).is_err()
+    {
         return None;
     }
+    let mut lookback = I::Lookback::default();
+    prefetch(&line[..line.len().min(WINDOW * 64)]);
     let padded = Padded::new(line);
     let mut c = Carry::default();
     let mut g = GrammarCarry::default();
@@ -191,7 +221,9 @@ unsafe fn parse_with<'a, I: Isa>(
     };
     // Every check ORs its offending bits in here; the verdict waits for the end.
     let mut errors: u64 = 0;
-    let mut tokens = [Tokens::default(); WINDOW];
+    // Written by the first pass before the third reads them: no need to clear
+    // 2 KB for every frame.
+    let mut tokens = [MaybeUninit::<Tokens>::uninit(); WINDOW];
     let mut toggles = [(0u64, 0u64); WINDOW];
     // Only the first `bracket_count` entries are ever read, after being written:
     // no need to clear 8 KB for every frame.
@@ -199,11 +231,18 @@ unsafe fn parse_with<'a, I: Isa>(
     let mut window = 0;
     while window < line.len() {
         let blocks = (line.len() - window).div_ceil(64).min(WINDOW);
+        if window > 0 {
+            prefetch(&line[window..line.len().min(window + WINDOW * 64)]);
+        }
         let mut bracket_count = 0;
         for (k, t) in tokens[..blocks].iter_mut().enumerate() {
             let pos = window + 64 * k;
             // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
-            *t = unsafe { scan_block::<I>(&padded, pos, &mut c, &mut errors) };
+            let t = t.write(unsafe {
+                let (utf8, number_rules) = lookback.check(padded.at(pos), padded.at(pos + 1));
+                errors |= utf8;
+                scan_block::<I>(&padded, pos, &mut c, &mut errors, number_rules)
+            });
             push_bits(&mut brackets, &mut bracket_count, pos, t.opens | t.closes);
         }
         toggles[..blocks].fill((0, 0));
@@ -214,9 +253,17 @@ unsafe fn parse_with<'a, I: Isa>(
         }
         for k in 0..blocks {
             let pos = window + 64 * k;
-            // SAFETY: as above.
-            let (e, root_keys) =
-                unsafe { grammar::<I>(&tokens[k], toggles[k], pos, &n, &mut g, all_keys) };
+            // SAFETY: the first pass wrote every block of the window; as above.
+            let (e, root_keys) = unsafe {
+                grammar::<I>(
+                    tokens[k].assume_init_ref(),
+                    toggles[k],
+                    pos,
+                    &n,
+                    &mut g,
+                    all_keys,
+                )
+            };
             errors |= e;
             root.push(pos, root_keys);
             if root.len > 256 - 64 {
@@ -226,7 +273,9 @@ unsafe fn parse_with<'a, I: Isa>(
         window += blocks * 64;
     }
     root.check(&padded, spec);
+    // SAFETY: as above.
     if errors | n.errors | c.in_string != 0
+        || !unsafe { lookback.complete() }
         || n.root_end == usize::MAX
         || n.deepest > 64
         || root.uids > 1
@@ -235,6 +284,25 @@ unsafe fn parse_with<'a, I: Isa>(
         return None;
     }
     Some(extract(line, root.uid_at, root.ts_at, spec))
+}
+
+/// Asks for all the cache lines of `bytes` at once. A line to parse is often not
+/// in cache yet (frames come from the network, or one after another from a
+/// large buffer), and the first pass, with its long chains per block, keeps few
+/// loads in flight: it waited for one miss after another. `simdutf8`'s pass over
+/// the whole line, on the AVX2 and SSE2 paths, had been fetching it ahead.
+#[inline(always)]
+fn prefetch(bytes: &[u8]) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let p = bytes.as_ptr().cast::<i8>();
+    for at in (0..bytes.len())
+        .step_by(64)
+        .chain(bytes.len().checked_sub(1))
+    {
+        // SAFETY: a prefetch of an address in `bytes` (SSE, baseline on
+        // x86_64); it never faults, and reads nothing the program sees.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at)) };
+    }
 }
 
 /// Appends the positions of the bits of `bits` to `out`: four stores without a
@@ -263,6 +331,7 @@ unsafe fn scan_block<I: Isa>(
     pos: usize,
     c: &mut Carry,
     errors: &mut u64,
+    number_rules: u64,
 ) -> Tokens {
     // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
     let m = unsafe { I::classify(padded.at(pos)) };
@@ -294,11 +363,15 @@ unsafe fn scan_block<I: Isa>(
     // Numbers and literals.
     let minus = m.punct & !m.bit6 & m.bit0 & !m.bit1;
     let starts = scalars & (m.digit | minus);
-    e |= check_numbers(&m, scalar, starts, minus, c);
+    e |= if I::Lookback::BY_BLOCK {
+        check_number_runs(&m, scalar, starts, number_rules, c)
+    } else {
+        check_numbers(&m, scalar, starts, minus, c)
+    };
     let mut literals = scalars & !starts;
     while literals != 0 {
         e |= u64::from(!literal_ok(
-            padded.line,
+            padded,
             pos + literals.trailing_zeros() as usize,
         ));
         literals &= literals - 1;
@@ -378,6 +451,24 @@ unsafe fn grammar<I: Isa>(
         errors,
         keys & at_root & (t.key_start >> 1 | 1 << 63 | all_keys),
     )
+}
+
+/// [`check_numbers`] where the rules on each byte and its neighbours came from
+/// the [`Lookback`] (`rules`): what is left is which bytes are in numbers, and
+/// one `.` and one exponent per number, in that order.
+#[inline(always)]
+fn check_number_runs(m: &Masks, scalar: u64, starts: u64, rules: u64, c: &mut Carry) -> u64 {
+    let (sum, o1) = scalar.overflowing_add(starts);
+    let (sum, o2) = sum.overflowing_add(c.number);
+    c.number = u64::from(o1 | o2);
+    let number = (sum ^ scalar) & scalar;
+    let punct = m.punct & number;
+    let exps = punct & m.bit6;
+    let dots = punct & !m.bit6 & !m.bit0;
+    let stops = dots | exps | !number;
+    rules & number
+        | next_token(dots, stops, &mut c.after_dot) & dots
+        | next_token(exps, stops, &mut c.after_exp) & (dots | exps)
 }
 
 /// The number grammar, `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, on every
@@ -461,20 +552,24 @@ pub(super) fn skip_ws(line: &[u8], mut i: usize) -> usize {
 }
 
 /// A scalar starting at `at` that is not a number must be `true`, `false` or
-/// `null`, followed by a byte that ends a scalar.
-#[inline(never)]
-fn literal_ok(line: &[u8], at: usize) -> bool {
-    let word: &[u8] = match line[at] {
-        b't' => b"true",
-        b'f' => b"false",
-        b'n' => b"null",
+/// `null`, followed by a byte that ends a scalar. One word read from the padded
+/// line compares it (the padding is spaces, which end a scalar as the end of the
+/// line does), inlined: a call per literal (and one to `memcmp`) cost 10% on the
+/// AVX-512 path, likely because no vector register lives through a call, so the
+/// first pass kept its tables and the previous block in memory around it.
+#[inline(always)]
+fn literal_ok(padded: &Padded<'_>, at: usize) -> bool {
+    let w = padded.u64_at(at);
+    let (word, len) = match w as u8 {
+        b't' => (u32::from_le_bytes(*b"true") as u64, 4),
+        b'f' => (u64::from_le_bytes(*b"false\0\0\0"), 5),
+        b'n' => (u32::from_le_bytes(*b"null") as u64, 4),
         _ => return false,
     };
-    line.get(at..at + word.len()) == Some(word)
-        && line.get(at + word.len()).is_none_or(|&b| {
-            matches!(
-                b,
-                b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
-            )
-        })
+    let next = (w >> (8 * len)) as u8;
+    w & ((1 << (8 * len)) - 1) == word
+        && matches!(
+            next,
+            b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"'
+        )
 }

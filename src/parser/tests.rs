@@ -622,6 +622,11 @@ fn fast_path_answers_for_generated_frames() {
             let avx2 = unsafe { simd::parse_avx2(line, &FrameSpec::DEFAULT) };
             assert!(avx2.is_some(), "{}", String::from_utf8_lossy(line));
         }
+        if simd::has_avx512() {
+            // SAFETY: the features were just detected.
+            let avx512 = unsafe { simd::parse_avx512(line, &FrameSpec::DEFAULT) };
+            assert!(avx512.is_some(), "{}", String::from_utf8_lossy(line));
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Random JSON (decoys included), serialized by serde_json, then damaged: every path
-//! (AVX2, SSE2, scalar) must give the same answer, and the fast ones must answer for
-//! every valid frame.
+//! (AVX-512, AVX2, SSE2, scalar) must give the same answer, and the fast ones must
+//! answer for every valid frame.
 
-use super::super::classify::{Avx2, Isa, Masks, Sse2};
+use super::super::classify::{Avx2, Avx512, Isa, Masks, Sse2};
 use super::super::*;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -110,6 +110,10 @@ pub fn agree_with(line: &[u8], spec: &FrameSpec) -> Result<(), TestCaseError> {
         // SAFETY: the features were just detected.
         fast.push(("avx2", unsafe { simd::parse_avx2(line, spec) }));
     }
+    if simd::has_avx512() {
+        // SAFETY: the features were just detected.
+        fast.push(("avx512", unsafe { simd::parse_avx512(line, spec) }));
+    }
     for (name, got) in fast {
         match got {
             Some(got) => prop_assert_eq!(&got, &want, "{}", name),
@@ -194,10 +198,99 @@ proptest! {
     }
 
     #[test]
+    fn avx512_and_sse2_classify_alike(block in prop::collection::vec(any::<u8>(), 64)) {
+        if simd::has_avx512() {
+            // SAFETY: 64 readable bytes; the features were just detected.
+            let (a, s) = unsafe { (classify_avx512(block.as_ptr()), Sse2::classify(block.as_ptr())) };
+            // As AVX2's, the AVX-512 operator table also takes 0x0C and 0x1A.
+            prop_assert_eq!(a.op & !a.ctrl, s.op & !s.ctrl);
+            prop_assert_eq!(
+                (a.quote, a.backslash, a.ws, a.ctrl, a.bit0, a.bit1, a.bit6),
+                (s.quote, s.backslash, s.ws, s.ctrl, s.bit0, s.bit1, s.bit6)
+            );
+            prop_assert_eq!(
+                (a.digit, a.zero, a.punct, a.escape, a.hex, a.key_start),
+                (s.digit, s.zero, s.punct, s.escape, s.hex, s.key_start)
+            );
+        }
+    }
+
+    /// UTF-8 sequences and numbers, valid or not, around the ends of blocks, where
+    /// the AVX-512 path looks at the neighbouring block.
+    #[test]
+    fn paths_agree_on_utf8_and_numbers_around_block_ends(
+        pad in 0usize..140,
+        pieces in prop::collection::vec(0..PIECES.len(), 1..5),
+        quoted in any::<bool>(),
+        close in any::<bool>(),
+    ) {
+        let mut line = br#"{"uid":"x","ts":1,"a":"#.to_vec();
+        line.extend(std::iter::repeat_n(b' ', pad));
+        if quoted {
+            line.push(b'"');
+        }
+        for &p in &pieces {
+            line.extend_from_slice(PIECES[p]);
+        }
+        if quoted {
+            line.push(b'"');
+        }
+        if close {
+            line.push(b'}');
+        }
+        agree(&line)?;
+    }
+
+    #[test]
     fn simd_and_scalar_agree_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..200)) {
         agree(&body)?;
         agree(&[b"{\"", &body[..]].concat())?;
     }
+}
+
+/// Bits of numbers and of UTF-8, good and bad, to put together.
+const PIECES: &[&[u8]] = &[
+    b"0",
+    b"7",
+    b"-",
+    b"+",
+    b".",
+    b"e",
+    b"E",
+    b"12",
+    b"0.5",
+    b"-0",
+    b"1e-05",
+    b"2E+3",
+    b"00",
+    b"1.2.3",
+    b"1e5e",
+    b"1e5.2",
+    b"-.5",
+    b"1.",
+    b"e5",
+    b"\xc3\xa9",
+    b"\xe2\x82\xac",
+    b"\xf0\x9f\x98\x80",
+    b"\xf4\x8f\xbf\xbf",
+    b"\x80",
+    b"\xc0\x80",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xf5",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\xf0\x9f\x98",
+    b"\\u00e9",
+    b"\\u12",
+    b",",
+    b" ",
+];
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,pclmulqdq,bmi1,bmi2,popcnt")]
+unsafe fn classify_avx512(block: *const u8) -> Masks {
+    // SAFETY: the caller's guarantees, forwarded.
+    unsafe { Avx512::classify(block) }
 }
 
 #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
