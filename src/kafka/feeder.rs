@@ -63,11 +63,17 @@ pub(super) fn feed_from_kafka(
     let mut chunk = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
     let mut batch_started = Instant::now();
     let mut last_tick = Instant::now();
-    let mut positions: HashMap<i32, i64> = HashMap::new();
+    // Where each partition resumes, if a checkpoint said so, so that what is left to
+    // read (the progress line, a partition restored at its end) counts from there.
+    let mut positions: HashMap<i32, i64> =
+        (consumer.context().positions.lock().expect("positions lock")).clone();
     let mut last_progress = Instant::now();
     let mut read = 0u64;
     let mut read_at_last_progress = 0u64;
     let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    // Partitions the client said are at their end (backfills ask it to): already at
+    // or past the target, since the high watermark only grows.
+    let mut at_eof: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut ends_now = None;
     let mut paused_version = 0;
     let mut paused_now: Vec<i32> = Vec::new();
@@ -120,7 +126,14 @@ pub(super) fn feed_from_kafka(
                     read += 1;
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => stall.progress(),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                stall.progress();
+                // Not while messages of it are set aside by a pause: they are read
+                // again on resume, and the partition is not done until then.
+                if !paused_from.contains_key(&p) && !paused_now.contains(&p) {
+                    at_eof.insert(p);
+                }
+            }
             Some(Err(e)) => {
                 // librdkafka retries transient errors itself: say so once per interval.
                 stall.error(&e);
@@ -182,7 +195,9 @@ pub(super) fn feed_from_kafka(
             if let Some(ends) = &ends_now {
                 // A partition read to its end must not hold the others back.
                 for (p, (low, high)) in ends {
-                    let at_end = high <= low || positions.get(p).is_some_and(|pos| pos >= high);
+                    let at_end = high <= low
+                        || positions.get(p).is_some_and(|pos| pos >= high)
+                        || at_eof.contains(p);
                     if at_end && finished.insert(*p) {
                         done.push(*p);
                     }

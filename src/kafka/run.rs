@@ -54,6 +54,11 @@ pub fn run(
     }
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
     cfg.set("group.id", &opts.group);
+    if !matches!(opts.until, Until::Forever) && cfg.get("enable.partition.eof").is_none() {
+        // A backfill started at a partition's end (committed offsets there) gets no
+        // message from it, only this: that it is at its end.
+        cfg.set("enable.partition.eof", "true");
+    }
     if config.metrics.is_some() && cfg.get("statistics.interval.ms").is_none() {
         // Consumer lag for the metrics comes from librdkafka's statistics.
         cfg.set("statistics.interval.ms", "1000");
