@@ -71,8 +71,8 @@ pub(super) fn feed_from_kafka(
     let mut read = 0u64;
     let mut read_at_last_progress = 0u64;
     let mut finished: std::collections::HashSet<i32> = std::collections::HashSet::new();
-    // Partitions the client said are at their end (backfills ask it to): already at
-    // or past the target, since the high watermark only grows.
+    // Partitions the client said are at their end (`--until-end` asks it to): at or
+    // past the end offsets taken at start, since the high watermark only grows.
     let mut at_eof: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut ends_now = None;
     let mut paused_version = 0;
@@ -116,6 +116,7 @@ pub(super) fn feed_from_kafka(
                         chunk.push_kafka_record(lane, offset, key, ts, payload, max_frame);
                     }
                     positions.insert(p, msg.offset() + 1);
+                    at_eof.remove(&p);
                     // Shared at once: a rebalance inside the next poll must see it.
                     consumer
                         .context()
@@ -130,7 +131,10 @@ pub(super) fn feed_from_kafka(
                 stall.progress();
                 // Not while messages of it are set aside by a pause: they are read
                 // again on resume, and the partition is not done until then.
-                if !paused_from.contains_key(&p) && !paused_now.contains(&p) {
+                if end_offsets.at_start.is_some()
+                    && !paused_from.contains_key(&p)
+                    && !paused_now.contains(&p)
+                {
                     at_eof.insert(p);
                 }
             }

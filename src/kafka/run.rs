@@ -54,9 +54,10 @@ pub fn run(
     }
     let mut cfg = opts.kafka.config(CONSUMER_DEFAULTS);
     cfg.set("group.id", &opts.group);
-    if !matches!(opts.until, Until::Forever) && cfg.get("enable.partition.eof").is_none() {
+    if matches!(opts.until, Until::EndAtStart) && cfg.get("enable.partition.eof").is_none() {
         // A backfill started at a partition's end (committed offsets there) gets no
-        // message from it, only this: that it is at its end.
+        // message from it, only this: that it is at its end. (Not for a target set
+        // later: the producer may not have reached it yet.)
         cfg.set("enable.partition.eof", "true");
     }
     if config.metrics.is_some() && cfg.get("statistics.interval.ms").is_none() {
