@@ -47,9 +47,20 @@ fn authenticating_broker(cfg: &GenConfig) -> Tansu {
 }
 
 fn run_with_password(tansu: &Tansu, password: &str) -> std::process::Output {
+    run_with(tansu, password, "5s", Duration::from_secs(120))
+}
+
+fn run_with(tansu: &Tansu, password: &str, timeout: &str, limit: Duration) -> std::process::Output {
     let child = cardinal()
         .args(["run", "-b", tansu.addr(), "-t", "frames", "--until-end"])
-        .args(["--windows", "minute", "--format", "json", "--timeout", "5s"])
+        .args([
+            "--windows",
+            "minute",
+            "--format",
+            "json",
+            "--timeout",
+            timeout,
+        ])
         .args(["-X", "session.timeout.ms=6000"])
         .args(["-X", "security.protocol=SASL_PLAINTEXT"])
         .args(["-X", "sasl.mechanism=SCRAM-SHA-512"])
@@ -59,7 +70,7 @@ fn run_with_password(tansu: &Tansu, password: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    output_within(child, Duration::from_secs(120))
+    output_within(child, limit)
 }
 
 #[test]
@@ -109,7 +120,9 @@ fn a_wrong_password_fails_naming_the_broker_and_the_authentication() {
         ..GenConfig::default()
     };
     let tansu = authenticating_broker(&cfg);
-    let o = run_with_password(&tansu, "not the password");
+    // A refused login is not retried until --timeout (here 10 minutes): it fails at
+    // once, well within the 2 minutes the test gives it.
+    let o = run_with(&tansu, "not the password", "600s", Duration::from_secs(120));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(

@@ -44,7 +44,13 @@ pub(super) fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, mes
 pub(super) fn client_error(error: &KafkaError, reason: &str) {
     tracing::debug!(event = "client_error", error = %error, reason);
     remember_client_error(reason);
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+        AUTHENTICATION_FAILED.store(true, Ordering::Relaxed);
+    }
 }
+
+/// The broker refused our credentials: retrying with the same ones cannot help.
+static AUTHENTICATION_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The last client error, as a clause for an error message.
 pub(super) fn last_client_error() -> String {
@@ -66,20 +72,35 @@ pub(super) fn partitions_of<C: ConsumerContext>(
     opts: &KafkaOptions,
     topic: &str,
 ) -> Result<Vec<i32>, PipelineError> {
-    let md = consumer.fetch_metadata(Some(topic), opts.timeout).map_err(|e| {
+    // Asked in slices of at most a second, so that a refused login fails at once
+    // rather than after the whole --timeout: nothing else would change its answer.
+    let deadline = Instant::now() + opts.timeout;
+    let md = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e = match consumer.fetch_metadata(Some(topic), left.min(Duration::from_secs(1))) {
+            Ok(md) => break md,
+            Err(e) => e,
+        };
         // The client's own errors and logs arrive as events on its queue: serve them,
         // so that the contexts record why (an SSL handshake, a refused connection).
         for _ in 0..5 {
             let _ = consumer.poll(Duration::from_millis(10));
         }
-        live(format!(
-            "cannot reach Kafka at {} within {:?}: {e}{}; check --brokers, that the broker is up, \
-             and the security settings (-X security.protocol, ssl.*, sasl.*), or raise --timeout",
-            opts.brokers,
-            opts.timeout,
-            last_client_error()
-        ))
-    })?;
+        let refused = AUTHENTICATION_FAILED.load(Ordering::Relaxed);
+        if refused || Instant::now() >= deadline {
+            let within = if refused {
+                "(authentication refused, not retried)".to_string()
+            } else {
+                format!("within {:?}", opts.timeout)
+            };
+            return Err(live(format!(
+                "cannot reach Kafka at {} {within}: {e}{}; check --brokers, that the broker is up, \
+                 and the security settings (-X security.protocol, ssl.*, sasl.*), or raise --timeout",
+                opts.brokers,
+                last_client_error()
+            )));
+        }
+    };
     let t = md
         .topics()
         .iter()
