@@ -342,26 +342,39 @@ fn one_instance_survives_a_rebalance() {
         seed: 13,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
-    let run = cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "rebalance",
-            "--until-end",
-            "--format",
-            "json",
-        ])
-        .args(["--windows", "minute,hour"])
+    // The first half of the frames before the rebalance, the second after it, so
+    // that the run must read on after it whatever the machine's speed.
+    let all = std::fs::read_to_string(write_frames(dir.path(), &cfg)).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let halves = [
+        dir.path().join("first.json"),
+        dir.path().join("second.json"),
+    ];
+    std::fs::write(&halves[0], first.join("\n") + "\n").unwrap();
+    std::fs::write(&halves[1], second.join("\n") + "\n").unwrap();
+    produce(&b, "frames", &halves[0]);
+    // A live run, so that it cannot finish before the rebalance (a backfill of
+    // these frames once did, on a quiet machine, and the test saw no rebalance);
+    // wall-clock quiet emits its last windows.
+    let mut run = cardinal()
+        .args(["run", "-b", &b.addr, "-t", "frames", "-g", "rebalance"])
+        .args(["--format", "json", "--windows", "minute,hour"])
+        .args(["--idle-timeout", "8s", "-X", "session.timeout.ms=6000"])
         .env("RUST_LOG", "cardinal=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = BufReader::new(run.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
     // A second member joins the group for a few seconds, then leaves gracefully.
     std::thread::sleep(Duration::from_millis(500));
     let other: BaseConsumer = ClientConfig::new()
@@ -380,7 +393,18 @@ fn one_instance_survives_a_rebalance() {
     }
     other.unsubscribe();
     drop(other);
+    produce(&b, "frames", &halves[1]);
 
+    let want = expected(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while counts(&got).len() < want.len() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push_str(&line);
+            got.push('\n');
+        }
+    }
+    common::sigterm(&run);
     let o = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -388,10 +412,7 @@ fn one_instance_survives_a_rebalance() {
         stderr.contains("partitions_revoked"),
         "the second member caused a rebalance:\n{stderr}"
     );
-    assert_eq!(
-        counts(&String::from_utf8_lossy(&o.stdout)),
-        expected(&cfg, &[Granularity::Minute, Granularity::Hour])
-    );
+    assert_eq!(counts(&got), want, "{stderr}");
 }
 
 #[test]
