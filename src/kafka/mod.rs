@@ -77,6 +77,23 @@ mod tests {
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::RDKafkaApiKey;
 
+    /// Exact minute windows in UTC, one parser thread, frames read as `frames` says.
+    fn minute_config(frames: crate::parser::FrameSpec) -> CountConfig {
+        CountConfig {
+            calendar: Calendar::utc(),
+            settings: Settings {
+                granularities: vec![Granularity::Minute],
+                ..Settings::default()
+            },
+            counter: CounterKind::Exact,
+            threads: 1,
+            chunk_bytes: crate::source::CHUNK_BYTES,
+            max_frame_bytes: crate::source::MAX_FRAME_BYTES,
+            metrics: None,
+            frames,
+        }
+    }
+
     #[test]
     fn a_dead_letter_record_of_a_file_line_names_the_file_and_line() {
         // `count --rejects-topic`: the sink says where such a frame came from, and
@@ -176,19 +193,7 @@ mod tests {
             state: None,
             stall_timeout: Duration::from_secs(60),
         };
-        let config = CountConfig {
-            calendar: Calendar::utc(),
-            settings: Settings {
-                granularities: vec![Granularity::Minute],
-                ..Settings::default()
-            },
-            counter: CounterKind::Exact,
-            threads: 1,
-            chunk_bytes: crate::source::CHUNK_BYTES,
-            max_frame_bytes: crate::source::MAX_FRAME_BYTES,
-            metrics: None,
-            frames: crate::parser::FrameSpec::default(),
-        };
+        let config = minute_config(crate::parser::FrameSpec::default());
         let mut sinks = Sinks {
             results: Vec::new(),
             rejects: Vec::new(),
@@ -328,20 +333,9 @@ mod tests {
             state: None,
             stall_timeout: Duration::from_secs(60),
         };
-        let config = CountConfig {
-            calendar: Calendar::utc(),
-            settings: Settings {
-                granularities: vec![Granularity::Minute],
-                ..Settings::default()
-            },
-            counter: CounterKind::Exact,
-            threads: 1,
-            chunk_bytes: crate::source::CHUNK_BYTES,
-            max_frame_bytes: crate::source::MAX_FRAME_BYTES,
-            metrics: None,
-            frames: crate::parser::FrameSpec::default()
-                .taking(UidFrom::Key, TsFrom::RecordTimestamp),
-        };
+        let config = minute_config(
+            crate::parser::FrameSpec::default().taking(UidFrom::Key, TsFrom::RecordTimestamp),
+        );
         let collected = Collected::default();
         let mut sinks = Sinks {
             results: Vec::new(),

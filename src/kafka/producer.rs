@@ -86,13 +86,11 @@ pub struct ResultsTopic {
 impl ResultsTopic {
     /// Waits until every record sent is acknowledged; fails if one was refused.
     pub fn acknowledge(&self) -> Result<(), String> {
-        self.producer.flush(self.timeout).map_err(|e| {
-            format!(
-                "results to {} not acknowledged within {:?}: {e}",
-                self.topic, self.timeout
-            )
-        })?;
-        self.producer.context().check()
+        acknowledged(
+            &self.producer,
+            self.timeout,
+            &format!("results to {}", self.topic),
+        )
     }
 
     /// Publishes the number of records produced since the last call, and how many
@@ -175,15 +173,22 @@ impl TopicRejects {
 
     /// Waits until every record sent is acknowledged; fails if one was refused.
     pub fn acknowledge(&self) -> Result<(), SinkError> {
-        let fail = |message| self.error(message);
-        self.producer.flush(self.timeout).map_err(|e| {
-            fail(format!(
-                "dead-letter records not acknowledged within {:?}: {e}",
-                self.timeout
-            ))
-        })?;
-        self.producer.context().check().map_err(fail)
+        acknowledged(&self.producer, self.timeout, "dead-letter records")
+            .map_err(|message| self.error(message))
     }
+}
+
+/// Waits until every record `producer` sent is acknowledged, for at most `timeout`;
+/// fails if one was not, or was refused. `what` names the records in the message.
+fn acknowledged(
+    producer: &ThreadedProducer<DeliveryTracker>,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), String> {
+    producer
+        .flush(timeout)
+        .map_err(|e| format!("{what} not acknowledged within {timeout:?}: {e}"))?;
+    producer.context().check()
 }
 
 impl Reject for TopicRejects {

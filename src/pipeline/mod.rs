@@ -323,19 +323,15 @@ where
         }
 
         let mut stage = Aggregate::<C>::new(config, agg, sinks, hooks, pool, paused);
-        let result = stage.consume(order_rx);
-        match result {
-            Ok(()) => Ok(CountReport {
-                telemetry: stage.telemetry,
-                output_closed: false,
-                checkpoint_summary: hooks.checkpoint_summary(),
-            }),
-            Err(PipelineError::Sink(SinkError::Closed)) => Ok(CountReport {
-                telemetry: stage.telemetry,
-                output_closed: true,
-                checkpoint_summary: hooks.checkpoint_summary(),
-            }),
-            Err(e) => Err(e),
-        }
+        let output_closed = match stage.consume(order_rx) {
+            Ok(()) => false,
+            Err(PipelineError::Sink(SinkError::Closed)) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(CountReport {
+            telemetry: stage.telemetry,
+            output_closed,
+            checkpoint_summary: hooks.checkpoint_summary(),
+        })
     })
 }
