@@ -440,6 +440,7 @@ fn cardinal_run(
         fed: None,
         state: None,
         stall_timeout: Duration::from_secs(60),
+        scale_out: None,
     };
     let mut sinks = Sinks {
         results: vec![Box::new(ResultSink::new(

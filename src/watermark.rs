@@ -151,6 +151,11 @@ impl<P> OutlierGuard<P> {
         self.held.iter()
     }
 
+    /// The held frames, oldest first, taken out (a lane that moves away).
+    pub fn into_held(self) -> Vec<Held<P>> {
+        self.held.into()
+    }
+
     /// Rebuilds a guard from [`OutlierGuard::held`].
     pub fn restore(config: GuardConfig, held: impl IntoIterator<Item = Held<P>>) -> Self {
         OutlierGuard {

@@ -7,16 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
 use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
-use common::cardinal;
+use common::{Running, cardinal, stderr_lines, wait_for};
 use serde_json::Value;
 
 fn produce(addr: &str, topic: &str, lines: &[&str], dir: &Path, name: &str) {
@@ -50,45 +48,6 @@ fn latest(addr: &str, topic: &str) -> BTreeMap<(String, String), (u64, bool)> {
             )
         })
         .collect()
-}
-
-/// Each stderr line of `child` as it comes, on a channel; all of them kept in the
-/// returned log as well.
-fn stderr_lines(child: &mut Child) -> Receiver<String> {
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A child process killed when the test ends, even by a panic.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(rx: &Receiver<String>, log: &mut String, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains(needle) {
-                return;
-            }
-        }
-    }
-    panic!("no {needle:?} within {within:?}:\n{log}");
 }
 
 #[test]

@@ -103,39 +103,6 @@ fn merged_exact_partials_equal_the_count_of_all_frames() {
     assert_eq!(got, want);
 }
 
-/// For each window: our merged estimate, the estimate of our merged sketch as the
-/// Python package reads it, and the Python package's union of the shares' sketches.
-const UNION: &str = r#"
-import base64, json, sys
-import datasketches as ds
-merged = [json.loads(l) for l in open(sys.argv[1])]
-shares = [[json.loads(l) for l in open(p)] for p in sys.argv[2:]]
-out = []
-for m in merged:
-    key = (m["window"], m["start"])
-    u = ds.hll_union(14)
-    for share in shares:
-        for r in share:
-            if (r["window"], r["start"]) == key:
-                u.update(ds.hll_sketch.deserialize(base64.b64decode(r["sketch"])))
-    ours = ds.hll_sketch.deserialize(base64.b64decode(m["sketch"]))
-    theirs = u.get_result(ds.tgt_hll_type.HLL_8)
-    mode = lambda s: [l for l in str(s).splitlines() if "Current Mode" in l][0]
-    if mode(ours) != mode(theirs):
-        same = False
-    elif "HLL" in mode(ours):
-        # Bytes 8-15 hold the HIP accumulator, an estimator's state, not a register.
-        a, b = bytes(ours.serialize_updatable()), bytes(theirs.serialize_updatable())
-        same = len(a) == len(b) and a[:8] == b[:8] and a[16:] == b[16:]
-    else:
-        # Lists and sets of coupons: the table's layout depends on insertion order,
-        # the estimate only on the coupons.
-        same = ours.get_estimate() == theirs.get_estimate()
-    same_registers = same
-    out.append([m["window"], m["start"], m["unique_users"], ours.get_estimate(), theirs.get_estimate(), same_registers])
-print(json.dumps(out))
-"#;
-
 #[test]
 fn merged_hll_partials_agree_with_apaches_python_union() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +130,7 @@ fn merged_hll_partials_agree_with_apaches_python_union() {
     std::fs::write(&merged, &stdout).unwrap();
 
     let o = Command::new("python3")
-        .args(["-c", UNION])
+        .args(["-c", common::HLL_UNION])
         .arg(&merged)
         .args(&share_outputs)
         .stderr(Stdio::inherit())

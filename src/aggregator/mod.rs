@@ -210,16 +210,23 @@ struct Lane<K, T> {
     /// the slowest lane to count yet. In position order; bounded by what was in
     /// flight between the source and here when the lane was paused.
     waiting: VecDeque<(i64, Pending<K, T>)>,
+    /// Scale-out: a partition another process holds, with the watermark its owner
+    /// last reported (`None`: unknown yet). It holds the stream back as one of ours
+    /// would, so this process never judges frames late that a single one would not.
+    remote: Option<Option<i64>>,
 }
 
 impl<K, T> Lane<K, T> {
     /// Holds the stream's watermark back: ours, speaking, and in step.
     fn holds_back(&self) -> bool {
-        self.assigned && !self.idle && !self.skewed
+        self.remote.is_some() || (self.assigned && !self.idle && !self.skewed)
     }
 
     /// The lane's watermark, extrapolated along the wall clock if it is caught up.
     fn watermark_at(&self, clock: Option<WallClock>) -> Option<i64> {
+        if let Some(reported) = self.remote {
+            return reported;
+        }
         let own = self.watermark.get();
         match (self.anchor, clock) {
             (Some((wall, ts)), Some(c)) if c.trust_recent => {
@@ -246,6 +253,7 @@ impl<K, T> Lane<K, T> {
             behind_since_ms: None,
             skewed: false,
             waiting: VecDeque::new(),
+            remote: None,
         }
     }
 }
@@ -491,7 +499,11 @@ impl<C: Counter, T> Aggregator<C, T> {
         self.align(now_ms, out);
         self.advance(out);
         self.release_waiting(false, out);
-        let quiet_for = latest_activity.map(|t| now_ms.saturating_sub(t));
+        // Partitions other processes hold and still speak for keep the stream going.
+        let remote_active = self.lanes.iter().any(|l| l.remote.is_some());
+        let quiet_for = latest_activity
+            .filter(|_| !remote_active)
+            .map(|t| now_ms.saturating_sub(t));
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
         if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
             self.emit_all_open(out);
@@ -503,6 +515,7 @@ impl<C: Counter, T> Aggregator<C, T> {
     pub fn add_lane(&mut self, lane: usize) {
         self.ensure_lane(lane);
         let l = &mut self.lanes[lane];
+        l.remote = None;
         l.idle = false;
         l.ended = false;
         l.seen_since_tick = true;
@@ -523,6 +536,86 @@ impl<C: Counter, T> Aggregator<C, T> {
             return;
         }
         self.settle_lane(lane, out);
+    }
+
+    /// Scale-out: `lane` is about to move to another process. Its frames waiting for
+    /// alignment are counted now, and what its guard holds is judged, as at its
+    /// end: a handover then carries no frame.
+    pub fn settle_before_release(&mut self, lane: usize, out: &mut Output<T>) {
+        if lane >= self.lanes.len() {
+            return;
+        }
+        while !self.lanes[lane].waiting.is_empty() {
+            self.admit_waiting(lane, out);
+        }
+        self.judge_held(lane, out);
+    }
+
+    /// Scale-out: `lane` moves to another process. Its frames not counted yet (held
+    /// by the outlier guard, or waiting for alignment) go with it, in position order,
+    /// and it stops holding the stream back here. Its next position stays, for the
+    /// handover.
+    pub fn release_lane(&mut self, lane: usize) -> Vec<(u64, T)> {
+        let Some(l) = self.lanes.get_mut(lane) else {
+            return Vec::new();
+        };
+        let config = self.settings.guard;
+        let guard = std::mem::replace(&mut l.guard, OutlierGuard::new(config));
+        self.waiting -= l.waiting.len();
+        let mut frames: Vec<(u64, T)> = (guard.into_held().into_iter())
+            .map(|h| (h.frame.pos, h.frame.tag))
+            .chain(l.waiting.drain(..).map(|(_, p)| (p.pos, p.tag)))
+            .collect();
+        frames.sort_by_key(|f| f.0);
+        l.assigned = false;
+        l.ended = false;
+        l.paused = false;
+        l.runs.clear();
+        l.anchor = None;
+        l.remote = None;
+        frames
+    }
+
+    /// Scale-out: the partitions other processes hold, each with the watermark its
+    /// owner reported, or `None` if it holds nothing back (idle, or read to its
+    /// end). Lanes of ours are left alone; remote lanes not listed stop holding back.
+    pub fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]) {
+        for l in self.lanes.iter_mut() {
+            l.remote = None;
+        }
+        for (lane, mark) in remote {
+            if *lane >= self.lanes.len() {
+                let (lateness, guard) = (self.settings.lateness, self.settings.guard);
+                self.lanes.resize_with(lane + 1, || {
+                    let mut l = Lane::new(lateness, guard);
+                    l.assigned = false;
+                    l
+                });
+            }
+            let l = &mut self.lanes[*lane];
+            if !l.assigned {
+                l.remote = *mark;
+            }
+        }
+    }
+
+    /// Scale-out: a lane just taken over from an owner that found it idle stays
+    /// idle until it speaks (a rebalance must not make a quiet partition hold the
+    /// stream back for another idle timeout).
+    pub fn keep_idle(&mut self, lane: usize) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.idle = true;
+            l.seen_since_tick = false;
+            l.last_active_ms = Some(0);
+        }
+    }
+
+    /// Lanes of ours that have been silent for the idle timeout.
+    pub fn idle_lanes(&self) -> Vec<usize> {
+        (self.lanes.iter().enumerate())
+            .filter(|(_, l)| l.assigned && l.idle)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// A lane read to its end with nothing waiting: what its guard holds is judged

@@ -482,6 +482,17 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub stall_timeout: i64,
 
+    /// Share the topic with every other `run --scale-out` of the same --group, on
+    /// this machine or others: the group spreads the partitions, each instance
+    /// checkpoints its windows' users and its partitions' positions to the compacted
+    /// topic GROUP.partials (created if missing), a partition that moves resumes
+    /// where its last owner let it go, and one instance (chosen by the consumer
+    /// group GROUP.merge) publishes each window to --results-topic, the union of
+    /// every instance's users, once every partition is past it. Needs
+    /// --results-topic; state lives in the topic, not in --state-dir.
+    #[arg(long)]
+    pub scale_out: bool,
+
     /// Static group membership (KIP-345): a stable id for this instance, such as its
     /// host or pod name. A restart with the same id takes its partitions back without a
     /// rebalance; without one, a restart after kill -9 waits out the dead member's

@@ -207,8 +207,31 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         fed: None,
         commit_interval: args.state.checkpoint_interval,
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1) as u64),
+        scale_out: args.scale_out.then_some(kafka::ScaleOutOptions {
+            emit_sketch: args.counting.emit_sketch,
+        }),
     };
+    if args.scale_out {
+        let refuse = |why: &str| Err(UsageError(format!("--scale-out {why}")).into());
+        if opts.results_topic.is_none() {
+            return refuse("needs --results-topic: the merged results are published there");
+        }
+        if opts.state.is_some() {
+            return refuse(
+                "keeps its state in the partials topic (GROUP.partials), not in --state-dir: drop --state-dir",
+            );
+        }
+        if args.ts_from == TsFrom::RecordTimestamp {
+            return refuse(
+                "cannot hand a partition's uncounted frames over with their record timestamps yet: use --ts-from json",
+            );
+        }
+    }
     let mut config = args.counting.config()?;
+    if args.scale_out {
+        // Windows an instance closes go to the partials topic with their counters.
+        config.settings.keep_state = true;
+    }
     config.frames = config.frames.taking(args.uid_from, args.ts_from);
     config.settings.alignment = Some(Alignment {
         max_waiting: args.max_waiting as usize,

@@ -35,6 +35,8 @@ pub(super) struct KafkaHooks {
     /// The commit under way, if any: what it sends, and where its answer arrives.
     pub(super) in_flight: Option<(HashMap<i32, i64>, CommitAnswer)>,
     pub(super) checkpoints: Option<Checkpointing>,
+    /// `--scale-out`: checkpoints go to the partials topic, results come from the merger.
+    pub(super) scale: Option<scale::publish::Publisher>,
 }
 
 impl KafkaHooks {
@@ -162,12 +164,70 @@ impl KafkaHooks {
     }
 }
 
+impl KafkaHooks {
+    /// Scale-out: commits where each partition held stands (the partials topic is
+    /// what a new owner resumes from; the group's offsets are for lag monitors).
+    fn commit_held(&self, state: &dyn StateView, mode: CommitMode) {
+        let Some(publisher) = &self.scale else {
+            return;
+        };
+        let owned = publisher.state.owned.lock().expect("owned lock").clone();
+        let next: HashMap<usize, u64> = state.next_positions().into_iter().collect();
+        let mut tpl = TopicPartitionList::new();
+        for (p, start) in owned {
+            let at = next.get(&(p as usize)).map(|n| *n as i64).max(start);
+            if let Some(at) = at {
+                let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(at));
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, mode)
+        {
+            tracing::debug!(event = "commit_failed", error = %e);
+        }
+    }
+}
+
 impl Hooks for KafkaHooks {
+    fn assigned(&mut self, state: &mut dyn StateView, lanes: &[u32]) -> Result<(), PipelineError> {
+        if let Some(p) = &mut self.scale {
+            // Before any frame of them: the partitions held elsewhere hold us back.
+            p.taken_over(state, lanes);
+        }
+        Ok(())
+    }
+
+    fn lanes_done(&mut self, lanes: &[u32]) {
+        if let Some(p) = &mut self.scale {
+            p.lanes_done(lanes);
+        }
+    }
+
+    fn revoked(&mut self, state: &mut dyn StateView, lanes: &[u32]) -> Result<(), PipelineError> {
+        if let Some(p) = &mut self.scale {
+            let lanes: Vec<i32> = lanes.iter().map(|l| *l as i32).collect();
+            p.publish(state, scale::publish::Moment::Release, &lanes)
+                .map_err(live)?;
+            p.refresh_remote(state);
+        }
+        Ok(())
+    }
+
     fn progress(
         &mut self,
         state: &mut dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
+        if let Some(p) = &mut self.scale {
+            if self.last_commit.elapsed() >= self.commit_interval {
+                self.last_commit = Instant::now();
+                p.publish(state, scale::publish::Moment::Running, &[])
+                    .map_err(live)?;
+                p.refresh_remote(state);
+                self.commit_held(state, CommitMode::Async);
+            }
+            return Ok(());
+        }
         // Only while the group has given us partitions: a commit sent before the join
         // completes waits (on Tansu, past a minute) and holds back the ones after it.
         let holding = self.consumer.context().holding.load(Ordering::Relaxed);
@@ -181,11 +241,17 @@ impl Hooks for KafkaHooks {
         Ok(())
     }
 
-    fn finished(
-        &mut self,
-        state: &mut dyn StateView,
-        _complete: bool,
-    ) -> Result<(), PipelineError> {
+    fn finished(&mut self, state: &mut dyn StateView, complete: bool) -> Result<(), PipelineError> {
+        if let Some(p) = &mut self.scale {
+            let moment = if complete {
+                scale::publish::Moment::Complete
+            } else {
+                scale::publish::Moment::Stop
+            };
+            p.publish(state, moment, &[]).map_err(live)?;
+            self.commit_held(state, CommitMode::Sync);
+            return Ok(());
+        }
         // The last commit must land, for every partition read: committed, then read
         // back from the broker, until both agree. A rejoin may be under way (the
         // assignment empty, the generation stale): serving the consumer lets it
@@ -258,6 +324,9 @@ impl Hooks for KafkaHooks {
     }
 
     fn checkpoint_summary(&self) -> String {
+        if let Some(p) = &self.scale {
+            return p.summary();
+        }
         self.checkpoints
             .as_ref()
             .map_or_else(String::new, Checkpointing::summary)

@@ -172,6 +172,23 @@ pub(super) fn feed_from_kafka(
             }
             None => {}
         }
+        let scale = consumer.context().scale.as_deref();
+        if let Some(scale) = scale {
+            let revoked = std::mem::take(&mut *scale.revoked.lock().expect("revoked lock"));
+            if !revoked.is_empty() {
+                // What was read of them goes first, then the word that they are gone:
+                // the pipeline releases them once it has counted all of it.
+                if chunk.record_count() > 0 {
+                    let next = Chunk::records(topic.clone(), feed.pool().take(0)).keeping(keep);
+                    if !feed.chunk(std::mem::replace(&mut chunk, next)) {
+                        return;
+                    }
+                }
+                if !feed.revoked(revoked.iter().map(|p| *p as u32).collect()) {
+                    return;
+                }
+            }
+        }
         let assigned: Vec<i32> =
             std::mem::take(&mut *consumer.context().assigned.lock().expect("assigned lock"));
         if !assigned.is_empty() {
@@ -183,6 +200,30 @@ pub(super) fn feed_from_kafka(
             paused_now.clear();
             paused_from.clear();
             paused_version = u64::MAX;
+            if let Some(scale) = scale {
+                // A partition may come back from another owner, further on.
+                for p in &assigned {
+                    match consumer
+                        .context()
+                        .positions
+                        .lock()
+                        .expect("positions lock")
+                        .get(p)
+                    {
+                        Some(at) => positions.insert(*p, *at),
+                        None => positions.remove(p),
+                    };
+                    finished.remove(p);
+                    at_eof.remove(p);
+                }
+                // Frames its last owner had read but not counted: counted first.
+                for (p, held) in std::mem::take(&mut *scale.refeed.lock().expect("refeed lock")) {
+                    for h in held {
+                        let key = if keep.keys { h.key.as_deref() } else { None };
+                        chunk.push_kafka_record(p as u32, h.offset, key, None, &h.raw, max_frame);
+                    }
+                }
+            }
         }
         if let Some((version, lanes)) = feed.paused().changed_since(paused_version) {
             paused_version = version;
@@ -199,6 +240,9 @@ pub(super) fn feed_from_kafka(
             if let Some(ends) = &ends_now {
                 // A partition read to its end must not hold the others back.
                 for (p, (low, high)) in ends {
+                    if scale.is_some_and(|s| !s.owned.lock().expect("owned lock").contains_key(p)) {
+                        continue;
+                    }
                     let at_end = high <= low
                         || positions.get(p).is_some_and(|pos| pos >= high)
                         || at_eof.contains(p);
@@ -284,7 +328,16 @@ pub(super) fn feed_from_kafka(
                 }
             }
             if let Some(ends) = &ends_now
-                && backfill_done(consumer, &topic, ends, &finished, &paused_from)
+                && match scale {
+                    // Our share of the topic: what the group gives us now.
+                    Some(scale) => {
+                        let owned = scale.owned.lock().expect("owned lock");
+                        !owned.is_empty()
+                            && owned.keys().all(|p| finished.contains(p))
+                            && paused_from.is_empty()
+                    }
+                    None => backfill_done(consumer, &topic, ends, &finished, &paused_from),
+                }
             {
                 if chunk.record_count() > 0 {
                     let _ = feed.chunk(chunk);

@@ -35,6 +35,8 @@ pub(super) struct RunContext {
     /// error to `poll` as a bare code, after passing its text here: the text is
     /// what says which batch could not be decoded.
     pub(super) last_error: Mutex<Option<String>>,
+    /// `--scale-out`: partitions are shared with the group's other members.
+    pub(super) scale: Option<Arc<scale::publish::ScaleState>>,
 }
 
 impl ClientContext for RunContext {
@@ -86,6 +88,12 @@ impl ConsumerContext for RunContext {
         tpl: &mut TopicPartitionList,
     ) {
         match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if self.scale.is_some() => {
+                self.take_over(consumer, tpl);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if self.scale.is_some() => {
+                self.let_go(consumer, tpl);
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let positions = self.positions.lock().expect("positions lock");
                 let mut parts = Vec::new();
@@ -159,6 +167,74 @@ impl ConsumerContext for RunContext {
                 }
             }
             other => tracing::error!(event = "rebalance_error", error = ?other),
+        }
+    }
+}
+
+impl RunContext {
+    /// Scale-out: partitions given to us resume where their last owner let them go.
+    fn take_over(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let scale = self.scale.as_ref().expect("scale-out");
+        let parts: Vec<i32> = (tpl.elements_for_topic(&self.topic).iter())
+            .map(|e| e.partition())
+            .collect();
+        let points = scale.resume_points(&parts);
+        let mut positions = self.positions.lock().expect("positions lock");
+        let mut owned = scale.owned.lock().expect("owned lock");
+        let mut refeed = scale.refeed.lock().expect("refeed lock");
+        for p in &parts {
+            let (next, held) = points.get(p).cloned().unwrap_or_default();
+            let offset = match (next, self.from) {
+                (Some(n), _) => Offset::Offset(n),
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::End,
+                (None, StartFrom::Committed) => Offset::Stored,
+            };
+            let _ = tpl.set_partition_offset(&self.topic, *p, offset);
+            match next {
+                Some(n) => positions.insert(*p, n),
+                None => positions.remove(p),
+            };
+            owned.insert(*p, next);
+            (scale.starts.lock().expect("starts lock")).insert(*p, next);
+            if !held.is_empty() {
+                refeed.push((*p, held));
+            }
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            tracing::error!(event = "assign_failed", error = %e);
+        }
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::error!(event = "resume_failed", partitions = ?parts, error = %e);
+        }
+        tracing::info!(event = "partitions_assigned", partitions = ?parts, resume = ?points.iter().map(|(p, r)| (*p, r.0)).collect::<Vec<_>>());
+        if let Some(m) = &self.metrics {
+            m.update_kafka(|k| k.assigned = owned.len());
+        }
+        self.holding.store(!owned.is_empty(), Ordering::Relaxed);
+        self.assigned.lock().expect("assigned lock").extend(parts);
+    }
+
+    /// Scale-out: partitions taken from us are released once the pipeline has
+    /// counted what was read of them (the feeder says so through it).
+    fn let_go(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let scale = self.scale.as_ref().expect("scale-out");
+        let parts: Vec<i32> = (tpl.elements_for_topic(&self.topic).iter())
+            .map(|e| e.partition())
+            .collect();
+        tracing::info!(event = "partitions_revoked", partitions = ?parts);
+        let mut owned = scale.owned.lock().expect("owned lock");
+        for p in &parts {
+            owned.remove(p);
+        }
+        (scale.releasing.lock().expect("releasing lock")).extend(parts.iter().copied());
+        (scale.revoked.lock().expect("revoked lock")).extend(parts.iter().copied());
+        if let Some(m) = &self.metrics {
+            m.update_kafka(|k| k.assigned = owned.len());
+        }
+        self.holding.store(!owned.is_empty(), Ordering::Relaxed);
+        if let Err(e) = consumer.unassign() {
+            tracing::error!(event = "unassign_failed", error = %e);
         }
     }
 }

@@ -50,6 +50,7 @@ mod group;
 mod options;
 mod producer;
 mod run;
+pub mod scale;
 mod tools;
 
 // Siblings see each other's items through these; the public ones are the API.
@@ -192,6 +193,7 @@ mod tests {
             fed: None,
             state: None,
             stall_timeout: Duration::from_secs(60),
+            scale_out: None,
         };
         let config = minute_config(crate::parser::FrameSpec::default());
         let mut sinks = Sinks {
@@ -332,6 +334,7 @@ mod tests {
             fed: None,
             state: None,
             stall_timeout: Duration::from_secs(60),
+            scale_out: None,
         };
         let config = minute_config(
             crate::parser::FrameSpec::default().taking(UidFrom::Key, TsFrom::RecordTimestamp),

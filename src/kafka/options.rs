@@ -173,6 +173,15 @@ pub struct RunOptions {
     pub state: Option<StateOptions>,
     /// A bounded run that reads nothing for this long fails.
     pub stall_timeout: Duration,
+    /// `--scale-out`: share the topic with the group's other members.
+    pub scale_out: Option<ScaleOutOptions>,
+}
+
+/// `--scale-out`'s settings.
+#[derive(Debug, Clone)]
+pub struct ScaleOutOptions {
+    /// `--emit-sketch`: the merged results carry their sketches.
+    pub emit_sketch: bool,
 }
 
 /// End offsets per partition, set by whoever knows them.

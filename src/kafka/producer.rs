@@ -180,7 +180,7 @@ impl TopicRejects {
 
 /// Waits until every record `producer` sent is acknowledged, for at most `timeout`;
 /// fails if one was not, or was refused. `what` names the records in the message.
-fn acknowledged(
+pub(super) fn acknowledged(
     producer: &ThreadedProducer<DeliveryTracker>,
     timeout: Duration,
     what: &str,

@@ -35,7 +35,29 @@ pub fn run(
         }
         None => None,
     };
+    let scale_out = match &opts.scale_out {
+        Some(_) => {
+            let names = scale::ScaleOut::for_group(&opts.group);
+            names.ensure_topic(&opts.kafka)?;
+            let handovers = scale::handover::Handovers::open(&opts.kafka, &names.partials_topic)?;
+            tracing::info!(event = "scale_out", instance = %names.instance, partials = %names.partials_topic, merge_group = %names.merge_group);
+            let state = Arc::new(scale::publish::ScaleState {
+                instance: names.instance.clone(),
+                handovers: Mutex::new(handovers),
+                owned: Mutex::new(Default::default()),
+                starts: Mutex::new(Default::default()),
+                releasing: Mutex::new(Default::default()),
+                revoked: Mutex::new(Vec::new()),
+                refeed: Mutex::new(Vec::new()),
+                silence: session_timeout(&opts.kafka),
+                shutdown: shutdown.clone(),
+            });
+            Some((names, state))
+        }
+        None => None,
+    };
     let context = RunContext {
+        scale: scale_out.as_ref().map(|(_, s)| s.clone()),
         topic: opts.topic.clone(),
         from: opts.from,
         positions: Mutex::new(positions),
@@ -75,7 +97,7 @@ pub fn run(
     );
     let partitions = partitions_of(&consumer, &opts.kafka, &opts.topic)?;
     let _ = consumer.context().all_partitions.set(partitions.clone());
-    let results = match &opts.results_topic {
+    let mut results = match &opts.results_topic {
         Some(t) => {
             partitions_of(&consumer, &opts.kafka, t)?;
             tracing::debug!(
@@ -94,7 +116,9 @@ pub fn run(
                 timeout: opts.kafka.timeout,
                 metrics: config.metrics.clone(),
             };
-            sinks.results.push(Box::new(topic.clone()));
+            if scale_out.is_none() {
+                sinks.results.push(Box::new(topic.clone()));
+            }
             Some(topic)
         }
         None => None,
@@ -129,7 +153,58 @@ pub fn run(
         .subscribe(&[&opts.topic])
         .map_err(|e| live(format!("cannot subscribe to {}: {e}", opts.topic)))?;
 
+    let mut merger = None;
+    let publisher = match (&scale_out, &opts.scale_out) {
+        (Some((names, state)), Some(so)) => {
+            let Some(results_topic) = results.take() else {
+                return Err(live(
+                    "--scale-out needs --results-topic: the merged results go there",
+                ));
+            };
+            let producer: ThreadedProducer<DeliveryTracker> = opts
+                .kafka
+                .config(PRODUCER_DEFAULTS)
+                .create_with_context(DeliveryTracker::default())
+                .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+            let producer = Arc::new(producer);
+            // Windows closed here are partial: they go to the partials topic, never out.
+            let closed = scale::publish::ClosedWindows::default();
+            sinks.results.clear();
+            sinks.results.push(Box::new(closed.clone()));
+            let settings = scale::merger::MergerSettings {
+                kafka: opts.kafka.clone(),
+                partials: names.partials_topic.clone(),
+                group: names.merge_group.clone(),
+                partitions: partitions.clone(),
+                results: results_topic,
+                producer: producer.clone(),
+                calendar: config.calendar.clone(),
+                grace: config.settings.grace,
+                keep_state: so.emit_sketch,
+                until_end: matches!(opts.until, Until::EndAtStart),
+                stop: Arc::new(AtomicBool::new(false)),
+            };
+            merger = Some(match config.counter {
+                pipeline::CounterKind::Exact => {
+                    scale::merger::spawn::<crate::counter::Exact>(settings, ())?
+                }
+                pipeline::CounterKind::Hll(c) => {
+                    scale::merger::spawn::<crate::counter::Hll>(settings, c)?
+                }
+            });
+            Some(scale::publish::Publisher::new(
+                state.clone(),
+                &names.partials_topic,
+                producer,
+                closed,
+                opts.kafka.timeout,
+                partitions.clone(),
+            ))
+        }
+        _ => None,
+    };
     let mut hooks = KafkaHooks {
+        scale: publisher,
         consumer: consumer.clone(),
         topic: opts.topic.clone(),
         results,
@@ -169,10 +244,18 @@ pub fn run(
             last_warning: None,
         },
     };
+    let stop = shutdown.clone();
     let result = pipeline::run(config, sinks, &mut hooks, restored, move |feed| {
         feed_from_kafka(&feeder_consumer, topic, settings, &shutdown, feed)
     });
     consumer.unsubscribe();
+    if let Some(m) = merger {
+        // Our partitions are done (or let go): leave the group at once, so the others
+        // are not kept waiting for us in a rebalance, then see the merge through.
+        drop(hooks);
+        drop(consumer);
+        return finish_merging(m, result, &stop);
+    }
     let report = match result {
         Ok(report) => report,
         Err(e) if consumer.context().gave_up_shared.load(Ordering::Relaxed) => {
@@ -195,5 +278,41 @@ pub fn run(
         // The group was left cleanly: the next start has nothing to wait out.
         cp.dir.clear_member();
     }
+    Ok(report)
+}
+
+/// Scale-out, after the pipeline: the merger goes on while it is the group's and
+/// a backfill's merge is not complete (or until a signal); otherwise it stops.
+fn finish_merging(
+    m: scale::merger::MergerHandle,
+    result: Result<CountReport, PipelineError>,
+    shutdown: &AtomicBool,
+) -> Result<CountReport, PipelineError> {
+    if result.is_err() || shutdown.load(Ordering::Relaxed) || !m.active.load(Ordering::SeqCst) {
+        m.stop.store(true, Ordering::SeqCst);
+    } else {
+        tracing::info!(
+            event = "merge_wait",
+            "this instance's partitions are done; merging until every partition is"
+        );
+        while !m.thread.is_finished() {
+            if shutdown.load(Ordering::Relaxed) {
+                m.stop.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let merged = m
+        .thread
+        .join()
+        .map_err(|_| live("the merger thread panicked"))?;
+    let report = result?;
+    let merged = merged.map_err(live)?;
+    tracing::info!(
+        event = "merger_stopped",
+        published = merged.published,
+        records_read = merged.records_read,
+        rebuilds = merged.rebuilds
+    );
     Ok(report)
 }

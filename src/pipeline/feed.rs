@@ -22,7 +22,11 @@ pub(super) enum Signal {
     Tick(u64, Option<WallClock>),
     Assigned(Vec<u32>),
     LanesDone(Vec<u32>),
-    End { complete: bool },
+    /// Taken from us by a rebalance: everything read of them was fed before this.
+    Revoked(Vec<u32>),
+    End {
+        complete: bool,
+    },
     Failed(PipelineError),
 }
 
@@ -123,6 +127,12 @@ impl Feed {
     /// These lanes have nothing more to say (a backfill read them to their end).
     pub fn lanes_done(&self, lanes: Vec<u32>) -> bool {
         self.queue.signal(Signal::LanesDone(lanes))
+    }
+
+    /// These lanes were taken away (a rebalance); all that was read of them has
+    /// been fed before this.
+    pub fn revoked(&self, lanes: Vec<u32>) -> bool {
+        self.queue.signal(Signal::Revoked(lanes))
     }
 
     /// No more input. `complete`: flush every window as final.

@@ -132,6 +132,18 @@ pub trait StateView {
     fn checkpoint(&mut self, changes: bool) -> Snapshot<HeldFrame>;
     /// How many windows are open (of every granularity).
     fn open_windows(&self) -> usize;
+    /// Scale-out: `lane` moves to another process; its frames not counted yet go
+    /// with it (see `Aggregator::release_lane`).
+    fn release_lane(&mut self, lane: usize) -> Vec<HeldFrame>;
+    /// Lanes silent for the idle timeout: they do not hold results back.
+    fn idle_lanes(&self) -> Vec<usize>;
+    /// The stream's watermark: windows ending at or before it are final here.
+    fn watermark(&self) -> Option<i64>;
+    /// Scale-out: lanes taken over idle stay idle until they speak.
+    fn keep_idle(&mut self, lanes: &[usize]);
+    /// Scale-out: the lanes other processes hold, with their reported watermarks
+    /// (see `Aggregator::set_remote`).
+    fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]);
 }
 
 /// What a source does besides feeding frames: publish results, commit progress,
@@ -151,6 +163,21 @@ pub trait Hooks {
         _state: &mut dyn StateView,
         _now_ms: Option<u64>,
     ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// The lanes (partitions) ours now, before any of their frames.
+    fn assigned(
+        &mut self,
+        _state: &mut dyn StateView,
+        _lanes: &[u32],
+    ) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// These lanes were read to their end (a backfill); what they held is counted.
+    fn lanes_done(&mut self, _lanes: &[u32]) {}
+    /// These lanes were taken away by a rebalance; all that was read of them is
+    /// counted (or held) now.
+    fn revoked(&mut self, _state: &mut dyn StateView, _lanes: &[u32]) -> Result<(), PipelineError> {
         Ok(())
     }
     /// The feed ended. `complete`: the input is exhausted and every window was

@@ -43,6 +43,24 @@ impl<C: Counter> StateView for View<'_, C> {
     fn open_windows(&self) -> usize {
         self.agg.open_windows()
     }
+    fn release_lane(&mut self, lane: usize) -> Vec<HeldFrame> {
+        let frames = self.agg.release_lane(lane);
+        frames.into_iter().map(|(_, f)| f).collect()
+    }
+    fn idle_lanes(&self) -> Vec<usize> {
+        self.agg.idle_lanes()
+    }
+    fn watermark(&self) -> Option<i64> {
+        self.agg.watermark()
+    }
+    fn keep_idle(&mut self, lanes: &[usize]) {
+        for lane in lanes {
+            self.agg.keep_idle(*lane);
+        }
+    }
+    fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]) {
+        self.agg.set_remote(remote);
+    }
 }
 
 /// The aggregating end of the pipeline, on the calling thread.
@@ -148,15 +166,34 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     self.drain_output()?;
                 }
                 Item::Signal(Signal::Assigned(lanes)) => {
-                    for lane in lanes {
-                        self.agg.add_lane(lane as usize);
+                    for lane in &lanes {
+                        self.agg.add_lane(*lane as usize);
                     }
+                    let mut view = View {
+                        agg: &mut self.agg,
+                        file_position: self.file_position,
+                    };
+                    self.hooks.assigned(&mut view, &lanes)?;
                 }
                 Item::Signal(Signal::LanesDone(lanes)) => {
-                    for lane in lanes {
-                        self.agg.remove_lane(lane as usize, &mut self.out);
+                    for lane in &lanes {
+                        self.agg.remove_lane(*lane as usize, &mut self.out);
                     }
                     self.drain_output()?;
+                    self.hooks.lanes_done(&lanes);
+                }
+                Item::Signal(Signal::Revoked(lanes)) => {
+                    for lane in &lanes {
+                        self.agg
+                            .settle_before_release(*lane as usize, &mut self.out);
+                    }
+                    self.drain_output()?;
+                    self.publish()?;
+                    let mut view = View {
+                        agg: &mut self.agg,
+                        file_position: self.file_position,
+                    };
+                    self.hooks.revoked(&mut view, &lanes)?;
                 }
                 Item::Signal(Signal::End { complete }) => {
                     if complete {

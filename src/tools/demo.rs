@@ -114,6 +114,7 @@ pub fn run(
         fed: Some(fed.clone()),
         state: None,
         stall_timeout: Duration::from_secs(60),
+        scale_out: None,
     };
 
     let run_ended = Arc::new(AtomicBool::new(false));

@@ -311,3 +311,81 @@ pub fn http_address(stderr: &mut impl std::io::BufRead) -> (String, String) {
         }
     }
 }
+
+/// Each stderr line of `child` as it comes, on a channel; all of them kept in the
+/// returned log as well.
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A child process killed when the test ends, even by a panic.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_for(
+    rx: &std::sync::mpsc::Receiver<String>,
+    log: &mut String,
+    needle: &str,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+    panic!("no {needle:?} within {within:?}:\n{log}");
+}
+
+/// For each window of the first file (merged results with sketches): our estimate,
+/// the estimate of our sketch as Apache's Python package reads it, and the
+/// package's union of the sketches of the other files' records of that window.
+pub const HLL_UNION: &str = r#"
+import base64, json, sys
+import datasketches as ds
+merged = [json.loads(l) for l in open(sys.argv[1])]
+shares = [[json.loads(l) for l in open(p)] for p in sys.argv[2:]]
+out = []
+for m in merged:
+    key = (m["window"], m["start"])
+    u = ds.hll_union(14)
+    for share in shares:
+        for r in share:
+            if (r["window"], r["start"]) == key:
+                u.update(ds.hll_sketch.deserialize(base64.b64decode(r["sketch"])))
+    ours = ds.hll_sketch.deserialize(base64.b64decode(m["sketch"]))
+    theirs = u.get_result(ds.tgt_hll_type.HLL_8)
+    mode = lambda s: [l for l in str(s).splitlines() if "Current Mode" in l][0]
+    if mode(ours) != mode(theirs):
+        same = False
+    elif "HLL" in mode(ours):
+        # Bytes 8-15 hold the HIP accumulator, an estimator's state, not a register.
+        a, b = bytes(ours.serialize_updatable()), bytes(theirs.serialize_updatable())
+        same = len(a) == len(b) and a[:8] == b[:8] and a[16:] == b[16:]
+    else:
+        # Lists and sets of coupons: the table's layout depends on insertion order,
+        # the estimate only on the coupons.
+        same = ours.get_estimate() == theirs.get_estimate()
+    same_registers = same
+    out.append([m["window"], m["start"], m["unique_users"], ours.get_estimate(), theirs.get_estimate(), same_registers])
+print(json.dumps(out))
+"#;
