@@ -34,6 +34,9 @@ pub struct Settings {
     pub alignment: Option<Alignment>,
     /// Emitted windows carry their counter's state (it costs a copy per window).
     pub keep_state: bool,
+    /// With `keep_state`, once checkpoints track changes: only what the counter
+    /// gained since the last checkpoint (scale-out's change sets), not all of it.
+    pub keep_changes: bool,
 }
 
 /// Watermark alignment, as Flink does it: lanes too far ahead of the slowest are
@@ -71,6 +74,7 @@ impl Default for Settings {
             idle_timeout_ms: 30_000,
             alignment: None,
             keep_state: false,
+            keep_changes: false,
         }
     }
 }
@@ -186,6 +190,9 @@ struct Lane<K, T> {
     /// Received a frame since the last heartbeat.
     seen_since_tick: bool,
     last_active_ms: Option<u64>,
+    /// Scale-out: how long the partition had been silent under its last owner
+    /// before `last_active_ms`, until it speaks.
+    quiet_before_ms: u64,
     idle: bool,
     assigned: bool,
     /// `(position, end of the coarsest window)` where that end changes: the first
@@ -243,6 +250,7 @@ impl<K, T> Lane<K, T> {
             guard: OutlierGuard::new(guard),
             seen_since_tick: false,
             last_active_ms: None,
+            quiet_before_ms: 0,
             idle: false,
             assigned: true,
             runs: VecDeque::new(),
@@ -287,6 +295,8 @@ pub struct Aggregator<C: Counter, T> {
     /// Counters record their changes (since a checkpoint was taken or restored), so
     /// that the next checkpoint can hold only what changed.
     tracking: bool,
+    /// The last heartbeat's time (monotonic ms).
+    tick_ms: Option<u64>,
 }
 
 impl<C: Counter, T> Aggregator<C, T> {
@@ -315,6 +325,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             max_ts,
             clock: None,
             slowest: None,
+            tick_ms: None,
             waiting: 0,
             tracking: false,
         }
@@ -395,6 +406,7 @@ impl<C: Counter, T> Aggregator<C, T> {
         self.ensure_lane(lane);
         let l = &mut self.lanes[lane];
         l.seen_since_tick = true;
+        l.quiet_before_ms = 0;
         l.next_pos = Some(pos + 1);
         if !(0..=self.max_ts).contains(&ts) {
             return Verdict::OutOfRange;
@@ -484,26 +496,30 @@ impl<C: Counter, T> Aggregator<C, T> {
     /// lane has been quiet for lateness + idle timeout, all open windows are emitted.
     pub fn heartbeat(&mut self, now_ms: u64, out: &mut Output<T>) {
         let idle_ms = self.settings.idle_timeout_ms;
-        let mut latest_activity = None;
+        self.tick_ms = Some(now_ms);
+        let mut least_quiet: Option<u64> = None;
         for l in self.lanes.iter_mut().filter(|l| l.assigned) {
             // A paused lane is silent because we asked it to be, not idle; nor is
             // one whose frames wait for alignment (it may have been read to its end).
+            if l.paused || !l.waiting.is_empty() {
+                l.quiet_before_ms = 0;
+            }
             if std::mem::take(&mut l.seen_since_tick) || l.paused || !l.waiting.is_empty() {
                 l.last_active_ms = Some(now_ms);
             }
-            l.idle = l
-                .last_active_ms
-                .is_none_or(|t| now_ms.saturating_sub(t) >= idle_ms);
-            latest_activity = latest_activity.max(l.last_active_ms);
+            let quiet = (l.last_active_ms)
+                .map(|t| now_ms.saturating_sub(t).saturating_add(l.quiet_before_ms));
+            l.idle = quiet.is_none_or(|q| q >= idle_ms);
+            if let Some(q) = quiet {
+                least_quiet = Some(least_quiet.map_or(q, |m| m.min(q)));
+            }
         }
         self.align(now_ms, out);
         self.advance(out);
         self.release_waiting(false, out);
         // Partitions other processes hold and still speak for keep the stream going.
         let remote_active = self.lanes.iter().any(|l| l.remote.is_some());
-        let quiet_for = latest_activity
-            .filter(|_| !remote_active)
-            .map(|t| now_ms.saturating_sub(t));
+        let quiet_for = least_quiet.filter(|_| !remote_active);
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
         if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
             self.emit_all_open(out);
@@ -599,14 +615,29 @@ impl<C: Counter, T> Aggregator<C, T> {
         }
     }
 
-    /// Scale-out: a lane just taken over from an owner that found it idle stays
-    /// idle until it speaks (a rebalance must not make a quiet partition hold the
-    /// stream back for another idle timeout).
-    pub fn keep_idle(&mut self, lane: usize) {
+    /// A partition taken over had been silent for `quiet_ms` under its last owner:
+    /// its idle clock goes on from there rather than restarting, so a partition
+    /// that moves often (a group rebalancing again and again) still goes idle, and
+    /// the windows it would hold open for ever still close. Frames void it.
+    pub fn resume_quiet(&mut self, lane: usize, quiet_ms: u64) {
+        let idle_ms = self.settings.idle_timeout_ms;
         if let Some(l) = self.lanes.get_mut(lane) {
-            l.idle = true;
-            l.seen_since_tick = false;
-            l.last_active_ms = Some(0);
+            l.quiet_before_ms = quiet_ms;
+            if quiet_ms >= idle_ms {
+                l.idle = true;
+            }
+        }
+    }
+
+    /// How long a lane of ours has been silent, as of the last heartbeat.
+    pub fn quiet_ms(&self, lane: usize) -> u64 {
+        match (self.lanes.get(lane), self.tick_ms) {
+            // Spoken since (which voids the last owner's silence), or just taken over.
+            (Some(l), _) if l.seen_since_tick => l.quiet_before_ms,
+            (Some(l), Some(now)) => (l.last_active_ms).map_or(0, |t| {
+                (now.saturating_sub(t)).saturating_add(l.quiet_before_ms)
+            }),
+            _ => 0,
         }
     }
 
@@ -681,14 +712,11 @@ impl<C: Counter, T> Aggregator<C, T> {
     /// a straggler can never produce a second, partial version 1.
     fn emit_all_open(&mut self, out: &mut Output<T>) {
         let mut last_end = None;
-        while let Some((id, state)) = self.open.pop_first() {
+        let kept = self.kept();
+        while let Some((id, mut state)) = self.open.pop_first() {
             if state.version == 0 || state.dirty {
-                out.windows.push(result(
-                    &id,
-                    &state,
-                    state.version + 1,
-                    self.settings.keep_state,
-                ));
+                let version = state.version + 1;
+                out.windows.push(result(&id, &mut state, version, kept));
             }
             last_end = last_end.max(Some(id.end));
         }
@@ -702,11 +730,13 @@ impl<C: Counter, T> Aggregator<C, T> {
     fn advance(&mut self, out: &mut Output<T>) {
         if self.settings.alignment.is_some() {
             // A lane that has not spoken yet may be anywhere: as Flink does, it
-            // counts as the slowest until it speaks or goes idle.
+            // counts as the slowest until it speaks or goes idle. Partitions held by
+            // other processes do not pause ours: their watermarks come a checkpoint
+            // late, and both sides would crawl at one --max-drift per checkpoint.
             self.slowest = self
                 .lanes
                 .iter()
-                .filter(|l| l.holds_back())
+                .filter(|l| l.holds_back() && l.remote.is_none())
                 .map(|l| l.watermark_at(self.clock).unwrap_or(i64::MIN))
                 .min();
         }
@@ -826,6 +856,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             return;
         };
         let grace = self.settings.grace;
+        let kept = self.kept();
         let mut expired = Vec::new();
         for (id, state) in self.open.range_mut(..) {
             if id.end > wm {
@@ -834,8 +865,8 @@ impl<C: Counter, T> Aggregator<C, T> {
             if state.version == 0 || state.dirty {
                 state.version += 1;
                 state.dirty = false;
-                out.windows
-                    .push(result(id, state, state.version, self.settings.keep_state));
+                let version = state.version;
+                out.windows.push(result(id, state, version, kept));
             }
             if id.end.saturating_add(grace) <= wm {
                 expired.push(*id);
@@ -852,12 +883,20 @@ impl<C: Counter, T> Aggregator<C, T> {
     }
 }
 
+impl<C: Counter, T> Aggregator<C, T> {
+    /// What an emitted window carries of its counter: nothing (`None`), all of it
+    /// (`Some(false)`), or what it gained since the last checkpoint (`Some(true)`).
+    fn kept(&self) -> Option<bool> {
+        (self.settings.keep_state).then_some(self.settings.keep_changes && self.tracking)
+    }
+}
+
 /// The one place a window's result is made.
 fn result<C: Counter>(
     id: &WindowId,
-    state: &WindowState<C>,
+    state: &mut WindowState<C>,
     version: u32,
-    keep_state: bool,
+    kept: Option<bool>,
 ) -> WindowResult {
     WindowResult {
         granularity: id.granularity,
@@ -870,7 +909,11 @@ fn result<C: Counter>(
         version,
         is_final: true,
         rse: state.counter.rse(),
-        state: keep_state.then(|| state.counter.save()),
+        state: match kept {
+            None => None,
+            Some(false) => Some(state.counter.save()),
+            Some(true) => state.counter.save_changes(),
+        },
     }
 }
 

@@ -18,6 +18,7 @@ fn agg(grans: &[Granularity], lateness: i64, grace: i64) -> Aggregator<Exact, us
             idle_timeout_ms: 10_000,
             alignment: None,
             keep_state: false,
+            keep_changes: false,
         },
         (),
     )
@@ -223,6 +224,7 @@ fn lanes_agg() -> Aggregator<Exact, usize> {
             idle_timeout_ms: 1000,
             alignment: None,
             keep_state: false,
+            keep_changes: false,
         },
         (),
     )
@@ -260,6 +262,40 @@ fn an_idle_lane_stops_holding_results_back_and_quiet_streams_drain() {
     // And a straggler for it is late, not a second version 1.
     let v = a.ingest(0, 2, M + 101, 9, || 0, &mut out);
     assert!(matches!(v, Verdict::Late { .. }));
+}
+
+#[test]
+fn a_lane_taken_over_goes_on_with_its_last_owners_idle_clock() {
+    let mut a = lanes_agg();
+    let mut out = Output::default();
+    a.ingest(0, 0, M, 1, || 0, &mut out);
+    a.heartbeat(0, &mut out);
+    // Lane 1 moves here after 800 ms of silence at its last owner: 200 ms more
+    // (from the first heartbeat that sees it) and it is idle (1 s), not another
+    // whole second.
+    a.add_lane(1);
+    a.resume_quiet(1, 800);
+    assert_eq!(a.quiet_ms(1), 800, "what the next owner would be told now");
+    a.ingest(0, 1, M + 100, 2, || 0, &mut out);
+    a.heartbeat(100, &mut out);
+    a.heartbeat(250, &mut out);
+    assert!(
+        out.windows.is_empty(),
+        "quiet 950 ms: lane 1 holds minute M open"
+    );
+    assert_eq!(a.quiet_ms(1), 950);
+    a.heartbeat(300, &mut out);
+    assert_eq!(out.windows.len(), 1, "quiet 1 s: lane 1 idle");
+    // A frame voids the silence it was handed.
+    a.add_lane(2);
+    a.resume_quiet(2, 800);
+    a.ingest(2, 0, M + 100, 3, || 0, &mut out);
+    a.heartbeat(400, &mut out);
+    assert_eq!(a.quiet_ms(2), 0);
+    // Handed over idle, it is idle at once.
+    a.add_lane(3);
+    a.resume_quiet(3, u64::MAX);
+    assert_eq!(a.idle_lanes(), vec![1, 3]);
 }
 
 #[test]

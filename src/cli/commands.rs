@@ -231,6 +231,7 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
     if args.scale_out {
         // Windows an instance closes go to the partials topic with their counters.
         config.settings.keep_state = true;
+        config.settings.keep_changes = true;
     }
     config.frames = config.frames.taking(args.uid_from, args.ts_from);
     config.settings.alignment = Some(Alignment {

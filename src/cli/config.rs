@@ -64,6 +64,7 @@ impl CountingOptions {
                 idle_timeout_ms: self.idle_timeout as u64 * 1000,
                 alignment: None,
                 keep_state: self.emit_sketch,
+                keep_changes: false,
             },
             counter: match self.counter {
                 CounterArg::Exact => CounterKind::Exact,

@@ -254,7 +254,7 @@ pub fn run(
         // are not kept waiting for us in a rebalance, then see the merge through.
         drop(hooks);
         drop(consumer);
-        return finish_merging(m, result, &stop);
+        return finish_merging(m, result, &stop, session_timeout(&opts.kafka));
     }
     let report = match result {
         Ok(report) => report,
@@ -281,22 +281,31 @@ pub fn run(
     Ok(report)
 }
 
-/// Scale-out, after the pipeline: the merger goes on while it is the group's and
-/// a backfill's merge is not complete (or until a signal); otherwise it stops.
+/// Scale-out, after the pipeline: a backfill's instance goes on merging while the
+/// group `GROUP.merge` gives it the merge (until every partition is done and every
+/// window published), and leaves once another member has held the merge for a
+/// session timeout (the merge group may be between two assignments when this
+/// instance finishes). A stopped run or a failed one stops merging at once.
 fn finish_merging(
     m: scale::merger::MergerHandle,
     result: Result<CountReport, PipelineError>,
     shutdown: &AtomicBool,
+    session: Duration,
 ) -> Result<CountReport, PipelineError> {
-    if result.is_err() || shutdown.load(Ordering::Relaxed) || !m.active.load(Ordering::SeqCst) {
+    if result.is_err() || shutdown.load(Ordering::Relaxed) {
         m.stop.store(true, Ordering::SeqCst);
     } else {
         tracing::info!(
             event = "merge_wait",
-            "this instance's partitions are done; merging until every partition is"
+            "this instance's partitions are done; merging until every partition is, if the merge is ours"
         );
+        let patience = session + Duration::from_secs(5);
+        let mut idle_since = Instant::now();
         while !m.thread.is_finished() {
-            if shutdown.load(Ordering::Relaxed) {
+            if m.active.load(Ordering::SeqCst) {
+                idle_since = Instant::now();
+            }
+            if shutdown.load(Ordering::Relaxed) || idle_since.elapsed() >= patience {
                 m.stop.store(true, Ordering::SeqCst);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -306,7 +315,7 @@ fn finish_merging(
         .thread
         .join()
         .map_err(|_| live("the merger thread panicked"))?;
-    let report = result?;
+    let mut report = result?;
     let merged = merged.map_err(live)?;
     tracing::info!(
         event = "merger_stopped",
@@ -314,5 +323,8 @@ fn finish_merging(
         records_read = merged.records_read,
         rebuilds = merged.rebuilds
     );
+    if merged.records_read > 0 {
+        report.checkpoint_summary = format!("{}\n{}", report.checkpoint_summary, merged.summary());
+    }
     Ok(report)
 }

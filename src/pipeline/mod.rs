@@ -139,8 +139,11 @@ pub trait StateView {
     fn idle_lanes(&self) -> Vec<usize>;
     /// The stream's watermark: windows ending at or before it are final here.
     fn watermark(&self) -> Option<i64>;
-    /// Scale-out: lanes taken over idle stay idle until they speak.
-    fn keep_idle(&mut self, lanes: &[usize]);
+    /// How long `lane` has been silent (ms), for the next owner's idle clock.
+    fn quiet_ms(&self, lane: usize) -> u64;
+    /// Scale-out: lanes taken over, with how long they had been silent (see
+    /// `Aggregator::resume_quiet`).
+    fn resume_quiet(&mut self, lanes: &[(usize, u64)]);
     /// Scale-out: the lanes other processes hold, with their reported watermarks
     /// (see `Aggregator::set_remote`).
     fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]);

@@ -53,9 +53,12 @@ impl<C: Counter> StateView for View<'_, C> {
     fn watermark(&self) -> Option<i64> {
         self.agg.watermark()
     }
-    fn keep_idle(&mut self, lanes: &[usize]) {
-        for lane in lanes {
-            self.agg.keep_idle(*lane);
+    fn quiet_ms(&self, lane: usize) -> u64 {
+        self.agg.quiet_ms(lane)
+    }
+    fn resume_quiet(&mut self, lanes: &[(usize, u64)]) {
+        for (lane, quiet) in lanes {
+            self.agg.resume_quiet(*lane, *quiet);
         }
     }
     fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]) {

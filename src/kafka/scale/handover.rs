@@ -140,6 +140,7 @@ mod tests {
             watermark: None,
             closed_through: None,
             idle: false,
+            quiet_ms: 0,
             ended: false,
             released,
         }

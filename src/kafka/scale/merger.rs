@@ -31,6 +31,8 @@ pub struct Merge<C: Counter> {
     keep_state: bool,
     windows: HashMap<(Granularity, i64), Merging<C>>,
     lanes: HashMap<i32, LaneRecord>,
+    /// Every partition of the input topic.
+    partitions: Vec<i32>,
 }
 
 /// What one evaluation decided.
@@ -43,13 +45,14 @@ pub struct Decided {
 }
 
 impl<C: Counter> Merge<C> {
-    pub fn new(config: C::Config, grace: i64, keep_state: bool) -> Merge<C> {
+    pub fn new(config: C::Config, grace: i64, keep_state: bool, partitions: &[i32]) -> Merge<C> {
         Merge {
             config,
             grace,
             keep_state,
             windows: HashMap::new(),
             lanes: HashMap::new(),
+            partitions: partitions.to_vec(),
         }
     }
 
@@ -70,10 +73,11 @@ impl<C: Counter> Merge<C> {
                 let id = (granularity, start);
                 if !self.windows.contains_key(&id)
                     && self
-                        .final_through(None)
+                        .final_through()
                         .is_some_and(|c| r.end.saturating_add(self.grace) <= c)
                 {
-                    // A window already gone: nothing may reopen it.
+                    // A window already gone: nothing may reopen it. (Judged over
+                    // every partition: the lanes heard so far may all have ended.)
                     return Ok(());
                 }
                 let w = self.windows.entry(id).or_insert_with(|| Merging {
@@ -110,20 +114,16 @@ impl<C: Counter> Merge<C> {
         Ok(())
     }
 
-    /// Every window ending at or before this is final for every one of
-    /// `partitions` (all the lanes known, if `None`): a partition read to its end
-    /// holds nothing back, an idle one neither unless all are, and one that no
-    /// instance has spoken for holds everything back.
-    pub fn final_through(&self, partitions: Option<&[i32]>) -> Option<i64> {
-        let all: Vec<i32> = match partitions {
-            Some(p) => p.to_vec(),
-            None => self.lanes.keys().copied().collect(),
-        };
+    /// Every window ending at or before this is final for every partition: one
+    /// read to its end holds nothing back, an idle one neither unless all are, and
+    /// one that no instance has spoken for holds everything back.
+    pub fn final_through(&self) -> Option<i64> {
+        let all = &self.partitions;
         let mut active: Option<i64> = None;
         let mut any_active = false;
         let mut quiet: Option<i64> = None;
         let mut all_ended = true;
-        for p in &all {
+        for p in all {
             let r = self.lanes.get(p)?;
             if r.ended {
                 continue;
@@ -148,11 +148,17 @@ impl<C: Counter> Merge<C> {
         }
     }
 
+    /// Partitions of `partitions` no instance has written a lane record for.
+    pub fn unheard(&self) -> Vec<i32> {
+        (self.partitions.iter())
+            .filter(|p| !self.lanes.contains_key(p))
+            .copied()
+            .collect()
+    }
+
     /// Every partition of the input read to its end (a backfill).
-    pub fn all_ended(&self, partitions: &[i32]) -> bool {
-        partitions
-            .iter()
-            .all(|p| self.lanes.get(p).is_some_and(|r| r.ended))
+    pub fn all_ended(&self) -> bool {
+        (self.partitions.iter()).all(|p| self.lanes.get(p).is_some_and(|r| r.ended))
     }
 
     /// Windows not published as they stand.
@@ -163,9 +169,9 @@ impl<C: Counter> Merge<C> {
     }
 
     /// What to publish now, and what has expired; remembers both as done.
-    pub fn decide(&mut self, partitions: &[i32]) -> Decided {
+    pub fn decide(&mut self) -> Decided {
         let mut decided = Decided::default();
-        let Some(through) = self.final_through(Some(partitions)) else {
+        let Some(through) = self.final_through() else {
             return decided;
         };
         let mut ready: Vec<(i64, Granularity, i64)> = (self.windows.iter())
@@ -254,7 +260,27 @@ pub struct MergerHandle {
 pub struct MergeReport {
     pub published: u64,
     pub records_read: u64,
+    pub bytes_read: u64,
     pub rebuilds: u64,
+    /// Time spent folding records into windows, and deciding and publishing them:
+    /// where the merge's cost sits (the rest is waiting for records).
+    pub applying: Duration,
+    pub publishing: Duration,
+}
+
+impl MergeReport {
+    pub fn summary(&self) -> String {
+        format!(
+            "merge: {} records ({} bytes) read in {} rebuilds, {:.2} s applying them, \
+             {:.2} s deciding and publishing {} windows",
+            self.records_read,
+            self.bytes_read,
+            self.rebuilds,
+            self.applying.as_secs_f64(),
+            self.publishing.as_secs_f64(),
+            self.published
+        )
+    }
 }
 
 struct MergeContext {
@@ -336,21 +362,28 @@ fn merge_loop<C: Counter>(
     config: C::Config,
 ) -> Result<MergeReport, String> {
     let mut report = MergeReport::default();
-    let mut merge = Merge::<C>::new(config.clone(), s.grace, s.keep_state);
+    let mut merge = Merge::<C>::new(config.clone(), s.grace, s.keep_state, &s.partitions);
     let mut seen = u64::MAX;
     let mut last = Instant::now();
     let mut bad_records = 0u64;
+    // Partitions no instance has spoken for hold every window back: said once.
+    let mut unheard_since: Option<Instant> = None;
+    let mut said_unheard = false;
     while !s.stop.load(Ordering::Relaxed) {
         let generation = consumer.context().generation.load(Ordering::SeqCst);
         if generation != seen {
             seen = generation;
-            merge = Merge::new(config.clone(), s.grace, s.keep_state);
+            merge = Merge::new(config.clone(), s.grace, s.keep_state, &s.partitions);
             report.rebuilds += 1;
         }
         let caught_up = match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 report.records_read += 1;
-                if let Err(e) = merge.apply(m.key().unwrap_or_default(), m.payload()) {
+                report.bytes_read += (m.key_len() + m.payload_len()) as u64;
+                let applying = Instant::now();
+                let applied = merge.apply(m.key().unwrap_or_default(), m.payload());
+                report.applying += applying.elapsed();
+                if let Err(e) = applied {
                     bad_records += 1;
                     if bad_records == 1 {
                         tracing::warn!(event = "partials_record_unreadable", topic = %s.partials, offset = m.offset(), error = %e);
@@ -367,13 +400,28 @@ fn merge_loop<C: Counter>(
         let active = consumer.context().active.load(Ordering::SeqCst);
         if active && (caught_up || last.elapsed() >= Duration::from_millis(500)) {
             last = Instant::now();
-            let decided = merge.decide(&s.partitions);
-            publish(&s, decided, &mut report)?;
-            if s.until_end
-                && caught_up
-                && merge.all_ended(&s.partitions)
-                && merge.unpublished() == 0
+            let unheard = merge.unheard();
+            if unheard.is_empty() {
+                unheard_since = None;
+            } else if unheard_since.get_or_insert_with(Instant::now).elapsed()
+                >= Duration::from_secs(30)
+                && !said_unheard
             {
+                said_unheard = true;
+                tracing::warn!(
+                    event = "partitions_unheard",
+                    partitions = ?unheard,
+                    topic = %s.partials,
+                    "no instance has checkpointed these partitions for 30 s, and no window \
+                     is published until one does: is a member of the group running \
+                     without --scale-out, or is none running?"
+                );
+            }
+            let publishing = Instant::now();
+            let decided = merge.decide();
+            publish(&s, decided, &mut report)?;
+            report.publishing += publishing.elapsed();
+            if s.until_end && caught_up && merge.all_ended() && merge.unpublished() == 0 {
                 tracing::info!(event = "merge_complete", published = report.published);
                 break;
             }
@@ -436,6 +484,7 @@ mod tests {
             watermark: through,
             closed_through: through,
             idle: false,
+            quiet_ms: 0,
             ended,
             released: false,
         })
@@ -456,28 +505,27 @@ mod tests {
 
     #[test]
     fn a_window_is_published_once_every_partition_is_past_it_then_corrected() {
-        let mut m = Merge::<Exact>::new((), 30, false);
-        let parts = [0, 1];
+        let mut m = Merge::<Exact>::new((), 30, false, &[0, 1]);
         // Instance a holds partition 0, b partition 1; their users overlap.
         window(&mut m, "a", 1, &[1, 2, 3], 4);
         window(&mut m, "b", 1, &[3, 4], 2);
         m.apply(lane_key(0).as_bytes(), Some(&lane("a", Some(60), false)))
             .unwrap();
-        assert!(m.decide(&parts).results.is_empty(), "partition 1 unheard");
+        assert!(m.decide().results.is_empty(), "partition 1 unheard");
         m.apply(lane_key(1).as_bytes(), Some(&lane("b", Some(59), false)))
             .unwrap();
-        assert!(m.decide(&parts).results.is_empty(), "partition 1 not past");
+        assert!(m.decide().results.is_empty(), "partition 1 not past");
         m.apply(lane_key(1).as_bytes(), Some(&lane("b", Some(61), false)))
             .unwrap();
-        let d = m.decide(&parts);
+        let d = m.decide();
         assert_eq!(d.results.len(), 1);
         let r = &d.results[0].0;
         assert_eq!((r.unique_users, r.frames, r.version), (4, 6, 1));
         assert!(d.expired.is_empty(), "within grace");
-        assert!(m.decide(&parts).results.is_empty(), "published once");
+        assert!(m.decide().results.is_empty(), "published once");
         // A late frame on b within grace: a new user, its frames said again whole.
         window(&mut m, "b", 2, &[5], 3);
-        let d = m.decide(&parts);
+        let d = m.decide();
         let r = &d.results[0].0;
         assert_eq!((r.unique_users, r.frames, r.version), (5, 7, 2));
         // Past the grace, the window expires: its records are deleted, and a
@@ -486,16 +534,31 @@ mod tests {
             .unwrap();
         m.apply(lane_key(1).as_bytes(), Some(&lane("b", None, true)))
             .unwrap();
-        let d = m.decide(&parts);
+        let d = m.decide();
         assert!(d.results.is_empty());
         assert_eq!(d.expired.len(), 4, "three window records and the mark");
         window(&mut m, "c", 1, &[9], 1);
-        assert!(m.decide(&parts).results.is_empty());
+        assert!(m.decide().results.is_empty());
+    }
+
+    #[test]
+    fn a_change_set_read_after_other_partitions_ended_still_counts() {
+        // Partition 0 is read to its end first; partition 1's owner has not spoken
+        // yet, so no window is gone, and its change sets must count.
+        let mut m = Merge::<Exact>::new((), 0, false, &[0, 1]);
+        m.apply(lane_key(0).as_bytes(), Some(&lane("a", None, true)))
+            .unwrap();
+        window(&mut m, "b", 1, &[1, 2], 2);
+        m.apply(lane_key(1).as_bytes(), Some(&lane("b", Some(60), false)))
+            .unwrap();
+        let d = m.decide();
+        assert_eq!(d.results.len(), 1);
+        assert_eq!((d.results[0].0.unique_users, d.results[0].0.frames), (2, 2));
     }
 
     #[test]
     fn a_merger_that_takes_over_carries_on_from_what_was_published() {
-        let mut m = Merge::<Exact>::new((), 0, false);
+        let mut m = Merge::<Exact>::new((), 0, false, &[0]);
         window(&mut m, "a", 1, &[1, 2], 2);
         let mark = Published {
             version: 3,
@@ -512,7 +575,7 @@ mod tests {
         window(&mut m, "a", 2, &[7], 3);
         m.apply(lane_key(0).as_bytes(), Some(&lane("a", Some(60), false)))
             .unwrap();
-        let d = m.decide(&[0]);
+        let d = m.decide();
         let r = &d.results[0].0;
         assert_eq!((r.unique_users, r.frames, r.version), (3, 3, 4));
     }

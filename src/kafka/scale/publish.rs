@@ -192,15 +192,19 @@ impl Publisher {
         view.set_remote(&marks);
     }
 
-    /// Partitions just taken over: those their last owner found idle stay idle.
+    /// Partitions just taken over: their idle clocks go on from their last owners'
+    /// (those it found idle stay idle). Not the time no one read them: no one saw
+    /// it silent then, and frames may be waiting.
     pub fn taken_over(&mut self, view: &mut dyn StateView, lanes: &[u32]) {
         let handovers = self.state.handovers.lock().expect("handovers lock");
-        let idle: Vec<usize> = (lanes.iter())
-            .filter(|l| handovers.lane(**l as i32).is_some_and(|r| r.idle))
-            .map(|l| *l as usize)
+        let quiet: Vec<(usize, u64)> = (lanes.iter())
+            .filter_map(|l| {
+                let r = handovers.lane(*l as i32)?;
+                Some((*l as usize, if r.idle { u64::MAX } else { r.quiet_ms }))
+            })
             .collect();
         drop(handovers);
-        view.keep_idle(&idle);
+        view.resume_quiet(&quiet);
         self.refresh_remote(view);
     }
 
@@ -272,6 +276,10 @@ impl Publisher {
                     .map(|p| (*p, false)),
             );
         }
+        // Before any is released (and the revoked ones are no longer in `owned`).
+        let quiet: HashMap<i32, u64> = (lanes.iter())
+            .map(|(p, _)| (*p, view.quiet_ms(*p as usize)))
+            .collect();
         for (p, released) in lanes {
             let lane = snapshot.lanes.iter().find(|l| l.index == p as usize);
             let (held, waiting_empty) = if released {
@@ -299,11 +307,19 @@ impl Publisher {
             if held.iter().map(|h| h.raw.len()).sum::<usize>() > HELD_BYTES_PER_RECORD {
                 // Too many to carry: the next owner reads again from the first of
                 // them (frames counted after it would be counted again, users not).
-                tracing::warn!(
-                    event = "handover_rewound",
-                    partition = p,
-                    frames = held.len()
-                );
+                if released {
+                    tracing::warn!(
+                        event = "handover_rewound",
+                        partition = p,
+                        frames = held.len()
+                    );
+                } else {
+                    tracing::debug!(
+                        event = "handover_rewound",
+                        partition = p,
+                        frames = held.len()
+                    );
+                }
                 next = held.iter().map(|h| h.offset as i64).min().or(next);
                 held.clear();
             }
@@ -319,6 +335,7 @@ impl Publisher {
                     closed_through
                 },
                 idle: idle.contains(&p),
+                quiet_ms: quiet.get(&p).copied().unwrap_or(0),
                 ended,
                 released,
             };

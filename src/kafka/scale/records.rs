@@ -38,6 +38,9 @@ pub struct LaneRecord {
     pub closed_through: Option<i64>,
     /// Silent for the idle timeout: it holds no window back.
     pub idle: bool,
+    /// How long it had been silent (ms): the next owner's idle clock goes on from
+    /// there, so a partition that keeps moving still goes idle.
+    pub quiet_ms: u64,
     /// A backfill read it to its end offset: it holds no window back.
     pub ended: bool,
     /// Its owner has let it go (rebalance, shutdown): the next owner may start.
@@ -193,6 +196,7 @@ mod tests {
             watermark: Some(50),
             closed_through: Some(60),
             idle: false,
+            quiet_ms: 0,
             ended: false,
             released: true,
         };
