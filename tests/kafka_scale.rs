@@ -456,3 +456,27 @@ fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
         );
     }
 }
+
+/// More instances than partitions: the one the group gives nothing waits until
+/// every partition is read to its end, then exits (it may still be handed one);
+/// so does one whose own share ends first. Nothing hangs, and the results are exact.
+#[test]
+fn a_backfill_with_more_instances_than_partitions_ends_and_is_exact() {
+    let s = Setup::new(2);
+    let cfg = GenConfig {
+        frames: 6_000,
+        ..config(59)
+    };
+    let (text, want) = frames_in_thirds(&cfg);
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    s.produce(&lines, "all.json");
+    let logs = backfill(&s, "g", "results", &[], 3);
+    s.await_results(&want, Duration::from_secs(10), &mut []);
+    assert!(
+        logs.iter().any(|l| l.contains("backfill_waiting")),
+        "an instance waited for partitions held elsewhere: {logs:?}"
+    );
+}

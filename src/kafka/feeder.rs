@@ -75,6 +75,7 @@ pub(super) fn feed_from_kafka(
     // past the end offsets taken at start, since the high watermark only grows.
     let mut at_eof: std::collections::HashSet<i32> = std::collections::HashSet::new();
     let mut ends_now = None;
+    let mut others = OthersEnded::default();
     let mut paused_version = 0;
     let mut paused_now: Vec<i32> = Vec::new();
     // Per paused partition, the first offset set aside after the pause.
@@ -329,12 +330,15 @@ pub(super) fn feed_from_kafka(
             }
             if let Some(ends) = &ends_now
                 && match scale {
-                    // Our share of the topic: what the group gives us now.
+                    // Our share of the topic (what the group gives us now) is done,
+                    // and every other partition's owner says it is read to its end:
+                    // until then the group may still hand us one (a member that
+                    // finished and left, or a partition a rebalance left to no one).
                     Some(scale) => {
-                        let owned = scale.owned.lock().expect("owned lock");
-                        !owned.is_empty()
-                            && owned.keys().all(|p| finished.contains(p))
+                        let owned = scale.owned.lock().expect("owned lock").clone();
+                        owned.keys().all(|p| finished.contains(p))
                             && paused_from.is_empty()
+                            && others.ended(scale, ends.keys().copied(), &owned)
                     }
                     None => backfill_done(consumer, &topic, ends, &finished, &paused_from),
                 }
@@ -347,6 +351,42 @@ pub(super) fn feed_from_kafka(
                 return;
             }
         }
+    }
+}
+
+/// Scale-out backfill: whether every partition held elsewhere is read to its end,
+/// by its owner's lane record; asked at most twice a second (it reads the partials
+/// topic), and the ones still going said once.
+#[derive(Default)]
+struct OthersEnded {
+    last: Option<Instant>,
+    said: bool,
+}
+
+impl OthersEnded {
+    fn ended(
+        &mut self,
+        scale: &crate::kafka::scale::publish::ScaleState,
+        partitions: impl Iterator<Item = i32>,
+        mine: &std::collections::BTreeMap<i32, Option<i64>>,
+    ) -> bool {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return false;
+        }
+        self.last = Some(Instant::now());
+        let going = scale.not_ended(partitions.filter(|p| !mine.contains_key(p)));
+        if !going.is_empty() && !self.said {
+            self.said = true;
+            tracing::info!(
+                event = "backfill_waiting",
+                partitions = ?going,
+                "our partitions are read to their ends; staying in the group until these are too"
+            );
+        }
+        going.is_empty()
     }
 }
 

@@ -40,6 +40,19 @@ pub struct ScaleState {
 }
 
 impl ScaleState {
+    /// Of `partitions`, those whose latest lane record does not say read to its end.
+    pub fn not_ended(&self, partitions: impl Iterator<Item = i32>) -> Vec<i32> {
+        let mut handovers = self.handovers.lock().expect("handovers lock");
+        if let Err(e) = handovers.catch_up() {
+            tracing::warn!(event = "handover_read_failed", error = %e);
+        }
+        let mut going: Vec<i32> = partitions
+            .filter(|p| !handovers.lane(*p).is_some_and(|r| r.ended))
+            .collect();
+        going.sort_unstable();
+        going
+    }
+
     /// Where each of `parts` resumes, waiting for the owners to let go (or for
     /// their silence to last `silence`). Called in the rebalance callback.
     pub fn resume_points(&self, parts: &[i32]) -> HashMap<i32, (Option<i64>, Vec<HeldRecord>)> {
