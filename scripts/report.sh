@@ -281,4 +281,12 @@ else
   scripts/bench-backfill.sh 1000000 3 "$OUT/backfill.md"
 fi
 cat "$OUT/backfill.md"
+
+# --- 4. Scale-out on Kafka: 1, 2 and 3 instances of one group ------------------
+if [ $QUICK = 1 ]; then
+  BIN=$BIN scripts/bench-scale.sh 3000 1 "$OUT/scale.md"
+else
+  scripts/bench-scale.sh 200000 3 "$OUT/scale.md"
+fi
+cat "$OUT/scale.md"
 echo "report: figures and charts in $OUT"
