@@ -335,10 +335,15 @@ pub(super) fn feed_from_kafka(
                     // until then the group may still hand us one (a member that
                     // finished and left, or a partition a rebalance left to no one).
                     Some(scale) => {
-                        let owned = scale.owned.lock().expect("owned lock").clone();
-                        owned.keys().all(|p| finished.contains(p))
-                            && paused_from.is_empty()
-                            && others.ended(scale, ends.keys().copied(), &owned)
+                        let owned = scale.owned.lock().expect("owned lock");
+                        let mine_done =
+                            owned.keys().all(|p| finished.contains(p)) && paused_from.is_empty();
+                        let mine: Vec<i32> = match mine_done {
+                            true => owned.keys().copied().collect(),
+                            false => Vec::new(),
+                        };
+                        drop(owned);
+                        mine_done && others.ended(scale, ends.keys().copied(), &mine)
                     }
                     None => backfill_done(consumer, &topic, ends, &finished, &paused_from),
                 }
@@ -368,7 +373,7 @@ impl OthersEnded {
         &mut self,
         scale: &crate::kafka::scale::publish::ScaleState,
         partitions: impl Iterator<Item = i32>,
-        mine: &std::collections::BTreeMap<i32, Option<i64>>,
+        mine: &[i32],
     ) -> bool {
         if self
             .last
@@ -377,7 +382,7 @@ impl OthersEnded {
             return false;
         }
         self.last = Some(Instant::now());
-        let going = scale.not_ended(partitions.filter(|p| !mine.contains_key(p)));
+        let going = scale.not_ended(partitions.filter(|p| !mine.contains(p)));
         if !going.is_empty() && !self.said {
             self.said = true;
             tracing::info!(
