@@ -17,7 +17,8 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/cardinal
 fi
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"; [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null || true' EXIT
+# A broker of our own (scripts/kafka.sh, on a free port, its data in $WORK).
+trap '[ -n "${OWN_BROKER:-}" ] && scripts/kafka.sh stop; rm -rf "$WORK"' EXIT
 ALL=minute,hour,day,week,month,year
 RATE=$(python3 -c "print($FRAMES / (365 * 86400))")
 $BIN gen --frames "$FRAMES" --rate "$RATE" -o "$WORK/year.json" 2>/dev/null
@@ -38,17 +39,11 @@ done
 : > "$WORK/run.txt"
 TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
 if [ -z "${NO_KAFKA:-}" ] && [ -x "$TANSU" ]; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$WORK/tansu"
-  # The SQLite path is relative to Tansu's working directory.
-  (cd "$WORK/tansu" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine "sqlite://tansu.db" \
-      > "$WORK/tansu.log" 2>&1) &
-  TANSU_PID=$!
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-  done
+  export KAFKA_PORT KAFKA_DIR="$WORK/tansu"
+  KAFKA_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  scripts/kafka.sh start sqlite 2> /dev/null
+  OWN_BROKER=1
+  PORT=$KAFKA_PORT
   "$TANSU" topic create --broker "tcp://127.0.0.1:$PORT" --partitions 4 year > /dev/null
   if ! $BIN produce -b "127.0.0.1:$PORT" -t year --key-field uid "${MONTHS[@]}" 2> "$WORK/produce.err"; then
     cat "$WORK/produce.err" >&2

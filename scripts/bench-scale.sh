@@ -20,19 +20,14 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/cardinal
 fi
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"; [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null || true' EXIT
+# A broker of our own (scripts/kafka.sh, on a free port, its data in $WORK).
+trap '[ -n "${OWN_BROKER:-}" ] && scripts/kafka.sh stop; rm -rf "$WORK"' EXIT
 TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/tansu"
-(cd "$WORK/tansu" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine "sqlite://tansu.db" \
-    > "$WORK/tansu.log" 2>&1) &
-TANSU_PID=$!
-for _ in $(seq 1 300); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
-B="127.0.0.1:$PORT"
+export KAFKA_PORT KAFKA_DIR="$WORK/tansu"
+KAFKA_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+scripts/kafka.sh start sqlite 2> /dev/null
+OWN_BROKER=1
+B="127.0.0.1:$KAFKA_PORT"
 # A day of frames at the generator's user mix: minute and hour windows.
 $BIN gen --frames "$FRAMES" --rate "$(python3 -c "print($FRAMES / 86400)")" --users 100000 \
   -o "$WORK/frames.json" 2>/dev/null

@@ -222,11 +222,14 @@ fn frames_in_thirds(cfg: &GenConfig) -> (Vec<u8>, Windows) {
     (text, want)
 }
 
-fn thirds(text: &[u8]) -> [Vec<&[u8]>; 3] {
-    let lines: Vec<&[u8]> = text
-        .split(|b| *b == b'\n')
+fn lines(text: &[u8]) -> Vec<&[u8]> {
+    (text.split(|b| *b == b'\n'))
         .filter(|l| !l.is_empty())
-        .collect();
+        .collect()
+}
+
+fn thirds(text: &[u8]) -> [Vec<&[u8]>; 3] {
+    let lines = lines(text);
     let n = lines.len() / 3;
     [
         lines[..n].to_vec(),
@@ -388,21 +391,24 @@ fn partial_sketches(s: &Setup, topic: &str, out: &Path) {
     std::fs::write(out, lines).unwrap();
 }
 
-#[test]
-fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
-    let s = Setup::new(6);
+/// `frames` generated frames on `partitions` partitions, backfilled by three
+/// instances of group `exact`: the results topic must say what the generator did.
+fn exact_backfill(partitions: i32, frames: u64, seed: u64) -> (Setup, Windows, Vec<String>) {
+    let s = Setup::new(partitions);
     let cfg = GenConfig {
-        frames: 30_000,
-        ..config(53)
+        frames,
+        ..config(seed)
     };
     let (text, want) = frames_in_thirds(&cfg);
-    let lines: Vec<&[u8]> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    s.produce(&lines, "all.json");
+    s.produce(&lines(&text), "all.json");
     let logs = backfill(&s, "exact", "results", &[], 3);
     s.await_results(&want, Duration::from_secs(10), &mut []);
+    (s, want, logs)
+}
+
+#[test]
+fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
+    let (s, want, logs) = exact_backfill(6, 30_000, 53);
     assert!(
         logs.iter().any(|l| l.contains("merge_complete")),
         "one instance merged to the end: {logs:?}"
@@ -462,19 +468,7 @@ fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
 /// so does one whose own share ends first. Nothing hangs, and the results are exact.
 #[test]
 fn a_backfill_with_more_instances_than_partitions_ends_and_is_exact() {
-    let s = Setup::new(2);
-    let cfg = GenConfig {
-        frames: 6_000,
-        ..config(59)
-    };
-    let (text, want) = frames_in_thirds(&cfg);
-    let lines: Vec<&[u8]> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    s.produce(&lines, "all.json");
-    let logs = backfill(&s, "g", "results", &[], 3);
-    s.await_results(&want, Duration::from_secs(10), &mut []);
+    let (_s, _, logs) = exact_backfill(2, 6_000, 59);
     assert!(
         logs.iter().any(|l| l.contains("backfill_waiting")),
         "an instance waited for partitions held elsewhere: {logs:?}"
