@@ -15,38 +15,17 @@ use cardinal::generator::GenConfig;
 use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
 use common::{Running, cardinal, stderr_lines, wait_for};
-use serde_json::Value;
 
 fn produce(addr: &str, topic: &str, lines: &[&str], dir: &Path, name: &str) {
     let file = dir.join(name);
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let o = cardinal()
-        .args(["produce", "-b", addr, "-t", topic, "--key-field", "uid"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::produce_keyed(addr, topic, &file);
 }
 
 /// The latest record per key of the results topic: (window, start) → (users, final).
 fn latest(addr: &str, topic: &str) -> BTreeMap<(String, String), (u64, bool)> {
-    let o = cardinal()
-        .args(["consume", "-b", addr, "-t", topic, "--latest-per-key"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
-            (
-                (
-                    v["window"].as_str().unwrap().to_string(),
-                    v["start"].as_str().unwrap().to_string(),
-                ),
-                (v["unique_users"].as_u64().unwrap(), v["final"] == true),
-            )
-        })
+    (common::latest_results(addr, topic).into_iter())
+        .map(|(k, v)| (k, (v["unique_users"].as_u64().unwrap(), v["final"] == true)))
         .collect()
 }
 

@@ -28,20 +28,7 @@ fn authenticating_broker(cfg: &GenConfig) -> Tansu {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
     cardinal::generator::generate(cfg, &mut f).unwrap();
     drop(f);
-    let o = cardinal()
-        .args([
-            "produce",
-            "-b",
-            tansu.addr(),
-            "-t",
-            "frames",
-            "--key-field",
-            "uid",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::produce_keyed(tansu.addr(), "frames", &file);
     tansu.require_authentication().unwrap();
     tansu
 }

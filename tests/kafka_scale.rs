@@ -16,7 +16,6 @@ use cardinal::generator::GenConfig;
 use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
 use common::{Running, cardinal, stderr_lines};
-use serde_json::Value;
 
 const GRANS: [Granularity; 2] = [Granularity::Minute, Granularity::Hour];
 /// The instances' session timeout: a killed one is taken for dead this long after.
@@ -48,20 +47,7 @@ impl Setup {
     fn produce(&self, lines: &[&[u8]], name: &str) {
         let file = self.dir.path().join(name);
         std::fs::write(&file, [lines.join(&b'\n'), b"\n".to_vec()].concat()).unwrap();
-        let o = cardinal()
-            .args([
-                "produce",
-                "-b",
-                &self.addr,
-                "-t",
-                "frames",
-                "--key-field",
-                "uid",
-            ])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        common::produce_keyed(&self.addr, "frames", &file);
     }
 
     /// A live instance of group `g`.
@@ -96,32 +82,12 @@ impl Setup {
 
     /// The latest record per window: (window, start) → (users, frames, final).
     fn results(&self) -> Windows {
-        let o = cardinal()
-            .args([
-                "consume",
-                "-b",
-                &self.addr,
-                "-t",
-                "results",
-                "--latest-per-key",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        (common::latest_results(&self.addr, "results").into_iter())
+            .map(|(k, v)| {
+                let users = v["unique_users"].as_u64().unwrap();
                 (
-                    (
-                        v["window"].as_str().unwrap().to_string(),
-                        v["start"].as_str().unwrap().to_string(),
-                    ),
-                    (
-                        v["unique_users"].as_u64().unwrap(),
-                        v["frames"].as_u64().unwrap(),
-                        v["final"] == true,
-                    ),
+                    k,
+                    (users, v["frames"].as_u64().unwrap(), v["final"] == true),
                 )
             })
             .collect()

@@ -19,6 +19,40 @@ pub fn cardinal() -> Command {
     Command::new(bin())
 }
 
+/// `cardinal produce` of `file` to `topic`, keyed by `uid`; panics with its stderr.
+pub fn produce_keyed(addr: &str, topic: &str, file: &std::path::Path) {
+    let o = cardinal()
+        .args(["produce", "-b", addr, "-t", topic, "--key-field", "uid"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The latest record per key of a results topic, by (window, start).
+pub fn latest_results(
+    addr: &str,
+    topic: &str,
+) -> std::collections::BTreeMap<(String, String), serde_json::Value> {
+    let o = cardinal()
+        .args(["consume", "-b", addr, "-t", topic, "--latest-per-key"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            let key = (
+                v["window"].as_str().unwrap().to_string(),
+                v["start"].as_str().unwrap().to_string(),
+            );
+            (key, v)
+        })
+        .collect()
+}
+
 pub fn bin() -> String {
     std::env::var("CARDINAL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cardinal").to_string())
 }
