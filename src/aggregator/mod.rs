@@ -297,7 +297,20 @@ pub struct Aggregator<C: Counter, T> {
     tracking: bool,
     /// The last heartbeat's time (monotonic ms).
     tick_ms: Option<u64>,
+    /// Since when (heartbeat ms) the stream has wanted to pass idle lanes of ours.
+    passing_since: Option<u64>,
 }
+
+/// How long idle lanes must stay silent once the stream wants to pass them (ms):
+/// a partition silent for a while may deliver a burst fetched together with the
+/// one that moves the others (a producer back after a pause, or a partition just
+/// taken over), and its frames would be late for windows closed a moment before
+/// they came. Twice librdkafka's longest fetch wait (`fetch.wait.max.ms`, 500 ms).
+pub const SETTLE_MS: u64 = 1000;
+
+/// A lane taken over is not idle here before it has been silent this long (ms,
+/// at most half the idle timeout), whatever its last owner saw: a first fetch.
+pub const FIRST_LOOK_MS: u64 = 2000;
 
 impl<C: Counter, T> Aggregator<C, T> {
     pub fn new(calendar: Calendar, settings: Settings, counter_config: C::Config) -> Self {
@@ -326,6 +339,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             clock: None,
             slowest: None,
             tick_ms: None,
+            passing_since: None,
             waiting: 0,
             tracking: false,
         }
@@ -619,13 +633,12 @@ impl<C: Counter, T> Aggregator<C, T> {
     /// its idle clock goes on from there rather than restarting, so a partition
     /// that moves often (a group rebalancing again and again) still goes idle, and
     /// the windows it would hold open for ever still close. Frames void it.
+    /// It is not idle before a first look of its own ([`FIRST_LOOK_MS`]).
     pub fn resume_quiet(&mut self, lane: usize, quiet_ms: u64) {
         let idle_ms = self.settings.idle_timeout_ms;
+        let first_look = FIRST_LOOK_MS.min(idle_ms / 2);
         if let Some(l) = self.lanes.get_mut(lane) {
-            l.quiet_before_ms = quiet_ms;
-            if quiet_ms >= idle_ms {
-                l.idle = true;
-            }
+            l.quiet_before_ms = quiet_ms.min(idle_ms - first_look);
         }
     }
 
@@ -760,9 +773,41 @@ impl<C: Counter, T> Aggregator<C, T> {
                 self.lanes.iter().filter_map(|l| l.watermark.get()).max()
             }
         });
+        let candidate = self.settled(candidate);
         if candidate > self.stream_wm {
             self.stream_wm = candidate;
             self.close_windows(out);
+        }
+    }
+
+    /// `candidate`, unless it passes idle lanes of ours that have not yet stayed
+    /// silent for [`SETTLE_MS`] since the stream first wanted to pass them: then only
+    /// as far as the slowest of them. Each pass waits anew, since the frames that
+    /// move the stream again may have come with theirs.
+    fn settled(&mut self, candidate: Option<i64>) -> Option<i64> {
+        let Some(now) = self.tick_ms else {
+            return candidate;
+        };
+        let clock = self.clock;
+        let in_the_way = (self.lanes.iter())
+            .filter(|l| l.assigned && l.idle && !l.skewed && l.remote.is_none())
+            .map(|l| l.watermark_at(clock))
+            .filter(|mark| *mark < candidate)
+            .min();
+        let Some(floor) = in_the_way else {
+            self.passing_since = None;
+            return candidate;
+        };
+        match self.passing_since {
+            Some(since) if now >= since.saturating_add(SETTLE_MS) => {
+                self.passing_since = None;
+                candidate
+            }
+            Some(_) => floor,
+            None => {
+                self.passing_since = Some(now);
+                floor
+            }
         }
     }
 

@@ -255,7 +255,12 @@ fn an_idle_lane_stops_holding_results_back_and_quiet_streams_drain() {
     a.heartbeat(500, &mut out);
     assert!(out.windows.is_empty());
     a.heartbeat(1200, &mut out);
-    assert_eq!(out.windows.len(), 1, "lane 1 idle for 1.2 s > 1 s");
+    assert!(
+        out.windows.is_empty(),
+        "lane 1 idle for 1.2 s > 1 s, settling"
+    );
+    a.heartbeat(1200 + SETTLE_MS, &mut out);
+    assert_eq!(out.windows.len(), 1, "lane 1 stayed silent: passed");
     // Nothing at all for idle + lateness: the last window goes out too.
     a.heartbeat(500 + 1000 + 5000, &mut out);
     assert_eq!(out.windows.len(), 2);
@@ -265,37 +270,77 @@ fn an_idle_lane_stops_holding_results_back_and_quiet_streams_drain() {
 }
 
 #[test]
-fn a_lane_taken_over_goes_on_with_its_last_owners_idle_clock() {
+fn a_lane_taken_over_goes_on_with_its_last_owners_idle_clock_after_a_first_look() {
+    // Idle after 1 s: a first look of 500 ms.
     let mut a = lanes_agg();
     let mut out = Output::default();
     a.ingest(0, 0, M, 1, || 0, &mut out);
     a.heartbeat(0, &mut out);
-    // Lane 1 moves here after 800 ms of silence at its last owner: 200 ms more
-    // (from the first heartbeat that sees it) and it is idle (1 s), not another
-    // whole second.
+    // Lane 1 moves here after 800 ms of silence at its last owner: it goes idle
+    // once it has been silent for a first look here, not another whole second.
     a.add_lane(1);
     a.resume_quiet(1, 800);
-    assert_eq!(a.quiet_ms(1), 800, "what the next owner would be told now");
+    assert_eq!(a.quiet_ms(1), 500, "what the next owner would be told now");
     a.ingest(0, 1, M + 100, 2, || 0, &mut out);
     a.heartbeat(100, &mut out);
-    a.heartbeat(250, &mut out);
-    assert!(
-        out.windows.is_empty(),
-        "quiet 950 ms: lane 1 holds minute M open"
-    );
+    a.heartbeat(550, &mut out);
+    assert!(a.idle_lanes().is_empty(), "quiet 950 ms, 450 of them here");
     assert_eq!(a.quiet_ms(1), 950);
-    a.heartbeat(300, &mut out);
-    assert_eq!(out.windows.len(), 1, "quiet 1 s: lane 1 idle");
+    a.heartbeat(600, &mut out);
+    assert_eq!(a.idle_lanes(), vec![1], "quiet 1 s");
+    assert!(out.windows.is_empty(), "settling");
+    a.heartbeat(600 + SETTLE_MS, &mut out);
+    assert_eq!(out.windows.len(), 1, "lane 1 passed");
     // A frame voids the silence it was handed.
     a.add_lane(2);
     a.resume_quiet(2, 800);
     a.ingest(2, 0, M + 100, 3, || 0, &mut out);
-    a.heartbeat(400, &mut out);
+    a.heartbeat(1700, &mut out);
     assert_eq!(a.quiet_ms(2), 0);
-    // Handed over idle, it is idle at once.
+    // Handed over idle, it still has its first look before it is idle here.
     a.add_lane(3);
     a.resume_quiet(3, u64::MAX);
-    assert_eq!(a.idle_lanes(), vec![1, 3]);
+    a.heartbeat(1800, &mut out);
+    assert!(!a.idle_lanes().contains(&3));
+    a.heartbeat(2300, &mut out);
+    assert!(a.idle_lanes().contains(&3));
+}
+
+#[test]
+fn idle_lanes_are_passed_only_once_they_stay_silent_so_a_burst_to_all_counts_whole() {
+    // Two partitions fall silent. Then a producer sends older frames to both in
+    // one burst, and lane 0's come first: lane 1's, 900 ms later, still count.
+    let mut a = lanes_agg();
+    let mut out = Output::default();
+    a.ingest(0, 0, M, 1, || 0, &mut out);
+    a.ingest(1, 0, M, 2, || 0, &mut out);
+    a.heartbeat(0, &mut out);
+    a.heartbeat(1500, &mut out);
+    assert_eq!(a.idle_lanes(), vec![0, 1]);
+    for i in 0..12 {
+        a.ingest(0, 1 + i, M + 60 + 10 * i as i64, 10 + i, || 0, &mut out);
+    }
+    a.heartbeat(1600, &mut out);
+    a.heartbeat(2400, &mut out);
+    for i in 0..12 {
+        let v = a.ingest(1, 1 + i, M + 60 + 10 * i as i64, 30 + i, || 0, &mut out);
+        assert_eq!(v, Verdict::Counted, "lane 1's frame {i}");
+    }
+    a.ingest(0, 13, M + 200, 50, || 0, &mut out);
+    a.ingest(1, 13, M + 200, 51, || 0, &mut out);
+    let minute = |w: &Vec<WindowResult>, start: i64| {
+        (w.iter().find(|r| r.span.start == start)).map(|r| (r.unique_users, r.frames))
+    };
+    assert_eq!(minute(&out.windows, M + 60), Some((12, 12)));
+    // A lane that stays silent is passed once it has settled, each time anew.
+    a.heartbeat(2500, &mut out);
+    a.heartbeat(3600, &mut out);
+    assert_eq!(a.idle_lanes(), vec![0, 1]);
+    a.ingest(0, 14, M + 320, 52, || 0, &mut out);
+    assert_eq!(minute(&out.windows, M + 180), None, "settling");
+    a.heartbeat(3700, &mut out);
+    a.heartbeat(3600 + SETTLE_MS, &mut out);
+    assert_eq!(minute(&out.windows, M + 180), Some((2, 2)));
 }
 
 #[test]

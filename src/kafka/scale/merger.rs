@@ -115,11 +115,16 @@ impl<C: Counter> Merge<C> {
     }
 
     /// Every window ending at or before this is final for every partition: one
-    /// read to its end holds nothing back, an idle one neither unless all are, and
-    /// one that no instance has spoken for holds everything back.
+    /// read to its end holds nothing back, and one that no instance has spoken for
+    /// holds everything back. An idle one holds back as far as its owner had
+    /// closed: the frames that move the others may have come with a burst of its
+    /// own that its owner has yet to read, and its owner passes it only once it
+    /// has stayed silent since (`aggregator::SETTLE_MS`). When every partition is
+    /// idle, the most advanced owner speaks for all.
     pub fn final_through(&self) -> Option<i64> {
         let all = &self.partitions;
-        let mut active: Option<i64> = None;
+        // The least closed of all partitions not ended; `None` inside: unknown.
+        let mut least: Option<Option<i64>> = None;
         let mut any_active = false;
         let mut quiet: Option<i64> = None;
         let mut all_ended = true;
@@ -129,18 +134,16 @@ impl<C: Counter> Merge<C> {
                 continue;
             }
             all_ended = false;
+            any_active |= !r.idle;
             if r.idle {
                 quiet = quiet.max(r.closed_through);
-                continue;
             }
-            any_active = true;
-            let c = r.closed_through?;
-            active = Some(active.map_or(c, |a: i64| a.min(c)));
+            least = Some(least.map_or(r.closed_through, |l| l.min(r.closed_through)));
         }
         if all.is_empty() {
             None
         } else if any_active {
-            active
+            least.flatten()
         } else if all_ended {
             Some(i64::MAX)
         } else {
@@ -476,6 +479,14 @@ mod tests {
     use records::{WindowRecord, encode, lane_key, window_key};
 
     fn lane(instance: &str, through: Option<i64>, ended: bool) -> Vec<u8> {
+        lane_record(instance, through, ended, false)
+    }
+
+    fn idle_lane(instance: &str, through: Option<i64>) -> Vec<u8> {
+        lane_record(instance, through, false, true)
+    }
+
+    fn lane_record(instance: &str, through: Option<i64>, ended: bool, idle: bool) -> Vec<u8> {
         encode(&LaneRecord {
             instance: instance.into(),
             at_ms: 0,
@@ -483,7 +494,7 @@ mod tests {
             held: Vec::new(),
             watermark: through,
             closed_through: through,
-            idle: false,
+            idle,
             quiet_ms: 0,
             ended,
             released: false,
@@ -554,6 +565,43 @@ mod tests {
         let d = m.decide();
         assert_eq!(d.results.len(), 1);
         assert_eq!((d.results[0].0.unique_users, d.results[0].0.frames), (2, 2));
+    }
+
+    #[test]
+    fn an_idle_partition_holds_back_as_far_as_its_owner_closed_until_all_are_idle() {
+        let mut m = Merge::<Exact>::new((), 0, false, &[0, 1]);
+        window(&mut m, "a", 1, &[1], 1);
+        m.apply(lane_key(0).as_bytes(), Some(&lane("a", Some(30), false)))
+            .unwrap();
+        m.apply(lane_key(1).as_bytes(), Some(&idle_lane("b", Some(30))))
+            .unwrap();
+        // A burst moves partition 0 past the window; partition 1's share of it may
+        // not be read yet, though its last record said idle.
+        m.apply(lane_key(0).as_bytes(), Some(&lane("a", Some(120), false)))
+            .unwrap();
+        assert!(m.decide().results.is_empty(), "b has not closed the window");
+        window(&mut m, "b", 1, &[2], 1);
+        m.apply(lane_key(1).as_bytes(), Some(&lane("b", Some(120), false)))
+            .unwrap();
+        let d = m.decide();
+        assert_eq!((d.results[0].0.unique_users, d.results[0].0.frames), (2, 2));
+        // Every partition idle: the most advanced owner speaks for all.
+        let r = WindowRecord {
+            instance: "a".into(),
+            granularity: Granularity::Minute,
+            start: 120,
+            end: 180,
+            frames: 1,
+            counter: Some(CounterState::Exact(vec![3])),
+        };
+        m.apply(window_key(&r, 2).as_bytes(), Some(&encode(&r)))
+            .unwrap();
+        m.apply(lane_key(0).as_bytes(), Some(&idle_lane("a", Some(200))))
+            .unwrap();
+        assert!(m.decide().results.is_empty(), "b active at 120");
+        m.apply(lane_key(1).as_bytes(), Some(&idle_lane("b", Some(130))))
+            .unwrap();
+        assert_eq!(m.decide().results.len(), 1);
     }
 
     #[test]
