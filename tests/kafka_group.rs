@@ -141,3 +141,58 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
     );
     assert_eq!(got, want, "{first_log}");
 }
+
+/// Two groups publishing to one results topic overwrite each other's windows: a
+/// run names another group it finds there, and says nothing of its own.
+#[test]
+fn a_run_names_another_group_that_published_to_its_results_topic() {
+    let tansu = Tansu::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
+    let addr = tansu.addr().to_string();
+    tansu.create_topic("frames", 2, false).unwrap();
+    tansu.create_topic("results", 1, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 300,
+        seed: 5,
+        ..GenConfig::default()
+    };
+    let mut text = Vec::new();
+    cardinal::generator::generate(&cfg, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    produce(&addr, "frames", &lines, dir.path(), "frames.json");
+    let backfill = |group: &str| {
+        let child = cardinal()
+            .args([
+                "run",
+                "-b",
+                &addr,
+                "-t",
+                "frames",
+                "-g",
+                group,
+                "--until-end",
+            ])
+            .args(["--results-topic", "results"])
+            .env("RUST_LOG", "cardinal=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = common::output_within(child, Duration::from_secs(120));
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{log}");
+        log
+    };
+    let first = backfill("nightly");
+    assert!(!first.contains("results_topic_shared"), "{first}");
+    assert!(!latest(&addr, "results").is_empty());
+    let again = backfill("nightly");
+    assert!(!again.contains("results_topic_shared"), "its own: {again}");
+    let other = backfill("adhoc");
+    assert!(
+        other.contains("results_topic_shared") && other.contains("other_group=nightly"),
+        "{other}"
+    );
+}

@@ -78,6 +78,8 @@ impl DeliveryTracker {
 #[derive(Clone)]
 pub struct ResultsTopic {
     pub(super) topic: Arc<str>,
+    /// The consumer group, named on every record (see [`GROUP_HEADER`]).
+    pub(super) group: Arc<str>,
     pub(super) producer: Arc<ThreadedProducer<DeliveryTracker>>,
     pub(super) timeout: Duration,
     pub(super) metrics: Option<Arc<Metrics>>,
@@ -112,9 +114,13 @@ impl Results for ResultsTopic {
             let record = Record::new(w, calendar);
             let key = record.key();
             let payload = serde_json::to_string(&record).expect("a record always serializes");
+            let headers = OwnedHeaders::new().insert(header(GROUP_HEADER, &self.group));
             send_with_backpressure(
                 &self.producer,
-                BaseRecord::to(&self.topic).key(&key).payload(&payload),
+                BaseRecord::to(&self.topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers),
             )
             .map_err(SinkError::ResultsTopic)?;
         }
@@ -229,6 +235,43 @@ impl Reject for TopicRejects {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.acknowledge()
+    }
+}
+
+/// The header that names the group on each results record: two groups publishing
+/// to one results topic would overwrite each other's windows, and this finds them.
+pub const GROUP_HEADER: &str = "cardinal.group";
+
+/// Reads the latest record of each partition of the results topic and warns,
+/// naming it, of every other group that wrote there (`results_topic_shared`). At
+/// start, within a few seconds at most: it never fails the run.
+pub(super) fn warn_if_results_shared(opts: &KafkaOptions, topic: &str, group: &str) {
+    let mut opts = opts.clone();
+    opts.timeout = opts.timeout.min(Duration::from_secs(5));
+    let mut others: std::collections::BTreeMap<String, (i32, i64)> = Default::default();
+    let read = consume_latest(&opts, topic, |c| {
+        let named = (c.headers.iter()).find(|(k, _)| k == GROUP_HEADER);
+        if let Some((_, Some(other))) = named {
+            let other = String::from_utf8_lossy(other).into_owned();
+            if other != group {
+                others.insert(other, (c.partition, c.offset));
+            }
+        }
+        true
+    });
+    if let Err(e) = read {
+        tracing::debug!(event = "results_topic_unchecked", topic, error = %e);
+    }
+    for (other, (partition, offset)) in others {
+        tracing::warn!(
+            event = "results_topic_shared",
+            topic,
+            other_group = %other,
+            partition,
+            offset,
+            "another group published to this results topic; two groups running at once \
+             overwrite each other's windows: give each group its own results topic"
+        );
     }
 }
 

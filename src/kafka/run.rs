@@ -110,8 +110,10 @@ pub fn run(
                 .config(PRODUCER_DEFAULTS)
                 .create_with_context(DeliveryTracker::default())
                 .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+            warn_if_results_shared(&opts.kafka, t, &opts.group);
             let topic = ResultsTopic {
                 topic: Arc::from(t.as_str()),
+                group: Arc::from(opts.group.as_str()),
                 producer: Arc::new(p),
                 timeout: opts.kafka.timeout,
                 metrics: config.metrics.clone(),

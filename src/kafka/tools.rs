@@ -194,6 +194,25 @@ pub struct Consumed {
 pub fn consume_to_end(
     opts: &KafkaOptions,
     topic: &str,
+    each: impl FnMut(Consumed) -> bool,
+) -> Result<u64, PipelineError> {
+    consume_up_to_end(opts, topic, |_| Offset::Beginning, each)
+}
+
+/// Reads the last record of every partition of `topic` (as of the call).
+pub fn consume_latest(
+    opts: &KafkaOptions,
+    topic: &str,
+    each: impl FnMut(Consumed) -> bool,
+) -> Result<u64, PipelineError> {
+    consume_up_to_end(opts, topic, |high| Offset::Offset(high - 1), each)
+}
+
+/// Reads every non-empty partition of `topic` from `from(its end offset)` to that end.
+fn consume_up_to_end(
+    opts: &KafkaOptions,
+    topic: &str,
+    from: impl Fn(i64) -> Offset,
     mut each: impl FnMut(Consumed) -> bool,
 ) -> Result<u64, PipelineError> {
     const DEFAULTS: &[(&str, &str)] = &[
@@ -213,7 +232,7 @@ pub fn consume_to_end(
             .fetch_watermarks(topic, p, opts.timeout)
             .map_err(|e| live(format!("cannot read the end offsets of {topic}[{p}]: {e}")))?;
         if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
+            tpl.add_partition_offset(topic, p, from(high))
                 .map_err(|e| live(format!("cannot assign {topic}[{p}]: {e}")))?;
             remaining.insert(p, high);
         }
