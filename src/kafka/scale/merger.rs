@@ -502,11 +502,23 @@ mod tests {
     }
 
     fn window(m: &mut Merge<Exact>, instance: &str, seq: u64, users: &[u64], frames: u64) {
+        minute(m, instance, seq, 0, users, frames);
+    }
+
+    /// A change set of the minute starting at `start`.
+    fn minute(
+        m: &mut Merge<Exact>,
+        instance: &str,
+        seq: u64,
+        start: i64,
+        users: &[u64],
+        frames: u64,
+    ) {
         let r = WindowRecord {
             instance: instance.into(),
             granularity: Granularity::Minute,
-            start: 0,
-            end: 60,
+            start,
+            end: start + 60,
             frames,
             counter: Some(CounterState::Exact(users.to_vec())),
         };
@@ -586,16 +598,7 @@ mod tests {
         let d = m.decide();
         assert_eq!((d.results[0].0.unique_users, d.results[0].0.frames), (2, 2));
         // Every partition idle: the most advanced owner speaks for all.
-        let r = WindowRecord {
-            instance: "a".into(),
-            granularity: Granularity::Minute,
-            start: 120,
-            end: 180,
-            frames: 1,
-            counter: Some(CounterState::Exact(vec![3])),
-        };
-        m.apply(window_key(&r, 2).as_bytes(), Some(&encode(&r)))
-            .unwrap();
+        minute(&mut m, "a", 2, 120, &[3], 1);
         m.apply(lane_key(0).as_bytes(), Some(&idle_lane("a", Some(200))))
             .unwrap();
         assert!(m.decide().results.is_empty(), "b active at 120");
