@@ -33,6 +33,12 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+/// How many median absolute deviations below the held frames' median, beyond the
+/// reach, a frame held at the start must lie to be garbage (see
+/// [`OutlierGuard::convict_stragglers_behind`]). Sparse streams spread evenly stay
+/// within two; a flipped bit moves a timestamp by years.
+const STRAGGLER_SPREADS: i64 = 8;
+
 /// Highest trusted event time minus lateness. `None` until the first trusted frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -210,6 +216,9 @@ impl<P> OutlierGuard<P> {
             frame: payload(),
         });
         if self.held.len() >= self.config.confirm {
+            if wm.max_trusted().is_none() {
+                self.convict_stragglers_behind(wm, to.outliers);
+            }
             self.jump(wm, to.released);
         }
         Admission::Held
@@ -218,6 +227,9 @@ impl<P> OutlierGuard<P> {
     /// End of input: a held frame that more later frames support than contradict
     /// is counted (the stream moved, or this was its last step); the others are outliers.
     pub fn finish(&mut self, wm: &mut Watermark, to: Decisions<'_, P>) {
+        if wm.max_trusted().is_none() {
+            self.convict_stragglers_behind(wm, to.outliers);
+        }
         let mut kept = VecDeque::new();
         for h in self.held.drain(..) {
             // The frame supports itself.
@@ -276,6 +288,44 @@ impl<P> OutlierGuard<P> {
                 return;
             }
         }
+    }
+
+    /// Before the stream has a trusted time, the held frames are all it has. A frame
+    /// far *behind* them is garbage too (a bit flip to 1970, a month-old clock), but
+    /// no later frame can contradict it as one ahead is contradicted. It is convicted
+    /// when it lies further below the median than the held frames' own spread
+    /// (`STRAGGLER_SPREADS` median absolute deviations) plus the reach, *and* came
+    /// after a frame it is late for: later in the stream it would be `late`; here it
+    /// would open a window of its own. The very first frame is never convicted: an
+    /// ordered stream may start with any gap, and loses nothing, whatever its gaps.
+    fn convict_stragglers_behind(&mut self, wm: &Watermark, outliers: &mut Vec<P>) {
+        if self.held.len() < 3 {
+            return;
+        }
+        let mut times: Vec<i64> = self.held.iter().map(|h| h.ts).collect();
+        let mid = (times.len() - 1) / 2;
+        let median = *times.select_nth_unstable(mid).1;
+        let mut spread: Vec<i64> = times.iter().map(|t| t.abs_diff(median) as i64).collect();
+        let mad = *spread.select_nth_unstable(mid).1;
+        let reach = self.reach(wm);
+        let floor = median
+            .saturating_sub(reach)
+            .saturating_sub(mad.saturating_mul(STRAGGLER_SPREADS));
+        let plausible = median.saturating_add(reach);
+        let mut ahead = i64::MIN;
+        let mut keep = VecDeque::with_capacity(self.held.len());
+        for h in self.held.drain(..) {
+            let late_for_earlier = h.ts < ahead.saturating_sub(wm.lateness());
+            if h.ts < floor && late_for_earlier {
+                outliers.push(h.frame);
+                continue;
+            }
+            if h.ts <= plausible {
+                ahead = ahead.max(h.ts);
+            }
+            keep.push_back(h);
+        }
+        self.held = keep;
     }
 
     fn jump(&mut self, wm: &mut Watermark, released: &mut Vec<(i64, P)>) {
@@ -359,6 +409,58 @@ mod tests {
             "four later frames contradict it"
         );
         assert_eq!(r.counted, vec![1000, 1001, 1002, 1003, 1004]);
+    }
+
+    #[test]
+    fn a_frame_far_behind_the_first_ones_is_an_outlier_not_a_window_of_its_own() {
+        // Issue 18: ts 0 (or a month old) among the first `confirm` frames was
+        // released with them and opened a 1970 window; from the 17th frame on the
+        // same frame is late. At every place among the first frames but the very
+        // first (see `convict_stragglers_behind`), and at the end of a short input.
+        let t = 1_468_244_340;
+        for garbage in [0, t - 30 * 86_400] {
+            for at in 1..8 {
+                let mut frames: Vec<i64> = (0..8).map(|i| t + i).collect();
+                frames.insert(at, garbage);
+                let mut r = Run::new(60, 8);
+                for ts in &frames {
+                    r.feed(*ts);
+                }
+                r.feed(t + 9);
+                r.finish();
+                assert_eq!(r.outliers, vec![garbage], "garbage {garbage} at {at}");
+                assert_eq!(r.counted.len(), 9, "garbage {garbage} at {at}");
+                // Fewer frames than `confirm`: judged at the end of input.
+                let mut r = Run::new(60, 16);
+                for ts in &frames {
+                    r.feed(*ts);
+                }
+                r.finish();
+                assert_eq!(r.outliers, vec![garbage], "short input, garbage at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sparse_start_loses_no_frame_to_the_straggler_rule() {
+        // One frame every ten minutes, or with gaps growing from seconds to an hour:
+        // the first frames lie far below the median, but within the frames' spread.
+        let even: Vec<i64> = (0..40).map(|i| 1_000_000 + 600 * i).collect();
+        let growing: Vec<i64> = (0..40).map(|i| 1_000_000 + i * i * 90).collect();
+        // A first click, then a burst two minutes later: in order, so not late.
+        let burst: Vec<i64> = [1_000_000]
+            .into_iter()
+            .chain((0..30).map(|i| 1_000_120 + i / 20))
+            .collect();
+        for frames in [even, growing, burst] {
+            let mut r = Run::new(60, 16);
+            for ts in &frames {
+                r.feed(*ts);
+            }
+            r.finish();
+            assert!(r.outliers.is_empty(), "{:?}", r.outliers);
+            assert_eq!(r.counted.len(), frames.len());
+        }
     }
 
     #[test]

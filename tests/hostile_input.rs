@@ -375,3 +375,108 @@ fn out_of_range_options_are_usage_errors_naming_the_option() {
         assert!(e.contains(option) && e.contains(says), "{args:?}: {e}");
     }
 }
+
+/// Issue 18: a line over `--max-frame-bytes` that arrives whole within one read
+/// (a file, where reads are large) was counted, while `run` rejected the same
+/// data. One limit, whatever the source and wherever a line falls in a read.
+#[test]
+fn the_frame_limit_holds_for_lines_that_arrive_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    let rj = dir.path().join("r.jsonl");
+    const LIMIT: usize = 64 << 10;
+    let padded = |uid: &str, ts: i64, size: usize| {
+        let base = frame(uid, ts);
+        let pad = size - base.len() - r#","pad":"""#.len();
+        format!(r#"{{"uid":"{uid}","ts":{ts},"pad":"{}"}}"#, "p".repeat(pad))
+    };
+    let t = 1_468_244_340;
+    let lines = vec![
+        frame("a", t),
+        padded("big1", t + 1, 100_000),
+        frame("b", t + 2),
+        padded("big2", t + 3, 500_000),
+        padded("edge", t + 4, LIMIT), // exactly at the limit: counted
+        padded("big3", t + 5, 900_000),
+        frame("c", t + 6),
+    ];
+    // The reference: which lines are over the limit, by their length here.
+    let over: Vec<(u64, usize)> = (lines.iter().enumerate())
+        .filter(|(_, l)| l.len() > LIMIT)
+        .map(|(i, l)| (i as u64 + 1, l.len()))
+        .collect();
+    assert_eq!(over.len(), 3);
+    write_lines(&input, &lines);
+    for source in ["file", "stdin"] {
+        let (i, r) = (input.to_str().unwrap(), rj.to_str().unwrap());
+        let mut args = vec!["count", "--format", "json", "--max-frame-bytes", "64KiB"];
+        args.extend(["--rejects", r]);
+        let o = if source == "file" {
+            args.push(i);
+            run(&args)
+        } else {
+            args.push("-");
+            cardinal()
+                .args(&args)
+                .stdin(std::fs::File::open(&input).unwrap())
+                .output()
+                .unwrap()
+        };
+        assert!(o.status.success(), "{source}: {}", stderr(&o));
+        assert_eq!(
+            common::minute_counts(&o.stdout).values().sum::<u64>(),
+            (lines.len() - over.len()) as u64,
+            "{source}: only the lines within the limit count"
+        );
+        let got: Vec<(u64, String)> = rejects(&rj)
+            .into_iter()
+            .map(|(line, reason, detail)| {
+                let len = over.iter().find(|o| o.0 == line).map_or(0, |o| o.1);
+                assert!(detail.contains(&format!("{len} bytes")), "{detail}");
+                (line, reason)
+            })
+            .collect();
+        let want: Vec<(u64, String)> = over.iter().map(|o| (o.0, "too_large".into())).collect();
+        assert_eq!(got, want, "{source}");
+        let raw = std::fs::read_to_string(&rj).unwrap();
+        for l in raw.lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(
+                v["raw"].as_str().unwrap().len() <= 1024,
+                "only a head is kept"
+            );
+        }
+    }
+}
+
+/// Issue 18: a frame with `ts` 0, or a month old, among a file's first frames
+/// (before the outlier guard has a clock) opened a 1970 (or month-old) minute of
+/// its own; from the 17th frame on the same frame was `late`. Either way it must
+/// not make a window: the expected windows here are computed by integer division.
+#[test]
+fn a_garbage_timestamp_among_the_first_frames_opens_no_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_468_244_340;
+    for garbage in [0, t - 30 * 86_400] {
+        for at in [1usize, 5, 15, 30] {
+            let mut lines: Vec<String> = (0..40).map(|i| frame(&format!("u{i}"), t + i)).collect();
+            lines.insert(at, frame("g", garbage));
+            let (input, rj) = (dir.path().join("in.json"), dir.path().join("r.jsonl"));
+            write_lines(&input, &lines);
+            let o = count_json(&input, &rj);
+            assert!(o.status.success(), "{}", stderr(&o));
+            let want: std::collections::BTreeMap<i64, u64> =
+                [(t / 60 * 60, 40)].into_iter().collect();
+            assert_eq!(
+                common::minute_counts(&o.stdout),
+                want,
+                "garbage {garbage} at line {}",
+                at + 1
+            );
+            let r = rejects(&rj);
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0].0, at as u64 + 1);
+            assert!(["outlier", "late"].contains(&r[0].1.as_str()), "{r:?}");
+        }
+    }
+}

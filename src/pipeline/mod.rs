@@ -341,11 +341,15 @@ where
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let spec = &config.frames;
+            let max_frame = config.max_frame_bytes;
             scope.spawn(move || {
                 loop {
                     let job = job_rx.lock().expect("no worker panics holding it").recv();
                     let Ok((chunk, reply)) = job else { break };
-                    if reply.send(parse_chunk::<C>(chunk, spec)).is_err() {
+                    if reply
+                        .send(parse_chunk::<C>(chunk, spec, max_frame))
+                        .is_err()
+                    {
                         break;
                     }
                 }

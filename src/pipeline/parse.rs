@@ -34,15 +34,23 @@ pub(super) struct ParsedChunk<K> {
 /// Parses a chunk. A panic in the parser is a bug, but it must not take the run
 /// down (under `run` that would be a crash loop on the same offset): the chunk is
 /// parsed again frame by frame, and the frame that fails is set aside.
-pub(super) fn parse_chunk<C: Counter>(chunk: Chunk, spec: &FrameSpec) -> ParsedChunk<C::Key> {
+///
+/// A frame over `max_frame` bytes is `too_large` whatever the source: the chunker
+/// and the Kafka feeder cut the ones they see growing past it, but a line that
+/// arrives whole within one read is only measured here.
+pub(super) fn parse_chunk<C: Counter>(
+    chunk: Chunk,
+    spec: &FrameSpec,
+    max_frame: usize,
+) -> ParsedChunk<C::Key> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        parse_frames::<C>(&chunk, |index, frame| {
+        parse_frames::<C>(&chunk, max_frame, |index, frame| {
             parse_one::<C>(&chunk, index, frame, spec)
         })
     }));
     let entries = match attempt {
         Ok(entries) => entries,
-        Err(_) => parse_frames::<C>(&chunk, |index, frame| {
+        Err(_) => parse_frames::<C>(&chunk, max_frame, |index, frame| {
             std::panic::catch_unwind(|| parse_one::<C>(&chunk, index, frame, spec)).unwrap_or_else(
                 |panic| {
                     let what = panic
@@ -98,6 +106,7 @@ fn parse_one<C: Counter>(
 
 fn parse_frames<C: Counter>(
     chunk: &Chunk,
+    max_frame: usize,
     parse: impl Fn(usize, &[u8]) -> Result<(i64, C::Key), Unparsed>,
 ) -> Vec<Entry<C::Key>> {
     let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
@@ -106,6 +115,7 @@ fn parse_frames<C: Counter>(
         let start = (frame.as_ptr() as usize - base) as u32;
         let parsed = match chunk.oversized(index as u64) {
             Some(len) => Err(Unparsed::TooLarge(len)),
+            None if frame.len() > max_frame => Err(Unparsed::TooLarge(frame.len() as u64)),
             None => parse(index, frame),
         };
         entries.push(Entry {

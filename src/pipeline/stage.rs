@@ -367,6 +367,8 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     self.reject(err.into(), err.describe(), &position(), record_key(), raw())?
                 }
                 Err(Unparsed::TooLarge(len)) => {
+                    // A whole line may be here (it arrived within one read): keep its head only.
+                    let raw = || &raw()[..raw().len().min(crate::source::OVERSIZED_HEAD)];
                     let detail = format!(
                         "a frame of {len} bytes, over --max-frame-bytes ({}); its first {} bytes are kept",
                         self.max_frame_bytes,
