@@ -1,9 +1,11 @@
 //! Calendar windows: which minute, hour, day, ISO week, month and year a timestamp
 //! falls in, in a given time zone.
 //!
-//! Windows are half-open `[start, end)` in unix seconds. Day and longer windows
-//! start at local midnight and follow DST, so a day can last 23 or 25 hours;
-//! weeks are ISO weeks starting on Monday. The calendar arithmetic is jiff's; the
+//! Windows are half-open `[start, end)` in unix seconds. Minute and hour windows
+//! start where the local clock shows a whole minute or hour, or where the zone's
+//! offset changes, so an hour can be cut short by a 30-minute DST change. Day and
+//! longer windows start at local midnight and follow DST, so a day can last 23 or
+//! 25 hours; weeks are ISO weeks starting on Monday. The calendar arithmetic is jiff's; the
 //! UTC minute, hour, day and week fast paths are plain integer arithmetic because
 //! every frame asks for them.
 
@@ -161,6 +163,21 @@ impl Calendar {
             Granularity::Hour => return self.clock_window(ts, 3600),
             _ => {}
         }
+        let w = self.date_window(g, ts)?;
+        // Where the clock goes back across midnight (America/St_Johns at 00:01 until
+        // 2011, Antarctica/Casey from 02:00 to 23:00 in 2010), the instants after the
+        // first midnight read the previous date again. They belong to the day that
+        // has begun, so that days tile time and each contains its instants.
+        if ts >= w.end {
+            self.date_window(g, w.end)
+        } else {
+            Some(w)
+        }
+    }
+
+    /// The day, week, month or year of `ts`'s local date, from the first instant of
+    /// its first date to the first instant of the next one's.
+    fn date_window(&self, g: Granularity, ts: i64) -> Option<Span> {
         let zdt = Timestamp::from_second(ts).ok()?.to_zoned(self.tz.clone());
         let secs = |z: &Zoned| z.timestamp().as_second();
         let midnight = |d: jiff::civil::Date| {
@@ -170,7 +187,9 @@ impl Calendar {
                 .ok()
         };
         Some(match g {
-            Granularity::Minute | Granularity::Hour => unreachable!("returned above"),
+            Granularity::Minute | Granularity::Hour => {
+                unreachable!("minutes and hours are clock_window's")
+            }
             Granularity::Day => {
                 let d = zdt.date();
                 Span {
@@ -614,6 +633,38 @@ mod tests {
         assert_eq!(
             show(&cal, Granularity::Day, "1972-01-06T12:00:00Z"),
             pair("1972-01-06T00:44:30Z", "1972-01-07T00:44:30+00:00")
+        );
+    }
+
+    // Antarctica/Casey went from +11:00 back to +08:00 at 2010-03-05 02:00 +11:00
+    // (2010-03-04T15:00Z): the clock read 23:00 on March 4 again for an hour. March 5
+    // began at its first midnight, 00:00 +11:00 (2010-03-04T13:00Z), and lasted to
+    // 2010-03-06 00:00 +08:00 (2010-03-05T16:00Z), 27 hours; the repeated hour of
+    // March 4 lies within it, and so does its hour window.
+    #[test]
+    fn casey_clock_back_across_midnight_stays_in_the_day_begun() {
+        let cal = Calendar::for_zone("Antarctica/Casey").unwrap();
+        let march_5 = span("2010-03-04T13:00:00Z", "2010-03-05T16:00:00Z");
+        for at in [
+            "2010-03-04T13:00:00Z",
+            "2010-03-04T14:59:59Z",
+            "2010-03-04T15:00:00Z",
+            "2010-03-04T15:30:00Z",
+            "2010-03-05T15:59:59Z",
+        ] {
+            assert_eq!(cal.window(Granularity::Day, ts(at)), march_5, "{at}");
+        }
+        assert_eq!(
+            cal.window(Granularity::Day, ts("2010-03-04T12:59:59Z")),
+            span("2010-03-03T13:00:00Z", "2010-03-04T13:00:00Z")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Hour, "2010-03-04T15:30:00Z"),
+            pair("2010-03-04T23:00:00+08:00", "2010-03-05T00:00:00+08:00")
+        );
+        assert_eq!(
+            show(&cal, Granularity::Day, "2010-03-04T15:30:00Z"),
+            pair("2010-03-05T00:00:00+11:00", "2010-03-06T00:00:00+08:00")
         );
     }
 
