@@ -668,6 +668,33 @@ mod tests {
         );
     }
 
+    // The tz database has transitions that change only the abbreviation or the DST
+    // flag; they are no boundary. Since 1970 all of them fall on whole local hours,
+    // where they would not show, so this zone puts them off the minute: "AAA" and "BBB"
+    // are both +01:00, and switch at 01:30:30 local time on the last Sundays of March
+    // and October (2024-03-31 and 2024-10-27).
+    #[test]
+    fn a_transition_that_keeps_the_offset_cuts_no_window() {
+        let tz = TimeZone::posix("AAA-1BBB-1,M3.5.0/1:30:30,M10.5.0/1:30:30").unwrap();
+        let cal = Calendar { tz, utc: false };
+        let switch = cal
+            .tz
+            .following(Timestamp::from_second(ts("2024-03-30T00:00:00Z")).unwrap());
+        assert_eq!(
+            switch.map(|tr| tr.timestamp().as_second()).next(),
+            Some(ts("2024-03-31T00:30:30Z")),
+            "jiff lists the switch as a transition"
+        );
+        assert_eq!(
+            cal.window(Granularity::Hour, ts("2024-03-31T00:45:00Z")),
+            span("2024-03-31T00:00:00Z", "2024-03-31T01:00:00Z")
+        );
+        assert_eq!(
+            cal.window(Granularity::Minute, ts("2024-03-31T00:30:40Z")),
+            span("2024-03-31T00:30:00Z", "2024-03-31T00:31:00Z")
+        );
+    }
+
     #[test]
     fn windows_tile_time_without_gaps() {
         let cal = Calendar::for_zone("Europe/Zurich").unwrap();
