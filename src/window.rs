@@ -5,9 +5,9 @@
 //! start where the local clock shows a whole minute or hour, or where the zone's
 //! offset changes, so an hour can be cut short by a 30-minute DST change. Day and
 //! longer windows start at local midnight and follow DST, so a day can last 23 or
-//! 25 hours; weeks are ISO weeks starting on Monday. The calendar arithmetic is jiff's; the
-//! UTC minute, hour, day and week fast paths are plain integer arithmetic because
-//! every frame asks for them.
+//! 25 hours; weeks are ISO weeks starting on Monday. The calendar arithmetic is
+//! jiff's; the UTC minute, hour, day and week fast paths are plain integer
+//! arithmetic because every frame asks for them.
 
 use std::fmt;
 use std::str::FromStr;
