@@ -279,6 +279,10 @@ pub struct Aggregator<C: Counter, T> {
     lanes: Vec<Lane<C::Key, T>>,
     /// The stream's watermark: what closes windows.
     stream_wm: Option<i64>,
+    /// Per granularity, the end of the latest window published final whose state
+    /// is no longer held: emitted whole at the end of input, or by an earlier run
+    /// (`resume_after`). A frame for such a window is late whatever the watermark.
+    published: [Option<i64>; 6],
     open: BTreeMap<WindowId, WindowState<C>>,
     /// Last window seen per granularity: consecutive frames almost always share it.
     span_cache: [Span; 6],
@@ -331,6 +335,7 @@ impl<C: Counter, T> Aggregator<C, T> {
             counter_config,
             lanes: Vec::new(),
             stream_wm: None,
+            published: [None; 6],
             open: BTreeMap::new(),
             span_cache: [Span { start: 0, end: 0 }; 6],
             released: Vec::new(),
@@ -535,8 +540,21 @@ impl<C: Counter, T> Aggregator<C, T> {
         let remote_active = self.lanes.iter().any(|l| l.remote.is_some());
         let quiet_for = least_quiet.filter(|_| !remote_active);
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
-        if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
-            self.emit_all_open(out);
+        // A quiet stream: its event time is taken to go on with the wall clock since
+        // its last frame, so windows close once that much time has passed their end
+        // (a sparse stream's last minute is published a minute or so later). Not all
+        // at once: a day window emitted after a quiet minute would be published with
+        // the frames so far, and every later frame of that day found late.
+        if let Some(quiet) = quiet_for.filter(|q| *q >= drain_after)
+            && let Some(max) = self.max_trusted()
+            && !self.open.is_empty()
+        {
+            let now =
+                (max.saturating_add((quiet / 1000) as i64)).saturating_sub(self.settings.lateness);
+            if Some(now) > self.stream_wm {
+                self.stream_wm = Some(now);
+                self.close_windows(out);
+            }
         }
     }
 
@@ -604,6 +622,34 @@ impl<C: Counter, T> Aggregator<C, T> {
         l.anchor = None;
         l.remote = None;
         frames
+    }
+
+    /// Per granularity, the instant through which its windows are published final:
+    /// the watermark, or later where windows were emitted ahead of it (the end of
+    /// input emits every open window). What a restart without a checkpoint needs.
+    pub fn final_through(&self) -> Vec<(Granularity, i64)> {
+        (self.settings.granularities.iter())
+            .filter_map(|&g| Some((g, self.stream_wm.max(self.published[g as usize])?)))
+            .collect()
+    }
+
+    /// An earlier run published, per granularity, every window ending at or before
+    /// the instant given (a restart without a checkpoint learns it from the committed
+    /// offsets, see [`Aggregator::final_through`]). A frame for one of those windows
+    /// is late, as it was for that run, instead of opening a fresh window that would
+    /// be published as final with only the frames replayed since. Never moves back.
+    pub fn resume_after(&mut self, final_through: &[(Granularity, i64)]) {
+        let ours = |g: &Granularity| self.settings.granularities.contains(g);
+        for (g, t) in final_through.iter().filter(|(g, _)| ours(g)) {
+            let p = &mut self.published[*g as usize];
+            *p = (*p).max(Some(*t));
+        }
+        // Every granularity is final at least through the earliest of them.
+        let through = (final_through.iter())
+            .filter(|(g, _)| ours(g))
+            .map(|(_, t)| *t)
+            .min();
+        self.stream_wm = self.stream_wm.max(through);
     }
 
     /// Scale-out: the partitions other processes hold, each with the watermark its
@@ -721,19 +767,22 @@ impl<C: Counter, T> Aggregator<C, T> {
         self.emit_all_open(out);
     }
 
-    /// Emits every open window as final and moves the watermark past them, so that
-    /// a straggler can never produce a second, partial version 1.
+    /// Emits every open window as final (the end of input), and records how far
+    /// each granularity is published, so that a straggler can never produce a
+    /// second, partial version 1. The watermark moves past the finest windows only:
+    /// moving it past a year window would make every minute of that year late.
     fn emit_all_open(&mut self, out: &mut Output<T>) {
-        let mut last_end = None;
         let kept = self.kept();
         while let Some((id, mut state)) = self.open.pop_first() {
             if state.version == 0 || state.dirty {
                 let version = state.version + 1;
                 out.windows.push(result(&id, &mut state, version, kept));
             }
-            last_end = last_end.max(Some(id.end));
+            let p = &mut self.published[id.granularity as usize];
+            *p = (*p).max(Some(id.end));
         }
-        self.stream_wm = self.stream_wm.max(last_end);
+        let finest = self.settings.granularities[0];
+        self.stream_wm = self.stream_wm.max(self.published[finest as usize]);
         for l in &mut self.lanes {
             l.runs.clear();
         }
@@ -846,7 +895,9 @@ impl<C: Counter, T> Aggregator<C, T> {
                 self.span_cache[g as usize] = s;
                 s
             };
-            if span.end.saturating_add(self.settings.grace) <= wm {
+            if span.end.saturating_add(self.settings.grace) <= wm
+                || self.published[g as usize].is_some_and(|p| span.end <= p)
+            {
                 missed.insert(g);
                 continue;
             }

@@ -1,7 +1,10 @@
 //! What is safe to commit and when: results flushed, rejects acknowledged, the
 //! checkpoint written, then offsets, one commit at a time.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::window::Granularity;
 
 /// Where the answer to a commit under way arrives.
 pub(super) type CommitAnswer = std::sync::mpsc::Receiver<rdkafka::error::KafkaResult<()>>;
@@ -118,10 +121,14 @@ impl KafkaHooks {
         let positions = self.positions_to_commit(state)?;
         let mut tpl = TopicPartitionList::new();
         let mut sent = HashMap::new();
+        let metadata = final_through_metadata(&state.final_through());
         for (p, pos) in &positions {
             if self.committed.get(p) != Some(pos) {
                 tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
                     .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
+                if let Some(mut e) = tpl.find_partition(&self.topic, *p) {
+                    e.set_metadata(&metadata);
+                }
                 sent.insert(*p, *pos);
             }
         }
@@ -188,11 +195,71 @@ impl KafkaHooks {
     }
 }
 
+/// What every commit carries besides the offset (its metadata, as Kafka Streams keeps
+/// a partition's stream time there): per granularity, how far results were final
+/// when the offset was taken, e.g. `cardinal final-through minute=1468244400,day=1468195200`.
+/// A restart without a checkpoint replays from the offset, and must judge the
+/// replayed frames of windows already published as late rather than publish those
+/// windows again with only what was replayed.
+const FINAL_THROUGH: &str = "cardinal final-through ";
+
+fn final_through_metadata(through: &[(Granularity, i64)]) -> String {
+    let list: Vec<String> = through.iter().map(|(g, t)| format!("{g}={t}")).collect();
+    format!("{FINAL_THROUGH}{}", list.join(","))
+}
+
+/// What a commit's metadata says was final, if it is ours (unknown names are
+/// left out: another version may know more granularities).
+pub(super) fn final_through(metadata: &str) -> Vec<(Granularity, i64)> {
+    let Some(list) = metadata.strip_prefix(FINAL_THROUGH) else {
+        return Vec::new();
+    };
+    (list.split(','))
+        .filter_map(|item| {
+            let (g, t) = item.split_once('=')?;
+            Some((g.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
+impl KafkaHooks {
+    /// Per granularity, the latest instant through which the committed offsets of
+    /// `lanes` say results were published final. A partition whose offset did not
+    /// move since keeps an older mark: the latest is what was published.
+    fn committed_final_through(&self, lanes: &[u32]) -> Result<Vec<(Granularity, i64)>, String> {
+        let mut tpl = TopicPartitionList::new();
+        for l in lanes {
+            tpl.add_partition(&self.topic, *l as i32);
+        }
+        let got = (self.consumer)
+            .committed_offsets(tpl, self.timeout)
+            .map_err(|e| format!("cannot read the committed offsets of {}: {e}", self.topic))?;
+        let mut latest: BTreeMap<Granularity, i64> = BTreeMap::new();
+        for e in got.elements() {
+            for (g, t) in final_through(e.metadata()) {
+                let at = latest.entry(g).or_insert(t);
+                *at = (*at).max(t);
+            }
+        }
+        Ok(latest.into_iter().collect())
+    }
+}
+
 impl Hooks for KafkaHooks {
     fn assigned(&mut self, state: &mut dyn StateView, lanes: &[u32]) -> Result<(), PipelineError> {
         if let Some(p) = &mut self.scale {
             // Before any frame of them: the partitions held elsewhere hold us back.
             p.taken_over(state, lanes);
+            return Ok(());
+        }
+        // A checkpoint restores the watermark with the windows; without one, the
+        // committed offsets say how far results were already final.
+        if self.checkpoints.is_none() && !lanes.is_empty() {
+            let through = self.committed_final_through(lanes).map_err(live)?;
+            if !through.is_empty() {
+                tracing::info!(event = "resumed_after_published", final_through = ?through);
+                state.resume_after(&through);
+            }
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::record;
 use crate::sink::{Reject, Rejected, ResultSink, Results, SinkError};
 use crate::source::{BufferPool, Chunker, SourceError};
 use crate::telemetry::Telemetry;
-use crate::window::Calendar;
+use crate::window::{Calendar, Granularity};
 
 use feed::{Channels, Item, Job};
 pub use feed::{Feed, PausedLanes};
@@ -147,6 +147,11 @@ pub trait StateView {
     /// Scale-out: the lanes other processes hold, with their reported watermarks
     /// (see `Aggregator::set_remote`).
     fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]);
+    /// Per granularity, how far windows are published final (see
+    /// `Aggregator::final_through`).
+    fn final_through(&self) -> Vec<(Granularity, i64)>;
+    /// An earlier run published these windows final (see `Aggregator::resume_after`).
+    fn resume_after(&mut self, final_through: &[(Granularity, i64)]);
 }
 
 /// What a source does besides feeding frames: publish results, commit progress,

@@ -20,6 +20,7 @@ use crate::sink::{Rejected, SinkError};
 use crate::source::BufferPool;
 use crate::telemetry::Telemetry;
 use crate::watermark::WallClock;
+use crate::window::Granularity;
 
 /// The aggregating stage as the hooks see it.
 pub(super) struct View<'a, C: Counter> {
@@ -63,6 +64,12 @@ impl<C: Counter> StateView for View<'_, C> {
     }
     fn set_remote(&mut self, remote: &[(usize, Option<Option<i64>>)]) {
         self.agg.set_remote(remote);
+    }
+    fn final_through(&self) -> Vec<(Granularity, i64)> {
+        self.agg.final_through()
+    }
+    fn resume_after(&mut self, final_through: &[(Granularity, i64)]) {
+        self.agg.resume_after(final_through);
     }
 }
 
