@@ -1,0 +1,188 @@
+//! Apache Kafka, the reference broker of the Kafka tests: a single KRaft node
+//! (broker and controller in one JVM) on a free loopback port, with its data in a
+//! temporary directory, started through `scripts/kafka.sh run apache` so that the
+//! tests and a person at a shell start the same broker. `scripts/kafka.sh install`
+//! (which scripts/test.sh runs) copies its jars from Maven Central once.
+//!
+//! The JVM is the direct child of this process (the script `exec`s it) and is
+//! asked to die with it (`PR_SET_PDEATHSIG`), from a thread that lives as long as
+//! the process: a test that panics, or a harness that is killed, leaves no broker.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cardinal::kafka::{self, KafkaOptions};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// A running Apache Kafka; killed when dropped.
+pub struct ApacheKafka {
+    child: Option<Child>,
+    addr: String,
+    port: u16,
+    /// KRaft's controller listener: a second free port, the same across restarts.
+    controller_port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
+}
+
+/// A command to spawn, and where its child goes.
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from a thread that never ends, so that the child's death signal
+/// (sent when the thread that forked it exits) comes only with this process.
+fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<SpawnJob>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+            // Every sender is gone only when the process exits: park for ever.
+            loop {
+                std::thread::park();
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?
+}
+
+impl ApacheKafka {
+    /// Starts a broker and waits until it serves metadata (about 5 s).
+    pub fn start() -> ApacheKafka {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let mut broker = ApacheKafka {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            controller_port: free_port(),
+            dir,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script())
+            .args(["run", "apache"])
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_DIR", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = spawn_tied_to_process(cmd)
+            .unwrap_or_else(|e| panic!("cannot start Apache Kafka through scripts/kafka.sh: {e}"));
+        self.child = Some(child);
+        self.wait_until_it_serves();
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn wait_until_it_serves(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("log_level", "0")
+            .create()
+            .expect("a metadata client");
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "Apache Kafka exited at start ({status}); is it installed (scripts/kafka.sh \
+                     install)? Its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(md) = consumer.fetch_metadata(None, Duration::from_secs(2))
+                && !md.brokers().is_empty()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Apache Kafka did not serve metadata on {} within 120 s; its log:\n{}",
+                self.addr,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn options(&self) -> KafkaOptions {
+        KafkaOptions::new(self.addr.clone(), Duration::from_secs(30))
+    }
+
+    /// Creates a topic; Cardinal's tests create every topic they use (the broker
+    /// does not create them on first use, as production brokers often do not).
+    pub fn create_topic(&self, name: &str, partitions: i32, compacted: bool) {
+        kafka::create_topic(&self.options(), name, partitions, compacted)
+            .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+    }
+
+    /// Kills the broker (SIGKILL): a crash, as far as its clients can tell.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data, and waits until it serves.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
