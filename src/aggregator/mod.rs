@@ -540,21 +540,12 @@ impl<C: Counter, T> Aggregator<C, T> {
         let remote_active = self.lanes.iter().any(|l| l.remote.is_some());
         let quiet_for = least_quiet.filter(|_| !remote_active);
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
-        // A quiet stream: its event time is taken to go on with the wall clock since
-        // its last frame, so windows close once that much time has passed their end
-        // (a sparse stream's last minute is published a minute or so later). Not all
-        // at once: a day window emitted after a quiet minute would be published with
-        // the frames so far, and every later frame of that day found late.
-        if let Some(quiet) = quiet_for.filter(|q| *q >= drain_after)
-            && let Some(max) = self.max_trusted()
-            && !self.open.is_empty()
-        {
-            let now =
-                (max.saturating_add((quiet / 1000) as i64)).saturating_sub(self.settings.lateness);
-            if Some(now) > self.stream_wm {
-                self.stream_wm = Some(now);
-                self.close_windows(out);
-            }
+        // A quiet stream: every open window goes out. A coarse one may not be over
+        // (a day after a quiet minute): it is published with what it has, and later
+        // frames are late for it alone (`published`), still counted for the finer
+        // windows, which the watermark has not passed.
+        if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
+            self.emit_all_open(out);
         }
     }
 
