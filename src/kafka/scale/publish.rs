@@ -275,7 +275,13 @@ impl Publisher {
             .map(|(l, p)| (l as i32, p as i64))
             .collect();
         let idle: HashSet<i32> = view.idle_lanes().into_iter().map(|l| l as i32).collect();
-        let closed_through = view.watermark();
+        // How far this owner has emitted: past the watermark where a quiet spell or
+        // the end of input emitted every open window, coarse ones included (the
+        // merger waits for every owner to pass a window's end before publishing it).
+        let closed_through = (view.final_through().into_iter())
+            .map(|(_, t)| t)
+            .max()
+            .max(view.watermark());
         let now = crate::checkpoint::unix_ms();
         let mut lanes: Vec<(i32, bool)> = match moment {
             Moment::Release => release.iter().map(|p| (*p, true)).collect(),
