@@ -22,7 +22,9 @@
 //! - Released frames are handed back to be counted *before* the caller lets the
 //!   watermark close anything, so the frames that prove a jump are never late.
 //! - Before the first trusted frame, the first `confirm` frames are held and the
-//!   median picks the start, so garbage at the very start cannot pin the clock.
+//!   median picks the start, so garbage at the very start cannot pin the clock; one
+//!   far *behind* the others that came after a frame it is late for is an outlier
+//!   too (see [`OutlierGuard::convict_stragglers_behind`]).
 //! - With a wall clock (a live Kafka run), a frame more than `max_ahead` in the
 //!   future is an outlier at once, and a frame within `max_ahead` of now is trusted
 //!   at once, so a sparse live partition is never held back by the frame count.
@@ -302,11 +304,9 @@ impl<P> OutlierGuard<P> {
         if self.held.len() < 3 {
             return;
         }
-        let mut times: Vec<i64> = self.held.iter().map(|h| h.ts).collect();
-        let mid = (times.len() - 1) / 2;
-        let median = *times.select_nth_unstable(mid).1;
-        let mut spread: Vec<i64> = times.iter().map(|t| t.abs_diff(median) as i64).collect();
-        let mad = *spread.select_nth_unstable(mid).1;
+        let times: Vec<i64> = self.held.iter().map(|h| h.ts).collect();
+        let median = median(times.clone());
+        let mad = median_of_deviations(times, median);
         let reach = self.reach(wm);
         let floor = median
             .saturating_sub(reach)
@@ -329,12 +329,21 @@ impl<P> OutlierGuard<P> {
     }
 
     fn jump(&mut self, wm: &mut Watermark, released: &mut Vec<(i64, P)>) {
-        let mut times: Vec<i64> = self.held.iter().map(|h| h.ts).collect();
-        let mid = (times.len() - 1) / 2;
-        let median = *times.select_nth_unstable(mid).1;
+        let median = median(self.held.iter().map(|h| h.ts).collect());
         wm.observe(median);
         self.release_within_reach(wm, released);
     }
+}
+
+/// The lower median of a non-empty list.
+fn median(mut times: Vec<i64>) -> i64 {
+    let mid = (times.len() - 1) / 2;
+    *times.select_nth_unstable(mid).1
+}
+
+/// The (lower) median absolute deviation of `times` from `center`.
+fn median_of_deviations(times: Vec<i64>, center: i64) -> i64 {
+    median(times.iter().map(|t| t.abs_diff(center) as i64).collect())
 }
 
 #[cfg(test)]

@@ -187,9 +187,9 @@ impl Calendar {
                 .ok()
         };
         Some(match g {
-            Granularity::Minute | Granularity::Hour => {
-                unreachable!("minutes and hours are clock_window's")
-            }
+            // Not dates: the clock's (callers go there directly).
+            Granularity::Minute => return self.clock_window(ts, 60),
+            Granularity::Hour => return self.clock_window(ts, 3600),
             Granularity::Day => {
                 let d = zdt.date();
                 Span {
