@@ -97,6 +97,15 @@ impl PartialsOut {
             std::process::id(),
             crate::checkpoint::unix_ms()
         );
+        // Written only at the end of input: find out now, not after a day's backfill,
+        // that it cannot be (a read-only file system, no permission).
+        let probe = dir.join(format!(".{name}.probe"));
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| PartialsError::Write {
+                path: dir.to_path_buf(),
+                error: e.to_string(),
+            })?;
         Ok(PartialsOut {
             path: dir.join(name),
             shape,

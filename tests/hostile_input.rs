@@ -480,3 +480,74 @@ fn a_garbage_timestamp_among_the_first_frames_opens_no_window() {
         }
     }
 }
+
+/// Issue 18, item 8: `count data.json --rejects data.json` emptied the input and
+/// said "0 frames read". An output that is an input, under any name, is refused
+/// before anything is opened for writing; the input stays byte for byte.
+#[test]
+fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    let lines: Vec<String> = (0..10)
+        .map(|i| frame(&format!("u{i}"), 1_468_244_340 + i))
+        .collect();
+    write_lines(&input, &lines);
+    let before = std::fs::read(&input).unwrap();
+    let link = dir.path().join("link.json");
+    std::fs::hard_link(&input, &link).unwrap();
+    let dotted = format!("{}/./in.json", dir.path().display());
+    for output in [input.to_str().unwrap(), &dotted, link.to_str().unwrap()] {
+        let o = run(&["count", "--rejects", output, input.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{output}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("--rejects") && err.contains("is the input"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            before,
+            "{output}: the input was touched"
+        );
+    }
+    // A results topic that is the frames topic: refused before any broker is asked.
+    let o = run(&[
+        "run",
+        "-b",
+        "127.0.0.1:1",
+        "-t",
+        "clicks",
+        "--results-topic",
+        "clicks",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--results-topic clicks must differ from --topic"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 18, item 9: `--partials-out` was only written at the end of input, so a
+/// backfill into a directory that cannot take the file lost all its work. It is
+/// checked at start: with an input that has not ended (a pipe left open), the run
+/// fails at once, naming the directory.
+#[test]
+fn an_unwritable_partials_directory_fails_at_start_not_at_the_end() {
+    // /proc exists, and no file can be created in it, even by root.
+    let mut child = cardinal()
+        .args(["count", "--partials-out", "/proc", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // It may have failed already: a closed pipe here is no error.
+    let _ = writeln!(stdin, "{}", frame("a", 1_468_244_340));
+    let out = common::output_within(child, std::time::Duration::from_secs(20));
+    drop(stdin);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/proc"), "{err}");
+}

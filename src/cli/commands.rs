@@ -62,6 +62,9 @@ pub(super) fn open_inputs(
 }
 
 pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
+    if let Some(rejects) = &args.counting.rejects {
+        refuse_an_input_as_output(&args.files, "--rejects", rejects)?;
+    }
     if let Some(out) = &args.partials_out {
         return count_partials(&args, out);
     }
@@ -174,6 +177,14 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
                 args.counting.identity()
             ),
         });
+    if args.results_topic.as_ref() == Some(&args.topic) {
+        // The results would be read back as frames and rejected as missing_uid.
+        return Err(UsageError(format!(
+            "--results-topic {} must differ from --topic: the results would be read back as frames",
+            args.topic
+        ))
+        .into());
+    }
     if let Some(dlq) = &args.rejects_topic {
         // Read back as input, a rejected frame would be rejected again, for ever; mixed
         // into the results, it would break their one-record-per-window contract.
@@ -359,6 +370,32 @@ pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
         report.messages as f64 / secs,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses an output file that is one of the inputs, by what it is (device and
+/// inode), not by its name (`./in.json` and `in.json`, a link): creating it would
+/// empty the input before a line of it is read.
+fn refuse_an_input_as_output(
+    inputs: &[String],
+    option: &str,
+    output: &std::path::Path,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out) = std::fs::metadata(output) else {
+        return Ok(()); // not there yet: no input can be it
+    };
+    let same = |input: &&String| {
+        std::fs::metadata(input.as_str())
+            .is_ok_and(|m| (m.dev(), m.ino()) == (out.dev(), out.ino()))
+    };
+    match inputs.iter().filter(|f| *f != "-").find(same) {
+        Some(input) => Err(UsageError(format!(
+            "{option} {} is the input {input}: writing it would destroy the input",
+            output.display()
+        ))
+        .into()),
+        None => Ok(()),
+    }
 }
 
 pub(super) fn count_inputs(args: &CountArgs) -> Result<ExitCode> {
