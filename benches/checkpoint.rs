@@ -69,6 +69,7 @@ fn main() {
         let checkpoint = Checkpoint {
             identity: "bench".into(),
             written_unix_ms: 0,
+            rejects_bytes: None,
             input: InputPosition::Kafka {
                 offsets: vec![(0, 0)],
             },

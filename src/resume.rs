@@ -15,6 +15,8 @@ pub struct FileCheckpoints {
     /// Reject sinks made durable before each checkpoint (a dead-letter topic's
     /// records acknowledged), so that no checkpoint passes a frame they lost.
     pub rejects_first: Vec<Box<dyn crate::sink::Reject>>,
+    /// The `--rejects` file, whose length each checkpoint records.
+    pub rejects_file: Option<crate::sink::RejectSink>,
 }
 
 impl FileCheckpoints {
@@ -24,6 +26,7 @@ impl FileCheckpoints {
             interval,
             last: Instant::now(),
             rejects_first: Vec::new(),
+            rejects_file: None,
         }
     }
 
@@ -34,6 +37,10 @@ impl FileCheckpoints {
         for r in &mut self.rejects_first {
             r.flush()?;
         }
+        let rejects_bytes = match &self.rejects_file {
+            Some(f) => Some(f.flushed_len()?),
+            None => None,
+        };
         let input = InputPosition::Files {
             input,
             offset,
@@ -41,7 +48,7 @@ impl FileCheckpoints {
             complete,
         };
         self.checkpointing
-            .save(input, |changes| state.checkpoint(changes))
+            .save(input, rejects_bytes, |changes| state.checkpoint(changes))
             .map_err(|e| PipelineError::Live(e.to_string()))
     }
 }

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -138,9 +139,18 @@ pub struct RejectRecord<'a> {
 }
 
 /// Writes rejected frames as JSON lines, if `--rejects` was given.
+impl std::fmt::Debug for RejectSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RejectSink({})", self.path.display())
+    }
+}
+
+#[derive(Clone)]
 pub struct RejectSink {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// Shared with the checkpoint hooks, which flush it and note its length before
+    /// each checkpoint (see [`RejectSink::flushed_len`]).
+    out: Arc<Mutex<BufWriter<File>>>,
 }
 
 impl RejectSink {
@@ -149,10 +159,66 @@ impl RejectSink {
             path: path.to_path_buf(),
             source: e,
         })?;
-        Ok(RejectSink {
+        Ok(RejectSink::over(path, f))
+    }
+
+    /// Goes on with a file that a checkpointed run wrote: what it holds past
+    /// `bytes` (the length the checkpoint recorded) is the rejects of frames after
+    /// the checkpoint, which the resumed run reads and rejects again, so it is cut;
+    /// the rest is kept, and the run appends. A file shorter than that (rotated,
+    /// or truncated by hand) is appended to as it is.
+    pub fn resume(path: &Path, bytes: u64) -> Result<RejectSink, SinkError> {
+        let err = |e| SinkError::Rejects {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 16, f),
-        })
+            source: e,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(err)?;
+        if f.metadata().map_err(err)?.len() > bytes {
+            f.set_len(bytes).map_err(err)?;
+        }
+        io::Seek::seek(&mut f, io::SeekFrom::End(0)).map_err(err)?;
+        Ok(RejectSink::over(path, f))
+    }
+
+    fn over(path: &Path, f: File) -> RejectSink {
+        RejectSink {
+            path: path.to_path_buf(),
+            out: Arc::new(Mutex::new(BufWriter::with_capacity(1 << 16, f))),
+        }
+    }
+
+    /// Cuts the file back to `bytes` if it is longer (a restored checkpoint's
+    /// length), and goes on at its end: [`RejectSink::resume`] for a sink opened
+    /// before the checkpoint was read.
+    pub fn cut_back(&self, bytes: u64) -> Result<(), SinkError> {
+        let err = |e| SinkError::Rejects {
+            path: self.path.clone(),
+            source: e,
+        };
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.flush().map_err(err)?;
+        let f = out.get_mut();
+        if f.metadata().map_err(err)?.len() > bytes {
+            f.set_len(bytes).map_err(err)?;
+        }
+        io::Seek::seek(f, io::SeekFrom::End(0)).map_err(err)?;
+        Ok(())
+    }
+
+    /// Flushes, and says how long the file is: what a checkpoint records.
+    pub fn flushed_len(&self) -> Result<u64, SinkError> {
+        let err = |e| SinkError::Rejects {
+            path: self.path.clone(),
+            source: e,
+        };
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.flush().map_err(err)?;
+        io::Seek::stream_position(out.get_mut()).map_err(err)
     }
 }
 
@@ -194,9 +260,10 @@ impl Reject for RejectSink {
                 raw,
             },
         };
-        serde_json::to_writer(&mut self.out, &rec)
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::to_writer(&mut *out, &rec)
             .map_err(io::Error::from)
-            .and_then(|_| self.out.write_all(b"\n"))
+            .and_then(|_| out.write_all(b"\n"))
             .map_err(|e| SinkError::Rejects {
                 path: self.path.clone(),
                 source: e,
@@ -204,7 +271,8 @@ impl Reject for RejectSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| SinkError::Rejects {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.flush().map_err(|e| SinkError::Rejects {
             path: self.path.clone(),
             source: e,
         })

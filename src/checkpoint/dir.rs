@@ -7,7 +7,8 @@ use super::*;
 const MAGIC: &[u8; 8] = b"CARDCKPT";
 /// 2: held frames carry the votes of later frames (supported, contradicted).
 /// 3: chains of change sets.
-const VERSION: u32 = 3;
+/// 4: the length of the `--rejects` file (version 3 is still read, as without one).
+const VERSION: u32 = 4;
 pub(super) const HEADER: usize = 8 + 4 + 8 + 8;
 const FILE_NAME: &str = "checkpoint";
 
@@ -176,6 +177,7 @@ impl StateDir {
                 .absorb(link.checkpoint.state)
                 .map_err(corrupt)?;
             checkpoint.input = link.checkpoint.input;
+            checkpoint.rejects_bytes = link.checkpoint.rejects_bytes;
             checkpoint.written_unix_ms = link.checkpoint.written_unix_ms;
             chain.changes += 1;
             chain.change_bytes += bytes;
@@ -337,7 +339,7 @@ fn decode(bytes: &[u8]) -> Result<Link, String> {
     }
     let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if version != VERSION && version != 3 {
         return Err(format!(
             "format version {version}, this Cardinal reads version {VERSION}"
         ));
@@ -353,7 +355,45 @@ fn decode(bytes: &[u8]) -> Result<Link, String> {
     if xxhash_rust::xxh3::xxh3_64(payload) != u64_at(20) {
         return Err("checksum mismatch".into());
     }
-    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+    let decoded = if version == 3 {
+        postcard::from_bytes::<LinkV3>(payload).map(Link::from)
+    } else {
+        postcard::from_bytes(payload)
+    };
+    decoded.map_err(|e| format!("cannot decode: {e}"))
+}
+
+/// A version 3 link: the same, without the rejects file's length.
+#[derive(Deserialize)]
+struct LinkV3 {
+    generation: u64,
+    sequence: u64,
+    checkpoint: CheckpointV3,
+}
+
+#[derive(Deserialize)]
+struct CheckpointV3 {
+    identity: String,
+    written_unix_ms: u64,
+    input: InputPosition,
+    state: Snapshot<HeldFrame>,
+}
+
+impl From<LinkV3> for Link {
+    fn from(v3: LinkV3) -> Link {
+        let c = v3.checkpoint;
+        Link {
+            generation: v3.generation,
+            sequence: v3.sequence,
+            checkpoint: Checkpoint {
+                identity: c.identity,
+                written_unix_ms: c.written_unix_ms,
+                input: c.input,
+                state: c.state,
+                rejects_bytes: None,
+            },
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {

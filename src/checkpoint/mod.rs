@@ -131,6 +131,10 @@ pub struct Checkpoint {
     pub written_unix_ms: u64,
     pub input: InputPosition,
     pub state: Snapshot<HeldFrame>,
+    /// How long the `--rejects` file was when this checkpoint was taken (flushed
+    /// first): a resumed run cuts it back to this and appends, so the rejects of
+    /// frames before the checkpoint stay and those after it are written once more.
+    pub rejects_bytes: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -214,6 +218,7 @@ impl Checkpointing {
     pub fn save(
         &mut self,
         input: InputPosition,
+        rejects_bytes: Option<u64>,
         state: impl FnOnce(bool) -> Snapshot<HeldFrame>,
     ) -> Result<(), CheckpointError> {
         let checkpoint = Checkpoint {
@@ -221,6 +226,7 @@ impl Checkpointing {
             written_unix_ms: unix_ms(),
             input,
             state: state(!self.dir.wants_whole()),
+            rejects_bytes,
         };
         let stats = self.dir.save(&checkpoint)?;
         self.saved(stats);

@@ -57,6 +57,7 @@ fn sample() -> Checkpoint {
         input: InputPosition::Kafka {
             offsets: vec![(0, 10), (1, 20)],
         },
+        rejects_bytes: Some(7),
         state: Snapshot {
             whole: true,
             stream_wm: Some(100),

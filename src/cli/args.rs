@@ -266,7 +266,17 @@ pub struct CountArgs {
 impl CountArgs {
     /// The counting options' sinks, and the dead-letter topic if one was asked for.
     pub(super) fn sinks(&self) -> Result<(Sinks, Option<kafka::TopicRejects>)> {
-        let mut sinks = self.counting.sinks()?;
+        let (sinks, dlq, _) = self.sinks_resuming(None)?;
+        Ok((sinks, dlq))
+    }
+
+    /// [`CountArgs::sinks`], the `--rejects` file resumed at `rejects_bytes` (see
+    /// `RejectSink::resume`), and that file's sink for the checkpoint hooks.
+    pub(super) fn sinks_resuming(
+        &self,
+        rejects_bytes: Option<u64>,
+    ) -> Result<(Sinks, Option<kafka::TopicRejects>, Option<RejectSink>)> {
+        let (mut sinks, file) = self.counting.sinks_resuming(rejects_bytes)?;
         let Some(topic) = &self.rejects_topic else {
             let k = &self.kafka;
             if k.brokers.is_some() || k.client_config.is_some() || !k.property.is_empty() {
@@ -276,11 +286,11 @@ impl CountArgs {
                 )
                 .into());
             }
-            return Ok((sinks, None));
+            return Ok((sinks, None, file));
         };
         let dlq = kafka::TopicRejects::connect(&self.kafka.options()?, topic)?;
         sinks.rejects.push(Box::new(dlq.clone()));
-        Ok((sinks, Some(dlq)))
+        Ok((sinks, Some(dlq), file))
     }
 }
 

@@ -104,6 +104,7 @@ pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
                     ..
                 },
             state,
+            rejects_bytes,
             ..
         }) => {
             tracing::info!(event = "checkpoint_restored", input, offset, next_line);
@@ -114,6 +115,7 @@ pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
                     offset,
                     next_line,
                 },
+                rejects_bytes,
             ))
         }
         Some(_) => bail!(
@@ -125,11 +127,17 @@ pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
     let mut config = args.counting.config()?;
     let (inputs, progress) = open_inputs(&args.files, &args.counting, &mut config)?;
     let _server = args.counting.serve(&config)?;
-    let (mut sinks, dlq) = args.sinks()?;
+    let (restore, rejects_bytes) = match restore {
+        // A checkpoint from before lengths were recorded (format 3): append.
+        Some((state, at, bytes)) => (Some((state, at)), Some(bytes.unwrap_or(u64::MAX))),
+        None => (None, None),
+    };
+    let (mut sinks, dlq, rejects_file) = args.sinks_resuming(rejects_bytes)?;
     let mut hooks = FileCheckpoints::new(
         Checkpointing::new(state_dir, identity).with_metrics(config.metrics.clone()),
         args.state.checkpoint_interval,
     );
+    hooks.rejects_file = rejects_file;
     if let Some(dlq) = dlq {
         hooks.rejects_first.push(Box::new(dlq));
     }
@@ -170,6 +178,7 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         .map(|dir| kafka::StateOptions {
             dir: dir.clone(),
             reset: args.state.reset_state,
+            rejects_file: None,
             identity: format!(
                 "kafka topic={} group={} {}",
                 args.topic,
@@ -202,7 +211,7 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .properties
             .insert(0, ("group.instance.id".into(), id.clone()));
     }
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         kafka,
         topic: args.topic,
         group: args.group,
@@ -262,7 +271,13 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         Progress::start(goal, metrics)
     });
     let _server = args.counting.serve(&config)?;
-    let mut sinks = args.counting.sinks()?;
+    // With a checkpoint to resume from, the rejects file is cut back to its length
+    // once the checkpoint is read (kafka::run), not truncated now.
+    let resuming = opts.state.as_ref().map(|_| u64::MAX);
+    let (mut sinks, rejects_file) = args.counting.sinks_resuming(resuming)?;
+    if let Some(st) = &mut opts.state {
+        st.rejects_file = rejects_file;
+    }
     let started = Instant::now();
     let report = kafka::run(&opts, &config, &mut sinks, shutdown_flag()?);
     drop(progress);

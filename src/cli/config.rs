@@ -94,14 +94,30 @@ impl CountingOptions {
     }
 
     pub(super) fn sinks(&self) -> Result<Sinks> {
+        Ok(self.sinks_resuming(None)?.0)
+    }
+
+    /// The sinks, the `--rejects` file cut back to `rejects_bytes` and appended to
+    /// when a checkpoint recorded its length; and that file's sink again, for the
+    /// checkpoint hooks to measure.
+    pub(super) fn sinks_resuming(
+        &self,
+        rejects_bytes: Option<u64>,
+    ) -> Result<(Sinks, Option<RejectSink>)> {
+        let file = match (&self.rejects, rejects_bytes) {
+            (Some(p), Some(bytes)) => Some(RejectSink::resume(p, bytes)?),
+            (Some(p), None) => Some(RejectSink::create(p)?),
+            (None, _) => None,
+        };
         let mut rejects: Vec<Box<dyn Reject>> = Vec::new();
-        if let Some(p) = &self.rejects {
-            rejects.push(Box::new(RejectSink::create(p)?));
+        if let Some(f) = &file {
+            rejects.push(Box::new(f.clone()));
         }
-        Ok(Sinks {
+        let sinks = Sinks {
             results: vec![Box::new(ResultSink::stdout(self.format))],
             rejects,
-        })
+        };
+        Ok((sinks, file))
     }
 }
 

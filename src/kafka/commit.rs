@@ -38,6 +38,8 @@ pub(super) struct KafkaHooks {
     /// The commit under way, if any: what it sends, and where its answer arrives.
     pub(super) in_flight: Option<(HashMap<i32, i64>, CommitAnswer)>,
     pub(super) checkpoints: Option<Checkpointing>,
+    /// The `--rejects` file, whose length each checkpoint records.
+    pub(super) rejects_file: Option<crate::sink::RejectSink>,
     /// `--scale-out`: checkpoints go to the partials topic, results come from the merger.
     pub(super) scale: Option<scale::publish::Publisher>,
 }
@@ -69,7 +71,11 @@ impl KafkaHooks {
                 let input = InputPosition::Kafka {
                     offsets: next.iter().map(|(p, o)| (*p as i32, *o as i64)).collect(),
                 };
-                cp.save(input, |changes| state.checkpoint(changes))
+                let rejects_bytes = match &self.rejects_file {
+                    Some(f) => Some(f.flushed_len()?),
+                    None => None,
+                };
+                cp.save(input, rejects_bytes, |changes| state.checkpoint(changes))
                     .map_err(|e| live(e.to_string()))?;
                 // A sign of life, for the next process on this directory after a crash.
                 cp.dir.mark_member().map_err(|e| live(e.to_string()))?;

@@ -229,4 +229,8 @@ pub struct StateOptions {
     pub reset: bool,
     /// What the state depends on (inputs and counting options), checked on restore.
     pub identity: String,
+    /// The `--rejects` file, opened without truncating it: cut back to the length
+    /// the restored checkpoint recorded (to nothing without one), and measured at
+    /// every checkpoint.
+    pub rejects_file: Option<crate::sink::RejectSink>,
 }

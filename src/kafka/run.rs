@@ -26,8 +26,14 @@ pub fn run(
                     )));
                 };
                 positions.extend(offsets.iter().copied());
+                if let Some(f) = &st.rejects_file {
+                    // Rejects past the checkpoint are of frames read again now.
+                    f.cut_back(cp.rejects_bytes.unwrap_or(u64::MAX))?;
+                }
                 tracing::info!(event = "checkpoint_restored", offsets = ?offsets, windows = cp.state.windows.len());
                 restored = Some(cp.state);
+            } else if let Some(f) = &st.rejects_file {
+                f.cut_back(0)?; // a run from the start writes them anew
             }
             wait_out_a_dead_member(&dir, &opts.kafka, &shutdown);
             dir.mark_member().map_err(|e| live(e.to_string()))?;
@@ -219,6 +225,7 @@ pub fn run(
         commit_error: None,
         in_flight: None,
         checkpoints,
+        rejects_file: opts.state.as_ref().and_then(|s| s.rejects_file.clone()),
     };
     let feeder_consumer = consumer.clone();
     let topic: Arc<str> = Arc::from(opts.topic.as_str());
