@@ -1390,3 +1390,54 @@ fn a_restarted_run_keeps_the_rejects_written_before_its_checkpoint() {
     assert_eq!(offsets.len(), invalid.len(), "each reject once");
     assert_eq!(offsets, invalid);
 }
+
+/// Issue 18, item 6: a `--state-dir` checkpoint written with the uid from the
+/// JSON was resumed with `--uid-from key` (and the ts from the record), mixing
+/// hashes of two kinds of user in one window. The restart is refused, naming both
+/// settings side by side.
+#[test]
+fn a_restart_that_takes_the_uid_from_elsewhere_is_refused() {
+    let b = Broker::with_topics(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 500,
+        seed: 3,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let state = dir.path().join("state");
+    let run = |extra: &[&str]| {
+        cardinal()
+            .args([
+                "run",
+                "-b",
+                &b.addr,
+                "-t",
+                "frames",
+                "-g",
+                "ident",
+                "--until-end",
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    ok(run(&[]));
+    for (extra, named) in [
+        (&["--uid-from", "key"][..], "uid_from=key"),
+        (
+            &["--ts-from", "record-timestamp"][..],
+            "ts_from=record-timestamp",
+        ),
+    ] {
+        let o = run(extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(
+            err.contains("written for another job") && err.contains(named),
+            "{err}"
+        );
+    }
+}

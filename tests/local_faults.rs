@@ -221,3 +221,48 @@ fn a_checkpoint_of_the_previous_format_still_loads() {
     assert!(err.contains("counted to the end"), "{err}");
     assert!(o.stdout.is_empty(), "nothing counted again");
 }
+
+/// Issue 18, item 5: a checkpoint belonged to a file *name*. `cur.json` replaced
+/// by other data of the same size resumed at the old offset and mixed both, and
+/// `./in.json` was refused as another job than `in.json`. Inputs are known by what
+/// they are: the same file under another name resumes, other data is refused.
+#[test]
+fn a_checkpoint_belongs_to_the_file_not_to_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |uids: [&str; 2]| {
+        let text: String = (uids.iter().enumerate())
+            .map(|(i, u)| format!("{{\"uid\":\"{u}\",\"ts\":{}}}\n", 1_468_244_340 + i))
+            .collect();
+        // A new file in place of the old, as a log rotation or a copy does.
+        let tmp = dir.path().join("cur.json.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.path().join("cur.json")).unwrap();
+    };
+    let count = |name: &str| {
+        cardinal()
+            .current_dir(dir.path())
+            .args(["count", "--state-dir", "state", name])
+            .output()
+            .unwrap()
+    };
+    write(["a", "b"]);
+    let first = count("cur.json");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // The same file, by another name: the checkpoint is its own (counted to the end).
+    let same = count("./cur.json");
+    let err = String::from_utf8_lossy(&same.stderr);
+    assert!(
+        same.status.success() && err.contains("counted to the end"),
+        "{err}"
+    );
+    // Other data of the same size under the same name: not this checkpoint's input.
+    write(["c", "d"]);
+    let other = count("cur.json");
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(err.contains("written for another job"), "{err}");
+}

@@ -79,11 +79,26 @@ pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
     }
     let identity = format!(
         "files {} {}",
-        args.files.join(","),
+        files_identity(&args.files)?,
         args.counting.identity()
     );
     let state_dir = StateDir::open(dir)?;
-    let restore = match state_dir.load(&identity, args.state.reset_state)? {
+    let loaded = match state_dir.load(&identity, args.state.reset_state) {
+        // Checkpoints written before files were known by what they are name them;
+        // the same names, in the same order, still resume.
+        Err(crate::checkpoint::CheckpointError::Foreign { found, .. })
+            if found
+                == format!(
+                    "files {} {}",
+                    args.files.join(","),
+                    args.counting.identity()
+                ) =>
+        {
+            state_dir.load(&found, false)
+        }
+        other => other,
+    };
+    let restore = match loaded? {
         Some(Checkpoint {
             input: InputPosition::Files { complete: true, .. },
             ..
@@ -180,10 +195,11 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             reset: args.state.reset_state,
             rejects_file: None,
             identity: format!(
-                "kafka topic={} group={} {}",
+                "kafka topic={} group={} {}{}",
                 args.topic,
                 args.group,
-                args.counting.identity()
+                args.counting.identity(),
+                record_fields_identity(args.uid_from, args.ts_from)
             ),
         });
     if args.results_topic.as_ref() == Some(&args.topic) {
@@ -385,6 +401,43 @@ pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
         report.messages as f64 / secs,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The inputs of a checkpointed count, by what they are rather than by name:
+/// device, inode, size and modification time of each, in order. `./in.json` and
+/// `in.json` are one input; a file replaced by other data under the same name (of
+/// the same size, even) is another, whose checkpointed offset means nothing.
+fn files_identity(files: &[String]) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ids: Vec<String> = (files.iter())
+        .map(|f| {
+            let m = std::fs::metadata(f).with_context(|| format!("cannot read {f}"))?;
+            Ok(format!(
+                "{}:{}:{}:{}.{}",
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec()
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ids.join(","))
+}
+
+/// What `--uid-from` and `--ts-from` add to a run's checkpoint identity: the
+/// counters hold hashes of whatever stood for the uid, and a restart that took it
+/// from elsewhere would mix two kinds of user. Nothing for the defaults, so that
+/// checkpoints written before these options existed are still accepted.
+fn record_fields_identity(uid_from: UidFrom, ts_from: TsFrom) -> String {
+    let mut out = String::new();
+    if uid_from == UidFrom::Key {
+        out.push_str(" uid_from=key");
+    }
+    if ts_from == TsFrom::RecordTimestamp {
+        out.push_str(" ts_from=record-timestamp");
+    }
+    out
 }
 
 /// Refuses an output file that is one of the inputs, by what it is (device and
