@@ -24,7 +24,8 @@
 //! checkpoints a file run (a Kafka run's are in [`kafka`]).
 //! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
-//! [`client_config`] reads librdkafka properties files and masks secrets.
+//! [`client_config`] reads librdkafka properties files and masks secrets; [`sealed`]
+//! is the one checksummed layout of the files Cardinal reads back.
 
 pub mod aggregator;
 pub mod checkpoint;
@@ -42,6 +43,7 @@ pub mod progress;
 pub mod record;
 pub mod reject;
 pub mod resume;
+pub mod sealed;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

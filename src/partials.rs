@@ -21,7 +21,9 @@ use crate::pipeline::{Hooks, PipelineError, StateView};
 use crate::window::{Calendar, Granularity, Span};
 
 /// Bumped when the file layout changes: older files are refused, not misread.
-const FORMAT: u32 = 1;
+/// 2: sealed (checksummed, `crate::sealed`), and each share names itself.
+const FORMAT: u32 = 2;
+const MAGIC: &[u8; 8] = b"CARDPART";
 /// Partial files end with this, so that a directory can hold other things.
 pub const EXTENSION: &str = "cpart";
 
@@ -36,8 +38,10 @@ pub struct Shape {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartialFile {
-    format: u32,
     shape: Shape,
+    /// Which share this is: the same inputs counted again (a re-run, a copied
+    /// file, the same file named twice) give the same, and a merge takes one.
+    share: String,
     /// What the share read, for the merge's summary.
     inputs: Vec<String>,
     windows: Vec<PartialWindow>,
@@ -71,12 +75,41 @@ pub enum PartialsError {
     },
     #[error("no partial-results files (*.{EXTENSION}) in {0}")]
     Empty(String),
+    #[error(
+        "{path} and {first} hold the same share ({share}: the same inputs counted twice, or a copy): merge one of them"
+    )]
+    Duplicate {
+        path: PathBuf,
+        first: PathBuf,
+        share: String,
+    },
+}
+
+/// A share's identity: its inputs by name, size and modification time (stdin,
+/// which cannot be told again, by this process and moment).
+fn share_of(inputs: &[String]) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let described: Vec<String> = (inputs.iter())
+        .map(|i| match std::fs::metadata(i) {
+            Ok(m) if i != "-" && m.is_file() => format!("{i}:{}:{}", m.len(), m.mtime()),
+            _ => format!(
+                "{i}:{}:{}",
+                std::process::id(),
+                crate::checkpoint::unix_ms()
+            ),
+        })
+        .collect();
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(described.join("\n").as_bytes())
+    )
 }
 
 /// Collects the final state of every window of a `count`, and writes it at the end.
 pub struct PartialsOut {
     path: PathBuf,
     shape: Shape,
+    share: String,
     inputs: Vec<String>,
     windows: BTreeMap<(i64, Granularity, i64), PartialWindow>,
 }
@@ -108,6 +141,7 @@ impl PartialsOut {
             })?;
         Ok(PartialsOut {
             path: dir.join(name),
+            share: share_of(&inputs),
             shape,
             inputs,
             windows: BTreeMap::new(),
@@ -124,15 +158,16 @@ impl PartialsOut {
 
     fn write(&self) -> Result<(), PartialsError> {
         let file = PartialFile {
-            format: FORMAT,
             shape: self.shape.clone(),
+            share: self.share.clone(),
             inputs: self.inputs.clone(),
             windows: self.windows.values().cloned().collect(),
         };
-        let bytes = postcard::to_stdvec(&file).map_err(|e| PartialsError::Write {
+        let payload = postcard::to_stdvec(&file).map_err(|e| PartialsError::Write {
             path: self.path.clone(),
             error: e.to_string(),
         })?;
+        let bytes = crate::sealed::seal(MAGIC, FORMAT, &payload);
         // Whole or not at all: a merge must never read half a file.
         let tmp = self.path.with_extension("tmp");
         let write = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.path));
@@ -207,21 +242,31 @@ pub fn merge(paths: &[PathBuf], keep_state: bool) -> Result<Merged, PartialsErro
         }
     }
     let mut first: Option<(PathBuf, Shape)> = None;
+    let mut shares: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut all: Vec<PartialWindow> = Vec::new();
     for path in &files {
         let bytes = std::fs::read(path).map_err(|e| PartialsError::Read {
             path: path.clone(),
             error: e.to_string(),
         })?;
+        let format_error = |error: String| PartialsError::Format {
+            path: path.clone(),
+            error,
+        };
+        let (format, payload) =
+            crate::sealed::open(MAGIC, "partial-results file", &bytes).map_err(format_error)?;
+        if format != FORMAT {
+            return Err(format_error(format!(
+                "format {format}, this build reads {FORMAT}"
+            )));
+        }
         let file: PartialFile =
-            postcard::from_bytes(&bytes).map_err(|e| PartialsError::Format {
+            postcard::from_bytes(payload).map_err(|e| format_error(e.to_string()))?;
+        if let Some(first) = shares.insert(file.share.clone(), path.clone()) {
+            return Err(PartialsError::Duplicate {
                 path: path.clone(),
-                error: e.to_string(),
-            })?;
-        if file.format != FORMAT {
-            return Err(PartialsError::Format {
-                path: path.clone(),
-                error: format!("format {}, this build reads {FORMAT}", file.format),
+                first,
+                share: file.share,
             });
         }
         match &first {
@@ -274,12 +319,22 @@ fn union<C: Counter>(
         let counter = C::load(p.counter, config)?;
         let (counters, frames) = grouped.entry((p.end, p.granularity, p.start)).or_default();
         counters.push(counter);
-        *frames += p.frames;
+        *frames = frames.checked_add(p.frames).ok_or_else(|| {
+            format!(
+                "{} frames overflow at {} {}",
+                p.granularity, p.granularity, p.start
+            )
+        })?;
     }
     let merged: Vec<_> = grouped
         .into_iter()
-        .filter_map(|(key, (counters, frames))| Some((key, (C::union(counters)?, frames))))
-        .collect();
+        .map(|((end, g, start), (counters, frames))| {
+            // A window whose counters will not union is an error, not a gap.
+            let c = C::union(counters)
+                .ok_or_else(|| format!("the {g} window at {start} does not union"))?;
+            Ok(((end, g, start), (c, frames)))
+        })
+        .collect::<Result<_, String>>()?;
     Ok(merged
         .into_iter()
         .map(|((end, granularity, start), (c, frames))| WindowResult {

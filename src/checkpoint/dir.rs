@@ -9,7 +9,6 @@ const MAGIC: &[u8; 8] = b"CARDCKPT";
 /// 3: chains of change sets.
 /// 4: the length of the `--rejects` file (version 3 is still read, as without one).
 const VERSION: u32 = 4;
-pub(super) const HEADER: usize = 8 + 4 + 8 + 8;
 const FILE_NAME: &str = "checkpoint";
 
 /// One file of a chain, as stored.
@@ -324,36 +323,15 @@ impl StateDir {
 
 fn encode(link: &LinkRef) -> Vec<u8> {
     let payload = postcard::to_stdvec(link).expect("a checkpoint always serializes");
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+    crate::sealed::seal(MAGIC, VERSION, &payload)
 }
 
 fn decode(bytes: &[u8]) -> Result<Link, String> {
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err("not a Cardinal checkpoint (bad magic or too short)".into());
-    }
-    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let (version, payload) = crate::sealed::open(MAGIC, "checkpoint", bytes)?;
     if version != VERSION && version != 3 {
         return Err(format!(
             "format version {version}, this Cardinal reads version {VERSION}"
         ));
-    }
-    let len = u64_at(12) as usize;
-    let payload = &bytes[HEADER..];
-    if payload.len() != len {
-        return Err(format!(
-            "truncated: {} payload bytes, header says {len}",
-            payload.len()
-        ));
-    }
-    if xxhash_rust::xxh3::xxh3_64(payload) != u64_at(20) {
-        return Err("checksum mismatch".into());
     }
     let decoded = if version == 3 {
         postcard::from_bytes::<LinkV3>(payload).map(Link::from)

@@ -1,9 +1,9 @@
 //! Checkpoints: written atomically, chained, refused when corrupt or foreign.
 
-use super::dir::HEADER;
 use super::*;
 use crate::aggregator::{LaneSnapshot, WindowSnapshot};
 use crate::counter::CounterState;
+use crate::sealed::HEADER;
 use crate::watermark::Watermark;
 use crate::window::Granularity;
 
