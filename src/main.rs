@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match cardinal::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            cardinal::say!("cardinal: error: {e:#}");
+            cardinal::say!("cardinal: error: {}", cardinal::cli::describe(&e));
             let usage = e.downcast_ref::<cardinal::cli::UsageError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }

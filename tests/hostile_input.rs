@@ -551,3 +551,52 @@ fn an_unwritable_partials_directory_fails_at_start_not_at_the_end() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/proc"), "{err}");
 }
+
+/// Issue 18, item 12: `count` opened every input at once and failed on 1,100 files
+/// under the default limit of 1,024 descriptors (a file a day for three years).
+/// With the limit at 64, 300 files are counted whole: one frame each, a user each.
+#[test]
+fn many_more_files_than_descriptors_are_counted_one_at_a_time() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_468_244_340;
+    let files: Vec<String> = (0..300)
+        .map(|i| {
+            let p = dir.path().join(format!("day-{i:03}.json"));
+            write_lines(&p, &[frame(&format!("u{i}"), t + i * 60)]);
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
+    let mut cmd = cardinal();
+    cmd.args(["count", "--format", "json"]).args(&files);
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let counts = common::minute_counts(&o.stdout);
+    assert_eq!(counts.len(), 300);
+    assert!(counts.values().all(|c| *c == 1));
+    // A missing file is still an error at start, naming it.
+    let o = run(&["count", &files[0], "no-such-day.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such-day.json"), "{}", stderr(&o));
+    // Its cause once, not twice (issue 18's messages).
+    assert_eq!(
+        stderr(&o).matches("os error 2").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty(), "nothing counted before the error");
+}

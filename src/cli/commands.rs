@@ -10,6 +10,21 @@ pub struct UsageError(pub String);
 
 /// Runs the parsed command. Errors are for main to print: status 2 for a
 /// [`UsageError`], 1 for everything else.
+/// An error and its causes on one line, each cause once: library errors often say
+/// their cause in their own message too (`cannot open x: No such file …`), and
+/// anyhow's chain would print it again.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Count(args) => count(args),
@@ -37,7 +52,7 @@ pub(super) fn open_files(
         .map(|input| {
             Ok(OpenInput {
                 name: input.name(),
-                reader: input.open_counted(read.clone())?,
+                reader: input.open_later(read.clone())?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

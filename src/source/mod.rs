@@ -44,6 +44,27 @@ pub enum Input {
     File(PathBuf),
 }
 
+/// A file opened when it is first read (see [`Input::open_later`]).
+struct Deferred {
+    input: Input,
+    read: Option<Arc<AtomicU64>>,
+    inner: Option<Box<dyn Read + Send>>,
+}
+
+impl Read for Deferred {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let inner = match &mut self.inner {
+            Some(inner) => inner,
+            None => {
+                let opened = (self.input.open_counted(self.read.take()))
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                self.inner.insert(opened)
+            }
+        };
+        inner.read(buf)
+    }
+}
+
 impl Input {
     /// `-` means stdin, as in most Unix tools.
     pub fn from_arg(arg: &str) -> Input {
@@ -73,6 +94,25 @@ impl Input {
             Input::Stdin => None,
             Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
         }
+    }
+
+    /// [`Input::open_counted`], but the file is only checked now (opened and closed:
+    /// a missing or unreadable file fails at start, named) and opened again when it
+    /// is first read, so that a run over thousands of files holds one descriptor at
+    /// a time, whatever the descriptor limit.
+    pub fn open_later(
+        &self,
+        read: Option<Arc<AtomicU64>>,
+    ) -> Result<Box<dyn Read + Send>, SourceError> {
+        if let Input::Stdin = self {
+            return self.open_counted(read);
+        }
+        drop(self.open_counted(None)?);
+        Ok(Box::new(Deferred {
+            input: self.clone(),
+            read,
+            inner: None,
+        }))
     }
 
     /// [`Input::open`], adding the bytes read from disk (before decompression) to `read`.
