@@ -19,6 +19,16 @@ use cardinal::kafka::{self, KafkaOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+/// Where a broker listens and keeps its data, for `ApacheKafka::start_with`.
+pub struct Layout {
+    /// The PLAINTEXT listener's port (`addr()`).
+    pub port: u16,
+    /// KRaft's controller listener.
+    pub controller_port: u16,
+    /// `$KAFKA_DIR`: data, logs, and any files the extra properties name.
+    pub dir: PathBuf,
+}
+
 /// A running Apache Kafka; killed when dropped.
 pub struct ApacheKafka {
     child: Option<Child>,
@@ -84,6 +94,15 @@ fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
 impl ApacheKafka {
     /// Starts a broker and waits until it serves metadata (about 5 s).
     pub fn start() -> ApacheKafka {
+        ApacheKafka::start_with(|_| String::new())
+    }
+
+    /// Starts a broker with more server properties: `extra` gets the broker's
+    /// layout (ports, data directory) and returns lines for
+    /// `$KAFKA_DIR/extra.properties`, which come after the generated ones and so
+    /// override them (scripts/kafka.sh, kafka/NOTES.md). A listener list given
+    /// there must repeat `PLAINTEXT://127.0.0.1:{port}` and the controller's.
+    pub fn start_with(extra: impl FnOnce(&Layout) -> String) -> ApacheKafka {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let mut broker = ApacheKafka {
@@ -93,6 +112,16 @@ impl ApacheKafka {
             controller_port: free_port(),
             dir,
         };
+        let layout = Layout {
+            port: broker.port,
+            controller_port: broker.controller_port,
+            dir: broker.dir.path().to_path_buf(),
+        };
+        let lines = extra(&layout);
+        if !lines.is_empty() {
+            std::fs::write(broker.dir.path().join("extra.properties"), lines)
+                .expect("extra.properties written");
+        }
         broker.spawn();
         broker
     }
@@ -106,17 +135,32 @@ impl ApacheKafka {
             .env("KAFKA_DIR", self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(self.script_stderr());
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot start Apache Kafka through scripts/kafka.sh: {e}"));
         self.child = Some(child);
         self.wait_until_it_serves();
     }
 
+    /// The script's own complaints (a busy port, a failed format) go to a file in
+    /// the data directory, for the panic that reports a failed start.
+    fn script_stderr(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kafka.sh.err"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
+        let log = read("server.log").unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let script = read("kafka.sh.err").unwrap_or_default();
+        format!(
+            "{}\nscripts/kafka.sh said: {script}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 
     fn wait_until_it_serves(&mut self) {
