@@ -210,6 +210,27 @@ impl ApacheKafka {
             .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
     }
 
+    /// Creates a topic with topic-level configs, such as a `max.message.bytes`
+    /// that refuses every record written to it.
+    pub fn create_topic_with(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("an admin client");
+        let mut new = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = futures_executor::block_on(admin.create_topics([&new], &opts))
+            .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+        }
+    }
+
     /// Kills the broker (SIGKILL): a crash, as far as its clients can tell.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
