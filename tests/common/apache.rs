@@ -36,6 +36,8 @@ pub struct ApacheKafka {
     port: u16,
     /// KRaft's controller listener: a second free port, the same across restarts.
     controller_port: u16,
+    /// A second client listener with its own security protocol, if started with one.
+    listener: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -110,6 +112,7 @@ impl ApacheKafka {
             addr: format!("127.0.0.1:{port}"),
             port,
             controller_port: free_port(),
+            listener: None,
             dir,
         };
         let layout = Layout {
@@ -124,6 +127,61 @@ impl ApacheKafka {
         }
         broker.spawn();
         broker
+    }
+
+    /// Starts a broker with a second client listener, secured with `protocol`
+    /// (`SSL`, `SASL_PLAINTEXT` or `SASL_SSL`), on its own port:
+    /// [`ApacheKafka::listener_addr`]. [`ApacheKafka::addr`] stays the PLAINTEXT
+    /// listener, for setting up (topics, users, records). `extra` gives the
+    /// listener's own settings: its keystore, its SASL mechanisms.
+    pub fn start_with_listener(
+        protocol: &str,
+        extra: impl FnOnce(&Layout) -> String,
+    ) -> ApacheKafka {
+        let secure = free_port();
+        let mut broker = ApacheKafka::start_with(|l| {
+            let (port, cport) = (l.port, l.controller_port);
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},{protocol}://127.0.0.1:{secure},\
+                 CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},{protocol}://127.0.0.1:{secure}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,{protocol}:{protocol},\
+                 CONTROLLER:PLAINTEXT\n{}",
+                extra(l)
+            )
+        });
+        broker.listener = Some(format!("127.0.0.1:{secure}"));
+        broker
+    }
+
+    /// The second client listener of [`ApacheKafka::start_with_listener`].
+    pub fn listener_addr(&self) -> &str {
+        self.listener
+            .as_deref()
+            .expect("a broker started with start_with_listener")
+    }
+
+    /// Adds a SCRAM-SHA-`bits` user (256 or 512) with Kafka's own ConfigCommand,
+    /// through the PLAINTEXT listener.
+    pub fn create_scram_user(&self, name: &str, password: &str, bits: u16) {
+        let o = Command::new("bash")
+            .arg(script())
+            .args(["tool", "org.apache.kafka.tools.ConfigCommand"])
+            .args(["--bootstrap-server", &self.addr, "--alter"])
+            .args([
+                "--add-config",
+                &format!("SCRAM-SHA-{bits}=[password={password}]"),
+            ])
+            .args(["--entity-type", "users", "--entity-name", name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/kafka.sh tool");
+        assert!(
+            o.status.success(),
+            "cannot create SCRAM user {name}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     fn spawn(&mut self) {
