@@ -146,7 +146,12 @@ prepare_apache() {
   # --standalone makes this node the quorum's only voter (what kafka-storage.sh format --standalone does).
   if [ ! -f "$DIR/data/meta.properties" ]; then
     local cluster_id  # a Kafka Uuid: 16 random bytes in URL-safe base64 without padding
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # Like Kafka's Uuid.randomUuid, never one that starts with '-': StorageTool would take it
+    # for an option and fail ("argument --cluster-id/-t: expected one argument"), 1 start in 64.
+    cluster_id=-
+    while [ "${cluster_id#-}" != "$cluster_id" ]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
     java $JVM_OPTS -Dlog4j2.configurationFile="$ROOT/kafka/tools-log4j2.properties" -cp "$cp" \
       kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$DIR/server.properties" \
       > "$DIR/format.log" 2>&1 || { cat "$DIR/format.log" >&2; exit 1; }

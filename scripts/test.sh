@@ -12,11 +12,10 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/kafka.sh install apache
 scripts/kafka.sh install tansu
-# Debian packages the tests drive: stunnel4 (the TLS test puts the broker behind
-# it; Tansu 0.6 serves plain TCP only), tmux (the progress bar, on a real terminal)
-# and chromium (the live page, in a real browser).
+# Debian packages the tests drive: tmux (the progress bar, on a real terminal)
+# and chromium (the live page, in a real browser). The TLS test no longer needs
+# stunnel4: Apache Kafka serves TLS itself.
 missing=()
-command -v stunnel4 >/dev/null || missing+=(stunnel4)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,4 +1,5 @@
-//! Watermark alignment on a real broker (Tansu, SQLite engine): partitions read
+//! Watermark alignment on the reference broker, Apache Kafka (a KRaft node per
+//! test, `common::apache`): partitions read
 //! at different speeds, or a producer whose clock is a day behind, must neither
 //! make frames late nor keep windows open without bound. Expected counts are integer
 //! arithmetic on the frames sent (a UTC minute is `ts / 60`).
@@ -9,20 +10,19 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cardinal::tansu::{Engine, Tansu};
+use common::apache::ApacheKafka;
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-fn broker(partitions: i32) -> Tansu {
-    let t = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    t.create_topic("frames", partitions, false).unwrap();
+fn broker(partitions: i32) -> ApacheKafka {
+    let t = ApacheKafka::start();
+    t.create_topic("frames", partitions, false);
     t
 }
 
 /// Sends `(partition, uid, ts)` frames in order and waits for every ack.
-fn send(t: &Tansu, frames: &[(i32, String, i64)]) {
+fn send(t: &ApacheKafka, frames: &[(i32, String, i64)]) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", t.addr())
         .set("linger.ms", "5")

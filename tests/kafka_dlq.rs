@@ -1,5 +1,8 @@
-//! `run --rejects-topic`: the dead-letter topic, on a real broker (Tansu, SQLite
-//! engine). A hostile stream is produced frame by frame with librdkafka, each
+//! `run --rejects-topic`: the dead-letter topic, on the reference broker, Apache
+//! Kafka (a KRaft node per test, `common::apache`). A dead-letter topic that
+//! refuses every record (as a full or misconfigured one would) is one whose
+//! `max.message.bytes` no record batch fits; on Tansu it was a schema no record
+//! met, and both refuse every record of the topic alike. A hostile stream is produced frame by frame with librdkafka, each
 //! frame's partition and offset taken from its delivery report and its fate
 //! (counted, or rejected for a named reason) decided by the test, not by Cardinal.
 //! Every frame must then be either counted (the results equal counts computed here
@@ -13,7 +16,7 @@ use std::process::{Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cardinal::tansu::{Engine, Tansu};
+use common::apache::ApacheKafka;
 use common::cardinal;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -206,11 +209,10 @@ fn run(brokers: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
-    let tansu = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let brokers = tansu.addr().to_string();
-    tansu.create_topic("frames", 2, false).unwrap();
-    tansu.create_topic("dlq", 1, false).unwrap();
+    let kafka = ApacheKafka::start();
+    let brokers = kafka.addr().to_string();
+    kafka.create_topic("frames", 2, false);
+    kafka.create_topic("dlq", 1, false);
     let frames = hostile();
     let at = produce(&brokers, "frames", &frames);
 
@@ -293,10 +295,9 @@ fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
 
 #[test]
 fn a_missing_dead_letter_topic_is_an_error_naming_it() {
-    let tansu = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let brokers = tansu.addr().to_string();
-    tansu.create_topic("frames", 1, false).unwrap();
+    let kafka = ApacheKafka::start();
+    let brokers = kafka.addr().to_string();
+    kafka.create_topic("frames", 1, false);
     let o = run(
         &brokers,
         &["--rejects-topic", "no-such-dlq", "--timeout", "5s"],
@@ -304,6 +305,11 @@ fn a_missing_dead_letter_topic_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such-dlq"), "{stderr}");
+}
+
+/// A `dlq` topic that refuses every record: no record batch fits its size limit.
+fn refusing_dlq(kafka: &ApacheKafka) {
+    kafka.create_topic_with("dlq", 1, &[("max.message.bytes", "1")]);
 }
 
 /// The group's committed offset of `frames[partition]`, if any.
@@ -324,15 +330,12 @@ fn committed(brokers: &str, group: &str, partition: i32) -> Option<i64> {
 
 #[test]
 fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_its_frame() {
-    // Tansu refuses every record of `dlq` (none has the required property), as a
-    // full or misconfigured dead-letter topic would.
-    let schema =
-        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
-    let tansu = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let brokers = tansu.addr().to_string();
-    tansu.create_topic("frames", 1, false).unwrap();
-    tansu.create_topic("dlq", 1, false).unwrap();
+    // The broker refuses every record of `dlq` (no batch fits), as a full or
+    // misconfigured dead-letter topic would.
+    let kafka = ApacheKafka::start();
+    let brokers = kafka.addr().to_string();
+    kafka.create_topic("frames", 1, false);
+    refusing_dlq(&kafka);
     // Ordered frames, one malformed frame deep in the stream.
     let mut frames: Vec<Sent> = (0..25_000i64)
         .map(|i| {
@@ -418,10 +421,9 @@ fn hostile_file(path: &std::path::Path) -> Vec<(Vec<u8>, Fate)> {
 
 #[test]
 fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_and_line() {
-    let tansu = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let brokers = tansu.addr().to_string();
-    tansu.create_topic("dlq", 1, false).unwrap();
+    let kafka = ApacheKafka::start();
+    let brokers = kafka.addr().to_string();
+    kafka.create_topic("dlq", 1, false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.json");
     let lines = hostile_file(&file);
@@ -510,12 +512,9 @@ fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_a
 
 #[test]
 fn count_fails_naming_the_topic_and_broker_when_a_dead_letter_record_is_refused() {
-    let schema =
-        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
-    let tansu = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let brokers = tansu.addr().to_string();
-    tansu.create_topic("dlq", 1, false).unwrap();
+    let kafka = ApacheKafka::start();
+    let brokers = kafka.addr().to_string();
+    refusing_dlq(&kafka);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.json");
     hostile_file(&file);
@@ -563,11 +562,8 @@ fn count_with_a_state_dir_checkpoints_no_line_whose_dead_letter_record_was_refus
     // The first broker refuses every dead-letter record: the run fails, and its
     // checkpoint must not pass a line whose record was lost. Resumed against a
     // broker that accepts them, every rejected line is on the topic.
-    let schema =
-        r#"{"type":"object","properties":{"value":{"type":"object","required":["never"]}}}"#;
-    let refusing = Tansu::start_with_schemas(Engine::Sqlite, &[("dlq", schema)])
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    refusing.create_topic("dlq", 1, false).unwrap();
+    let refusing = ApacheKafka::start();
+    refusing_dlq(&refusing);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.json");
     let lines = hostile_file(&file);
@@ -587,9 +583,8 @@ fn count_with_a_state_dir_checkpoints_no_line_whose_dead_letter_record_was_refus
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("topic dlq"), "{stderr}");
 
-    let accepting = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    accepting.create_topic("dlq", 1, false).unwrap();
+    let accepting = ApacheKafka::start();
+    accepting.create_topic("dlq", 1, false);
     let o = count(accepting.addr());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);

@@ -1,5 +1,6 @@
-//! Two `cardinal run`s in one consumer group, on the real broker (Tansu, SQLite
-//! engine). One process counts a whole topic: a second member of its group would
+//! Two `cardinal run`s in one consumer group, on the reference broker, Apache
+//! Kafka (a KRaft node per test, `common::apache`): its group coordinator is the
+//! one production runs against. One process counts a whole topic: a second member of its group would
 //! hold a share of the partitions and publish partial counts under the same keys
 //! as whole ones. The expected counts come from the generator's truth, grouped
 //! without Cardinal's calendar code (tests/common).
@@ -12,8 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
-use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
+use common::apache::ApacheKafka;
 use common::{Running, cardinal, stderr_lines, wait_for};
 
 fn produce(addr: &str, topic: &str, lines: &[&str], dir: &Path, name: &str) {
@@ -31,11 +32,10 @@ fn latest(addr: &str, topic: &str) -> BTreeMap<(String, String), (u64, bool)> {
 
 #[test]
 fn a_second_run_in_the_group_never_publishes_partial_counts() {
-    let tansu = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let addr = tansu.addr().to_string();
-    tansu.create_topic("frames", 4, false).unwrap();
-    tansu.create_topic("results", 1, false).unwrap();
+    let kafka = ApacheKafka::start();
+    let addr = kafka.addr().to_string();
+    kafka.create_topic("frames", 4, false);
+    kafka.create_topic("results", 1, false);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 6000,
@@ -146,11 +146,10 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
 /// run names another group it finds there, and says nothing of its own.
 #[test]
 fn a_run_names_another_group_that_published_to_its_results_topic() {
-    let tansu = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    let addr = tansu.addr().to_string();
-    tansu.create_topic("frames", 2, false).unwrap();
-    tansu.create_topic("results", 1, true).unwrap();
+    let kafka = ApacheKafka::start();
+    let addr = kafka.addr().to_string();
+    kafka.create_topic("frames", 2, false);
+    kafka.create_topic("results", 1, true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 300,

@@ -2,6 +2,14 @@
 //! SCRAM-SHA-512 through `-X` properties, and a wrong password. Tansu 0.6 offers
 //! SCRAM-SHA-256 and -512 with users made by `tansu user create`; its PLAIN handshake
 //! fails whatever the password (README, Kafka notes).
+//!
+//! Still on Tansu: on Apache Kafka's own SASL_PLAINTEXT listener (which
+//! `common::apache::ApacheKafka::start_with_listener` and `create_scram_user` can
+//! start) the authenticated run counts exactly, but the wrong-password test asserts
+//! librdkafka's wording for Tansu's SCRAM refusal ("SASL SCRAM authentication
+//! failed"); Apache Kafka refuses through SaslAuthenticate's error instead ("SASL
+//! authentication error: Authentication failed during authentication due to invalid
+//! credentials"), so that assertion must change before the file moves.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `cardinal run --scale-out`: several processes in one consumer group share a
-//! topic on the real broker (Tansu, SQLite engine), while members leave, join and
-//! die. The results topic must hold what one process would publish: the exact
+//! topic on the reference broker, Apache Kafka (a KRaft node per test,
+//! `common::apache`), whose group coordinator moves a dead member's partitions
+//! when its session expires, while members leave, join and die. The results topic must hold what one process would publish: the exact
 //! users and frames of every window, final. The expected figures come from the
 //! generator's truth, grouped by Python's calendar (tests/common), not by Cardinal.
 
@@ -13,8 +14,8 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
-use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
+use common::apache::ApacheKafka;
 use common::{Running, cardinal, stderr_lines};
 
 const GRANS: [Granularity; 2] = [Granularity::Minute, Granularity::Hour];
@@ -25,20 +26,19 @@ const SESSION: Duration = Duration::from_secs(6);
 type Windows = BTreeMap<(String, String), (u64, u64, bool)>;
 
 struct Setup {
-    _tansu: Tansu,
+    kafka: ApacheKafka,
     addr: String,
     dir: tempfile::TempDir,
 }
 
 impl Setup {
     fn new(partitions: i32) -> Setup {
-        let tansu = Tansu::start(Engine::Sqlite)
-            .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-        tansu.create_topic("frames", partitions, false).unwrap();
-        tansu.create_topic("results", 1, true).unwrap();
-        let addr = tansu.addr().to_string();
+        let kafka = ApacheKafka::start();
+        kafka.create_topic("frames", partitions, false);
+        kafka.create_topic("results", 1, true);
+        let addr = kafka.addr().to_string();
         Setup {
-            _tansu: tansu,
+            kafka,
             addr,
             dir: tempfile::tempdir().unwrap(),
         }
@@ -267,14 +267,11 @@ fn an_instance_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     let _ = a.run.0.wait();
     let killed = Instant::now();
     s.produce(&second, "second.json");
-    // On Tansu a dead member's partitions move only when the group changes: its
-    // restart (a new instance) does that, and the partitions resume from the dead
-    // one's last checkpoint, its silence having lasted a session timeout. The
-    // restart waits out the dead one's session, as a supervisor would: one that
-    // joins while it lives may get nothing (../shared/kafka-broker.md). Even so,
-    // Tansu was seen to rebalance the group every 3 to 6 s from then on in about
-    // one run in three; the partitions' idle clocks travel with them, so the last
-    // windows still close.
+    // Apache Kafka gives the dead member's partitions to the survivors when its
+    // session expires, and they resume from its last checkpoint, its silence having
+    // lasted a session timeout; the restart (a new instance) then rebalances again.
+    // Waiting out the dead one's session before the restart was for Tansu, where one
+    // that joins while it lives may get nothing (../shared/kafka-broker.md).
     std::thread::sleep((2 * SESSION).saturating_sub(killed.elapsed()));
     let mut a2 = s.instance(&[]);
     a2.wait_for_partitions();
@@ -386,7 +383,7 @@ fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
 
     // HLL: the merged sketches are Apache's union of the instances' partial sketches.
     let hll = ["--counter", "hll", "--emit-sketch", "--format", "json"];
-    s._tansu.create_topic("results-hll", 1, true).unwrap();
+    s.kafka.create_topic("results-hll", 1, true);
     backfill(&s, "hll", "results-hll", &hll, 2);
     let merged = s.dir.path().join("merged.jsonl");
     let o = cardinal()

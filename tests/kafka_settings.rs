@@ -1,6 +1,7 @@
 //! Settings from the environment (`CARDINAL_*`) and librdkafka properties from a
-//! file (`-F`), end to end on Tansu; and the errors a bad setting gives, which must
-//! name the file and line and never show a secret.
+//! file (`-F`), end to end on the reference broker, Apache Kafka (a KRaft node per
+//! test, `common::apache`); and the errors a bad setting gives, which must name the
+//! file and line and never show a secret.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cardinal::tansu::{Engine, Tansu};
+use common::apache::ApacheKafka;
 use common::cardinal;
 
 /// The binary with no `CARDINAL_*` or `RUST_LOG` from the caller's environment.
@@ -45,9 +46,8 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn a_backfill_configured_from_the_environment_and_a_properties_file_counts_exactly() {
-    let tansu = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    tansu.create_topic("clicks", 2, false).unwrap();
+    let kafka = ApacheKafka::start();
+    kafka.create_topic("clicks", 2, false);
     let dir = tempfile::tempdir().unwrap();
     let (text, valid) = frames(5000);
     let file = dir.path().join("frames.json");
@@ -55,7 +55,7 @@ fn a_backfill_configured_from_the_environment_and_a_properties_file_counts_exact
 
     // `produce` takes its brokers from the environment.
     let o = clean()
-        .env("CARDINAL_BROKERS", tansu.addr())
+        .env("CARDINAL_BROKERS", kafka.addr())
         .args(["produce", "-t", "clicks"])
         .arg(&file)
         .output()
@@ -70,7 +70,7 @@ fn a_backfill_configured_from_the_environment_and_a_properties_file_counts_exact
         &format!(
             "# as kcat -F reads it\n\nbootstrap.servers={}\nsession.timeout.ms = 6000\n\
              sasl.password=hunter2-from-the-file\n! another comment\nauto.offset.reset=bogus\n",
-            tansu.addr()
+            kafka.addr()
         ),
     );
     let child = clean()

@@ -1,19 +1,19 @@
-//! `security.protocol=ssl` end to end: a Tansu broker behind a TLS endpoint
-//! (Debian's stunnel4; Tansu 0.6 accepts --cert but serves plain TCP), with a CA and
-//! a server certificate that the test makes with openssl. scripts/test.sh installs
-//! stunnel4. Expected counts come from the generator's ground truth.
+//! `security.protocol=ssl` end to end on the reference broker, Apache Kafka (a KRaft
+//! node per test, `common::apache`), on an SSL listener of its own (before, Tansu
+//! 0.6, which serves plain TCP, sat behind stunnel4), with a CA and a server
+//! certificate that the test makes with openssl. Expected counts come from the
+//! generator's ground truth.
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
 use cardinal::kafka::KafkaOptions;
-use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
+use common::apache::ApacheKafka;
 use common::cardinal;
 use serde_json::Value;
 
@@ -90,60 +90,44 @@ fn certificates(dir: &Path, ca: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// stunnel terminating TLS on `front` and forwarding to `back`, killed when dropped.
-struct Tls(Child);
-
-impl Tls {
-    fn start(dir: &Path, front: &str, back: &str, cert: &Path, key: &Path) -> Tls {
-        let conf = dir.join("stunnel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "foreground = yes\npid =\n[kafka]\naccept = {front}\nconnect = {back}\ncert = {}\nkey = {}\n",
-                cert.display(),
-                key.display()
-            ),
+/// A broker whose SSL listener presents `cert` (signed by `ca`) with `key`, from a
+/// PKCS12 keystore made of them with openssl.
+fn tls_broker(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> ApacheKafka {
+    let keystore = dir.join("broker.p12");
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            cert.to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+            "-certfile",
+            ca.to_str().unwrap(),
+            "-name",
+            "broker",
+            "-out",
+            keystore.to_str().unwrap(),
+            "-passout",
+            "pass:changeit",
+        ],
+    );
+    ApacheKafka::start_with_listener("SSL", |_| {
+        format!(
+            "ssl.keystore.type=PKCS12\nssl.keystore.location={}\n\
+             ssl.keystore.password=changeit\nssl.key.password=changeit\n",
+            keystore.display()
         )
-        .unwrap();
-        let child = Command::new("stunnel4")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("stunnel4 (scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(front).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "stunnel did not listen on {front}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Tls(child)
-    }
-}
-
-impl Drop for Tls {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    })
 }
 
 #[test]
 fn frames_and_results_go_through_tls_and_a_wrong_ca_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificates(dir.path(), "test-ca");
-    let front = format!(
-        "127.0.0.1:{}",
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
-    let broker = Tansu::start_behind(Engine::Sqlite, &front).unwrap();
-    let _tls = Tls::start(dir.path(), &front, broker.addr(), &cert, &key);
+    let broker = tls_broker(dir.path(), &ca, &cert, &key);
+    let front = broker.listener_addr().to_string();
     let ssl = ["-X", "security.protocol=ssl", "-X"];
     let ca_location = format!("ssl.ca.location={}", ca.display());
 

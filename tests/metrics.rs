@@ -1,7 +1,8 @@
-//! `--http` on a real broker (Tansu): `/metrics` is fetched and parsed by Python's
-//! `prometheus_client` (an independent parser), and its values are checked against
-//! what the test sent and against the rejects file; `/healthz` and `/readyz` answer
-//! as a Kubernetes probe expects.
+//! `--http` on the reference broker, Apache Kafka (a KRaft node per test,
+//! `common::apache`), whose consumer lag is real: `/metrics` is fetched and parsed
+//! by Python's `prometheus_client` (an independent parser), and its values are
+//! checked against what the test sent and against the rejects file; `/healthz` and
+//! `/readyz` answer as a Kubernetes probe expects.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cardinal::tansu::{Engine, Tansu};
+use common::apache::ApacheKafka;
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -90,9 +91,8 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
     if python("import prometheus_client", "").is_err() {
         panic!("python3 -m pip install prometheus_client (scripts/test.sh does)");
     }
-    let t = Tansu::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs it)"));
-    t.create_topic("frames", 3, false).unwrap();
+    let t = ApacheKafka::start();
+    t.create_topic("frames", 3, false);
     let base = 1_468_244_340i64;
     // 600 valid frames over 10 minutes, spread over 3 partitions unevenly, and
     // frames that are rejected for known reasons.

@@ -19,6 +19,16 @@ use cardinal::kafka::{self, KafkaOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+/// Where a broker listens and keeps its data, for `ApacheKafka::start_with`.
+pub struct Layout {
+    /// The PLAINTEXT listener's port (`addr()`).
+    pub port: u16,
+    /// KRaft's controller listener.
+    pub controller_port: u16,
+    /// `$KAFKA_DIR`: data, logs, and any files the extra properties name.
+    pub dir: PathBuf,
+}
+
 /// A running Apache Kafka; killed when dropped.
 pub struct ApacheKafka {
     child: Option<Child>,
@@ -26,6 +36,8 @@ pub struct ApacheKafka {
     port: u16,
     /// KRaft's controller listener: a second free port, the same across restarts.
     controller_port: u16,
+    /// A second client listener with its own security protocol, if started with one.
+    listener: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -84,6 +96,15 @@ fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
 impl ApacheKafka {
     /// Starts a broker and waits until it serves metadata (about 5 s).
     pub fn start() -> ApacheKafka {
+        ApacheKafka::start_with(|_| String::new())
+    }
+
+    /// Starts a broker with more server properties: `extra` gets the broker's
+    /// layout (ports, data directory) and returns lines for
+    /// `$KAFKA_DIR/extra.properties`, which come after the generated ones and so
+    /// override them (scripts/kafka.sh, kafka/NOTES.md). A listener list given
+    /// there must repeat `PLAINTEXT://127.0.0.1:{port}` and the controller's.
+    pub fn start_with(extra: impl FnOnce(&Layout) -> String) -> ApacheKafka {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let mut broker = ApacheKafka {
@@ -91,10 +112,76 @@ impl ApacheKafka {
             addr: format!("127.0.0.1:{port}"),
             port,
             controller_port: free_port(),
+            listener: None,
             dir,
         };
+        let layout = Layout {
+            port: broker.port,
+            controller_port: broker.controller_port,
+            dir: broker.dir.path().to_path_buf(),
+        };
+        let lines = extra(&layout);
+        if !lines.is_empty() {
+            std::fs::write(broker.dir.path().join("extra.properties"), lines)
+                .expect("extra.properties written");
+        }
         broker.spawn();
         broker
+    }
+
+    /// Starts a broker with a second client listener, secured with `protocol`
+    /// (`SSL`, `SASL_PLAINTEXT` or `SASL_SSL`), on its own port:
+    /// [`ApacheKafka::listener_addr`]. [`ApacheKafka::addr`] stays the PLAINTEXT
+    /// listener, for setting up (topics, users, records). `extra` gives the
+    /// listener's own settings: its keystore, its SASL mechanisms.
+    pub fn start_with_listener(
+        protocol: &str,
+        extra: impl FnOnce(&Layout) -> String,
+    ) -> ApacheKafka {
+        let secure = free_port();
+        let mut broker = ApacheKafka::start_with(|l| {
+            let (port, cport) = (l.port, l.controller_port);
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},{protocol}://127.0.0.1:{secure},\
+                 CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},{protocol}://127.0.0.1:{secure}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,{protocol}:{protocol},\
+                 CONTROLLER:PLAINTEXT\n{}",
+                extra(l)
+            )
+        });
+        broker.listener = Some(format!("127.0.0.1:{secure}"));
+        broker
+    }
+
+    /// The second client listener of [`ApacheKafka::start_with_listener`].
+    pub fn listener_addr(&self) -> &str {
+        self.listener
+            .as_deref()
+            .expect("a broker started with start_with_listener")
+    }
+
+    /// Adds a SCRAM-SHA-`bits` user (256 or 512) with Kafka's own ConfigCommand,
+    /// through the PLAINTEXT listener.
+    pub fn create_scram_user(&self, name: &str, password: &str, bits: u16) {
+        let o = Command::new("bash")
+            .arg(script())
+            .args(["tool", "org.apache.kafka.tools.ConfigCommand"])
+            .args(["--bootstrap-server", &self.addr, "--alter"])
+            .args([
+                "--add-config",
+                &format!("SCRAM-SHA-{bits}=[password={password}]"),
+            ])
+            .args(["--entity-type", "users", "--entity-name", name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/kafka.sh tool");
+        assert!(
+            o.status.success(),
+            "cannot create SCRAM user {name}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     fn spawn(&mut self) {
@@ -106,17 +193,32 @@ impl ApacheKafka {
             .env("KAFKA_DIR", self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(self.script_stderr());
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot start Apache Kafka through scripts/kafka.sh: {e}"));
         self.child = Some(child);
         self.wait_until_it_serves();
     }
 
+    /// The script's own complaints (a busy port, a failed format) go to a file in
+    /// the data directory, for the panic that reports a failed start.
+    fn script_stderr(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kafka.sh.err"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
+        let log = read("server.log").unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let script = read("kafka.sh.err").unwrap_or_default();
+        format!(
+            "{}\nscripts/kafka.sh said: {script}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 
     fn wait_until_it_serves(&mut self) {
@@ -164,6 +266,27 @@ impl ApacheKafka {
     pub fn create_topic(&self, name: &str, partitions: i32, compacted: bool) {
         kafka::create_topic(&self.options(), name, partitions, compacted)
             .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+    }
+
+    /// Creates a topic with topic-level configs, such as a `max.message.bytes`
+    /// that refuses every record written to it.
+    pub fn create_topic_with(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("an admin client");
+        let mut new = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = futures_executor::block_on(admin.create_topics([&new], &opts))
+            .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+        }
     }
 
     /// Kills the broker (SIGKILL): a crash, as far as its clients can tell.
