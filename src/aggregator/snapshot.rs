@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::{Aggregator, Pending, Settings, WindowId, WindowState};
 use crate::counter::{Counter, CounterState};
 use crate::watermark::{Held, OutlierGuard, Watermark};
-use crate::window::{Calendar, Granularity};
+use crate::window::{Calendar, Granularity, Span};
+
+/// The most lanes a snapshot may name: a lane is a slot in a vector, and a Kafka
+/// topic has far fewer partitions than this (a cluster's limit is about 10^5–10^6).
+const MAX_LANES: usize = 1 << 20;
 
 /// The aggregator's state in a checkpoint. `H` is the caller's form of a held frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +222,10 @@ impl<C: Counter, T> Aggregator<C, T> {
             return Err("a change set without the checkpoint it changes".into());
         }
         let mut agg = Aggregator::new(calendar, settings, counter_config);
+        // A checkpoint passes its checksum and still may not be one we wrote (an
+        // older build's bug, a hand-made file): nothing in it is trusted before it
+        // is checked, so that a bad one is an error, never a panic or an abort.
+        agg.check_snapshot(&snapshot)?;
         agg.stream_wm = snapshot.stream_wm;
         // The state is the checkpoint's: the next one can hold only what changes.
         agg.tracking = true;
@@ -282,6 +290,47 @@ impl<C: Counter, T> Aggregator<C, T> {
             lane.seen_since_tick = l.assigned;
         }
         Ok(agg)
+    }
+
+    /// What [`Aggregator::restore`] checks before it trusts a snapshot: lane
+    /// numbers a partition can have, windows that are this calendar's windows of
+    /// their granularity, and frame times it can window.
+    fn check_snapshot<H>(&self, snapshot: &Snapshot<H>) -> Result<(), String> {
+        for w in &snapshot.windows {
+            let real = (0..=self.max_ts)
+                .contains(&w.start)
+                .then(|| self.calendar.checked_window(w.granularity, w.start))
+                .flatten();
+            if real
+                != Some(Span {
+                    start: w.start,
+                    end: w.end,
+                })
+            {
+                return Err(format!(
+                    "a {} window [{}, {}) that is not one of this calendar's",
+                    w.granularity, w.start, w.end
+                ));
+            }
+        }
+        for l in &snapshot.lanes {
+            if l.index >= MAX_LANES {
+                return Err(format!(
+                    "lane {} (at most {MAX_LANES} are possible)",
+                    l.index
+                ));
+            }
+            let times = (l.held.iter().map(|h| h.ts)).chain(l.waiting.iter().map(|w| w.0));
+            for ts in times {
+                if !(0..=self.max_ts).contains(&ts) {
+                    return Err(format!(
+                        "a frame of lane {} held at ts {ts}, out of range",
+                        l.index
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Each lane's next position: where to resume reading after restoring a snapshot.

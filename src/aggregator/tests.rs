@@ -1044,3 +1044,44 @@ fn windows_an_earlier_run_published_are_never_opened_again() {
     assert_eq!(through[&Granularity::Minute], M + 120);
     assert_eq!(through[&Granularity::Day], day + 86_400);
 }
+
+#[test]
+fn a_snapshot_that_is_not_ours_is_an_error_not_a_panic_or_an_abort() {
+    // Issue 18, item 14: a checkpoint with a valid checksum but a lane index of
+    // 2^40 aborted on allocation; window bounds and held times were not checked,
+    // and a bad window reached an `expect` in the calendar.
+    let mut a = agg(&[Granularity::Minute, Granularity::Hour], 5, 0);
+    let (mut out, _) = feed(
+        &mut a,
+        &[
+            (M, "a"),
+            (M + 1, "b"),
+            (M + 2, "c"),
+            (M + 3, "d"),
+            (M + 4, "e"),
+        ],
+    );
+    a.ingest(0, 9, M + 100_000, Exact::key(b"far"), || 9, &mut out); // held
+    let good = a.snapshot(|tag| *tag);
+    let restore = |s: Snapshot<usize>| {
+        Aggregator::<Exact, usize>::restore(Calendar::utc(), a.settings.clone(), (), s, |t| {
+            Some((Exact::key(b"x"), t))
+        })
+        .map(|_| ())
+    };
+    assert!(restore(good.clone()).is_ok());
+    let mut lane = good.clone();
+    lane.lanes[0].index = 1 << 40;
+    assert!(restore(lane).unwrap_err().contains("lane"));
+    let mut window = good.clone();
+    window.windows[0].end += 7;
+    assert!(restore(window).unwrap_err().contains("window"));
+    let mut early = good.clone();
+    early.windows[0].start = -60;
+    early.windows[0].end = 0;
+    assert!(restore(early).is_err());
+    let mut held = good.clone();
+    assert!(!held.lanes[0].held.is_empty(), "the test holds a frame");
+    held.lanes[0].held[0].ts = i64::MAX;
+    assert!(restore(held).unwrap_err().contains("out of range"));
+}

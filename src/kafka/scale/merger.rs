@@ -89,7 +89,12 @@ impl<C: Counter> Merge<C> {
                 });
                 if let Some(state) = r.counter {
                     let added = C::load(state, &self.config)?;
-                    w.counter = C::union(w.counter.take().into_iter().chain([added]).collect());
+                    let parts = w.counter.take().into_iter().chain([added]).collect();
+                    // A counter that will not union is an error naming the record,
+                    // never a window that silently loses its users.
+                    w.counter = Some(C::union(parts).ok_or_else(|| {
+                        format!("the {granularity} window at {start}: its counter does not union")
+                    })?);
                 }
                 let f = w.frames.entry(r.instance).or_default();
                 *f = (*f).max(r.frames);
@@ -189,7 +194,7 @@ impl<C: Counter> Merge<C> {
                 .expect("ready window");
             let (users, frames) = figures(w);
             if w.published.map(|p| (p.users, p.frames)) != Some((users, frames)) {
-                let version = w.published.map_or(1, |p| p.version + 1);
+                let version = w.published.map_or(1, |p| p.version.saturating_add(1));
                 let published = Published {
                     version,
                     users,
@@ -232,7 +237,8 @@ impl<C: Counter> Merge<C> {
 fn figures<C: Counter>(w: &Merging<C>) -> (u64, u64) {
     (
         w.counter.as_ref().map_or(0, C::count),
-        w.frames.values().sum(),
+        // Saturating: the figures come from records another process wrote.
+        (w.frames.values()).fold(0u64, |a, f| a.saturating_add(*f)),
     )
 }
 
@@ -524,6 +530,22 @@ mod tests {
         };
         m.apply(window_key(&r, seq).as_bytes(), Some(&encode(&r)))
             .unwrap();
+    }
+
+    #[test]
+    fn frame_counts_from_records_saturate_instead_of_overflowing() {
+        // Issue 18, item 14: frames from GROUP.partials records were added without
+        // an overflow check (a panic in a debug build, a wrap in a release one).
+        let mut m = Merge::<Exact>::new((), 0, false, &[0, 1]);
+        window(&mut m, "a", 1, &[1], u64::MAX);
+        window(&mut m, "b", 1, &[2], 5);
+        m.apply(lane_key(0).as_bytes(), Some(&lane("a", Some(61), false)))
+            .unwrap();
+        m.apply(lane_key(1).as_bytes(), Some(&lane("b", Some(61), false)))
+            .unwrap();
+        let d = m.decide();
+        assert_eq!(d.results[0].0.frames, u64::MAX);
+        assert_eq!(d.results[0].0.unique_users, 2);
     }
 
     #[test]
