@@ -104,7 +104,13 @@ impl Input {
         &self,
         read: Option<Arc<AtomicU64>>,
     ) -> Result<Box<dyn Read + Send>, SourceError> {
-        if let Input::Stdin = self {
+        // Only a regular file can be opened twice for the same bytes: a FIFO or a
+        // device is opened once, now (opening it to check would consume its writer).
+        let regular = match self {
+            Input::Stdin => false,
+            Input::File(p) => std::fs::metadata(p).is_ok_and(|m| m.is_file()),
+        };
+        if !regular {
             return self.open_counted(read);
         }
         drop(self.open_counted(None)?);
