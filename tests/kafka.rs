@@ -1304,20 +1304,8 @@ fn a_restarted_run_keeps_the_rejects_written_before_its_checkpoint() {
     let b = Broker::start();
     b.create_topic("frames", 1);
     let dir = tempfile::tempdir().unwrap();
-    let pad = "p".repeat(300);
-    let mut invalid = Vec::new();
-    let mut text = String::new();
-    for i in 0..60_000i64 {
-        if i % 7 == 3 {
-            invalid.push(i);
-            text.push_str("{\"uid\":\n");
-        } else {
-            let ts = 1_468_244_340 + i / 50;
-            text.push_str(&format!(
-                "{{\"uid\":\"u{i}\",\"ts\":{ts},\"pad\":\"{pad}\"}}\n"
-            ));
-        }
-    }
+    let (text, invalid) = common::frames_with_every_seventh_invalid(60_000);
+    let invalid: Vec<i64> = invalid.into_iter().map(|i| i as i64).collect();
     let input = dir.path().join("frames.json");
     std::fs::write(&input, text).unwrap();
     ok(cardinal()
@@ -1353,25 +1341,11 @@ fn a_restarted_run_keeps_the_rejects_written_before_its_checkpoint() {
         c
     };
     let mut first = run().spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let finished = loop {
-        if let Some(status) = first.try_wait().unwrap() {
-            break Some(status);
-        }
-        // A third of the rejects written, and checkpoints since: well under way.
-        let written = std::fs::metadata(&rejects).is_ok_and(|m| m.len() > 500_000);
-        if written && state.join("checkpoint").exists() {
-            break None;
-        }
-        assert!(Instant::now() < deadline, "not under way in 120 s");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    match finished {
-        None => {
-            let _ = first.kill(); // SIGKILL
-            first.wait().unwrap();
-        }
-        Some(_) => eprintln!("finished before the kill: the restart is not exercised"),
+    // A third of the rejects written, and checkpoints since.
+    let finished = common::until_under_way(&mut first, &rejects, 500_000, &state);
+    if finished.is_none() {
+        let _ = first.kill(); // SIGKILL
+        first.wait().unwrap();
     }
     let o = common::output_within(
         run().stderr(Stdio::piped()).spawn().unwrap(),

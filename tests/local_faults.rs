@@ -121,20 +121,9 @@ fn a_resumed_run_keeps_the_rejects_written_before_its_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.json");
         let (state, rejects) = (dir.path().join("state"), dir.path().join("r.jsonl"));
-        let pad = "p".repeat(300);
-        let mut invalid = Vec::new();
-        let mut text = String::new();
-        for i in 0..200_000u64 {
-            if i % 7 == 3 {
-                invalid.push(i + 1);
-                text.push_str("{\"uid\":\n");
-            } else {
-                let ts = 1_468_244_340 + i / 50;
-                text.push_str(&format!(
-                    "{{\"uid\":\"u{i}\",\"ts\":{ts},\"pad\":\"{pad}\"}}\n"
-                ));
-            }
-        }
+        let (text, invalid) = common::frames_with_every_seventh_invalid(200_000);
+        // Lines are 1-based.
+        let invalid: Vec<u64> = invalid.into_iter().map(|i| i + 1).collect();
         std::fs::write(&input, text).unwrap();
         let args = |c: &mut std::process::Command| {
             c.arg("count")
@@ -149,28 +138,13 @@ fn a_resumed_run_keeps_the_rejects_written_before_its_checkpoint() {
         let mut first = cardinal();
         args(&mut first);
         let mut first = first.spawn().unwrap();
-        // Stop it once it has rejected something and checkpointed: it has progress
-        // to resume from, whatever the machine's speed.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let finished = loop {
-            if let Some(status) = first.try_wait().unwrap() {
-                break Some(status);
-            }
-            // A tenth of the rejects written, and checkpoints since: well under way.
-            let written = std::fs::metadata(&rejects).is_ok_and(|m| m.len() > 300_000);
-            if written && state.join("checkpoint").exists() {
-                break None;
-            }
-            assert!(Instant::now() < deadline, "nothing rejected in 120 s");
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        // A tenth of the rejects written, and checkpoints since.
+        let finished = common::until_under_way(&mut first, &rejects, 300_000, &state);
         if finished.is_none() {
             let _ = std::process::Command::new("kill")
                 .args([&format!("-{signal}"), &first.id().to_string()])
                 .status();
             first.wait().unwrap();
-        } else {
-            eprintln!("{signal}: finished before the signal; the resume is not exercised");
         }
         let mut again = cardinal();
         args(&mut again);

@@ -425,3 +425,52 @@ for m in merged:
     out.append([m["window"], m["start"], m["unique_users"], ours.get_estimate(), theirs.get_estimate(), same_registers])
 print(json.dumps(out))
 "#;
+
+/// `n` lines of about 330 bytes, ordered, fifty a second, where every seventh is
+/// cut short (`{"uid":`, rejected as truncated): the text, and the 0-based
+/// indexes of the invalid lines, the reference a rejects file is checked against.
+pub fn frames_with_every_seventh_invalid(n: u64) -> (String, Vec<u64>) {
+    let pad = "p".repeat(300);
+    let mut invalid = Vec::new();
+    let mut text = String::new();
+    for i in 0..n {
+        if i % 7 == 3 {
+            invalid.push(i);
+            text.push_str("{\"uid\":\n");
+        } else {
+            let ts = 1_468_244_340 + i / 50;
+            text.push_str(&format!(
+                "{{\"uid\":\"u{i}\",\"ts\":{ts},\"pad\":\"{pad}\"}}\n"
+            ));
+        }
+    }
+    (text, invalid)
+}
+
+/// Waits until `child` has written more than `bytes` to `file` and a checkpoint
+/// exists in `state`: well under way, whatever the machine's speed (a moment
+/// chosen by the run's own progress, not by a sleep). `Some` if it finished first.
+pub fn until_under_way(
+    child: &mut std::process::Child,
+    file: &std::path::Path,
+    bytes: u64,
+    state: &std::path::Path,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            eprintln!("finished before it was under way: the restart is not exercised");
+            return Some(status);
+        }
+        let written = std::fs::metadata(file).is_ok_and(|m| m.len() > bytes);
+        if written && state.join("checkpoint").exists() {
+            return None;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not pass {bytes} bytes in 120 s",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
