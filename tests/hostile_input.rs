@@ -600,3 +600,43 @@ fn many_more_files_than_descriptors_are_counted_one_at_a_time() {
     );
     assert!(o.stdout.is_empty(), "nothing counted before the error");
 }
+
+/// Issue 18's messages: a UTF-8 byte order mark at the start of a file was
+/// rejected as `not_an_object` (Python's json reads such bytes: the reference
+/// here); `--format JSON` was refused while `--windows MINUTE` was accepted;
+/// `--checkpoint-interval 0` was "not a duration"; `--http localhost:PORT` was
+/// refused.
+#[test]
+fn small_things_a_user_types_are_understood() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bom.json");
+    let lines = [frame("a", 1_468_244_340), frame("b", 1_468_244_341)];
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(lines.join("\n").as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(&input, &bytes).unwrap();
+    let py = Command::new("python3")
+        .args(["-c", "import json,sys; d=open(sys.argv[1],'rb').read(); print(len([json.loads(l) for l in d.decode('utf-8-sig').splitlines()]))"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let valid: u64 = String::from_utf8_lossy(&py.stdout).trim().parse().unwrap();
+    let o = run(&["count", "--format", "JSON", input.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        common::minute_counts(&o.stdout).values().sum::<u64>(),
+        valid
+    );
+    let state = dir.path().join("state");
+    let o = run(&[
+        "count",
+        "--checkpoint-interval",
+        "0",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--http",
+        "localhost:0",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -142,7 +142,7 @@ pub struct CountingOptions {
     pub idle_timeout: i64,
 
     /// Distinct counter: exact (64-bit hashes) or hll (Apache DataSketches HLL).
-    #[arg(long, value_enum, default_value = "exact")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "exact")]
     pub counter: CounterArg,
 
     /// HLL precision, log2 of the registers: 14 gives about 0.8% relative standard error.
@@ -151,7 +151,7 @@ pub struct CountingOptions {
     pub precision: u8,
 
     /// Output format for results on stdout.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "text")]
     pub format: Format,
 
     /// With `--counter hll` and `--format json`: add each window's DataSketches HLL
@@ -183,7 +183,7 @@ pub struct CountingOptions {
     /// `http_listening`). Off by default. An address other than loopback, such as
     /// 0.0.0.0:9898, exposes the counts and the lag to the network: choose it only
     /// on purpose.
-    #[arg(long, value_name = "ADDR", help_heading = "Operations")]
+    #[arg(long, value_name = "ADDR", help_heading = "Operations", value_parser = parse_listen_addr)]
     pub http: Option<std::net::SocketAddr>,
 
     /// Root-level key that holds the user id (a non-empty string). A key written with
@@ -197,7 +197,13 @@ pub struct CountingOptions {
 
     /// Unit of the event time: s (unix seconds), ms or us. Converted to seconds by
     /// floor division; a value beyond the year 9999 in that unit is `bad_ts`.
-    #[arg(long, value_enum, default_value = "s", value_name = "UNIT")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "s",
+        value_name = "UNIT"
+    )]
     pub ts_unit: TsUnit,
 }
 
@@ -301,7 +307,7 @@ pub struct MergeArgs {
     pub paths: Vec<PathBuf>,
 
     /// Output format for results on stdout.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "text")]
     pub format: Format,
 
     /// Add each HLL window's DataSketches sketch (base64) to its JSON record.
@@ -466,7 +472,13 @@ pub struct RunArgs {
     /// key (the Kafka record's key, which must be non-empty UTF-8: a record without
     /// a key is rejected as missing_uid, an empty key as empty_uid, one that is not
     /// UTF-8 as uid_not_string).
-    #[arg(long, value_enum, default_value = "json", value_name = "FROM")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "json",
+        value_name = "FROM"
+    )]
     pub uid_from: UidFrom,
 
     /// Where each frame's event time comes from: json (the frame's root --ts-field,
@@ -475,11 +487,17 @@ pub struct RunArgs {
     /// record without one is bad_ts). With --uid-from key as well, the value is never
     /// parsed and may be anything; with one field from the record, the value must
     /// still be a valid JSON frame holding the other.
-    #[arg(long, value_enum, default_value = "json", value_name = "FROM")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "json",
+        value_name = "FROM"
+    )]
     pub ts_from: TsFrom,
 
     /// Where to start in partitions without a position of ours.
-    #[arg(long, value_enum, default_value = "committed")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "committed")]
     pub from: StartFrom,
 
     /// Backfill: read up to the end offsets as of start, emit everything as final, exit 0.
@@ -565,7 +583,13 @@ pub struct ProduceArgs {
 
     /// Unit of --timestamp-field: s, ms or us (a record timestamp is milliseconds;
     /// microseconds are floored).
-    #[arg(long, value_enum, default_value = "s", value_name = "UNIT")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "s",
+        value_name = "UNIT"
+    )]
     pub timestamp_unit: TsUnit,
 
     /// Input files (`.gz` is decompressed); `-` or none reads stdin.
@@ -683,6 +707,6 @@ pub struct DemoArgs {
     pub frames: u64,
 
     /// The broker to go through: an embedded one, or Tansu if installed (scripts/kafka.sh install).
-    #[arg(long, value_enum, default_value = "embedded")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "embedded")]
     pub broker: crate::demo::DemoBroker,
 }

@@ -19,6 +19,14 @@ pub(super) fn parse_zone(s: &str) -> Result<Calendar, String> {
 pub(super) const MAX_SECONDS: i64 = 100 * 366 * 86_400;
 
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+    // A bare number is seconds, as for --lateness: `0` is a duration.
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return if secs as i64 > MAX_SECONDS || secs > i64::MAX as u64 {
+            Err(format!("{s:?} is longer than the limit of 100 years"))
+        } else {
+            Ok(Duration::from_secs(secs))
+        };
+    }
     let d: jiff::SignedDuration = s
         .trim()
         .parse()
@@ -82,4 +90,18 @@ pub fn parse_seconds(s: &str) -> Result<i64, String> {
         return Err(format!("{s:?} is not a whole number of seconds"));
     }
     Ok(d.as_secs())
+}
+
+/// A listening address: `127.0.0.1:9898`, `[::1]:9898`, or a name such as
+/// `localhost:9898`, resolved now (IPv4 first, as most scrapers reach it).
+pub(super) fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = (s.trim().to_socket_addrs())
+        .map_err(|e| {
+            format!("{s:?} is not an address to listen on ({e}); write e.g. 127.0.0.1:9898")
+        })?
+        .collect();
+    (addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()))
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }

@@ -112,6 +112,12 @@ fn parse_frames<C: Counter>(
     let mut entries = Vec::with_capacity(chunk.data().len() / 1024 + 1);
     let base = chunk.data().as_ptr() as usize;
     for (index, (lane, pos, frame)) in chunk.frames().enumerate() {
+        // A UTF-8 byte order mark at the very start of a file or stdin is no part of
+        // the first frame (Python's json accepts bytes that begin with one).
+        let frame = match frame.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) if index == 0 && chunk.offset == 0 && chunk.record_count() == 0 => rest,
+            _ => frame,
+        };
         let start = (frame.as_ptr() as usize - base) as u32;
         let parsed = match chunk.oversized(index as u64) {
             Some(len) => Err(Unparsed::TooLarge(len)),
