@@ -640,3 +640,40 @@ fn small_things_a_user_types_are_understood() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Issue 18's messages: gzip was told by the name only, so a `.gz` file renamed,
+/// or gzip bytes on stdin, were read as text and every line rejected. The frames
+/// are counted whatever the name, and a plain file named `.gz` is read as text.
+#[test]
+fn gzip_is_told_by_its_bytes_not_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..50)
+        .map(|i| frame(&format!("u{i}"), 1_468_244_340 + i))
+        .collect();
+    let text = lines.join("\n") + "\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let renamed = dir.path().join("day.json");
+    std::fs::write(&renamed, &gz).unwrap();
+    let plain_gz = dir.path().join("plain.json.gz");
+    std::fs::write(&plain_gz, &text).unwrap();
+    let from_file = |p: &Path| run(&["count", "--format", "json", p.to_str().unwrap()]);
+    let from_stdin = cardinal()
+        .args(["count", "--format", "json", "-"])
+        .stdin(std::fs::File::open(&renamed).unwrap())
+        .output()
+        .unwrap();
+    for (what, o) in [
+        ("renamed gzip", from_file(&renamed)),
+        ("plain .gz", from_file(&plain_gz)),
+        ("gzip on stdin", from_stdin),
+    ] {
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        assert_eq!(
+            common::minute_counts(&o.stdout).values().sum::<u64>(),
+            50,
+            "{what}"
+        );
+    }
+}

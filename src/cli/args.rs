@@ -264,7 +264,7 @@ pub struct CountArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Input files (`.gz` is decompressed); `-` or none reads stdin.
+    /// Input files (gzip, told by its first bytes, is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
 }
@@ -592,7 +592,7 @@ pub struct ProduceArgs {
     )]
     pub timestamp_unit: TsUnit,
 
-    /// Input files (`.gz` is decompressed); `-` or none reads stdin.
+    /// Input files (gzip, told by its first bytes, is decompressed); `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,
 

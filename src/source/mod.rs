@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -126,29 +126,52 @@ impl Input {
         &self,
         read: Option<Arc<AtomicU64>>,
     ) -> Result<Box<dyn Read + Send>, SourceError> {
-        match self {
-            Input::Stdin => Ok(match read {
+        let raw: Box<dyn Read + Send> = match self {
+            Input::Stdin => match read {
                 Some(r) => Box::new(Counted::new(io::stdin(), r)),
                 None => Box::new(io::stdin()),
-            }),
+            },
             Input::File(p) => {
                 let f = File::open(p).map_err(|e| SourceError::Open {
                     path: p.clone(),
                     source: e,
                 })?;
-                let f: Box<dyn Read + Send> = match read {
+                match read {
                     Some(r) => Box::new(Counted::new(f, r)),
                     None => Box::new(f),
-                };
-                if is_gzip(p) {
-                    Ok(Box::new(flate2::read::MultiGzDecoder::new(
-                        io::BufReader::with_capacity(1 << 16, f),
-                    )))
-                } else {
-                    Ok(f)
                 }
             }
-        }
+        };
+        Ok(Box::new(GzipOrPlain::Undecided(
+            io::BufReader::with_capacity(1 << 16, raw),
+        )))
+    }
+}
+
+/// gzip is told by its first two bytes (1f 8b), not by a name: a `.gz` file
+/// renamed, or `cat day.json.gz |` on stdin, is still decompressed. Decided at the
+/// first read, so that opening an input never waits for its first bytes.
+enum GzipOrPlain {
+    Undecided(io::BufReader<Box<dyn Read + Send>>),
+    Decided(Box<dyn Read + Send>),
+}
+
+impl Read for GzipOrPlain {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let raw = match self {
+            GzipOrPlain::Decided(r) => return r.read(buf),
+            GzipOrPlain::Undecided(raw) => raw,
+        };
+        // An error here (an interrupt) leaves it undecided, to be asked again.
+        let gzip = io::BufRead::fill_buf(raw)?.starts_with(&[0x1f, 0x8b]);
+        let placeholder = io::BufReader::new(Box::new(io::empty()) as Box<dyn Read + Send>);
+        let raw = std::mem::replace(raw, placeholder);
+        *self = GzipOrPlain::Decided(if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(raw))
+        } else {
+            Box::new(raw)
+        });
+        self.read(buf)
     }
 }
 
@@ -170,10 +193,6 @@ impl<R: Read> Read for Counted<R> {
         self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
-}
-
-fn is_gzip(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }
 
 #[derive(Debug, Error)]
