@@ -47,3 +47,9 @@ pub struct HeldFrame {
     pub key: Option<Box<[u8]>>,
     pub raw: Box<[u8]>,
 }
+
+impl crate::watermark::Weigh for HeldFrame {
+    fn weight(&self) -> usize {
+        self.raw.len() + self.key.as_ref().map_or(0, |k| k.len())
+    }
+}

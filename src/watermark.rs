@@ -29,7 +29,10 @@
 //!   future is an outlier at once, and a frame within `max_ahead` of now is trusted
 //!   at once, so a sparse live partition is never held back by the frame count.
 //!
-//! The buffer never holds more than `confirm` frames.
+//! The buffer never holds more than `confirm` frames, nor (by more than one
+//! frame) [`MAX_HELD_BYTES`]: whichever fills first makes the jump. Frames that
+//! more later frames contradicted than supported are convicted before a jump
+//! that bytes force, so a few huge garbage frames cannot move the clock.
 
 use std::collections::VecDeque;
 
@@ -40,6 +43,29 @@ use serde::{Deserialize, Serialize};
 /// [`OutlierGuard::convict_stragglers_behind`]). Sparse streams spread evenly stay
 /// within two; a flipped bit moves a timestamp by years.
 const STRAGGLER_SPREADS: i64 = 8;
+
+/// What one guard may hold, in bytes of frames. Full at this, as at `confirm`
+/// frames. At the default limits (16 frames of at most 1 MiB) the count always
+/// fills first; this binds only when `--confirm` or `--max-frame-bytes` is raised.
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// How much memory a held frame keeps, for [`MAX_HELD_BYTES`].
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+/// Test and benchmark tags stand for no bytes.
+impl Weigh for usize {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
+impl Weigh for () {
+    fn weight(&self) -> usize {
+        0
+    }
+}
 
 /// Highest trusted event time minus lateness. `None` until the first trusted frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +197,9 @@ impl<P> OutlierGuard<P> {
             held: held.into_iter().collect(),
         }
     }
+}
 
+impl<P: Weigh> OutlierGuard<P> {
     fn reach(&self, wm: &Watermark) -> i64 {
         self.config.max_ahead.max(wm.lateness())
     }
@@ -217,13 +245,31 @@ impl<P> OutlierGuard<P> {
             contradicted: 0,
             frame: payload(),
         });
-        if self.held.len() >= self.config.confirm {
+        if self.held_bytes() >= MAX_HELD_BYTES {
+            self.convict_contradicted(to.outliers);
+        }
+        if self.held.len() >= self.config.confirm || self.held_bytes() >= MAX_HELD_BYTES {
             if wm.max_trusted().is_none() {
                 self.convict_stragglers_behind(wm, to.outliers);
             }
             self.jump(wm, to.released);
         }
         Admission::Held
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.held.iter().map(|h| h.frame.weight()).sum()
+    }
+
+    /// Held frames that more later frames contradicted than supported: when bytes,
+    /// not `confirm` frames, fill the buffer, the evidence so far decides, so that
+    /// a few huge garbage frames cannot make the jump to their own time.
+    fn convict_contradicted(&mut self, outliers: &mut Vec<P>) {
+        let (convicted, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition::<VecDeque<_>, _>(|h| h.contradicted > h.supported);
+        self.held = kept;
+        outliers.extend(convicted.into_iter().map(|h| h.frame));
     }
 
     /// End of input: a held frame that more later frames support than contradict
@@ -394,6 +440,96 @@ mod tests {
             self.guard.finish(&mut self.wm, to);
             self.counted.extend(released.into_iter().map(|(t, _)| t));
         }
+    }
+
+    impl Weigh for i64 {
+        fn weight(&self) -> usize {
+            0
+        }
+    }
+
+    /// A frame of `.1` bytes at ts `.0`.
+    impl Weigh for (i64, usize) {
+        fn weight(&self) -> usize {
+            self.1
+        }
+    }
+
+    type Sized = (i64, usize);
+
+    /// Feeds `(ts, bytes)` frames to a guard; what it counted, what it convicted,
+    /// and the most bytes it held at once.
+    fn feed_sized(confirm: usize, frames: &[Sized]) -> (Vec<Sized>, Vec<Sized>, usize) {
+        let mut guard = OutlierGuard::new(GuardConfig {
+            max_ahead: 60,
+            confirm,
+        });
+        let mut wm = Watermark::new(5);
+        let (mut counted, mut outliers, mut most) = (vec![], vec![], 0);
+        for &f in frames {
+            let mut released = vec![];
+            let to = Decisions {
+                released: &mut released,
+                outliers: &mut outliers,
+            };
+            if guard.admit(&mut wm, f.0, None, || f, to) == Admission::Trusted {
+                counted.push(f);
+            }
+            counted.extend(released.into_iter().map(|(_, f)| f));
+            most = most.max(guard.held().map(|h| h.frame.1).sum());
+        }
+        let mut released = vec![];
+        let to = Decisions {
+            released: &mut released,
+            outliers: &mut outliers,
+        };
+        guard.finish(&mut wm, to);
+        counted.extend(released.into_iter().map(|(_, f)| f));
+        (counted, outliers, most)
+    }
+
+    /// Issue 18: `--confirm 100000` with 1 MiB frames could hold 100 GB per lane.
+    #[test]
+    fn the_guard_holds_no_more_than_its_byte_limit_and_loses_nothing() {
+        const MIB: usize = 1 << 20;
+        // A stream that jumps a day ahead after 10 frames: every later frame is
+        // held until the buffer is full, and then the jump is made.
+        let frames: Vec<(i64, usize)> = (0..10)
+            .map(|i| (1_000 + i, MIB))
+            .chain((0..100).map(|i| (90_000 + i, MIB)))
+            .collect();
+        let (counted, outliers, most) = feed_sized(100_000, &frames);
+        assert!(
+            most <= MAX_HELD_BYTES + MIB,
+            "held {most} bytes at once, limit {MAX_HELD_BYTES}"
+        );
+        assert!(outliers.is_empty(), "{} frames convicted", outliers.len());
+        let mut all = counted.clone();
+        all.sort();
+        assert_eq!(all, frames, "every frame counted once");
+    }
+
+    /// The byte limit must not let a few huge garbage frames jump the clock: the
+    /// frames that came after them already spoke against them.
+    #[test]
+    fn huge_garbage_frames_that_fill_the_buffer_are_outliers_not_a_jump() {
+        const MIB: usize = 1 << 20;
+        let mut frames = vec![];
+        for i in 0..40 {
+            frames.push((1_000 + i, 100));
+            if i % 10 == 5 {
+                // A flipped bit sends a 9 MiB frame a year ahead.
+                frames.push((1_000 + 31_536_000, 9 * MIB));
+            }
+        }
+        let (counted, outliers, _) = feed_sized(100_000, &frames);
+        assert_eq!(
+            outliers.iter().filter(|f| f.1 == 9 * MIB).count(),
+            4,
+            "the garbage frames"
+        );
+        assert_eq!(counted.len(), 40, "every ordinary frame counted");
+        assert!(counted.iter().all(|f| f.1 == 100));
     }
 
     #[test]

@@ -286,6 +286,41 @@ fn wait_with_peak_rss(child: &mut std::process::Child) -> (i32, i64) {
     (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
 
+/// Issue 18: memory grew with lines per chunk times threads (100 MB of `{` lines
+/// at `--threads 8` took 1.19 GB). 16 MB of them at 16 threads took about 1 GB.
+#[test]
+fn short_lines_at_many_threads_stay_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("braces.json");
+    const LINES: usize = 8 << 20;
+    std::fs::write(&file, b"{\n".repeat(LINES)).unwrap();
+    let mut child = cardinal()
+        .args(["count", "--threads", "16", "--format", "json"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
+        s
+    });
+    let (code, peak_kib) = wait_with_peak_rss(&mut child);
+    let err = reader.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("rejected {LINES},")),
+        "every line rejected: {err}"
+    );
+    assert!(
+        peak_kib < 200 << 10,
+        "peak RSS {} MiB for 16 MB of input",
+        peak_kib >> 10
+    );
+}
+
 #[test]
 fn a_huge_line_from_a_pipe_is_skipped_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,9 @@
 
 use super::{Aggregator, Output, Pending, Verdict};
 use crate::counter::Counter;
+use crate::watermark::Weigh;
 
-impl<C: Counter, T> Aggregator<C, T> {
+impl<C: Counter, T: Weigh> Aggregator<C, T> {
     /// Alignment: whether a frame of `ts` on `lane` may be counted now. Not if the
     /// lane is ahead of the slowest and the frame beyond the slowest by more than
     /// the drift: counting it would open windows the slowest lane keeps open. The

@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::counter::{Counter, CounterState};
-use crate::watermark::{Admission, Decisions, GuardConfig, OutlierGuard, WallClock, Watermark};
+use crate::watermark::{
+    Admission, Decisions, GuardConfig, OutlierGuard, WallClock, Watermark, Weigh,
+};
 use crate::window::{Calendar, Granularity, GranularitySet, Span};
 
 /// How the aggregator behaves; everything is in seconds.
@@ -182,6 +184,12 @@ struct Pending<K, T> {
     tag: T,
 }
 
+impl<K, T: Weigh> Weigh for Pending<K, T> {
+    fn weight(&self) -> usize {
+        self.tag.weight()
+    }
+}
+
 /// One input lane: a file, or a Kafka partition. Each has its own event clock,
 /// because partitions progress independently.
 struct Lane<K, T> {
@@ -316,7 +324,7 @@ pub const SETTLE_MS: u64 = 1000;
 /// at most half the idle timeout), whatever its last owner saw: a first fetch.
 pub const FIRST_LOOK_MS: u64 = 2000;
 
-impl<C: Counter, T> Aggregator<C, T> {
+impl<C: Counter, T: Weigh> Aggregator<C, T> {
     pub fn new(calendar: Calendar, settings: Settings, counter_config: C::Config) -> Self {
         let mut granularities = settings.granularities.clone();
         granularities.sort();
@@ -970,7 +978,7 @@ impl<C: Counter, T> Aggregator<C, T> {
     }
 }
 
-impl<C: Counter, T> Aggregator<C, T> {
+impl<C: Counter, T: Weigh> Aggregator<C, T> {
     /// What an emitted window carries of its counter: nothing (`None`), all of it
     /// (`Some(false)`), or what it gained since the last checkpoint (`Some(true)`).
     fn kept(&self) -> Option<bool> {

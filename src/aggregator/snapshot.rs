@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Aggregator, Pending, Settings, WindowId, WindowState};
 use crate::counter::{Counter, CounterState};
-use crate::watermark::{Held, OutlierGuard, Watermark};
+use crate::watermark::{Held, OutlierGuard, Watermark, Weigh};
 use crate::window::{Calendar, Granularity, Span};
 
 /// The most lanes a snapshot may name: a lane is a slot in a vector, and a Kafka
@@ -107,7 +107,7 @@ impl<H> Snapshot<H> {
     }
 }
 
-impl<C: Counter, T> Aggregator<C, T> {
+impl<C: Counter, T: Weigh> Aggregator<C, T> {
     /// The whole state. `held` turns a held frame's tag into something serializable
     /// (the caller keeps the raw frame there).
     pub fn snapshot<H>(&self, held: impl Fn(&T) -> H) -> Snapshot<H> {

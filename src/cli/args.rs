@@ -132,6 +132,8 @@ pub struct CountingOptions {
     pub max_ahead: i64,
 
     /// Frames that must agree before the stream is believed to have jumped ahead.
+    /// Held frames take memory: at most this many, and 16 MiB, per partition or
+    /// file; when bytes fill first, the frames held so far decide.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub confirm: u32,
 
@@ -164,8 +166,10 @@ pub struct CountingOptions {
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
-    /// Parser threads (default: one per core; at most 64). More threads than cores
-    /// only cost memory: each holds a few MiB of chunks in flight.
+    /// Parser threads (default: one per core; at most 64). Memory does not grow
+    /// with them: the chunks between reading and counting hold at most 64 MiB of
+    /// input (two frames, if --max-frame-bytes is over 32 MiB) and the parse
+    /// results of 4,096 frames each, about 64 MiB more at most.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: Option<u16>,
 

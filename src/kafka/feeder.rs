@@ -253,7 +253,7 @@ pub(super) fn feed_from_kafka(
                 }
             }
         }
-        let full = chunk.data().len() >= CHUNK_BYTES || chunk.record_count() >= 4096;
+        let full = chunk.data().len() >= CHUNK_BYTES || chunk.record_count() >= MAX_CHUNK_FRAMES;
         if full
             || !done.is_empty()
             || (chunk.record_count() > 0 && batch_started.elapsed() >= MAX_BATCH_WAIT)

@@ -38,7 +38,7 @@ use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };
 use crate::sink::{Reject, Rejected, Results, SinkError};
-use crate::source::{CHUNK_BYTES, Chunk, RecordFields};
+use crate::source::{CHUNK_BYTES, Chunk, MAX_CHUNK_FRAMES, RecordFields};
 use crate::watermark::WallClock;
 use crate::window::Calendar;
 

@@ -65,6 +65,22 @@ pub struct CountConfig {
     pub frames: FrameSpec,
 }
 
+/// What the chunks between the reader and the aggregating stage may hold, in
+/// input bytes, whatever the thread count. With each chunk's parse results (at
+/// most [`crate::source::MAX_CHUNK_FRAMES`] of them, tens of bytes each) and the
+/// buffer pool, this bounds the memory a run uses besides its windows.
+pub const IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// How many chunks may be in flight: four per parser thread keep them busy, as
+/// long as the byte budget allows. A chunk's buffer may grow to the frame limit
+/// to hold one long line, so that is what each one is charged.
+pub fn chunks_in_flight(threads: usize, chunk_bytes: usize, max_frame_bytes: usize) -> usize {
+    let per_chunk = chunk_bytes.max(max_frame_bytes).max(1);
+    (threads.saturating_mul(4))
+        .min(IN_FLIGHT_BYTES / per_chunk)
+        .max(2)
+}
+
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An opened input: its name for messages, and its bytes.
@@ -336,10 +352,11 @@ where
         .map_err(|e| PipelineError::Live(format!("cannot restore the checkpoint: {e}")))?,
     };
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job<C::Key>>(threads * 2);
-        let (order_tx, order_rx) = mpsc::sync_channel::<Item<C::Key>>(threads * 4);
+        let in_flight = chunks_in_flight(threads, config.chunk_bytes, config.max_frame_bytes);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job<C::Key>>(in_flight / 2);
+        let (order_tx, order_rx) = mpsc::sync_channel::<Item<C::Key>>(in_flight);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let pool = BufferPool::default();
+        let pool = BufferPool::keeping(in_flight);
         let paused = PausedLanes::default();
         let feed = Feed::new(Channels { order_tx, job_tx }, pool.clone(), paused.clone());
         scope.spawn(move || feeder(feed));

@@ -19,9 +19,16 @@ pub struct Chunker<R> {
     eof: bool,
     input: usize,
     max_frame: usize,
-    /// `cur[..scanned]` has been searched for newlines; the last one found is at `last_nl`.
+    /// `cur[..scanned]` has been searched for newlines; the last one found is at
+    /// `last_nl`, and `lines` were found.
     scanned: usize,
     last_nl: Option<usize>,
+    lines: usize,
+    /// `cur[..consumed]` went out in chunks cut at the line limit; the rest moves
+    /// to the front before the next read.
+    consumed: usize,
+    /// Cut a chunk after this many lines, however few bytes they are.
+    max_lines: usize,
     /// Skipping the rest of a line over the limit: its head and its length so far.
     skipping: Option<(Vec<u8>, u64)>,
 }
@@ -30,6 +37,12 @@ impl<R: Read> Chunker<R> {
     /// Lines longer than this are skipped and handed on as `too_large`.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes.max(1);
+        self
+    }
+
+    /// Cuts chunks after `lines` lines at most (default [`MAX_CHUNK_FRAMES`]).
+    pub fn max_lines(mut self, lines: usize) -> Self {
+        self.max_lines = lines.max(1);
         self
     }
 
@@ -86,7 +99,50 @@ impl<R: Read> Chunker<R> {
             max_frame: MAX_FRAME_BYTES,
             scanned: 0,
             last_nl: None,
+            lines: 0,
+            consumed: 0,
+            max_lines: MAX_CHUNK_FRAMES,
             skipping: None,
+        }
+    }
+
+    /// Searches the bytes read since the last search for newlines. `Some` with
+    /// where to cut once the chunk holds `max_lines` lines: the search stops
+    /// there, and the rest is searched again after the cut.
+    fn scan(&mut self) -> Option<usize> {
+        let from = self.scanned;
+        for i in memchr::memchr_iter(b'\n', &self.cur[from..self.filled]) {
+            self.last_nl = Some(from + i);
+            self.lines += 1;
+            if self.lines == self.max_lines {
+                self.scanned = from + i + 1;
+                return Some(self.scanned);
+            }
+        }
+        self.scanned = self.filled;
+        None
+    }
+
+    /// A chunk of `cur[consumed..upto]`, the lines up to the line limit. They are
+    /// copied out rather than the rest moved: a megabyte of short lines makes
+    /// hundreds of such chunks, and moving the rest each time would be quadratic.
+    fn cut_lines(&mut self, upto: usize) -> Chunk {
+        let len = upto - self.consumed;
+        let mut buf = self.pool.take(len);
+        buf[..len].copy_from_slice(&self.cur[self.consumed..upto]);
+        self.consumed = upto;
+        self.lines = 0;
+        self.line_chunk(buf, len, Vec::new(), len as u64)
+    }
+
+    /// Moves what is left after [`Self::cut_lines`] to the front, once, before reading on.
+    fn compact(&mut self) {
+        let by = std::mem::take(&mut self.consumed);
+        if by > 0 {
+            self.cur.copy_within(by..self.filled, 0);
+            self.filled -= by;
+            self.scanned -= by;
+            self.last_nl = self.last_nl.and_then(|n| n.checked_sub(by));
         }
     }
 
@@ -98,6 +154,7 @@ impl<R: Read> Chunker<R> {
         // What is left holds no newline that was found: callers cut just after the last one.
         self.scanned = self.scanned.saturating_sub(upto);
         self.last_nl = self.last_nl.and_then(|n| n.checked_sub(upto));
+        self.lines = 0;
         self.line_chunk(buf, upto, Vec::new(), upto as u64)
     }
 
@@ -160,6 +217,7 @@ impl<R: Read> Chunker<R> {
                 self.filled = n - i - 1;
                 self.scanned = 0;
                 self.last_nl = None;
+                self.lines = 0;
                 Some(Ok(self.oversized_chunk(head, len, true)))
             }
             None => {
@@ -199,7 +257,12 @@ impl<R: Read> Iterator for Chunker<R> {
         if self.cur.is_empty() {
             self.cur = self.pool.take(self.chunk_bytes);
         }
+        // Lines left over from a cut at the line limit may fill the next chunk.
+        if let Some(upto) = self.scan() {
+            return Some(Ok(self.cut_lines(upto)));
+        }
         loop {
+            self.compact();
             if self.skipping.is_some() {
                 match self.skip_oversized() {
                     Some(done) => return Some(done),
@@ -229,10 +292,9 @@ impl<R: Read> Iterator for Chunker<R> {
             }
             // Only the new bytes are searched: a long line read in small pieces
             // must not be scanned again on every read.
-            if let Some(i) = memchr::memrchr(b'\n', &self.cur[self.scanned..self.filled]) {
-                self.last_nl = Some(self.scanned + i);
+            if let Some(upto) = self.scan() {
+                return Some(Ok(self.cut_lines(upto)));
             }
-            self.scanned = self.filled;
             let line_start = self.last_nl.map_or(0, |i| i + 1);
             if self.filled - line_start > self.max_frame {
                 if line_start > 0 {

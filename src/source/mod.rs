@@ -31,6 +31,12 @@ pub use chunker::Chunker;
 /// enough that several fit in cache-friendly flight.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// The most frames a chunk holds, whatever their size. A chunk's parse results
+/// take tens of bytes per frame, so a megabyte of empty lines would otherwise
+/// turn into tens of megabytes per chunk in flight; at 2 KB frames a full chunk
+/// holds about 500 and this never binds.
+pub const MAX_CHUNK_FRAMES: usize = 4096;
+
 /// The default frame limit: Kafka's default largest message.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
@@ -209,12 +215,29 @@ pub enum SourceError {
 
 /// Chunk buffers are recycled rather than freed: a fresh megabyte costs page
 /// faults and zeroing on every chunk, which showed up as a third of the time.
-#[derive(Debug, Clone, Default)]
+/// It keeps no more buffers than the pipeline has chunks in flight, so that what
+/// it holds is within the same bound.
+#[derive(Debug, Clone)]
 pub struct BufferPool {
     free: Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        BufferPool::keeping(64)
+    }
 }
 
 impl BufferPool {
+    /// A pool that keeps at most `keep` free buffers.
+    pub fn keeping(keep: usize) -> Self {
+        BufferPool {
+            free: Arc::default(),
+            keep,
+        }
+    }
+
     pub fn take(&self, size: usize) -> Vec<u8> {
         let recycled = self.free.lock().expect("pool lock").pop();
         match recycled {
@@ -225,8 +248,7 @@ impl BufferPool {
 
     fn put(&self, buf: Vec<u8>) {
         let mut free = self.free.lock().expect("pool lock");
-        // Bounded: the pipeline never has more than a few dozen chunks in flight.
-        if free.len() < 64 {
+        if free.len() < self.keep {
             free.push(buf);
         }
     }

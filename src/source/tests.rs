@@ -52,6 +52,65 @@ fn lines_and_numbers_survive_any_read_pattern() {
     }
 }
 
+/// Memory in flight follows bytes only if a chunk's lines are bounded too: each
+/// becomes a parse result of tens of bytes, so a megabyte of empty lines must not
+/// be one chunk.
+#[test]
+fn chunks_hold_at_most_the_line_limit_and_lose_no_line() {
+    let text: String = (0..50)
+        .map(|i| "x".repeat(i % 4) + "\n")
+        .collect::<String>()
+        + "tail";
+    let want: Vec<(u64, String)> = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.to_string()))
+        .collect();
+    for max_lines in [1, 2, 3, 7, 49, 50, 51, 1000] {
+        for step in [1, 5, 64, 4096] {
+            for chunk in [1, 16, 1024] {
+                let chunker = Chunker::new(
+                    Trickle {
+                        data: text.as_bytes(),
+                        step,
+                    },
+                    "t",
+                    chunk,
+                )
+                .max_lines(max_lines);
+                let chunks: Vec<Chunk> = chunker.map(Result::unwrap).collect();
+                for c in &chunks {
+                    assert!(
+                        c.lines().count() <= max_lines,
+                        "a chunk of {} lines, limit {max_lines}",
+                        c.lines().count()
+                    );
+                }
+                let mut got = vec![];
+                let mut line = 0;
+                for c in &chunks {
+                    line = c.first_line.unwrap_or(line);
+                    for l in c.lines() {
+                        got.push((line, String::from_utf8(l.to_vec()).unwrap()));
+                        line += 1;
+                    }
+                }
+                assert_eq!(got, want, "limit {max_lines} step {step} chunk {chunk}");
+            }
+        }
+    }
+    // The default limit, on a megabyte of empty lines read at once.
+    let empty = vec![b'\n'; 1 << 20];
+    let chunks: Vec<Chunk> = Chunker::new(&empty[..], "t", CHUNK_BYTES)
+        .map(Result::unwrap)
+        .collect();
+    assert!(chunks.iter().all(|c| c.lines().count() <= MAX_CHUNK_FRAMES));
+    assert_eq!(
+        chunks.iter().map(|c| c.lines().count()).sum::<usize>(),
+        1 << 20
+    );
+}
+
 /// Absolute line numbers from chunks, as the aggregating stage computes them.
 fn numbered(chunks: impl Iterator<Item = Chunk>) -> Vec<(u64, Vec<u8>)> {
     let mut line = 0;
