@@ -22,8 +22,10 @@
 //!     cargo bench --bench kafka -- [FRAMES] [ROUNDS]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use cardinal::aggregator::Settings;

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -88,13 +90,13 @@ impl Metrics {
 
     /// The aggregating stage's latest state; also its heartbeat for `/healthz`.
     pub fn publish_stage(&self, view: StageView) {
-        *lock(&self.stage) = (view, Some(Instant::now()));
+        *self.stage.lock() = (view, Some(Instant::now()));
     }
 
     /// Windows just emitted. Keeps, per granularity, the latest version of the most
     /// recent windows: an hour of minutes, three days of hours, and so on.
     pub fn windows_emitted(&self, records: impl IntoIterator<Item = Record>) {
-        let mut recent = lock(&self.recent);
+        let mut recent = self.recent.lock();
         recent.extend(records);
         let Ok(series) = chart::series(&recent) else {
             return;
@@ -121,13 +123,13 @@ impl Metrics {
 
     /// The live page's chart.
     pub fn chart_svg(&self) -> String {
-        chart::svg(&chart::series(&lock(&self.recent)).unwrap_or_default())
+        chart::svg(&chart::series(&self.recent.lock()).unwrap_or_default())
     }
 
     /// The live page's tables, as JSON.
     pub fn state_json(&self) -> String {
-        let (stage, _) = lock(&self.stage).clone();
-        let kafka = lock(&self.kafka).clone().unwrap_or_default();
+        let (stage, _) = self.stage.lock().clone();
+        let kafka = self.kafka.lock().clone().unwrap_or_default();
         let t = &stage.telemetry;
         let partitions: Vec<serde_json::Value> = stage
             .lane_watermarks
@@ -159,21 +161,21 @@ impl Metrics {
 
     /// The aggregating stage's latest copy.
     pub fn stage(&self) -> StageView {
-        lock(&self.stage).0.clone()
+        self.stage.lock().0.clone()
     }
 
     /// The Kafka source's latest view, for Kafka runs.
     pub fn kafka(&self) -> Option<KafkaView> {
-        lock(&self.kafka).clone()
+        self.kafka.lock().clone()
     }
 
     /// Kafka runs: updates the source's view (a Kafka run is ready only with it).
     pub fn update_kafka(&self, f: impl FnOnce(&mut KafkaView)) {
-        f(lock(&self.kafka).get_or_insert_with(KafkaView::default));
+        f(self.kafka.lock().get_or_insert_with(KafkaView::default));
     }
 
     pub fn checkpoint_written(&self, took: Duration, bytes: u64) {
-        let mut c = lock(&self.checkpoints);
+        let mut c = self.checkpoints.lock();
         c.duration.observe(took.as_secs_f64());
         c.last_bytes = bytes;
         c.written += 1;
@@ -181,7 +183,7 @@ impl Metrics {
 
     /// `/healthz`: the aggregating stage is moving.
     pub fn health(&self) -> Result<String, String> {
-        match lock(&self.stage).1 {
+        match self.stage.lock().1 {
             Some(at) if at.elapsed() > STALLED_AFTER => Err(format!(
                 "the aggregating stage has not moved for {} s",
                 at.elapsed().as_secs()
@@ -192,10 +194,10 @@ impl Metrics {
 
     /// `/readyz`: the run is counting; for Kafka, it has partitions and a broker.
     pub fn readiness(&self) -> Result<String, String> {
-        if lock(&self.stage).1.is_none() {
+        if self.stage.lock().1.is_none() {
             return Err("starting: nothing counted yet\n".into());
         }
-        match &*lock(&self.kafka) {
+        match &*self.kafka.lock() {
             Some(k) if k.broker_down.is_some() => Err(format!(
                 "the broker is unreachable: {}\n",
                 k.broker_down.as_deref().unwrap_or_default()
@@ -214,11 +216,6 @@ impl Metrics {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
         out
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panicked writer leaves plain numbers behind: still worth serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn iso(ts: i64) -> String {
@@ -277,8 +274,8 @@ impl Out<'_, '_> {
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let (stage, _) = lock(&self.stage).clone();
-        let kafka = lock(&self.kafka).clone();
+        let (stage, _) = self.stage.lock().clone();
+        let kafka = self.kafka.lock().clone();
         let t = &stage.telemetry;
         let mut o = Out(&mut encoder);
         use MetricType::{Counter as C, Gauge as G};
@@ -377,7 +374,7 @@ impl Collector for Metrics {
                 .iter()
                 .map(|(p, w)| (p.to_string(), ConstGauge::new(*w))),
         )?;
-        let c = lock(&self.checkpoints);
+        let c = self.checkpoints.lock();
         if c.written > 0 {
             o.histogram(
                 "cardinal_checkpoint_duration_seconds",

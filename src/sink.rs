@@ -13,7 +13,9 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -200,7 +202,7 @@ impl RejectSink {
             path: self.path.clone(),
             source: e,
         };
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = self.out.lock();
         out.flush().map_err(err)?;
         let f = out.get_mut();
         if f.metadata().map_err(err)?.len() > bytes {
@@ -216,7 +218,7 @@ impl RejectSink {
             path: self.path.clone(),
             source: e,
         };
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = self.out.lock();
         out.flush().map_err(err)?;
         io::Seek::stream_position(out.get_mut()).map_err(err)
     }
@@ -260,7 +262,7 @@ impl Reject for RejectSink {
                 raw,
             },
         };
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = self.out.lock();
         serde_json::to_writer(&mut *out, &rec)
             .map_err(io::Error::from)
             .and_then(|_| out.write_all(b"\n"))
@@ -271,7 +273,7 @@ impl Reject for RejectSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = self.out.lock();
         out.flush().map_err(|e| SinkError::Rejects {
             path: self.path.clone(),
             source: e,

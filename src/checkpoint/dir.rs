@@ -123,7 +123,7 @@ impl StateDir {
     /// change set folded in. With `reset`, an existing checkpoint is discarded.
     pub fn load(&self, identity: &str, reset: bool) -> Result<Option<Checkpoint>, CheckpointError> {
         let path = self.path();
-        *self.chain.lock().expect("chain lock") = None;
+        *self.chain.lock() = None;
         if reset {
             self.remove_changes(|_, _| true)?;
             return match fs::remove_file(&path) {
@@ -184,7 +184,7 @@ impl StateDir {
         // Change sets past a gap belong to no chain: the next save would write
         // below them, and a later load would fold them in.
         self.remove_changes(|g, n| g != generation || n > chain.changes)?;
-        *self.chain.lock().expect("chain lock") = Some(chain);
+        *self.chain.lock() = Some(chain);
         Ok(Some(checkpoint))
     }
 
@@ -247,7 +247,7 @@ impl StateDir {
     /// Whether the next save should be a whole state: there is no chain to extend,
     /// or its change sets add up to more than the whole state.
     pub fn wants_whole(&self) -> bool {
-        (*self.chain.lock().expect("chain lock"))
+        (*self.chain.lock())
             .is_none_or(|c| c.change_bytes >= c.whole_bytes || c.changes >= Chain::MAX_CHANGES)
     }
 
@@ -256,7 +256,7 @@ impl StateDir {
     /// one's change sets.
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<SaveStats, CheckpointError> {
         let started = Instant::now();
-        let mut chain = self.chain.lock().expect("chain lock");
+        let mut chain = self.chain.lock();
         let whole = checkpoint.state.whole;
         let (generation, sequence, path) = match (whole, *chain) {
             (true, previous) => {

@@ -196,7 +196,7 @@ fn change_sets_past_a_gap_are_dropped_and_a_corrupt_one_is_refused() {
         sd.save(&c).unwrap();
     }
     let link = |n: u64| {
-        let g = sd.chain.lock().unwrap().unwrap().generation;
+        let g = sd.chain.lock().unwrap().generation;
         sd.change_path(g, n)
     };
     let (second, third) = (link(2), link(3));

@@ -21,7 +21,7 @@ impl ConsumerContext for ErrorContext {}
 pub(super) static LAST_CLIENT_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 pub(super) fn remember_client_error(message: &str) {
-    let mut all = LAST_CLIENT_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = LAST_CLIENT_ERRORS.lock();
     if !all.iter().any(|m| m == message) {
         if all.len() == 3 {
             all.remove(0);
@@ -54,7 +54,7 @@ static AUTHENTICATION_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The last client error, as a clause for an error message.
 pub(super) fn last_client_error() -> String {
-    let all = LAST_CLIENT_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    let all = LAST_CLIENT_ERRORS.lock();
     if all.is_empty() {
         String::new()
     } else {

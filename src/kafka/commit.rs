@@ -184,7 +184,7 @@ impl KafkaHooks {
         let Some(publisher) = &self.scale else {
             return;
         };
-        let owned = publisher.state.owned.lock().expect("owned lock").clone();
+        let owned = publisher.state.owned.lock().clone();
         let next: HashMap<usize, u64> = state.next_positions().into_iter().collect();
         let mut tpl = TopicPartitionList::new();
         for (p, start) in owned {

@@ -15,7 +15,7 @@ impl EndOffsets {
         if let Some(e) = &self.at_start {
             return Some(e.clone());
         }
-        let target = self.target.as_ref()?.lock().expect("target lock").clone()?;
+        let target = self.target.as_ref()?.lock().clone()?;
         Some(target.into_iter().map(|(p, high)| (p, (0, high))).collect())
     }
 }
@@ -65,8 +65,7 @@ pub(super) fn feed_from_kafka(
     let mut last_tick = Instant::now();
     // Where each partition resumes, if a checkpoint said so, so that what is left to
     // read (the progress line, a partition restored at its end) counts from there.
-    let mut positions: HashMap<i32, i64> =
-        (consumer.context().positions.lock().expect("positions lock")).clone();
+    let mut positions: HashMap<i32, i64> = (consumer.context().positions.lock()).clone();
     let mut last_progress = Instant::now();
     let mut read = 0u64;
     let mut read_at_last_progress = 0u64;
@@ -123,7 +122,6 @@ pub(super) fn feed_from_kafka(
                         .context()
                         .positions
                         .lock()
-                        .expect("positions lock")
                         .insert(p, msg.offset() + 1);
                     read += 1;
                 }
@@ -146,12 +144,7 @@ pub(super) fn feed_from_kafka(
                     feed.fail(live(format!("fatal consumer error on {topic}: {e}")));
                     return;
                 }
-                let text = consumer
-                    .context()
-                    .last_error
-                    .lock()
-                    .expect("error lock")
-                    .take();
+                let text = consumer.context().last_error.lock().take();
                 if let KafkaError::MessageConsumption(code) = &e
                     && let Some(bad) = text.as_deref().and_then(|t| BadBatch::parse(*code, t))
                 {
@@ -175,7 +168,7 @@ pub(super) fn feed_from_kafka(
         }
         let scale = consumer.context().scale.as_deref();
         if let Some(scale) = scale {
-            let revoked = std::mem::take(&mut *scale.revoked.lock().expect("revoked lock"));
+            let revoked = std::mem::take(&mut *scale.revoked.lock());
             if !revoked.is_empty() {
                 // What was read of them goes first, then the word that they are gone:
                 // the pipeline releases them once it has counted all of it.
@@ -190,8 +183,7 @@ pub(super) fn feed_from_kafka(
                 }
             }
         }
-        let assigned: Vec<i32> =
-            std::mem::take(&mut *consumer.context().assigned.lock().expect("assigned lock"));
+        let assigned: Vec<i32> = std::mem::take(&mut *consumer.context().assigned.lock());
         if !assigned.is_empty() {
             if !feed.assigned(assigned.iter().map(|p| *p as u32).collect()) {
                 return;
@@ -204,13 +196,7 @@ pub(super) fn feed_from_kafka(
             if let Some(scale) = scale {
                 // A partition may come back from another owner, further on.
                 for p in &assigned {
-                    match consumer
-                        .context()
-                        .positions
-                        .lock()
-                        .expect("positions lock")
-                        .get(p)
-                    {
+                    match consumer.context().positions.lock().get(p) {
                         Some(at) => positions.insert(*p, *at),
                         None => positions.remove(p),
                     };
@@ -218,7 +204,7 @@ pub(super) fn feed_from_kafka(
                     at_eof.remove(p);
                 }
                 // Frames its last owner had read but not counted: counted first.
-                for (p, held) in std::mem::take(&mut *scale.refeed.lock().expect("refeed lock")) {
+                for (p, held) in std::mem::take(&mut *scale.refeed.lock()) {
                     for h in held {
                         let key = if keep.keys { h.key.as_deref() } else { None };
                         chunk.push_kafka_record(p as u32, h.offset, key, None, &h.raw, max_frame);
@@ -241,7 +227,7 @@ pub(super) fn feed_from_kafka(
             if let Some(ends) = &ends_now {
                 // A partition read to its end must not hold the others back.
                 for (p, (low, high)) in ends {
-                    if scale.is_some_and(|s| !s.owned.lock().expect("owned lock").contains_key(p)) {
+                    if scale.is_some_and(|s| !s.owned.lock().contains_key(p)) {
                         continue;
                     }
                     let at_end = high <= low
@@ -335,7 +321,7 @@ pub(super) fn feed_from_kafka(
                     // until then the group may still hand us one (a member that
                     // finished and left, or a partition a rebalance left to no one).
                     Some(scale) => {
-                        let owned = scale.owned.lock().expect("owned lock");
+                        let owned = scale.owned.lock();
                         let mine_done =
                             owned.keys().all(|p| finished.contains(p)) && paused_from.is_empty();
                         let mine: Vec<i32> = match mine_done {

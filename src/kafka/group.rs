@@ -45,7 +45,7 @@ impl ClientContext for RunContext {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(&error, reason);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        *self.last_error.lock() = Some(reason.to_string());
         if let Some(m) = &self.metrics
             && error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
         {
@@ -56,7 +56,7 @@ impl ClientContext for RunContext {
         let Some(m) = &self.metrics else {
             return;
         };
-        let positions = self.positions.lock().expect("positions lock");
+        let positions = self.positions.lock();
         let mut lag = std::collections::BTreeMap::new();
         if let Some(t) = stats.topics.get(&self.topic) {
             for (p, s) in &t.partitions {
@@ -95,7 +95,7 @@ impl ConsumerContext for RunContext {
                 self.let_go(consumer, tpl);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let positions = self.positions.lock().expect("positions lock");
+                let positions = self.positions.lock();
                 let mut parts = Vec::new();
                 for elem in tpl.elements_for_topic(&self.topic) {
                     parts.push(elem.partition());
@@ -116,7 +116,7 @@ impl ConsumerContext for RunContext {
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(event = "assign_failed", error = %e);
                 }
-                let mut incomplete = self.incomplete.lock().expect("incomplete lock");
+                let mut incomplete = self.incomplete.lock();
                 if complete {
                     // librdkafka keeps a partition's pause across a reassignment: one
                     // paused while the topic was shared would never be read again.
@@ -148,7 +148,7 @@ impl ConsumerContext for RunContext {
                 self.holding
                     .store(complete && !parts.is_empty(), Ordering::Relaxed);
                 if complete {
-                    self.assigned.lock().expect("assigned lock").extend(parts);
+                    self.assigned.lock().extend(parts);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -179,9 +179,9 @@ impl RunContext {
             .map(|e| e.partition())
             .collect();
         let points = scale.resume_points(&parts);
-        let mut positions = self.positions.lock().expect("positions lock");
-        let mut owned = scale.owned.lock().expect("owned lock");
-        let mut refeed = scale.refeed.lock().expect("refeed lock");
+        let mut positions = self.positions.lock();
+        let mut owned = scale.owned.lock();
+        let mut refeed = scale.refeed.lock();
         for p in &parts {
             let (next, held) = points.get(p).cloned().unwrap_or_default();
             let offset = match (next, self.from) {
@@ -196,7 +196,7 @@ impl RunContext {
                 None => positions.remove(p),
             };
             owned.insert(*p, next);
-            (scale.starts.lock().expect("starts lock")).insert(*p, next);
+            (scale.starts.lock()).insert(*p, next);
             if !held.is_empty() {
                 refeed.push((*p, held));
             }
@@ -212,7 +212,7 @@ impl RunContext {
             m.update_kafka(|k| k.assigned = owned.len());
         }
         self.holding.store(!owned.is_empty(), Ordering::Relaxed);
-        self.assigned.lock().expect("assigned lock").extend(parts);
+        self.assigned.lock().extend(parts);
     }
 
     /// Scale-out: partitions taken from us are released once the pipeline has
@@ -223,12 +223,12 @@ impl RunContext {
             .map(|e| e.partition())
             .collect();
         tracing::info!(event = "partitions_revoked", partitions = ?parts);
-        let mut owned = scale.owned.lock().expect("owned lock");
+        let mut owned = scale.owned.lock();
         for p in &parts {
             owned.remove(p);
         }
-        (scale.releasing.lock().expect("releasing lock")).extend(parts.iter().copied());
-        (scale.revoked.lock().expect("revoked lock")).extend(parts.iter().copied());
+        (scale.releasing.lock()).extend(parts.iter().copied());
+        (scale.revoked.lock()).extend(parts.iter().copied());
         if let Some(m) = &self.metrics {
             m.update_kafka(|k| k.assigned = owned.len());
         }
@@ -287,7 +287,7 @@ impl Shared {
     /// process that has held every partition waits for ever (the newcomer gives
     /// up and leaves); one that never has gives up.
     pub(super) fn check(&mut self, context: &RunContext, topic: &str) -> Option<String> {
-        let incomplete = context.incomplete.lock().expect("incomplete lock");
+        let incomplete = context.incomplete.lock();
         let (since, parts) = incomplete.as_ref()?;
         let all = context.all_partitions.get().cloned().unwrap_or_default();
         let waited = since.elapsed();

@@ -14,8 +14,10 @@
 //! `tools`: `cardinal produce`, `consume` and topic creation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -288,7 +290,7 @@ mod tests {
                 f.key.map(<[u8]>::to_vec),
                 f.raw.to_vec(),
             );
-            self.0.lock().unwrap().push(entry);
+            self.0.lock().push(entry);
             Ok(())
         }
         fn flush(&mut self) -> Result<(), SinkError> {
@@ -346,7 +348,7 @@ mod tests {
         };
         let report = run_options_run(&run_opts, &config, &mut sinks).unwrap();
         assert_eq!(report.telemetry.frames_counted, 3);
-        let rejected = collected.0.lock().unwrap().clone();
+        let rejected = collected.0.lock().clone();
         assert_eq!(rejected.len(), 1, "{rejected:?}");
         let (reason, detail, key, value) = &rejected[0];
         assert_eq!(reason, "bad_ts");

@@ -18,13 +18,13 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let (Ok(msg), Some(ends)) = (result, &self.ends) {
-            let mut ends = ends.lock().expect("ends lock");
+            let mut ends = ends.lock();
             let end = ends.entry(msg.partition()).or_insert(0);
             *end = (*end).max(msg.offset() + 1);
         }
         if let Err((e, msg)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first_error.lock().expect("error lock");
+            let mut first = self.first_error.lock();
             first.get_or_insert_with(|| {
                 format!(
                     "{} (topic {}, partition {})",
@@ -50,7 +50,7 @@ impl DeliveryTracker {
     pub fn ends(&self) -> HashMap<i32, i64> {
         self.ends
             .as_ref()
-            .map(|e| e.lock().expect("ends lock").clone())
+            .map(|e| e.lock().clone())
             .unwrap_or_default()
     }
 
@@ -60,11 +60,7 @@ impl DeliveryTracker {
             0 => Ok(()),
             n => Err(format!(
                 "{n} messages could not be delivered; first error: {}",
-                self.first_error
-                    .lock()
-                    .expect("error lock")
-                    .clone()
-                    .unwrap_or_default()
+                self.first_error.lock().clone().unwrap_or_default()
             )),
         }
     }

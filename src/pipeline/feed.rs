@@ -2,18 +2,23 @@
 //! every chunk's receipt, with ticks, assignments and the end, goes to the
 //! aggregating stage in the order they were fed.
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use super::PipelineError;
 use super::parse::ParsedChunk;
 use crate::source::{BufferPool, Chunk};
 use crate::watermark::WallClock;
 
+/// A parser thread's answer for one chunk: its frames, or why it failed on it.
+pub(super) type Parsed<K> = Result<ParsedChunk<K>, PipelineError>;
+
 /// What the feeder queues for the aggregating stage, in order.
 pub(super) enum Item<K> {
     /// A chunk being parsed: its result arrives on this one-shot channel.
-    Chunk(Receiver<ParsedChunk<K>>),
+    Chunk(Receiver<Parsed<K>>),
     Signal(Signal),
 }
 
@@ -31,7 +36,7 @@ pub(super) enum Signal {
 }
 
 /// A chunk for a parser thread, and where to send its result.
-pub(super) type Job<K> = (Chunk, SyncSender<ParsedChunk<K>>);
+pub(super) type Job<K> = (Chunk, SyncSender<Parsed<K>>);
 
 /// The stage's two channels, typed by the counter's key.
 pub(super) struct Channels<K> {
@@ -65,7 +70,7 @@ pub struct PausedLanes(Arc<Mutex<(u64, Vec<u32>)>>);
 
 impl PausedLanes {
     pub(super) fn set(&self, lanes: Vec<u32>) {
-        let mut g = self.0.lock().expect("paused lanes lock");
+        let mut g = self.0.lock();
         if g.1 != lanes {
             g.0 += 1;
             g.1 = lanes;
@@ -74,7 +79,7 @@ impl PausedLanes {
 
     /// The lanes to pause, if they changed since `version` (start from 0).
     pub fn changed_since(&self, version: u64) -> Option<(u64, Vec<u32>)> {
-        let g = self.0.lock().expect("paused lanes lock");
+        let g = self.0.lock();
         (g.0 != version).then(|| (g.0, g.1.clone()))
     }
 }

@@ -18,9 +18,12 @@ mod parse;
 mod stage;
 
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use thiserror::Error;
 
@@ -36,7 +39,7 @@ use crate::source::{BufferPool, Chunker, SourceError};
 use crate::telemetry::Telemetry;
 use crate::window::{Calendar, Granularity};
 
-use feed::{Channels, Item, Job};
+use feed::{Channels, Item, Job, Signal};
 pub use feed::{Feed, PausedLanes};
 use parse::parse_chunk;
 use stage::Aggregate;
@@ -358,23 +361,24 @@ where
         let job_rx = Arc::new(Mutex::new(job_rx));
         let pool = BufferPool::keeping(in_flight);
         let paused = PausedLanes::default();
+        let failed = order_tx.clone();
         let feed = Feed::new(Channels { order_tx, job_tx }, pool.clone(), paused.clone());
-        scope.spawn(move || feeder(feed));
+        scope.spawn(move || {
+            // A panic in the reader (a bug) ends the run with an error that says
+            // so, after everything it queued, instead of taking the process down.
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| feeder(feed))) {
+                let why = parse::panic_message(&*panic);
+                let _ = failed.send(Item::Signal(Signal::Failed(PipelineError::Live(format!(
+                    "the input reader failed: {why} (a bug: please report it)"
+                )))));
+            }
+        });
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let spec = &config.frames;
             let max_frame = config.max_frame_bytes;
             scope.spawn(move || {
-                loop {
-                    let job = job_rx.lock().expect("no worker panics holding it").recv();
-                    let Ok((chunk, reply)) = job else { break };
-                    if reply
-                        .send(parse_chunk::<C>(chunk, spec, max_frame))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+                parse::parse_jobs(&job_rx, |chunk| parse_chunk::<C>(chunk, spec, max_frame))
             });
         }
 
@@ -390,4 +394,77 @@ where
             checkpoint_summary: hooks.checkpoint_summary(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Chunker;
+
+    fn config() -> CountConfig {
+        CountConfig {
+            calendar: Calendar::utc(),
+            settings: Settings::default(),
+            counter: CounterKind::Exact,
+            threads: 2,
+            chunk_bytes: 1 << 10,
+            max_frame_bytes: 1 << 20,
+            metrics: None,
+            frames: FrameSpec::default(),
+        }
+    }
+
+    /// Issue 18: a thread that panicked outside `catch_unwind` took the run down
+    /// through an `expect`; it must be the run's error, and the process go on.
+    #[test]
+    fn a_reader_that_panics_is_an_error_not_a_crash() {
+        let mut sinks = Sinks::lines(Box::new(std::io::sink()), Format::Json);
+        let got = run(&config(), &mut sinks, &mut NoHooks, None, |feed| {
+            let data = b"{\"uid\":\"a\",\"ts\":1}\n".repeat(10);
+            for chunk in Chunker::new(&data[..], "t", 64) {
+                feed.chunk(chunk.unwrap());
+            }
+            panic!("boom in the reader");
+        });
+        match got {
+            Err(PipelineError::Live(why)) => assert!(
+                why.contains("the input reader failed: boom in the reader"),
+                "{why}"
+            ),
+            other => panic!("not the reader's error: {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_parser_thread_that_panics_answers_with_an_error_naming_the_chunk() {
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job<u64>>(4);
+        let jobs = Mutex::new(job_rx);
+        let mut replies = vec![];
+        for offset in [0, 4096] {
+            let mut chunk = Chunker::new(&b"{}\n"[..], "in.json", 64)
+                .next()
+                .unwrap()
+                .unwrap();
+            chunk.offset = offset;
+            let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+            job_tx.send((chunk, reply_tx)).unwrap();
+            replies.push(reply_rx);
+        }
+        drop(job_tx);
+        parse::parse_jobs(&jobs, |chunk| {
+            assert!(chunk.offset == 0, "boom at {}", chunk.offset);
+            parse::ParsedChunk {
+                chunk,
+                entries: vec![],
+            }
+        });
+        assert!(replies[0].recv().unwrap().is_ok(), "the first chunk parses");
+        match replies[1].recv().unwrap() {
+            Err(PipelineError::Live(why)) => assert!(
+                why.contains("in.json at byte 4096") && why.contains("boom at 4096"),
+                "{why}"
+            ),
+            other => panic!("not an error: {}", other.is_ok()),
+        }
+    }
 }

@@ -1,6 +1,13 @@
 //! The parsing stage, on the worker threads: a chunk's frames into `(ts, key)`
 //! pairs or the reason they cannot be counted. Pure: it sees bytes, not windows.
 
+use std::any::Any;
+use std::sync::mpsc::Receiver;
+
+use parking_lot::Mutex;
+
+use super::PipelineError;
+use super::feed::Job;
 use crate::counter::Counter;
 use crate::parser::{self, FrameSpec, ParseError, TsFrom, UidFrom};
 use crate::record::{self, RecordError};
@@ -53,17 +60,47 @@ pub(super) fn parse_chunk<C: Counter>(
         Err(_) => parse_frames::<C>(&chunk, max_frame, |index, frame| {
             std::panic::catch_unwind(|| parse_one::<C>(&chunk, index, frame, spec)).unwrap_or_else(
                 |panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
+                    let what = panic_message(&*panic);
                     Err(Unparsed::Failed(format!("the parser failed: {what}")))
                 },
             )
         }),
     };
     ParsedChunk { chunk, entries }
+}
+
+/// What a panic said, for a message.
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A parser thread: parses the chunks it takes until the jobs end or the stage
+/// stops listening. A panic outside [`parse_chunk`]'s own recovery is a bug too;
+/// it becomes the run's error, naming the chunk, instead of a silent thread
+/// whose missing answer the stage would wait for in vain.
+pub(super) fn parse_jobs<K>(
+    jobs: &Mutex<Receiver<Job<K>>>,
+    parse: impl Fn(Chunk) -> ParsedChunk<K>,
+) {
+    loop {
+        let job = jobs.lock().recv();
+        let Ok((chunk, reply)) = job else { break };
+        let at = format!("{} at byte {}", chunk.source, chunk.offset);
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(chunk)))
+            .map_err(|panic| {
+                PipelineError::Live(format!(
+                    "a parser thread failed on the chunk of {at}: {} (a bug: please report it)",
+                    panic_message(&*panic)
+                ))
+            });
+        if reply.send(parsed).is_err() {
+            break;
+        }
+    }
 }
 
 /// The ts and counter key of frame `index` of `chunk`: from its JSON, or from its

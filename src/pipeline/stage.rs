@@ -156,7 +156,11 @@ impl<'s, C: Counter> Aggregate<'s, C> {
             };
             match item {
                 Item::Chunk(rx) => {
-                    let parsed = rx.recv().expect("workers reply to every chunk they take");
+                    let parsed = rx.recv().unwrap_or_else(|_| {
+                        Err(PipelineError::Live(
+                            "a parser thread stopped without an answer".into(),
+                        ))
+                    })?;
                     self.chunk(&parsed)?;
                     self.share_paused();
                     self.telemetry.open_windows(self.agg.open_windows());

@@ -12,8 +12,10 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use thiserror::Error;
 
@@ -239,7 +241,7 @@ impl BufferPool {
     }
 
     pub fn take(&self, size: usize) -> Vec<u8> {
-        let recycled = self.free.lock().expect("pool lock").pop();
+        let recycled = self.free.lock().pop();
         match recycled {
             Some(b) if b.len() >= size => b,
             _ => vec![0; size],
@@ -247,7 +249,7 @@ impl BufferPool {
     }
 
     fn put(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock().expect("pool lock");
+        let mut free = self.free.lock();
         if free.len() < self.keep {
             free.push(buf);
         }

@@ -11,8 +11,10 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -196,6 +198,6 @@ fn produce_paced(
         .flush(Duration::from_secs(30))
         .context("the demo frames were not acknowledged")?;
     producer.context().check().map_err(anyhow::Error::msg)?;
-    *target.lock().expect("target lock") = Some(producer.context().ends());
+    *target.lock() = Some(producer.context().ends());
     Ok(produced)
 }

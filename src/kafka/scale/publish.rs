@@ -42,7 +42,7 @@ pub struct ScaleState {
 impl ScaleState {
     /// Of `partitions`, those whose latest lane record does not say read to its end.
     pub fn not_ended(&self, partitions: impl Iterator<Item = i32>) -> Vec<i32> {
-        let mut handovers = self.handovers.lock().expect("handovers lock");
+        let mut handovers = self.handovers.lock();
         if let Err(e) = handovers.catch_up() {
             tracing::warn!(event = "handover_read_failed", error = %e);
         }
@@ -61,11 +61,11 @@ impl ScaleState {
         let mut pending: Vec<i32> = parts.to_vec();
         let mut said = false;
         loop {
-            let mut handovers = self.handovers.lock().expect("handovers lock");
+            let mut handovers = self.handovers.lock();
             if let Err(e) = handovers.catch_up() {
                 tracing::warn!(event = "handover_read_failed", error = %e);
             }
-            let releasing = self.releasing.lock().expect("releasing lock").clone();
+            let releasing = self.releasing.lock().clone();
             let now = crate::checkpoint::unix_ms();
             let give_up = started.elapsed() >= self.silence + Duration::from_secs(5)
                 || self.shutdown.load(Ordering::Relaxed);
@@ -114,10 +114,7 @@ pub struct ClosedWindows(pub Arc<Mutex<Vec<WindowResult>>>);
 
 impl Results for ClosedWindows {
     fn write(&mut self, windows: &[WindowResult], _: &Calendar) -> Result<(), SinkError> {
-        self.0
-            .lock()
-            .expect("closed windows lock")
-            .extend_from_slice(windows);
+        self.0.lock().extend_from_slice(windows);
         Ok(())
     }
 }
@@ -184,8 +181,8 @@ impl Publisher {
     /// owners' latest lane records: a partition no one has spoken for yet holds
     /// everything back, an idle or finished one nothing.
     pub fn refresh_remote(&mut self, view: &mut dyn StateView) {
-        let owned = self.state.owned.lock().expect("owned lock").clone();
-        let mut handovers = self.state.handovers.lock().expect("handovers lock");
+        let owned = self.state.owned.lock().clone();
+        let mut handovers = self.state.handovers.lock();
         if let Err(e) = handovers.catch_up() {
             tracing::warn!(event = "handover_read_failed", error = %e);
             return;
@@ -209,7 +206,7 @@ impl Publisher {
     /// (those it found idle stay idle). Not the time no one read them: no one saw
     /// it silent then, and frames may be waiting.
     pub fn taken_over(&mut self, view: &mut dyn StateView, lanes: &[u32]) {
-        let handovers = self.state.handovers.lock().expect("handovers lock");
+        let handovers = self.state.handovers.lock();
         let quiet: Vec<(usize, u64)> = (lanes.iter())
             .filter_map(|l| {
                 let r = handovers.lane(*l as i32)?;
@@ -235,7 +232,7 @@ impl Publisher {
     ) -> Result<(), String> {
         let me = self.state.instance.clone();
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-        let closed = std::mem::take(&mut *self.closed.0.lock().expect("closed windows lock"));
+        let closed = std::mem::take(&mut *self.closed.0.lock());
         for w in closed {
             self.window(
                 &mut out,
@@ -269,8 +266,8 @@ impl Publisher {
             }
         }
         self.frames.retain(|k, _| open.contains(k));
-        let owned = self.state.owned.lock().expect("owned lock").clone();
-        let starts = self.state.starts.lock().expect("starts lock").clone();
+        let owned = self.state.owned.lock().clone();
+        let starts = self.state.starts.lock().clone();
         let next: HashMap<i32, i64> = (view.next_positions().into_iter())
             .map(|(l, p)| (l as i32, p as i64))
             .collect();
@@ -377,7 +374,7 @@ impl Publisher {
             &format!("partials to {}", self.topic),
         )?;
         if !release.is_empty() || moment == Moment::Stop {
-            let mut releasing = self.state.releasing.lock().expect("releasing lock");
+            let mut releasing = self.state.releasing.lock();
             match moment {
                 Moment::Stop => releasing.clear(),
                 _ => releasing.retain(|p| !release.contains(p)),
