@@ -677,3 +677,37 @@ fn gzip_is_told_by_its_bytes_not_its_name() {
         );
     }
 }
+
+/// Issue 18's messages: a broken `.gz` was reported "at byte N" with N counted in
+/// the decompressed bytes, which reads as the file's offset. Both are named now;
+/// for a file cut short the compressed one is its length, and the decompressed one
+/// what Python's zlib gets out of the same bytes.
+#[test]
+fn a_broken_gzip_names_both_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..20_000)
+        .map(|i| frame(&format!("u{i}"), 1_468_244_340 + i) + "\n")
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let cut = dir.path().join("cut.json.gz");
+    std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,zlib; print(len(zlib.decompressobj(31).decompress(open(sys.argv[1],'rb').read())))",
+        ])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let decompressed: u64 = String::from_utf8_lossy(&py.stdout).trim().parse().unwrap();
+    assert!(decompressed > 0 && decompressed < text.len() as u64);
+    let o = run(&["count", cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "at byte {} of the gzip file (byte {decompressed} of the decompressed stream)",
+        gz.len() / 2
+    );
+    assert!(stderr(&o).contains(&want), "{want}\n{}", stderr(&o));
+}

@@ -42,14 +42,8 @@ impl<R: Read> Chunker<R> {
     /// Resumes at a checkpointed position: skips `offset` bytes (decompressed bytes
     /// for `.gz`, which cannot seek) and numbers lines from `next_line`.
     pub fn skip_to(&mut self, offset: u64, next_line: u64) -> Result<(), SourceError> {
-        let skipped =
-            io::copy(&mut (&mut self.reader).take(offset), &mut io::sink()).map_err(|e| {
-                SourceError::Read {
-                    name: self.source.to_string(),
-                    offset: 0,
-                    source: e,
-                }
-            })?;
+        let skipped = io::copy(&mut (&mut self.reader).take(offset), &mut io::sink())
+            .map_err(|e| SourceError::read(&self.source, 0, e))?;
         if skipped < offset {
             return Err(SourceError::Read {
                 name: self.source.to_string(),
@@ -181,11 +175,7 @@ impl<R: Read> Chunker<R> {
                     let offset = self.offset + self.filled as u64;
                     self.filled = 0;
                     self.skipping = None;
-                    return Err(SourceError::Read {
-                        name: self.source.to_string(),
-                        offset,
-                        source: e,
-                    });
+                    return Err(SourceError::read(&self.source, offset, e));
                 }
             }
         }
