@@ -312,13 +312,9 @@ pub(super) fn feed_from_kafka(
                             })
                             .filter(|n| *n > 0)
                             .sum();
-                        let eta = if rate > 0.0 {
-                            to_go as f64 / rate
-                        } else {
-                            f64::INFINITY
-                        };
+                        let eta = crate::progress::time_to_go(to_go as u64, rate);
                         crate::say!(
-                            "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets (about {eta:.0} s)"
+                            "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets ({eta})"
                         );
                     }
                     None => tracing::info!(
