@@ -134,3 +134,54 @@ fn parse_frames<C: Counter>(
     }
     entries
 }
+
+/// Whether the first frame of an input looks like UTF-16, which every frame of it
+/// is then rejected for: a byte order mark, or NUL in every other byte (ASCII in
+/// UTF-16; a JSON frame never holds a NUL). Gives the encoding for `iconv -f` (it
+/// reads a byte order mark itself) and what gave it away.
+pub(super) fn utf16_sign(first: &[u8]) -> Option<(&'static str, &'static str)> {
+    match first {
+        [0xFF, 0xFE, ..] => return Some(("UTF-16", "byte order mark FF FE")),
+        [0xFE, 0xFF, ..] => return Some(("UTF-16", "byte order mark FE FF")),
+        _ => {}
+    }
+    let head = &first[..first.len().min(64) & !1];
+    if head.len() < 4 {
+        return None;
+    }
+    let pairs = || head.chunks_exact(2);
+    if pairs().all(|p| p[0] != 0 && p[1] == 0) {
+        Some(("UTF-16LE", "every other byte NUL"))
+    } else if pairs().all(|p| p[0] == 0 && p[1] != 0) {
+        Some(("UTF-16BE", "every other byte NUL"))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf16_sign;
+
+    /// The encodings are made by the standard library's `encode_utf16`.
+    #[test]
+    fn utf16_is_told_by_its_byte_order_mark_or_its_nuls() {
+        let frame = r#"{"uid":"a","ts":1468244340}"#;
+        let le: Vec<u8> = frame.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = frame.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let bom = |mark: [u8; 2], text: &[u8]| [&mark[..], text].concat();
+        assert_eq!(
+            utf16_sign(&bom([0xFF, 0xFE], &le)),
+            Some(("UTF-16", "byte order mark FF FE"))
+        );
+        assert_eq!(
+            utf16_sign(&bom([0xFE, 0xFF], &be)),
+            Some(("UTF-16", "byte order mark FE FF"))
+        );
+        assert_eq!(utf16_sign(&le), Some(("UTF-16LE", "every other byte NUL")));
+        assert_eq!(utf16_sign(&be), Some(("UTF-16BE", "every other byte NUL")));
+        for utf8 in [frame, r#"{"uid":"ü","ts":1}"#, "", "{}", "\0"] {
+            assert_eq!(utf16_sign(utf8.as_bytes()), None, "{utf8:?}");
+        }
+    }
+}

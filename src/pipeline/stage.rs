@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 
 use super::feed::{Item, PausedLanes, Signal};
-use super::parse::{ParsedChunk, Unparsed};
+use super::parse::{self, ParsedChunk, Unparsed};
 use super::{CountConfig, Hooks, METRICS_EVERY, PipelineError, Sinks, StateView};
 use crate::aggregator::{Aggregator, Output, Snapshot, Verdict, WindowResult};
 use crate::counter::Counter;
@@ -287,6 +287,15 @@ impl<'s, C: Counter> Aggregate<'s, C> {
             _ if is_records => 0,
             _ => self.next_line,
         };
+        if let Some(first) = parsed.entries.first()
+            && chunk.offset == 0
+            && !is_records
+            && first.parsed.is_err()
+            && let Some((iconv, evidence)) =
+                parse::utf16_sign(&chunk.data()[first.start as usize..first.end as usize])
+        {
+            self.telemetry.input_utf16(&chunk.source, iconv, evidence);
+        }
         for (index, e) in parsed.entries.iter().enumerate() {
             self.telemetry.frame_received();
             if is_records {
