@@ -103,19 +103,15 @@ pub(super) fn feed_from_kafka(
                     // counted as read) and fetched again from here on resume.
                     paused_from.entry(p).or_insert(msg.offset());
                 } else {
-                    let payload = msg.payload().unwrap_or(b"");
                     let (lane, offset) = (p as u32, msg.offset() as u64);
-                    if keep == RecordFields::default() {
-                        chunk.push_record(lane, offset, payload, max_frame);
+                    let key = if keep.keys { msg.key() } else { None };
+                    let ts = if keep.timestamps {
+                        msg.timestamp().to_millis()
                     } else {
-                        let key = if keep.keys { msg.key() } else { None };
-                        let ts = if keep.timestamps {
-                            msg.timestamp().to_millis()
-                        } else {
-                            None
-                        };
-                        chunk.push_kafka_record(lane, offset, key, ts, payload, max_frame);
-                    }
+                        None
+                    };
+                    let value = msg.payload();
+                    chunk.push_kafka_record(lane, offset, key, ts, value, max_frame);
                     positions.insert(p, msg.offset() + 1);
                     at_eof.remove(&p);
                     // Shared at once: a rebalance inside the next poll must see it.
@@ -221,7 +217,14 @@ pub(super) fn feed_from_kafka(
                 for (p, held) in std::mem::take(&mut *scale.refeed.lock().expect("refeed lock")) {
                     for h in held {
                         let key = if keep.keys { h.key.as_deref() } else { None };
-                        chunk.push_kafka_record(p as u32, h.offset, key, None, &h.raw, max_frame);
+                        chunk.push_kafka_record(
+                            p as u32,
+                            h.offset,
+                            key,
+                            None,
+                            Some(&h.raw),
+                            max_frame,
+                        );
                     }
                 }
             }

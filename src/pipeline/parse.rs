@@ -13,6 +13,8 @@ pub(super) enum Unparsed {
     Record(RecordError),
     /// Over the frame limit: its real length (the chunk holds its head).
     TooLarge(u64),
+    /// A Kafka record with a null value, where its value was to be read.
+    Tombstone,
     /// The parser failed on it (a bug): set aside so that the run goes on.
     Failed(String),
 }
@@ -76,6 +78,13 @@ fn parse_one<C: Counter>(
     frame: &[u8],
     spec: &FrameSpec,
 ) -> Result<(i64, C::Key), Unparsed> {
+    // A null value is a compacted topic's delete marker, not an empty frame; it
+    // stands for nothing only where the value is read.
+    if chunk.tombstone(index)
+        && (spec.uid_from(), spec.ts_from()) != (UidFrom::Key, TsFrom::RecordTimestamp)
+    {
+        return Err(Unparsed::Tombstone);
+    }
     match (spec.uid_from(), spec.ts_from()) {
         (UidFrom::Json, TsFrom::Json) => parser::parse_frame_with(frame, spec)
             .map(|f| (f.ts, C::key(&f.uid)))

@@ -392,6 +392,13 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     );
                     self.reject(Reason::TooLarge, detail, &position(), record_key(), raw())?
                 }
+                Err(Unparsed::Tombstone) => self.reject(
+                    Reason::Tombstone,
+                    "tombstone (null value)".into(),
+                    &position(),
+                    record_key(),
+                    raw(),
+                )?,
                 Err(Unparsed::Failed(what)) => {
                     let position = position();
                     self.telemetry.frame_failed(what, &position);

@@ -113,6 +113,7 @@ impl<R: Read> Chunker<R> {
             len,
             records: None,
             oversized,
+            tombstones: Vec::new(),
             input_bytes,
             keep: RecordFields::default(),
             keys: Vec::new(),
