@@ -225,3 +225,60 @@ fn a_tombstone_is_rejected_as_a_tombstone_not_an_empty_line() {
         assert_eq!(detail, named, "offset {offset}");
     }
 }
+
+/// Issue 18's messages: a backfill whose fetches stall failed naming the broker
+/// only. It names each partition left and the offset it is stuck at: here where
+/// the first run's checkpoint left it, which is the end offset the broker
+/// acknowledged for the first frames produced, and the end the second run reads to.
+#[test]
+fn a_stalled_backfill_names_each_partition_and_its_offset() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("frames", 2, 1).unwrap();
+    let cfg = GenConfig {
+        frames: 300,
+        rate: 5.0,
+        users: 50,
+        seed: 9,
+        ..GenConfig::default()
+    };
+    let first = produce(&cluster, "frames", &cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let backfill = |timeout: &str| {
+        let child = cardinal()
+            .args(["run", "-b", &cluster.bootstrap_servers(), "-t", "frames"])
+            .args([
+                "--until-end",
+                "--format",
+                "json",
+                "--stall-timeout",
+                timeout,
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        output_within(child, Duration::from_secs(120))
+    };
+    let o = backfill("60s");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ends = produce(&cluster, "frames", &GenConfig { seed: 10, ..cfg });
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 10_000],
+    );
+    let o = backfill("15s");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    for p in 0..2 {
+        let stuck = format!("partition {p} at offset {} (end {})", first[&p], ends[&p]);
+        assert!(first[&p] > 0 && ends[&p] > first[&p], "{first:?} {ends:?}");
+        assert!(stderr.contains(&stuck), "{stuck}\n{stderr}");
+    }
+}

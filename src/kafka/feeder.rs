@@ -285,7 +285,20 @@ pub(super) fn feed_from_kafka(
                 return;
             }
             let holding = consumer.context().holding.load(Ordering::Relaxed);
-            if let Some(why) = stall.check(ends_now.is_some(), holding) {
+            let behind = || {
+                let ends = ends_now.iter().flatten();
+                (ends.filter(|(p, _)| !finished.contains(*p)))
+                    .filter(|(p, _)| {
+                        scale.is_none_or(|s| s.owned.lock().expect("owned lock").contains_key(*p))
+                    })
+                    .map(|(p, (_, end))| Behind {
+                        partition: *p,
+                        at: positions.get(p).copied(),
+                        end: *end,
+                    })
+                    .collect()
+            };
+            if let Some(why) = stall.check(ends_now.is_some(), holding, behind) {
                 feed.fail(live(why));
                 return;
             }
