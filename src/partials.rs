@@ -36,6 +36,28 @@ pub struct Shape {
     pub counter: String,
 }
 
+impl Shape {
+    /// `--windows hour,minute` counts what `minute,hour` counts: the set is what
+    /// must agree, not the order it was typed in.
+    fn normalized(mut self) -> Shape {
+        self.windows.sort();
+        self.windows.dedup();
+        self
+    }
+}
+
+/// As the `count` options that give it, so that a refused merge says what to type.
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let windows: Vec<&str> = self.windows.iter().map(|g| g.name()).collect();
+        write!(f, "--windows {} --tz {}", windows.join(","), self.tz)?;
+        match self.counter.split_once('/') {
+            Some(("hll", k)) => write!(f, " --counter hll --precision {k}"),
+            _ => write!(f, " --counter {}", self.counter),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartialFile {
     shape: Shape,
@@ -65,7 +87,7 @@ pub enum PartialsError {
     #[error("{path} is not a partial-results file of this version ({error})")]
     Format { path: PathBuf, error: String },
     #[error(
-        "{path} was counted with {theirs:?}, {first} with {ours:?}: only partials of the same windows, zone and counter merge"
+        "{path} was counted with `{theirs}`, {first} with `{ours}`: only partials of the same windows, zone and counter merge"
     )]
     Mismatch {
         path: PathBuf,
@@ -269,13 +291,14 @@ pub fn merge(paths: &[PathBuf], keep_state: bool) -> Result<Merged, PartialsErro
                 share: file.share,
             });
         }
+        let file_shape = file.shape.normalized();
         match &first {
-            None => first = Some((path.clone(), file.shape.clone())),
-            Some((first_path, shape)) if *shape != file.shape => {
+            None => first = Some((path.clone(), file_shape)),
+            Some((first_path, shape)) if *shape != file_shape => {
                 return Err(PartialsError::Mismatch {
                     path: path.clone(),
                     first: first_path.clone(),
-                    theirs: Box::new(file.shape),
+                    theirs: Box::new(file_shape),
                     ours: Box::new(shape.clone()),
                 });
             }

@@ -147,3 +147,53 @@ fn status_lines(metrics: &Metrics, every: Duration, stop: &AtomicBool) {
         );
     }
 }
+
+/// How long `to_go` more frames take at `rate` frames per second, for a person: a
+/// stalled or unmeasured rate has no answer (not "inf s"), and beyond a week the
+/// rate says nothing about when it ends.
+pub(crate) fn time_to_go(to_go: u64, rate: f64) -> String {
+    const WEEK: f64 = 7.0 * 86_400.0;
+    if to_go == 0 {
+        return "about 0 s".into();
+    }
+    if !(rate.is_finite() && rate > 0.0) {
+        return "time to go unknown".into();
+    }
+    let secs = to_go as f64 / rate;
+    match secs {
+        s if !s.is_finite() || s > WEEK => "more than a week to go".into(),
+        s if s < 100.0 => format!("about {s:.0} s"),
+        s if s < 100.0 * 60.0 => format!("about {:.0} min", s / 60.0),
+        s => format!("about {:.0} h", s / 3600.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_to_go;
+
+    /// Issue 18's messages: a backfill whose rate was 0 printed "about inf s".
+    /// Expected times are worked out by hand from the frames and the rate.
+    #[test]
+    fn time_to_go_is_never_inf_nan_or_absurd() {
+        assert_eq!(time_to_go(1_000, 10.0), "about 2 min");
+        assert_eq!(time_to_go(990, 10.0), "about 99 s");
+        assert_eq!(time_to_go(36_000, 10.0), "about 60 min");
+        assert_eq!(time_to_go(360_000, 10.0), "about 10 h");
+        assert_eq!(time_to_go(0, 0.0), "about 0 s");
+        for rate in [0.0, -5.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(time_to_go(1_000, rate), "time to go unknown", "{rate}");
+        }
+        // A week is 604,800 s: at one frame a second, that many frames and one more.
+        assert_eq!(time_to_go(604_800, 1.0), "about 168 h");
+        let slow = [(604_801, 1.0), (1, 1e-300), (u64::MAX, f64::MIN_POSITIVE)];
+        for (to_go, rate) in slow {
+            assert_eq!(
+                time_to_go(to_go, rate),
+                "more than a week to go",
+                "{to_go} at {rate}"
+            );
+        }
+        assert_eq!(time_to_go(u64::MAX, f64::INFINITY), "time to go unknown");
+    }
+}

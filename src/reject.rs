@@ -11,6 +11,8 @@ use crate::record::RecordError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     Empty,
+    /// A Kafka record with a null value: a delete marker, not an empty frame.
+    Tombstone,
     NotAnObject,
     Truncated,
     Malformed,
@@ -28,8 +30,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Empty,
+        Reason::Tombstone,
         Reason::NotAnObject,
         Reason::Truncated,
         Reason::Malformed,
@@ -49,6 +52,7 @@ impl Reason {
     pub fn name(self) -> &'static str {
         match self {
             Reason::Empty => "empty",
+            Reason::Tombstone => "tombstone",
             Reason::NotAnObject => "not_an_object",
             Reason::Truncated => "truncated",
             Reason::Malformed => "malformed",

@@ -170,6 +170,18 @@ impl Telemetry {
         self.max_open_windows = self.max_open_windows.max(n);
     }
 
+    /// An input that looks like UTF-16: each of its frames is rejected, and the
+    /// rejects alone do not say why. Once per input, at its first frame.
+    pub fn input_utf16(&mut self, input: &str, iconv: &str, evidence: &str) {
+        tracing::warn!(
+            event = "input_utf16",
+            input,
+            evidence,
+            "input {input} looks like UTF-16 ({evidence}); Cardinal reads UTF-8: \
+             convert with `iconv -f {iconv} -t UTF-8`"
+        );
+    }
+
     /// Alignment gave up on a lane (a partition) that stayed too far behind.
     pub fn lane_skewed(&mut self, lane: usize, behind_secs: i64) {
         tracing::warn!(

@@ -712,3 +712,94 @@ fn gzip_is_told_by_its_bytes_not_its_name() {
         );
     }
 }
+
+/// Issue 18's messages: a broken `.gz` was reported "at byte N" with N counted in
+/// the decompressed bytes, which reads as the file's offset. Both are named now;
+/// for a file cut short the compressed one is its length, and the decompressed one
+/// what Python's zlib gets out of the same bytes.
+#[test]
+fn a_broken_gzip_names_both_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..20_000)
+        .map(|i| frame(&format!("u{i}"), 1_468_244_340 + i) + "\n")
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let cut = dir.path().join("cut.json.gz");
+    std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,zlib; print(len(zlib.decompressobj(31).decompress(open(sys.argv[1],'rb').read())))",
+        ])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let decompressed: u64 = String::from_utf8_lossy(&py.stdout).trim().parse().unwrap();
+    assert!(decompressed > 0 && decompressed < text.len() as u64);
+    let o = run(&["count", cut.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "at byte {} of the gzip file (byte {decompressed} of the decompressed stream)",
+        gz.len() / 2
+    );
+    assert!(stderr(&o).contains(&want), "{want}\n{}", stderr(&o));
+}
+
+/// Issue 18's messages: a UTF-16 file had every line rejected and nothing said
+/// why. A warning names the file once (it spans several chunks here), its frames
+/// are still rejected, each one (as many as the file has `\n` bytes to split on),
+/// and the `iconv` it suggests makes a file that counts every frame.
+#[test]
+fn a_utf16_input_is_named_once_with_how_to_convert_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..60_000)
+        .map(|i| frame(&format!("u{i}"), 1_468_244_340 + i))
+        .collect();
+    let text = lines.join("\n") + "\n";
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    let input = dir.path().join("excel-export.json");
+    std::fs::write(&input, &bytes).unwrap();
+    let plain = dir.path().join("plain.json");
+    write_lines(&plain, &[frame("a", 1_468_244_340)]);
+    let frames = bytes.split(|b| *b == b'\n').count() - usize::from(bytes.ends_with(b"\n"));
+    assert!(bytes.len() > 2 << 20, "several chunks");
+
+    let rejected = dir.path().join("rejects.jsonl");
+    let (i, p) = (input.to_str().unwrap(), plain.to_str().unwrap());
+    let o = run(&[
+        "count",
+        "--format",
+        "json",
+        "--rejects",
+        rejected.to_str().unwrap(),
+        i,
+        p,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let hint = format!(
+        "input {i} looks like UTF-16 (byte order mark FF FE); Cardinal reads UTF-8: \
+         convert with `iconv -f UTF-16 -t UTF-8`"
+    );
+    assert_eq!(err.matches("looks like UTF-16").count(), 1, "{err}");
+    assert!(err.contains(&hint), "{err}");
+    assert_eq!(rejects(&rejected).len(), frames);
+    assert_eq!(common::minute_counts(&o.stdout).values().sum::<u64>(), 1);
+
+    let converted = Command::new("iconv")
+        .args(["-f", "UTF-16", "-t", "UTF-8", i])
+        .output()
+        .unwrap();
+    assert!(converted.status.success());
+    let utf8 = dir.path().join("converted.json");
+    std::fs::write(&utf8, &converted.stdout).unwrap();
+    let o = run(&["count", "--format", "json", utf8.to_str().unwrap()]);
+    assert!(!stderr(&o).contains("UTF-16"), "{}", stderr(&o));
+    assert_eq!(
+        common::minute_counts(&o.stdout).values().sum::<u64>(),
+        lines.len() as u64
+    );
+}

@@ -435,7 +435,7 @@ fn frames_held_at_a_stop_are_counted_after_a_restart_under_their_keys() {
             };
             let mut chunk = Chunk::records("frames".into(), Vec::new()).keeping(keep);
             for (i, (uid, ts)) in frames.iter().enumerate() {
-                let value = b"not json, and no uid in it";
+                let value = Some(&b"not json, and no uid in it"[..]);
                 let key = Some(uid.as_bytes());
                 chunk.push_kafka_record(0, from + i as u64, key, Some(ts * 1000), value, 1 << 20);
             }

@@ -259,3 +259,87 @@ fn a_damaged_or_duplicated_share_is_refused() {
         assert!(err.contains("flipped.cpart"), "{err}");
     }
 }
+
+/// The merged records as (window, start) → unique users.
+fn users_by_window(stdout: &[u8]) -> BTreeMap<(String, String), u64> {
+    records(stdout)
+        .iter()
+        .map(|r| {
+            let key = (r["window"].as_str().unwrap(), r["start"].as_str().unwrap());
+            let key = (key.0.to_string(), key.1.to_string());
+            (key, r["unique_users"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Issue 18's messages: shares counted with `--windows hour,minute` and
+/// `minute,hour` were refused as different, and a refusal printed `Shape {
+/// windows: [Minute], … }`. The order of the windows does not matter (the merge
+/// equals the generator's truth), and a refusal names each side as the `count`
+/// options that give it: typed again, they give a share that merges with it.
+#[test]
+fn windows_in_any_order_merge_and_a_refusal_says_what_to_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config();
+    let files = shares(dir.path(), &cfg, 2);
+    let partials = dir.path().join("partials");
+    let p = partials.to_str().unwrap();
+    for (f, windows) in files.iter().zip(["hour,minute", "minute,hour"]) {
+        let args = ["count", "--windows", windows, "--partials-out", p];
+        run(&args, std::slice::from_ref(f));
+    }
+    let merged = run(
+        &["merge", "--format", "json"],
+        std::slice::from_ref(&partials),
+    );
+    let want = common::expected_from_truth(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    assert_eq!(users_by_window(&merged), want);
+
+    let hll = [
+        "--windows",
+        "day,minute",
+        "--tz",
+        "Asia/Tokyo",
+        "--counter",
+        "hll",
+        "--precision",
+        "12",
+    ];
+    let sides: [(&[&str], &PathBuf, &PathBuf); 2] = [
+        (&hll, &files[0], &files[1]),
+        (&["--windows", "minute"], &files[1], &files[0]),
+    ];
+    let other = dir.path().join("other");
+    for (opts, share, _) in sides {
+        let mut args = vec!["count", "--partials-out", other.to_str().unwrap()];
+        args.extend(opts);
+        run(&args, std::slice::from_ref(share));
+    }
+    let o = cardinal().args(["merge"]).arg(&other).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("Shape {"), "{err}");
+    let mut typed: Vec<&str> = err.split('`').skip(1).step_by(2).collect();
+    typed.sort();
+    assert_eq!(
+        typed,
+        [
+            "--windows minute --tz UTC --counter exact",
+            "--windows minute,day --tz Asia/Tokyo --counter hll --precision 12",
+        ],
+        "{err}"
+    );
+    for (k, (opts, share, the_other)) in sides.into_iter().enumerate() {
+        let again = dir.path().join(format!("again-{k}"));
+        let printed = typed[if opts.contains(&"hll") { 1 } else { 0 }];
+        for (opts, file) in [
+            (opts.to_vec(), share),
+            (printed.split(' ').collect(), the_other),
+        ] {
+            let mut args = vec!["count", "--partials-out", again.to_str().unwrap()];
+            args.extend(opts);
+            run(&args, std::slice::from_ref(file));
+        }
+        run(&["merge"], std::slice::from_ref(&again));
+    }
+}

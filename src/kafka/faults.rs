@@ -134,6 +134,40 @@ impl BadBatches {
     }
 }
 
+/// A partition a backfill has not read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Behind {
+    pub(super) partition: i32,
+    /// The next offset to read: after the last one read, or where a checkpoint
+    /// resumed it; `None` before either (the group's committed offset, or the start).
+    pub(super) at: Option<i64>,
+    /// The end offset the backfill reads to.
+    pub(super) end: i64,
+}
+
+/// Where a stalled backfill is stuck, for its error: a broker is looked at per
+/// partition (its leader), and an offset says which data it cannot serve.
+fn stuck_at(mut behind: Vec<Behind>) -> String {
+    const SHOWN: usize = 8;
+    if behind.is_empty() {
+        return String::new();
+    }
+    behind.sort_by_key(|b| b.partition);
+    let mut named: Vec<String> = (behind.iter().take(SHOWN))
+        .map(|b| match b.at {
+            Some(at) => format!("partition {} at offset {at} (end {})", b.partition, b.end),
+            None => format!(
+                "partition {} before its first record (end {})",
+                b.partition, b.end
+            ),
+        })
+        .collect();
+    if behind.len() > SHOWN {
+        named.push(format!("and {} more", behind.len() - SHOWN));
+    }
+    format!("; stuck: {}", named.join(", "))
+}
+
 /// Watches a consumer for outages: a bounded run that reads nothing for the stall
 /// timeout fails, naming the cause; a live one logs once per interval and goes on.
 pub(super) struct Stall {
@@ -191,7 +225,13 @@ impl Stall {
     }
 
     /// For a bounded run that has read nothing for too long: why it cannot go on.
-    pub(super) fn check(&mut self, bounded: bool, holding: bool) -> Option<String> {
+    /// `behind` gives the partitions not read to their end (asked only then).
+    pub(super) fn check(
+        &mut self,
+        bounded: bool,
+        holding: bool,
+        behind: impl FnOnce() -> Vec<Behind>,
+    ) -> Option<String> {
         let quiet = self.last_progress.elapsed();
         if !bounded || quiet < self.timeout {
             return None;
@@ -205,14 +245,43 @@ impl Stall {
             )
         } else {
             format!(
-                "the backfill read nothing from {} for {} s (--stall-timeout){}",
+                "the backfill read nothing from {} for {} s (--stall-timeout){}{}",
                 self.brokers,
                 quiet.as_secs(),
+                stuck_at(behind()),
                 self.last_error
                     .as_ref()
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default()
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Behind, stuck_at};
+
+    /// The partitions in order, whatever order they come in; one never read says
+    /// so rather than an offset it does not know; a topic of many partitions is
+    /// not listed whole.
+    #[test]
+    fn a_stall_names_partitions_and_offsets() {
+        let b = |partition, at, end| Behind { partition, at, end };
+        assert_eq!(stuck_at(vec![]), "");
+        assert_eq!(
+            stuck_at(vec![b(3, None, 90), b(1, Some(17), 40)]),
+            "; stuck: partition 1 at offset 17 (end 40), partition 3 before its first record (end 90)"
+        );
+        let many: Vec<Behind> = (0..11).rev().map(|p| b(p, Some(5), 9)).collect();
+        let text = stuck_at(many);
+        assert!(
+            text.starts_with("; stuck: partition 0 at offset 5 (end 9), "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("partition 7 at offset 5 (end 9), and 3 more"),
+            "{text}"
+        );
     }
 }

@@ -102,19 +102,15 @@ pub(super) fn feed_from_kafka(
                     // counted as read) and fetched again from here on resume.
                     paused_from.entry(p).or_insert(msg.offset());
                 } else {
-                    let payload = msg.payload().unwrap_or(b"");
                     let (lane, offset) = (p as u32, msg.offset() as u64);
-                    if keep == RecordFields::default() {
-                        chunk.push_record(lane, offset, payload, max_frame);
+                    let key = if keep.keys { msg.key() } else { None };
+                    let ts = if keep.timestamps {
+                        msg.timestamp().to_millis()
                     } else {
-                        let key = if keep.keys { msg.key() } else { None };
-                        let ts = if keep.timestamps {
-                            msg.timestamp().to_millis()
-                        } else {
-                            None
-                        };
-                        chunk.push_kafka_record(lane, offset, key, ts, payload, max_frame);
-                    }
+                        None
+                    };
+                    let value = msg.payload();
+                    chunk.push_kafka_record(lane, offset, key, ts, value, max_frame);
                     positions.insert(p, msg.offset() + 1);
                     at_eof.remove(&p);
                     // Shared at once: a rebalance inside the next poll must see it.
@@ -207,7 +203,14 @@ pub(super) fn feed_from_kafka(
                 for (p, held) in std::mem::take(&mut *scale.refeed.lock()) {
                     for h in held {
                         let key = if keep.keys { h.key.as_deref() } else { None };
-                        chunk.push_kafka_record(p as u32, h.offset, key, None, &h.raw, max_frame);
+                        chunk.push_kafka_record(
+                            p as u32,
+                            h.offset,
+                            key,
+                            None,
+                            Some(&h.raw),
+                            max_frame,
+                        );
                     }
                 }
             }
@@ -268,7 +271,20 @@ pub(super) fn feed_from_kafka(
                 return;
             }
             let holding = consumer.context().holding.load(Ordering::Relaxed);
-            if let Some(why) = stall.check(ends_now.is_some(), holding) {
+            let behind = || {
+                let ends = ends_now.iter().flatten();
+                (ends.filter(|(p, _)| !finished.contains(*p)))
+                    .filter(|(p, _)| {
+                        scale.is_none_or(|s| s.owned.lock().expect("owned lock").contains_key(*p))
+                    })
+                    .map(|(p, (_, end))| Behind {
+                        partition: *p,
+                        at: positions.get(p).copied(),
+                        end: *end,
+                    })
+                    .collect()
+            };
+            if let Some(why) = stall.check(ends_now.is_some(), holding, behind) {
                 feed.fail(live(why));
                 return;
             }
@@ -298,13 +314,9 @@ pub(super) fn feed_from_kafka(
                             })
                             .filter(|n| *n > 0)
                             .sum();
-                        let eta = if rate > 0.0 {
-                            to_go as f64 / rate
-                        } else {
-                            f64::INFINITY
-                        };
+                        let eta = crate::progress::time_to_go(to_go as u64, rate);
                         crate::say!(
-                            "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets (about {eta:.0} s)"
+                            "cardinal: {topic}: {read} frames read, {rate:.0} frames/s, {to_go} to the end offsets ({eta})"
                         );
                     }
                     None => tracing::info!(

@@ -20,6 +20,8 @@ pub(super) enum Unparsed {
     Record(RecordError),
     /// Over the frame limit: its real length (the chunk holds its head).
     TooLarge(u64),
+    /// A Kafka record with a null value, where its value was to be read.
+    Tombstone,
     /// The parser failed on it (a bug): set aside so that the run goes on.
     Failed(String),
 }
@@ -113,6 +115,13 @@ fn parse_one<C: Counter>(
     frame: &[u8],
     spec: &FrameSpec,
 ) -> Result<(i64, C::Key), Unparsed> {
+    // A null value is a compacted topic's delete marker, not an empty frame; it
+    // stands for nothing only where the value is read.
+    if chunk.tombstone(index)
+        && (spec.uid_from(), spec.ts_from()) != (UidFrom::Key, TsFrom::RecordTimestamp)
+    {
+        return Err(Unparsed::Tombstone);
+    }
     match (spec.uid_from(), spec.ts_from()) {
         (UidFrom::Json, TsFrom::Json) => parser::parse_frame_with(frame, spec)
             .map(|f| (f.ts, C::key(&f.uid)))
@@ -170,4 +179,55 @@ fn parse_frames<C: Counter>(
         });
     }
     entries
+}
+
+/// Whether the first frame of an input looks like UTF-16, which every frame of it
+/// is then rejected for: a byte order mark, or NUL in every other byte (ASCII in
+/// UTF-16; a JSON frame never holds a NUL). Gives the encoding for `iconv -f` (it
+/// reads a byte order mark itself) and what gave it away.
+pub(super) fn utf16_sign(first: &[u8]) -> Option<(&'static str, &'static str)> {
+    match first {
+        [0xFF, 0xFE, ..] => return Some(("UTF-16", "byte order mark FF FE")),
+        [0xFE, 0xFF, ..] => return Some(("UTF-16", "byte order mark FE FF")),
+        _ => {}
+    }
+    let head = &first[..first.len().min(64) & !1];
+    if head.len() < 4 {
+        return None;
+    }
+    let pairs = || head.chunks_exact(2);
+    if pairs().all(|p| p[0] != 0 && p[1] == 0) {
+        Some(("UTF-16LE", "every other byte NUL"))
+    } else if pairs().all(|p| p[0] == 0 && p[1] != 0) {
+        Some(("UTF-16BE", "every other byte NUL"))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf16_sign;
+
+    /// The encodings are made by the standard library's `encode_utf16`.
+    #[test]
+    fn utf16_is_told_by_its_byte_order_mark_or_its_nuls() {
+        let frame = r#"{"uid":"a","ts":1468244340}"#;
+        let le: Vec<u8> = frame.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = frame.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let bom = |mark: [u8; 2], text: &[u8]| [&mark[..], text].concat();
+        assert_eq!(
+            utf16_sign(&bom([0xFF, 0xFE], &le)),
+            Some(("UTF-16", "byte order mark FF FE"))
+        );
+        assert_eq!(
+            utf16_sign(&bom([0xFE, 0xFF], &be)),
+            Some(("UTF-16", "byte order mark FE FF"))
+        );
+        assert_eq!(utf16_sign(&le), Some(("UTF-16LE", "every other byte NUL")));
+        assert_eq!(utf16_sign(&be), Some(("UTF-16BE", "every other byte NUL")));
+        for utf8 in [frame, r#"{"uid":"ü","ts":1}"#, "", "{}", "\0"] {
+            assert_eq!(utf16_sign(utf8.as_bytes()), None, "{utf8:?}");
+        }
+    }
 }

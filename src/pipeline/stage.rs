@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 
 use super::feed::{Item, PausedLanes, Signal};
-use super::parse::{ParsedChunk, Unparsed};
+use super::parse::{self, ParsedChunk, Unparsed};
 use super::{CountConfig, Hooks, METRICS_EVERY, PipelineError, Sinks, StateView};
 use crate::aggregator::{Aggregator, Output, Snapshot, Verdict, WindowResult};
 use crate::counter::Counter;
@@ -291,6 +291,15 @@ impl<'s, C: Counter> Aggregate<'s, C> {
             _ if is_records => 0,
             _ => self.next_line,
         };
+        if let Some(first) = parsed.entries.first()
+            && chunk.offset == 0
+            && !is_records
+            && first.parsed.is_err()
+            && let Some((iconv, evidence)) =
+                parse::utf16_sign(&chunk.data()[first.start as usize..first.end as usize])
+        {
+            self.telemetry.input_utf16(&chunk.source, iconv, evidence);
+        }
         for (index, e) in parsed.entries.iter().enumerate() {
             self.telemetry.frame_received();
             if is_records {
@@ -387,6 +396,13 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     );
                     self.reject(Reason::TooLarge, detail, &position(), record_key(), raw())?
                 }
+                Err(Unparsed::Tombstone) => self.reject(
+                    Reason::Tombstone,
+                    "tombstone (null value)".into(),
+                    &position(),
+                    record_key(),
+                    raw(),
+                )?,
                 Err(Unparsed::Failed(what)) => {
                     let position = position();
                     self.telemetry.frame_failed(what, &position);

@@ -25,6 +25,9 @@ pub struct Chunk {
     /// Frames over the limit, by index in the chunk, with their real length: the
     /// chunk holds only their first [`OVERSIZED_HEAD`] bytes.
     pub(super) oversized: Vec<(u64, u64)>,
+    /// Records with a null value (Kafka tombstones), by index in the chunk: they
+    /// stand in it as empty values, and are rejected as what they are.
+    pub(super) tombstones: Vec<u64>,
     /// Bytes of input the chunk stands for (more than its data if a frame was cut).
     pub(super) input_bytes: u64,
     /// What is kept of each record besides its value (see [`RecordFields`]).
@@ -75,6 +78,7 @@ impl Chunk {
             len: 0,
             records: Some(Vec::new()),
             oversized: Vec::new(),
+            tombstones: Vec::new(),
             input_bytes: 0,
             keep: RecordFields::default(),
             keys: Vec::new(),
@@ -89,8 +93,9 @@ impl Chunk {
         self
     }
 
-    /// Appends one Kafka record: its value, and its key (`None`: it has none) and
-    /// timestamp in milliseconds (`None`: not available) if the chunk keeps them.
+    /// Appends one Kafka record: its value (`None`: null, a tombstone), and its key
+    /// (`None`: it has none) and timestamp in milliseconds (`None`: not available)
+    /// if the chunk keeps them.
     #[inline]
     pub fn push_kafka_record(
         &mut self,
@@ -98,7 +103,7 @@ impl Chunk {
         pos: u64,
         key: Option<&[u8]>,
         timestamp_ms: Option<i64>,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         max_frame: usize,
     ) {
         if self.keep.keys {
@@ -115,7 +120,16 @@ impl Chunk {
         if self.keep.timestamps {
             self.timestamps.push(timestamp_ms);
         }
-        self.push_record(lane, pos, payload, max_frame);
+        if payload.is_none() {
+            self.tombstones.push(self.record_count() as u64);
+        }
+        self.push_record(lane, pos, payload.unwrap_or_default(), max_frame);
+    }
+
+    /// Whether record `index` had a null value (a Kafka tombstone).
+    #[inline]
+    pub fn tombstone(&self, index: usize) -> bool {
+        !self.tombstones.is_empty() && self.tombstones.contains(&(index as u64))
     }
 
     /// The key of record `index`, if the chunk keeps keys and it had one.

@@ -55,14 +55,8 @@ impl<R: Read> Chunker<R> {
     /// Resumes at a checkpointed position: skips `offset` bytes (decompressed bytes
     /// for `.gz`, which cannot seek) and numbers lines from `next_line`.
     pub fn skip_to(&mut self, offset: u64, next_line: u64) -> Result<(), SourceError> {
-        let skipped =
-            io::copy(&mut (&mut self.reader).take(offset), &mut io::sink()).map_err(|e| {
-                SourceError::Read {
-                    name: self.source.to_string(),
-                    offset: 0,
-                    source: e,
-                }
-            })?;
+        let skipped = io::copy(&mut (&mut self.reader).take(offset), &mut io::sink())
+            .map_err(|e| SourceError::read(&self.source, 0, e))?;
         if skipped < offset {
             return Err(SourceError::Read {
                 name: self.source.to_string(),
@@ -176,6 +170,7 @@ impl<R: Read> Chunker<R> {
             len,
             records: None,
             oversized,
+            tombstones: Vec::new(),
             input_bytes,
             keep: RecordFields::default(),
             keys: Vec::new(),
@@ -239,11 +234,7 @@ impl<R: Read> Chunker<R> {
                     let offset = self.offset + self.filled as u64;
                     self.filled = 0;
                     self.skipping = None;
-                    return Err(SourceError::Read {
-                        name: self.source.to_string(),
-                        offset,
-                        source: e,
-                    });
+                    return Err(SourceError::read(&self.source, offset, e));
                 }
             }
         }

@@ -161,26 +161,78 @@ impl Input {
 /// first read, so that opening an input never waits for its first bytes.
 enum GzipOrPlain {
     Undecided(io::BufReader<Box<dyn Read + Send>>),
-    Decided(Box<dyn Read + Send>),
+    Plain(io::BufReader<Box<dyn Read + Send>>),
+    Gzip(flate2::bufread::MultiGzDecoder<Consumed<io::BufReader<Box<dyn Read + Send>>>>),
 }
 
 impl Read for GzipOrPlain {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let raw = match self {
-            GzipOrPlain::Decided(r) => return r.read(buf),
+            GzipOrPlain::Plain(r) => return r.read(buf),
+            GzipOrPlain::Gzip(r) => {
+                // The chunker only knows decompressed bytes; where the file itself
+                // broke is the one offset a user can look at with a hex editor.
+                return r.read(buf).map_err(|e| {
+                    let compressed = r.get_ref().consumed;
+                    io::Error::new(
+                        e.kind(),
+                        GzipError {
+                            compressed,
+                            source: e,
+                        },
+                    )
+                });
+            }
             GzipOrPlain::Undecided(raw) => raw,
         };
         // An error here (an interrupt) leaves it undecided, to be asked again.
         let gzip = io::BufRead::fill_buf(raw)?.starts_with(&[0x1f, 0x8b]);
         let placeholder = io::BufReader::new(Box::new(io::empty()) as Box<dyn Read + Send>);
         let raw = std::mem::replace(raw, placeholder);
-        *self = GzipOrPlain::Decided(if gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(raw))
+        *self = if gzip {
+            GzipOrPlain::Gzip(flate2::bufread::MultiGzDecoder::new(Consumed {
+                inner: raw,
+                consumed: 0,
+            }))
         } else {
-            Box::new(raw)
-        });
+            GzipOrPlain::Plain(raw)
+        };
         self.read(buf)
     }
+}
+
+/// A buffered reader that knows how many of its bytes its user has consumed: the
+/// decoder's position in the compressed file, whatever it holds in its buffer.
+struct Consumed<R> {
+    inner: R,
+    consumed: u64,
+}
+
+impl<R: io::BufRead> Read for Consumed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for Consumed<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.consumed += amt as u64;
+        self.inner.consume(amt)
+    }
+}
+
+/// A read error inside a gzip stream, with how far into the file it came.
+#[derive(Debug, Error)]
+#[error("{source}")]
+struct GzipError {
+    compressed: u64,
+    source: io::Error,
 }
 
 /// A reader that adds what it reads to a shared count (a progress bar's position).
@@ -213,6 +265,38 @@ pub enum SourceError {
         offset: u64,
         source: io::Error,
     },
+    /// Both offsets: the decompressed one is where the frames stop, the compressed
+    /// one where the file is broken; either alone reads as the other.
+    #[error(
+        "cannot read {name}: {source} at byte {compressed} of the gzip file \
+         (byte {offset} of the decompressed stream)"
+    )]
+    ReadGzip {
+        name: String,
+        offset: u64,
+        compressed: u64,
+        source: io::Error,
+    },
+}
+
+impl SourceError {
+    /// A read error at `offset` bytes of `name`'s (decompressed) stream.
+    pub(crate) fn read(name: &str, offset: u64, e: io::Error) -> SourceError {
+        let name = name.to_string();
+        match e.downcast::<GzipError>() {
+            Ok(GzipError { compressed, source }) => SourceError::ReadGzip {
+                name,
+                offset,
+                compressed,
+                source,
+            },
+            Err(source) => SourceError::Read {
+                name,
+                offset,
+                source,
+            },
+        }
+    }
 }
 
 /// Chunk buffers are recycled rather than freed: a fresh megabyte costs page
