@@ -274,9 +274,7 @@ pub(super) fn feed_from_kafka(
             let behind = || {
                 let ends = ends_now.iter().flatten();
                 (ends.filter(|(p, _)| !finished.contains(*p)))
-                    .filter(|(p, _)| {
-                        scale.is_none_or(|s| s.owned.lock().expect("owned lock").contains_key(*p))
-                    })
+                    .filter(|(p, _)| scale.is_none_or(|s| s.owned.lock().contains_key(*p)))
                     .map(|(p, (_, end))| Behind {
                         partition: *p,
                         at: positions.get(p).copied(),
