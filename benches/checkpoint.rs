@@ -70,6 +70,7 @@ fn main() {
             identity: "bench".into(),
             written_unix_ms: 0,
             rejects_bytes: None,
+            totals: None,
             input: InputPosition::Kafka {
                 offsets: vec![(0, 0)],
             },

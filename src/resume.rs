@@ -48,7 +48,9 @@ impl FileCheckpoints {
             complete,
         };
         self.checkpointing
-            .save(input, rejects_bytes, |changes| state.checkpoint(changes))
+            .save(input, rejects_bytes, state.totals(), |changes| {
+                state.checkpoint(changes)
+            })
             .map_err(|e| PipelineError::Live(e.to_string()))
     }
 }

@@ -8,6 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::aggregator::WindowResult;
 use crate::frame::Position;
 use crate::reject::Reason;
@@ -60,6 +62,71 @@ pub struct Telemetry {
     pub emitted_by_window: [u64; 6],
     /// Live runs: wall-clock seconds from a window's end to its first emission.
     pub emit_latency: Histogram,
+    /// Resumed from a checkpoint: the frames and bytes read before, which the
+    /// figures above include.
+    pub resumed_with: Option<(u64, u64)>,
+}
+
+/// What a checkpoint keeps of the counters, so that a resumed job's summary
+/// covers the whole job: every frame read is counted or rejected once, across
+/// restarts. Reasons go by name, so that a reason added later reads as none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub frames_received: u64,
+    pub bytes_received: u64,
+    pub frames_counted: u64,
+    pub rejected: Vec<(String, u64)>,
+    pub late: u64,
+    pub outliers: u64,
+    pub windows_emitted: u64,
+    pub corrections_emitted: u64,
+    pub late_by_window: [u64; 6],
+    pub emitted_by_window: [u64; 6],
+}
+
+impl Telemetry {
+    /// The job's totals so far, for a checkpoint.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            frames_received: self.frames_received,
+            bytes_received: self.bytes_received,
+            frames_counted: self.frames_counted,
+            rejected: (Reason::ALL.iter().zip(self.rejected))
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (r.name().to_string(), n))
+                .collect(),
+            late: self.late,
+            outliers: self.outliers,
+            windows_emitted: self.windows_emitted,
+            corrections_emitted: self.corrections_emitted,
+            late_by_window: self.late_by_window,
+            emitted_by_window: self.emitted_by_window,
+        }
+    }
+
+    /// Counters that go on from a checkpoint's totals.
+    pub fn resumed(t: &Totals) -> Telemetry {
+        let mut rejected = [0; Reason::ALL.len()];
+        for (name, n) in &t.rejected {
+            if let Some(i) = Reason::ALL.iter().position(|r| r.name() == name) {
+                rejected[i] = *n;
+            }
+        }
+        Telemetry {
+            frames_received: t.frames_received,
+            bytes_received: t.bytes_received,
+            frames_counted: t.frames_counted,
+            rejected,
+            late: t.late,
+            outliers: t.outliers,
+            windows_emitted: t.windows_emitted,
+            corrections_emitted: t.corrections_emitted,
+            late_by_window: t.late_by_window,
+            emitted_by_window: t.emitted_by_window,
+            resumed_with: Some((t.frames_received, t.bytes_received)),
+            ..Telemetry::default()
+        }
+    }
 }
 
 /// A histogram with fixed buckets, for the metrics endpoint.
@@ -232,15 +299,34 @@ impl Telemetry {
     pub fn summary(&self, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "cardinal: {} frames read ({:.1} MB) in {:.2}s: {:.0} frames/s, {:.1} MB/s",
-            self.frames_received,
-            self.bytes_received as f64 / 1e6,
-            secs,
-            self.frames_received as f64 / secs,
-            self.bytes_received as f64 / 1e6 / secs,
+        let (before_frames, before_bytes) = self.resumed_with.unwrap_or((0, 0));
+        let (frames, bytes) = (
+            self.frames_received.saturating_sub(before_frames),
+            self.bytes_received.saturating_sub(before_bytes),
         );
+        if self.resumed_with.is_some() {
+            let _ = writeln!(
+                s,
+                "cardinal: {} frames read ({:.1} MB) in all; resumed from a checkpoint, this run read {} ({:.1} MB) in {:.2}s: {:.0} frames/s, {:.1} MB/s",
+                self.frames_received,
+                self.bytes_received as f64 / 1e6,
+                frames,
+                bytes as f64 / 1e6,
+                secs,
+                frames as f64 / secs,
+                bytes as f64 / 1e6 / secs,
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "cardinal: {} frames read ({:.1} MB) in {:.2}s: {:.0} frames/s, {:.1} MB/s",
+                frames,
+                bytes as f64 / 1e6,
+                secs,
+                frames as f64 / secs,
+                bytes as f64 / 1e6 / secs,
+            );
+        }
         let _ = writeln!(
             s,
             "  counted {}, rejected {}, late {}, outliers {}; windows emitted {}, corrections {}, open at most {}",

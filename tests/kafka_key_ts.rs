@@ -484,7 +484,10 @@ fn frames_held_at_a_stop_are_counted_after_a_restart_under_their_keys() {
         &config,
         &mut sinks,
         &mut finished,
-        Some(snapshot),
+        Some(pipeline::Restored {
+            state: snapshot,
+            totals: None,
+        }),
         records(63, second),
     )
     .unwrap();

@@ -110,6 +110,14 @@ fn a_demo_whose_run_fails_exits_1_with_the_error() {
     );
 }
 
+fn text_lines(path: &std::path::Path) -> u64 {
+    std::fs::read(path)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64
+}
+
 /// Issue 18, item 7: a `--state-dir` run that resumed created `--rejects` anew,
 /// losing every reject written before the checkpoint (16,000 of 49,969 after a
 /// SIGTERM, 24,348 after kill -9). Killed mid-run (SIGTERM, then SIGKILL) and
@@ -148,8 +156,24 @@ fn a_resumed_run_keeps_the_rejects_written_before_its_checkpoint() {
         }
         let mut again = cardinal();
         args(&mut again);
-        let o = again.output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = again.stderr(Stdio::piped()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        if finished.is_none() {
+            // The summary covers the whole job, not only the resumed run: every
+            // line read once, and counted or rejected once.
+            let total = text_lines(&input);
+            let valid = total - invalid.len() as u64;
+            assert!(
+                err.contains(&format!("{total} frames read"))
+                    && err.contains("in all; resumed from a checkpoint"),
+                "{signal}: {err}"
+            );
+            assert!(
+                err.contains(&format!("counted {valid}, rejected {},", invalid.len())),
+                "{signal}: {err}"
+            );
+        }
         let lines: Vec<u64> = std::fs::read_to_string(&rejects)
             .unwrap()
             .lines()

@@ -8,7 +8,8 @@ const MAGIC: &[u8; 8] = b"CARDCKPT";
 /// 2: held frames carry the votes of later frames (supported, contradicted).
 /// 3: chains of change sets.
 /// 4: the length of the `--rejects` file (version 3 is still read, as without one).
-const VERSION: u32 = 4;
+/// 5: the job's counters (versions 3 and 4 are still read, as without them).
+const VERSION: u32 = 5;
 const FILE_NAME: &str = "checkpoint";
 
 /// One file of a chain, as stored.
@@ -328,15 +329,15 @@ fn encode(link: &LinkRef) -> Vec<u8> {
 
 fn decode(bytes: &[u8]) -> Result<Link, String> {
     let (version, payload) = crate::sealed::open(MAGIC, "checkpoint", bytes)?;
-    if version != VERSION && version != 3 {
-        return Err(format!(
-            "format version {version}, this Cardinal reads version {VERSION}"
-        ));
-    }
-    let decoded = if version == 3 {
-        postcard::from_bytes::<LinkV3>(payload).map(Link::from)
-    } else {
-        postcard::from_bytes(payload)
+    let decoded = match version {
+        3 => postcard::from_bytes::<LinkV3>(payload).map(Link::from),
+        4 => postcard::from_bytes::<LinkV4>(payload).map(Link::from),
+        VERSION => postcard::from_bytes(payload),
+        _ => {
+            return Err(format!(
+                "format version {version}, this Cardinal reads versions 3 to {VERSION}"
+            ));
+        }
     };
     decoded.map_err(|e| format!("cannot decode: {e}"))
 }
@@ -369,6 +370,42 @@ impl From<LinkV3> for Link {
                 input: c.input,
                 state: c.state,
                 rejects_bytes: None,
+                totals: None,
+            },
+        }
+    }
+}
+
+/// A version 4 link: the same, without the job's counters.
+#[derive(Deserialize)]
+struct LinkV4 {
+    generation: u64,
+    sequence: u64,
+    checkpoint: CheckpointV4,
+}
+
+#[derive(Deserialize)]
+struct CheckpointV4 {
+    identity: String,
+    written_unix_ms: u64,
+    input: InputPosition,
+    state: Snapshot<HeldFrame>,
+    rejects_bytes: Option<u64>,
+}
+
+impl From<LinkV4> for Link {
+    fn from(v4: LinkV4) -> Link {
+        let c = v4.checkpoint;
+        Link {
+            generation: v4.generation,
+            sequence: v4.sequence,
+            checkpoint: Checkpoint {
+                identity: c.identity,
+                written_unix_ms: c.written_unix_ms,
+                input: c.input,
+                state: c.state,
+                rejects_bytes: c.rejects_bytes,
+                totals: None,
             },
         }
     }
@@ -377,4 +414,32 @@ impl From<LinkV3> for Link {
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
     let path = path.to_path_buf();
     move |e| CheckpointError::Io { path, source: e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 4 link is a version 5 one without the counters, its last field:
+    /// postcard writes fields in order, so cutting the final `None` makes one.
+    #[test]
+    fn a_version_4_link_loads_without_counters() {
+        let mut checkpoint = super::super::tests::sample();
+        checkpoint.totals = None;
+        let link = LinkRef {
+            generation: 2,
+            sequence: 1,
+            checkpoint: &checkpoint,
+        };
+        let v5 = postcard::to_stdvec(&link).unwrap();
+        assert_eq!(v5.last(), Some(&0), "`None` is written last");
+        let v4 = crate::sealed::seal(MAGIC, 4, &v5[..v5.len() - 1]);
+        let loaded = decode(&v4).unwrap();
+        assert_eq!((loaded.generation, loaded.sequence), (2, 1));
+        assert_eq!(loaded.checkpoint, checkpoint);
+        assert_eq!(loaded.checkpoint.rejects_bytes, Some(7));
+        // And a version this build does not know is refused, not guessed at.
+        let v9 = crate::sealed::seal(MAGIC, 9, &v5);
+        assert!(decode(&v9).unwrap_err().contains("format version 9"));
+    }
 }

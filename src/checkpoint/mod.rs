@@ -29,6 +29,7 @@ use thiserror::Error;
 
 use crate::aggregator::Snapshot;
 use crate::frame::{HeldFrame, Position};
+use crate::telemetry::Totals;
 
 mod dir;
 #[cfg(test)]
@@ -137,6 +138,9 @@ pub struct Checkpoint {
     /// first): a resumed run cuts it back to this and appends, so the rejects of
     /// frames before the checkpoint stay and those after it are written once more.
     pub rejects_bytes: Option<u64>,
+    /// The job's counters when this checkpoint was taken, for a resumed run's
+    /// summary (`None` from a checkpoint before format 5).
+    pub totals: Option<Totals>,
 }
 
 #[derive(Debug, Error)]
@@ -221,6 +225,7 @@ impl Checkpointing {
         &mut self,
         input: InputPosition,
         rejects_bytes: Option<u64>,
+        totals: Totals,
         state: impl FnOnce(bool) -> Snapshot<HeldFrame>,
     ) -> Result<(), CheckpointError> {
         let checkpoint = Checkpoint {
@@ -229,6 +234,7 @@ impl Checkpointing {
             input,
             state: state(!self.dir.wants_whole()),
             rejects_bytes,
+            totals: Some(totals),
         };
         let stats = self.dir.save(&checkpoint)?;
         self.saved(stats);

@@ -50,7 +50,7 @@ fn held_frames_keep_the_stored_layout() {
     }
 }
 
-fn sample() -> Checkpoint {
+pub(super) fn sample() -> Checkpoint {
     Checkpoint {
         identity: "kafka topic=clicks group=g windows=minute".into(),
         written_unix_ms: 1,
@@ -58,6 +58,12 @@ fn sample() -> Checkpoint {
             offsets: vec![(0, 10), (1, 20)],
         },
         rejects_bytes: Some(7),
+        totals: Some(crate::telemetry::Totals {
+            frames_received: 12,
+            frames_counted: 9,
+            rejected: vec![("truncated".into(), 3)],
+            ..Default::default()
+        }),
         state: Snapshot {
             whole: true,
             stream_wm: Some(100),

@@ -135,11 +135,12 @@ pub(super) fn count(args: CountArgs) -> Result<ExitCode> {
                 },
             state,
             rejects_bytes,
+            totals,
             ..
         }) => {
             tracing::info!(event = "checkpoint_restored", input, offset, next_line);
             Some((
-                state,
+                pipeline::Restored { state, totals },
                 FileResume {
                     input,
                     offset,

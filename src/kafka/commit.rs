@@ -75,8 +75,10 @@ impl KafkaHooks {
                     Some(f) => Some(f.flushed_len()?),
                     None => None,
                 };
-                cp.save(input, rejects_bytes, |changes| state.checkpoint(changes))
-                    .map_err(|e| live(e.to_string()))?;
+                cp.save(input, rejects_bytes, state.totals(), |changes| {
+                    state.checkpoint(changes)
+                })
+                .map_err(|e| live(e.to_string()))?;
                 // A sign of life, for the next process on this directory after a crash.
                 cp.dir.mark_member().map_err(|e| live(e.to_string()))?;
                 Ok(next

@@ -31,7 +31,10 @@ pub fn run(
                     f.cut_back(cp.rejects_bytes.unwrap_or(u64::MAX))?;
                 }
                 tracing::info!(event = "checkpoint_restored", offsets = ?offsets, windows = cp.state.windows.len());
-                restored = Some(cp.state);
+                restored = Some(pipeline::Restored {
+                    state: cp.state,
+                    totals: cp.totals,
+                });
             } else if let Some(f) = &st.rejects_file {
                 f.cut_back(0)?; // a run from the start writes them anew
             }

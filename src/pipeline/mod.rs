@@ -36,7 +36,7 @@ use crate::parser::{self, FrameSpec, UidFrom};
 use crate::record;
 use crate::sink::{Reject, Rejected, ResultSink, Results, SinkError};
 use crate::source::{BufferPool, Chunker, SourceError};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Totals};
 use crate::window::{Calendar, Granularity};
 
 use feed::{Channels, Item, Job, Signal};
@@ -140,6 +140,8 @@ pub struct CountReport {
 
 /// What the hooks may ask of the aggregating stage, between two queue items.
 pub trait StateView {
+    /// The job's counters so far (restored ones included), for a checkpoint.
+    fn totals(&self) -> Totals;
     /// The first position on `lane` not yet covered by final results.
     fn safe_position(&self, lane: usize) -> Option<u64>;
     /// Each lane's next position: what the state reflects.
@@ -243,6 +245,13 @@ pub struct FileResume {
     pub next_line: u64,
 }
 
+/// What a run goes on from: a checkpoint's state, and the job's counters then.
+pub struct Restored {
+    pub state: Snapshot<HeldFrame>,
+    /// `None` from a checkpoint that did not keep them (format 4 or older).
+    pub totals: Option<Totals>,
+}
+
 /// Counts files with hooks (checkpoints), optionally resuming from a restored state.
 /// A `shutdown` request stops between chunks, without emitting open windows.
 pub fn count_from(
@@ -250,7 +259,7 @@ pub fn count_from(
     inputs: Vec<OpenInput>,
     sinks: &mut Sinks,
     hooks: &mut dyn Hooks,
-    restore: Option<(Snapshot<HeldFrame>, FileResume)>,
+    restore: Option<(Restored, FileResume)>,
     shutdown: Option<Arc<AtomicBool>>,
 ) -> Result<CountReport, PipelineError> {
     let chunk_bytes = config.chunk_bytes;
@@ -303,7 +312,7 @@ pub fn run<F>(
     config: &CountConfig,
     sinks: &mut Sinks,
     hooks: &mut dyn Hooks,
-    restore: Option<Snapshot<HeldFrame>>,
+    restore: Option<Restored>,
     feeder: F,
 ) -> Result<CountReport, PipelineError>
 where
@@ -320,13 +329,17 @@ fn run_with<C: Counter, F>(
     counter_config: C::Config,
     sinks: &mut Sinks,
     hooks: &mut dyn Hooks,
-    restore: Option<Snapshot<HeldFrame>>,
+    restore: Option<Restored>,
     feeder: F,
 ) -> Result<CountReport, PipelineError>
 where
     F: FnOnce(Feed) + Send,
 {
     let threads = config.threads.max(1);
+    let (restore, totals) = match restore {
+        Some(r) => (Some(r.state), r.totals),
+        None => (None, None),
+    };
     let agg = match restore {
         None => Aggregator::new(
             config.calendar.clone(),
@@ -383,6 +396,9 @@ where
         }
 
         let mut stage = Aggregate::<C>::new(config, agg, sinks, hooks, pool, paused);
+        if let Some(t) = &totals {
+            stage.telemetry = Telemetry::resumed(t);
+        }
         let output_closed = match stage.consume(order_rx) {
             Ok(()) => false,
             Err(PipelineError::Sink(SinkError::Closed)) => true,

@@ -18,7 +18,7 @@ use crate::parser::{self, FrameSpec, TsFrom};
 use crate::reject::Reason;
 use crate::sink::{Rejected, SinkError};
 use crate::source::BufferPool;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Totals};
 use crate::watermark::WallClock;
 use crate::window::Granularity;
 
@@ -26,9 +26,13 @@ use crate::window::Granularity;
 pub(super) struct View<'a, C: Counter> {
     agg: &'a mut Aggregator<C, HeldFrame>,
     file_position: Option<(usize, u64, u64)>,
+    telemetry: &'a Telemetry,
 }
 
 impl<C: Counter> StateView for View<'_, C> {
+    fn totals(&self) -> Totals {
+        self.telemetry.totals()
+    }
     fn safe_position(&self, lane: usize) -> Option<u64> {
         self.agg.safe_position(lane)
     }
@@ -186,6 +190,7 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     let mut view = View {
                         agg: &mut self.agg,
                         file_position: self.file_position,
+                        telemetry: &self.telemetry,
                     };
                     self.hooks.assigned(&mut view, &lanes)?;
                 }
@@ -206,6 +211,7 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     let mut view = View {
                         agg: &mut self.agg,
                         file_position: self.file_position,
+                        telemetry: &self.telemetry,
                     };
                     self.hooks.revoked(&mut view, &lanes)?;
                 }
@@ -222,6 +228,7 @@ impl<'s, C: Counter> Aggregate<'s, C> {
                     let mut view = View {
                         agg: &mut self.agg,
                         file_position: self.file_position,
+                        telemetry: &self.telemetry,
                     };
                     return self.hooks.finished(&mut view, complete);
                 }
@@ -232,6 +239,7 @@ impl<'s, C: Counter> Aggregate<'s, C> {
             let mut view = View {
                 agg: &mut self.agg,
                 file_position: self.file_position,
+                telemetry: &self.telemetry,
             };
             self.hooks.progress(&mut view, now_ms)?;
         }
