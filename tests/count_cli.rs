@@ -732,11 +732,18 @@ fn count_resumes_a_killed_backfill_from_its_checkpoint() {
         assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
         if !complete {
             assert!(next_line > 1, "the checkpoint records progress");
+            // The summary covers the whole job (every frame read once across the
+            // kill) and says what this run read: the rest, from the checkpoint's line.
+            let err = stderr(&second);
+            assert_eq!(summary(&second).read, 300_000, "{err}");
+            let this_run: u64 = (err.split("this run read ").nth(1))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no \"this run read\" in {err}"));
             assert_eq!(
-                summary(&second).read,
+                this_run,
                 300_000 - (next_line - 1),
-                "resumed at line {next_line}, not restarted: {}",
-                stderr(&second)
+                "resumed at line {next_line}, not restarted: {err}"
             );
         }
         let mut combined = first_out;

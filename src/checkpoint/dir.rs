@@ -172,13 +172,21 @@ impl StateDir {
                     link.sequence, link.generation
                 )));
             }
-            checkpoint
-                .state
-                .absorb(link.checkpoint.state)
-                .map_err(corrupt)?;
-            checkpoint.input = link.checkpoint.input;
-            checkpoint.rejects_bytes = link.checkpoint.rejects_bytes;
-            checkpoint.written_unix_ms = link.checkpoint.written_unix_ms;
+            // Every field but the identity is the newest link's; taken apart so
+            // that a field added later cannot be left at the whole state's value.
+            let Checkpoint {
+                identity: _,
+                written_unix_ms,
+                input,
+                state,
+                rejects_bytes,
+                totals,
+            } = link.checkpoint;
+            checkpoint.state.absorb(state).map_err(corrupt)?;
+            checkpoint.input = input;
+            checkpoint.rejects_bytes = rejects_bytes;
+            checkpoint.written_unix_ms = written_unix_ms;
+            checkpoint.totals = totals;
             chain.changes += 1;
             chain.change_bytes += bytes;
         }

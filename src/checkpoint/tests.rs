@@ -115,6 +115,10 @@ fn changes(users: Vec<u64>, offset: i64) -> Checkpoint {
         offsets: vec![(0, offset), (1, 20)],
     };
     cp.state.whole = false;
+    cp.rejects_bytes = Some(offset as u64 * 100);
+    if let Some(t) = &mut cp.totals {
+        t.frames_received = offset as u64 * 10;
+    }
     cp.state.windows[0].counter = Some(CounterState::Exact(users));
     cp.state.windows.push(WindowSnapshot {
         start: 120,
@@ -175,6 +179,9 @@ fn a_chain_of_change_sets_loads_as_one_state_and_a_whole_save_replaces_it() {
             offsets: vec![(0, 12), (1, 20)]
         }
     );
+    // Everything that goes with the position is the newest link's too.
+    assert_eq!(loaded.rejects_bytes, Some(1200));
+    assert_eq!(loaded.totals.as_ref().map(|t| t.frames_received), Some(120));
     // Loading continues the chain: the next change set is the third.
     sd.save(&changes(vec![7], 13)).unwrap();
     assert_eq!(users(&sd.load(&id, false).unwrap().unwrap())[0].len(), 7);
