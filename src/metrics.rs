@@ -44,6 +44,9 @@ pub struct StageView {
 pub struct KafkaView {
     /// High watermark minus our read position, per partition.
     pub consumer_lag: BTreeMap<i32, i64>,
+    /// Per partition: messages between the group's committed offset and the high
+    /// watermark, what Kafka's own tools show as the group's lag.
+    pub commit_lag: BTreeMap<i32, i64>,
     /// Partitions the group gave us.
     pub assigned: usize,
     /// The client's last error while the broker is unreachable; `None` when it works.
@@ -395,6 +398,17 @@ impl Collector for Metrics {
                 G,
                 "partition",
                 k.consumer_lag
+                    .iter()
+                    .map(|(p, lag)| (p.to_string(), ConstGauge::new(*lag))),
+            )?;
+            o.family(
+                "cardinal_consumer_commit_lag",
+                "Messages between the group's committed offset and the partition's high watermark: \
+                 the LAG that kafka-consumer-groups.sh shows. It trails the read lag by the frames \
+                 of windows still open, which are committed once their results are final.",
+                G,
+                "partition",
+                k.commit_lag
                     .iter()
                     .map(|(p, lag)| (p.to_string(), ConstGauge::new(*lag))),
             )?;

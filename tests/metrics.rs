@@ -192,6 +192,33 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
         }
     };
     assert!(status_line.contains(" lag=0 "), "{status_line}");
+    // The committed offsets trail the read position by the frames of windows still
+    // open (committed once final): that lag is what Kafka's own tools show for the
+    // group, partition by partition.
+    let (mut ours, mut broker) = (BTreeMap::new(), BTreeMap::new());
+    for _ in 0..60 {
+        let s = scrape(&addr).unwrap();
+        ours = (0..3)
+            .map(|p| {
+                let lag = get(
+                    &s,
+                    "cardinal_consumer_commit_lag",
+                    &[("partition", &p.to_string())],
+                );
+                (p, lag.map(|l| l as i64))
+            })
+            .collect();
+        broker = t.group_lag("cardinal", "frames");
+        if ours == broker {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(ours, broker, "commit lag: ours, then the broker's");
+    assert!(
+        broker.values().any(|l| l.is_some_and(|l| l > 0)),
+        "open windows keep some frames uncommitted: {broker:?}"
+    );
     common::sigterm(&run);
     let status = run.wait().unwrap();
     logger.join().unwrap();

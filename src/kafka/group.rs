@@ -58,6 +58,7 @@ impl ClientContext for RunContext {
         };
         let positions = self.positions.lock();
         let mut lag = std::collections::BTreeMap::new();
+        let mut commit_lag = std::collections::BTreeMap::new();
         if let Some(t) = stats.topics.get(&self.topic) {
             for (p, s) in &t.partitions {
                 // -1 is librdkafka's unassigned pseudo-partition; others only while fetched.
@@ -68,11 +69,15 @@ impl ClientContext for RunContext {
                 if at >= 0 {
                     lag.insert(*p, (s.hi_offset - at).max(0));
                 }
+                if s.committed_offset >= 0 {
+                    commit_lag.insert(*p, (s.hi_offset - s.committed_offset).max(0));
+                }
             }
         }
         let up = stats.brokers.values().any(|b| b.state == "UP");
         m.update_kafka(|k| {
             k.consumer_lag = lag;
+            k.commit_lag = commit_lag;
             if up {
                 k.broker_down = None;
             }

@@ -8,6 +8,7 @@
 //! asked to die with it (`PR_SET_PDEATHSIG`), from a thread that lives as long as
 //! the process: a test that panics, or a harness that is killed, leaves no broker.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -287,6 +288,45 @@ impl ApacheKafka {
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
         }
+    }
+
+    /// Runs one of Kafka's own tools (a class from its jars, `scripts/kafka.sh
+    /// tool`) against this broker; its stdout. The broker's view, not ours.
+    pub fn tool(&self, class: &str, args: &[&str]) -> String {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
+        let o = std::process::Command::new(script)
+            .arg("tool")
+            .arg(class)
+            .args(["--bootstrap-server", &self.addr])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{class}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The group's lag per partition of `topic`, as kafka-consumer-groups.sh
+    /// shows it (`None`: nothing committed there yet).
+    pub fn group_lag(&self, group: &str, topic: &str) -> BTreeMap<i32, Option<i64>> {
+        let out = self.tool(
+            "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+            &["--describe", "--group", group],
+        );
+        let mut rows = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let header = rows
+            .find(|r| r.contains(&"LAG"))
+            .unwrap_or_else(|| panic!("no header in {out}"));
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let (t, p, lag) = (col("TOPIC"), col("PARTITION"), col("LAG"));
+        rows.filter(|r| r.len() > lag && r[t] == topic)
+            .map(|r| (r[p].parse().unwrap(), r[lag].parse().ok()))
+            .collect()
     }
 
     /// Kills the broker (SIGKILL): a crash, as far as its clients can tell.
