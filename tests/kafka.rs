@@ -524,6 +524,17 @@ fn latest(b: &Broker, topic: &str) -> BTreeMap<String, (u64, u64, bool)> {
 
 #[test]
 fn kill_nine_after_checkpoints_loses_nothing_and_counts_nothing_twice() {
+    kill_nine_loop(None);
+}
+
+/// The same with static membership (`--instance-id`): a restart takes the dead
+/// member's place at once instead of waiting out its session.
+#[test]
+fn kill_nine_with_an_instance_id_loses_nothing_and_counts_nothing_twice() {
+    kill_nine_loop(Some("member-1"));
+}
+
+fn kill_nine_loop(instance_id: Option<&str>) {
     let b = Broker::with_topics(&["results-ref", "results-killed"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
@@ -582,6 +593,12 @@ fn kill_nine_after_checkpoints_loses_nothing_and_counts_nothing_twice() {
         .args(common)
         .arg("--state-dir")
         .arg(&state)
+        .args(
+            instance_id
+                .map(|id| ["--instance-id", id])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         c
@@ -624,7 +641,10 @@ fn kill_nine_after_checkpoints_loses_nothing_and_counts_nothing_twice() {
     // gets every partition: back to work within that plus a rebalance and a checkpoint
     // (measured 5-11 s alone, 17-27 s on a loaded machine). Not stuck is what the
     // loop above asserts (60 s); how fast depends on the machine, so it is printed.
-    println!("time from restart to the first committed progress: {back_to_work:?}");
+    println!(
+        "time from restart to the first committed progress (--instance-id {instance_id:?}): \
+         {back_to_work:?}"
+    );
     let last = killed_run().stderr(Stdio::piped()).output().unwrap();
     assert!(
         last.status.success(),

@@ -258,7 +258,15 @@ pub(super) fn session_timeout(opts: &KafkaOptions) -> Duration {
 /// waits until that process's group session has expired before joining. A broker
 /// then reassigns its partitions at once; Tansu, joined earlier, may hand them all
 /// to the dead member and never take them back.
+///
+/// Not with static membership (`--instance-id`): the broker hands the dead member's
+/// place, partitions and all, to the process that comes back under its id at once.
 pub(super) fn wait_out_a_dead_member(dir: &StateDir, kafka: &KafkaOptions, shutdown: &AtomicBool) {
+    let static_member = (kafka.layered(CONSUMER_DEFAULTS))
+        .any(|(k, v, _)| k == "group.instance.id" && !v.is_empty());
+    if static_member {
+        return;
+    }
     let session = session_timeout(kafka);
     let Some(end) = dir.dead_member_session_end(session + Duration::from_secs(1)) else {
         return;
