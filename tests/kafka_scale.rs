@@ -247,6 +247,86 @@ fn three_instances_one_leaving_and_one_joining_publish_what_one_would() {
     assert!(want.len() > 20, "{want:?}");
 }
 
+/// The first `ts` among `lines` (skipping the generator's malformed ones).
+fn first_ts(lines: &[&[u8]]) -> i64 {
+    (lines.iter())
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .find_map(|v| match &v["ts"] {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+        .expect("a frame with a ts")
+}
+
+impl Setup {
+    /// Waits (at most `within`) until a minute window starting at or after `from`
+    /// is published final with its exact figures: every partition, the moved ones
+    /// too, has then been read past it.
+    fn first_exact_minute_from(&self, from: i64, want: &Windows, within: Duration) {
+        let started = Instant::now();
+        let from = jiff::Timestamp::from_second(from).unwrap().to_string();
+        loop {
+            let got = self.results();
+            let exact = (want.iter())
+                .filter(|((w, start), _)| w == "minute" && *start >= from)
+                .any(|(k, v)| got.get(k) == Some(v));
+            if exact {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "no exact final minute from {from} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Issue 19: three members, one killed with SIGKILL and never restarted. Apache
+/// Kafka's coordinator gives its partitions to the others when its session
+/// expires; they resume from its last checkpoint and the results topic ends
+/// exact and final. Prints how long after the kill the first result covering
+/// frames produced after it (so the dead member's partitions too) was published.
+#[test]
+fn a_member_killed_and_never_restarted_is_taken_over_by_the_others() {
+    let s = Setup::new(6);
+    let cfg = config(53);
+    let (text, want) = frames_in_thirds(&cfg);
+    let [first, second, third] = thirds(&text);
+    s.produce(&first, "first.json");
+    let mut a = s.instance(&[]);
+    a.wait_for("merger_active");
+    a.wait_for_partitions();
+    let mut b = s.instance(&[]);
+    b.wait_for_partitions();
+    let mut c = s.instance(&[]);
+    c.wait_for_partitions();
+    std::thread::sleep(Duration::from_secs(3));
+    // Not the merger: this is about its partitions alone.
+    c.run.0.kill().unwrap();
+    let _ = c.run.0.wait();
+    let killed = Instant::now();
+    s.produce(&second, "second.json");
+    // Two minutes into the second part: it needs every partition's frames.
+    let from = first_ts(&second) + 120;
+    s.first_exact_minute_from(from, &want, Duration::from_secs(150));
+    println!(
+        "kill to the first exact result past it: {:.1} s (session timeout {} s)",
+        killed.elapsed().as_secs_f64(),
+        SESSION.as_secs()
+    );
+    s.produce(&third, "third.json");
+    s.await_results(
+        &want,
+        Duration::from_secs(150),
+        &mut [&mut a, &mut b, &mut c],
+    );
+    for i in [&mut a, &mut b] {
+        assert_eq!(i.stop(), Some(0), "{}", i.log);
+    }
+}
+
 #[test]
 fn an_instance_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     let s = Setup::new(6);
