@@ -69,8 +69,10 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== build"
 cargo build --release --quiet
 BIN=${CARGO_TARGET_DIR:-target}/release/cardinal
-mvn -B -q -Dstyle.color=never -f peers/kafka-streams/pom.xml package
-mvn -B -q -Dstyle.color=never -f peers/flink/pom.xml package
+# (Maven 3.8 prints colour resets even with -B: stripped.)
+for peer in kafka-streams flink; do
+  mvn -B -q -f "peers/$peer/pom.xml" package 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+done
 KS_CP="peers/kafka-streams/target/kafka-streams-peer.jar:peers/kafka-streams/target/lib/*"
 FLINK_CP="peers/flink/target/flink-peer.jar:peers/flink/target/lib/*"
 echo "cardinal: $($BIN --version); Kafka Streams: $(ls peers/kafka-streams/target/lib | grep -o 'kafka-streams-[0-9.]*[0-9]'); Flink: $(ls peers/flink/target/lib | grep -o 'flink-streaming-java-[0-9.]*[0-9]'), $(ls peers/flink/target/lib | grep -o 'flink-connector-kafka-[^j]*[0-9]')"

@@ -19,6 +19,10 @@
 // repartition topics, then sends one "tick" record far in the future on a ticks topic that feeds step 2
 // only, waits until that is processed too, and closes the app.
 //
+// Grace (--grace, default 5 s). Stream time is per task and not aligned across partitions or stream
+// threads, so on a backfill the tasks drift apart in event time and a 5 s grace drops frames as late
+// (see scripts/bench-peers.sh, which runs it at 60 s on one thread, Kafka Streams' default).
+//
 // Usage: UniqueUsers --brokers HOST:PORT --topic FRAMES --results-topic RESULTS [--app-id ID]
 //                    [--ticks-topic TICKS] [--state-dir DIR] [--threads N] [--grace SECONDS] [--until-end]
 package cardinal.peers;
@@ -80,7 +84,7 @@ public final class UniqueUsers {
         Properties props = new Properties();
         props.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, brokers);
-        props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, opt.getOrDefault("--threads", "2"));
+        props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, opt.getOrDefault("--threads", "1"));
         props.put(StreamsConfig.STATE_DIR_CONFIG, opt.getOrDefault("--state-dir", "/tmp/kafka-streams"));
         // The default is 30 s (at-least-once); results of a backfill would wait that long for each commit.
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 1000);
