@@ -3,7 +3,7 @@
 //! round starting with another): a thread per core round robin over split
 //! partition queues, and the feeder's own single blocking poll loop, assigned every
 //! partition or subscribed to a group as `run` is. The fastest is the ceiling: on
-//! Tansu the subscribed loop, 50% faster than the assigned ones (see the README). Each round also runs `run` with the uid
+//! Tansu the subscribed loop, 50% faster than the assigned ones (see docs/guide/performance.md). Each round also runs `run` with the uid
 //! and the ts taken from the record's key and timestamp (`--uid-from key --ts-from
 //! record-timestamp`), on the same topic: what not parsing the JSON saves.
 //!

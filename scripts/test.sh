@@ -34,7 +34,7 @@ python3 -c 'import zoneinfo; zoneinfo.ZoneInfo("Europe/Zurich")' 2>/dev/null \
 # datasketches reads and unions our HLL sketches.
 python3 -c 'import prometheus_client, datasketches' 2>/dev/null \
   || python3 -m pip install --quiet prometheus_client datasketches
-# Benchmarks are compiled, not run: their figures belong in the README, not in CI.
+# Benchmarks are compiled, not run: their figures belong in docs/guide/performance.md, not in CI.
 cargo build --locked --benches
 cargo test --locked
 # The report's script at a small size, so that it cannot rot (its figures are not

@@ -1,6 +1,6 @@
 //! Emitter: renders a window result as one line of text or JSON.
 //!
-//! The JSON field names are a public contract (see the README): `window`, `start`,
+//! The JSON field names are a public contract (see docs/guide/output.md): `window`, `start`,
 //! `end`, `unique_users`, `frames`, `approx`, `final`, `version`, and `rse` for
 //! approximate counts. `start` and `end` are RFC 3339, `Z` in UTC.
 

@@ -1060,7 +1060,7 @@ fn grace_on_a_disordered_stream_follows_the_documented_rules() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
-    // The documented rules (README, "When is a window emitted?"), applied to the
+    // The documented rules (docs/guide/output.md, "When is a window emitted?"), applied to the
     // generator's truth: the watermark is the highest ts seen so far minus the
     // lateness; a window is final once the watermark reaches its end, and a frame
     // is late for it once the watermark reaches its end plus the grace.
