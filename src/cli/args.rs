@@ -574,14 +574,17 @@ pub struct ProduceArgs {
     pub topic: String,
 
     /// Key each message by this root-level field (e.g. uid), so a user stays on one
-    /// partition (and `run --uid-from key` can count by the key).
+    /// partition (and `run --uid-from key` can count by the key). The key is the
+    /// field as `count --uid-field FIELD` reads it: a string, unescaped, in a line
+    /// that is valid JSON whole; other lines are sent without a key, and counted.
     #[arg(long, value_name = "FIELD")]
     pub key_field: Option<String>,
 
     /// Set each message's timestamp (CreateTime) from this root-level field (e.g. ts),
     /// an integer or a string of digits in --timestamp-unit, for `run --ts-from
-    /// record-timestamp`. A line without a usable one gets the producer's clock,
-    /// and the summary says how many did.
+    /// record-timestamp`: as `count --ts-field FIELD` reads it, in whole seconds. A
+    /// line without a usable one gets the producer's clock, and the summary says how
+    /// many did.
     #[arg(long, value_name = "FIELD")]
     pub timestamp_field: Option<String>,
 

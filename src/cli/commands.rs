@@ -401,6 +401,13 @@ pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
     } else {
         String::new()
     };
+    if report.without_key > 0 {
+        blank.push_str(&format!(
+            ", {} without a string {} in a valid frame (sent without a key)",
+            report.without_key,
+            args.key_field.as_deref().unwrap_or_default()
+        ));
+    }
     if report.without_timestamp > 0 {
         blank.push_str(&format!(
             ", {} without a usable {} (timestamped by the producer's clock)",

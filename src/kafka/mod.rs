@@ -35,7 +35,7 @@ use crate::client_config::{PropertiesFile, masked};
 use crate::emitter::Record;
 use crate::frame::Position;
 use crate::metrics::Metrics;
-use crate::parser::{TsFrom, TsUnit, UidFrom};
+use crate::parser::{FrameSpec, TsFrom, TsUnit, UidFrom};
 use crate::pipeline::{
     self, CountConfig, CountReport, Feed, Hooks, PipelineError, Sinks, StateView,
 };

@@ -11,6 +11,9 @@ pub struct ProduceReport {
     /// With a timestamp field: lines without a usable one, sent with the
     /// producer's clock as their timestamp.
     pub without_timestamp: u64,
+    /// With a key field: lines that are not a frame with a string there, sent
+    /// without a key.
+    pub without_key: u64,
 }
 
 /// What `cardinal produce` takes from each line besides its bytes.
@@ -45,6 +48,19 @@ pub fn produce(
         .map_err(|e| opts.settings_error("client", &[], e))?;
     partitions_of(&probe, opts, topic)?;
     let mut report = ProduceReport::default();
+    let key_spec = from.key_field.map(|f| {
+        FrameSpec::new(f, ts_placeholder(f), TsUnit::Seconds)
+            .map(|s| s.taking(UidFrom::Json, TsFrom::RecordTimestamp))
+    });
+    let key_spec = key_spec
+        .transpose()
+        .map_err(|e| live(format!("--key-field: {e}")))?;
+    let ts_spec = from.timestamp_field.map(|(f, unit)| {
+        FrameSpec::new(uid_placeholder(f), f, unit).map(|s| s.taking(UidFrom::Key, TsFrom::Json))
+    });
+    let ts_spec = ts_spec
+        .transpose()
+        .map_err(|e| live(format!("--timestamp-field: {e}")))?;
     for input in inputs {
         let mut next_line = 1;
         for chunk in crate::source::Chunker::new(input.reader, &input.name, CHUNK_BYTES) {
@@ -64,13 +80,16 @@ pub fn produce(
                     report.skipped_blank += 1;
                     continue;
                 }
-                let key = from.key_field.and_then(|f| root_key(line, f));
+                let key = key_spec.as_ref().and_then(|s| root_key_with(line, s));
+                if key_spec.is_some() && key.is_none() {
+                    report.without_key += 1;
+                }
                 let mut record = BaseRecord::to(topic).payload(line);
                 if let Some(k) = &key {
                     record = record.key(k.as_slice());
                 }
-                if let Some((field, unit)) = from.timestamp_field {
-                    match root_timestamp_ms(line, field, unit) {
+                if let Some(spec) = &ts_spec {
+                    match root_timestamp_ms_with(line, spec) {
                         Some(ms) => record = record.timestamp(ms),
                         None => report.without_timestamp += 1,
                     }
@@ -103,42 +122,50 @@ pub fn produce(
     Ok(report)
 }
 
-/// The key for `--key-field`: the root `uid` through Cardinal's parser, any other
-/// root field as its raw JSON text (strings without quotes).
+/// The key for `--key-field`: the root field as `count --uid-field FIELD` would
+/// count it (a string, unescaped, in a frame valid whole), so that `run --uid-from
+/// key` counts the same users as the JSON would. `None` for a line that is not such
+/// a frame.
 pub fn root_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
-    if field == "uid" {
-        return crate::parser::parse_frame(line)
-            .ok()
-            .map(|f| f.uid.into_owned());
-    }
-    let v = sonic_rs::get(line, [field]).ok()?;
-    let raw = v.as_raw_str();
-    Some(
-        raw.strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .unwrap_or(raw)
-            .as_bytes()
-            .to_vec(),
-    )
+    let spec = FrameSpec::new(field, ts_placeholder(field), TsUnit::Seconds)
+        .ok()?
+        .taking(UidFrom::Json, TsFrom::RecordTimestamp);
+    root_key_with(line, &spec)
 }
 
-/// The record timestamp for `--timestamp-field`: the root field, an integer or a
-/// string of digits in `unit`, in milliseconds (microseconds floored). `None` if
-/// it is missing, not such a number, or beyond the year 9999.
+/// [`root_key`] with its spec built once.
+pub fn root_key_with(line: &[u8], spec: &FrameSpec) -> Option<Vec<u8>> {
+    crate::parser::parse_frame_with(line, spec)
+        .ok()
+        .map(|f| f.uid.into_owned())
+}
+
+/// The record timestamp for `--timestamp-field`: the root field as `count --ts-field
+/// FIELD --ts-unit UNIT` would read it, in milliseconds. That is whole seconds, as
+/// Cardinal counts them (`run --ts-from record-timestamp` floors to seconds too).
+/// `None` for a line that is not such a frame.
 pub fn root_timestamp_ms(line: &[u8], field: &str, unit: TsUnit) -> Option<i64> {
-    let raw = root_key(line, field)?;
-    if raw.is_empty() || raw.len() > 18 || !raw.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let v: i64 = std::str::from_utf8(&raw).ok()?.parse().ok()?;
-    if v > unit.max_value() {
-        return None;
-    }
-    Some(match unit {
-        TsUnit::Seconds => v * 1000,
-        TsUnit::Millis => v,
-        TsUnit::Micros => v / 1000,
-    })
+    let spec = FrameSpec::new(uid_placeholder(field), field, unit)
+        .ok()?
+        .taking(UidFrom::Key, TsFrom::Json);
+    root_timestamp_ms_with(line, &spec)
+}
+
+/// [`root_timestamp_ms`] with its spec built once.
+pub fn root_timestamp_ms_with(line: &[u8], spec: &FrameSpec) -> Option<i64> {
+    crate::parser::parse_frame_with(line, spec)
+        .ok()
+        .map(|f| f.ts.saturating_mul(1000))
+}
+
+/// The spec's other field is not looked for (it comes "from the record"), but it
+/// needs a name other than the field's.
+fn ts_placeholder(field: &str) -> &'static str {
+    if field == "ts" { "ts_" } else { "ts" }
+}
+
+fn uid_placeholder(field: &str) -> &'static str {
+    if field == "uid" { "uid_" } else { "uid" }
 }
 
 /// Creates a topic (for the demo and tests). Existing topics are left alone.
@@ -284,4 +311,69 @@ fn consume_up_to_end(
         }
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 20: `produce --key-field user` keyed `{"user":"a\u0062"}` as `a\u0062`
+    /// (a field reader that neither decoded escapes nor validated) while `count
+    /// --uid-field user` counts `ab`. One reader now: the counting parser's.
+    #[test]
+    fn the_key_is_the_uid_that_count_would_count() {
+        let key =
+            |line: &str| root_key(line.as_bytes(), "user").map(|k| String::from_utf8(k).unwrap());
+        assert_eq!(key(r#"{"user":"a\u0062","ts":1}"#).as_deref(), Some("ab"));
+        assert_eq!(
+            key(r#"{"x":{"user":"inner"},"user":"outer"}"#).as_deref(),
+            Some("outer")
+        );
+        assert_eq!(key(r#"{"user":"é\n"}"#).as_deref(), Some("é\n"));
+        // Not a frame `count --uid-field user` would count: no key.
+        for line in [
+            r#"{"user":"a","user":"b"}"#,
+            r#"{"user":42}"#,
+            r#"{"user":"a""#,
+            r#"{"uid":"a"}"#,
+            "[1]",
+        ] {
+            assert_eq!(key(line), None, "{line}");
+        }
+        // The default field, and a field named like the other one.
+        assert_eq!(
+            root_key(br#"{"uid":"u","ts":"x"}"#, "uid"),
+            Some(b"u".to_vec())
+        );
+        assert_eq!(root_key(br#"{"ts":"t"}"#, "ts"), Some(b"t".to_vec()));
+    }
+
+    #[test]
+    fn the_timestamp_is_the_ts_that_count_would_read() {
+        let ms = |line: &str, unit| root_timestamp_ms(line.as_bytes(), "at", unit);
+        assert_eq!(
+            ms(r#"{"at":1700000000}"#, TsUnit::Seconds),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            ms(r#"{"at":"1700000000"}"#, TsUnit::Seconds),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            ms(r#"{"at":1700000000123}"#, TsUnit::Millis),
+            Some(1_700_000_000_000)
+        );
+        for line in [
+            r#"{"at":-1}"#,
+            r#"{"at":1.5}"#,
+            r#"{"at":1,"at":2}"#,
+            r#"{"at":"1x"}"#,
+        ] {
+            assert_eq!(ms(line, TsUnit::Seconds), None, "{line}");
+        }
+        assert_eq!(
+            root_timestamp_ms(br#"{"uid":5}"#, "uid", TsUnit::Seconds),
+            Some(5000)
+        );
+    }
 }
