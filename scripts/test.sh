@@ -40,3 +40,7 @@ cargo test --locked
 # The report's script at a small size, so that it cannot rot (its figures are not
 # the report's: those come from a full run, docs/REPORT.md says which).
 scripts/report.sh --quick > /dev/null
+# Random scenarios against a model written from the documented rules (a fixed set
+# of seeds; `scripts/scenarios.py --soak SECONDS` runs as long as asked).
+python3 scripts/scenarios.py --seeds 200 --bin "${CARGO_TARGET_DIR:-target}/release/cardinal"
+
