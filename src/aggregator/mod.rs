@@ -548,12 +548,16 @@ impl<C: Counter, T: Weigh> Aggregator<C, T> {
         let remote_active = self.lanes.iter().any(|l| l.remote.is_some());
         let quiet_for = least_quiet.filter(|_| !remote_active);
         let drain_after = idle_ms + self.settings.lateness.max(0) as u64 * 1000;
-        // A quiet stream: every open window goes out. A coarse one may not be over
-        // (a day after a quiet minute): it is published with what it has, and later
-        // frames are late for it alone (`published`), still counted for the finer
-        // windows, which the watermark has not passed.
+        // A quiet stream: the open windows go out. Live, only those the wall clock
+        // has passed (less the lateness): a day is not over after a quiet minute,
+        // and stays open for the frames still to come that day; it goes out once its
+        // end has passed, at a later heartbeat of the same quiet. Without a wall
+        // clock (a replay of the past), every window goes out; a coarse one may not
+        // be over then, and later frames are late for it alone (`published`).
         if quiet_for.is_some_and(|q| q >= drain_after) && !self.open.is_empty() {
-            self.emit_all_open(out);
+            let over = (self.clock.filter(|c| c.trust_recent))
+                .map(|c| c.now.saturating_sub(self.settings.lateness.max(0)));
+            self.emit_open_until(over, out);
         }
     }
 
@@ -763,16 +767,27 @@ impl<C: Counter, T: Weigh> Aggregator<C, T> {
         for lane in 0..self.lanes.len() {
             self.judge_held(lane, out);
         }
-        self.emit_all_open(out);
+        self.emit_open_until(None, out);
     }
 
-    /// Emits every open window as final (the end of input), and records how far
-    /// each granularity is published, so that a straggler can never produce a
-    /// second, partial version 1. The watermark moves past the finest windows only:
-    /// moving it past a year window would make every minute of that year late.
-    fn emit_all_open(&mut self, out: &mut Output<T>) {
+    /// Emits as final every open window (the end of input), or those ending by
+    /// `over` (a quiet live stream), and records how far each granularity is
+    /// published, so that a straggler can never produce a second, partial version 1.
+    /// The watermark moves past the finest windows only: moving it past a year
+    /// window would make every minute of that year late.
+    fn emit_open_until(&mut self, over: Option<i64>, out: &mut Output<T>) {
         let kept = self.kept();
-        while let Some((id, mut state)) = self.open.pop_first() {
+        let due: Vec<WindowId> = (self.open.keys())
+            .filter(|id| over.is_none_or(|t| id.end <= t))
+            .copied()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for id in due {
+            let Some(mut state) = self.open.remove(&id) else {
+                continue;
+            };
             if state.version == 0 || state.dirty {
                 let version = state.version + 1;
                 out.windows.push(result(&id, &mut state, version, kept));
@@ -782,8 +797,18 @@ impl<C: Counter, T: Weigh> Aggregator<C, T> {
         }
         let finest = self.settings.granularities[0];
         self.stream_wm = self.stream_wm.max(self.published[finest as usize]);
+        // What a commit may cover: every frame of a window still open stays uncommitted.
+        let still_open = self.open.keys().map(|id| id.end).min();
         for l in &mut self.lanes {
-            l.runs.clear();
+            match still_open {
+                None => l.runs.clear(),
+                Some(_) => {
+                    let through = self.stream_wm.unwrap_or(i64::MIN);
+                    while l.runs.front().is_some_and(|r| r.1 <= through) {
+                        l.runs.pop_front();
+                    }
+                }
+            }
         }
     }
 

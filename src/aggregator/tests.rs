@@ -1006,6 +1006,58 @@ fn after_a_quiet_spell_later_frames_are_late_only_for_the_windows_it_published()
     );
 }
 
+/// A live stream that falls quiet publishes the windows the wall clock has passed,
+/// not the day it is in: before, a 35 s lull published the day final with what it
+/// had, and every later frame of that day was late for it (a sparse live stream's
+/// day counted its first burst only).
+#[test]
+fn a_quiet_live_stream_keeps_the_day_open_until_the_day_is_over() {
+    let mut a = agg(&[Granularity::Minute, Granularity::Day], 5, 0);
+    let day = M - M.rem_euclid(86_400);
+    let live = |now| {
+        Some(WallClock {
+            now,
+            trust_recent: true,
+        })
+    };
+    let mut out = Output::default();
+    a.set_clock(live(M + 4));
+    a.heartbeat(0, &mut out);
+    let (first, _) = feed(
+        &mut a,
+        &[(M, "a"), (M + 1, "b"), (M + 2, "c"), (M + 3, "d")],
+    );
+    out.windows.extend(first.windows);
+    // Quiet for 100 s, more than the idle timeout (10 s) and the lateness.
+    a.set_clock(live(M + 104));
+    a.heartbeat(100, &mut out);
+    a.heartbeat(100_100, &mut out);
+    let emitted: Vec<(Granularity, i64, u64)> = (out.windows.iter())
+        .map(|w| (w.granularity, w.span.start, w.unique_users))
+        .collect();
+    assert_eq!(
+        emitted,
+        vec![(Granularity::Minute, M, 4)],
+        "the minute, not the day"
+    );
+    // The stream speaks again the same day: its frames count for the day too.
+    a.set_clock(live(M + 205));
+    let (mut out, verdicts) = feed(&mut a, &[(M + 200, "e"), (M + 201, "a"), (M + 202, "f")]);
+    assert!(
+        verdicts.iter().all(|v| *v == Verdict::Counted),
+        "{verdicts:?}"
+    );
+    // The day goes out once its end has passed by the wall clock, still quiet.
+    a.heartbeat(200_000, &mut out);
+    a.set_clock(live(day + 86_400 + 10));
+    a.heartbeat(300_000, &mut out);
+    let days: Vec<(i64, u64)> = (out.windows.iter())
+        .filter(|w| w.granularity == Granularity::Day)
+        .map(|w| (w.span.start, w.unique_users))
+        .collect();
+    assert_eq!(days, vec![(day, 6)], "a to f, once");
+}
+
 #[test]
 fn windows_an_earlier_run_published_are_never_opened_again() {
     // Issue 18, item 1: a restart without a checkpoint replays from the committed
