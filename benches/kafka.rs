@@ -431,6 +431,7 @@ fn cardinal_run(
         frames: frames.clone(),
     };
     let run = RunOptions {
+        exactly_once: false,
         kafka: opts.clone(),
         topic: topic.into(),
         group: round.into(),

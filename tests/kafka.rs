@@ -671,6 +671,146 @@ fn kill_nine_loop(instance_id: Option<&str>) {
     assert_eq!(got, truth);
 }
 
+/// Every record of a results topic as a `read_committed` consumer sees it:
+/// (key, version, unique_users, frames, final).
+fn committed_records(b: &Broker, topic: &str) -> Vec<(String, u64, u64, u64, bool)> {
+    let o = ok(cardinal()
+        .args(["consume", "-b", &b.addr, "-t", topic, "--keys"])
+        .args(["-X", "isolation.level=read_committed"])
+        .output()
+        .unwrap());
+    (String::from_utf8(o.stdout).unwrap().lines())
+        .map(|l| {
+            let (key, json) = l.split_once('\t').unwrap();
+            let v: Value = serde_json::from_str(json).unwrap();
+            let n = |f: &str| v[f].as_u64().unwrap();
+            (
+                key.to_string(),
+                n("version"),
+                n("unique_users"),
+                n("frames"),
+                v["final"] == true,
+            )
+        })
+        .collect()
+}
+
+/// Issue 19: with `--exactly-once` the results and the offsets that stop them being
+/// produced again commit in one transaction, so a `read_committed` consumer sees
+/// each version of each window once, however often the run is killed (without
+/// it, the results since the last commit are produced again after a restart).
+#[test]
+fn exactly_once_results_are_read_once_across_kill_nine() {
+    let b = Broker::with_topics(&["results-eos"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GenConfig {
+        frames: 150_000,
+        rate: 500.0,
+        users: 20_000,
+        seed: 7,
+        disorder: 0.1,
+        max_delay: 3,
+        ..GenConfig::default()
+    };
+    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let run = || {
+        let mut c = cardinal();
+        c.args(["run", "-b", &b.addr, "-t", "frames", "-g", "eos"])
+            .args([
+                "--results-topic",
+                "results-eos",
+                "--exactly-once",
+                "--until-end",
+            ])
+            .args(["--windows", "minute,hour", "--format", "json"])
+            .args([
+                "--checkpoint-interval",
+                "300ms",
+                "-X",
+                "session.timeout.ms=6000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut kills = 0;
+    for _ in 0..8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let before = committed_records(&b, "results-eos").len();
+        let mut child = run().spawn().unwrap();
+        // Killed at a "random" moment once it has published something of its own.
+        let started = Instant::now();
+        while committed_records(&b, "results-eos").len() == before
+            && started.elapsed() < Duration::from_secs(60)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(x % 400));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    let last = run().stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert!(kills > 0, "no run was killed mid-way");
+
+    let records = committed_records(&b, "results-eos");
+    let mut seen = BTreeMap::new();
+    for (key, version, ..) in &records {
+        *seen.entry((key.clone(), *version)).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "seen more than once (key, version): {twice:?}"
+    );
+    let truth = expected(&cfg, &[Granularity::Minute, Granularity::Hour]);
+    let got: BTreeMap<(String, String), u64> = (records.iter())
+        .map(|(key, _, users, _, fin)| {
+            assert!(fin, "{key} not final");
+            let (w, s) = key.split_once('/').unwrap();
+            ((w.to_string(), s.to_string()), *users)
+        })
+        .collect();
+    assert_eq!(got, truth, "after {kills} kills");
+}
+
+#[test]
+fn an_exactly_once_run_needs_a_results_topic_and_no_state_dir() {
+    for (extra, why) in [
+        (&["--exactly-once"][..], "needs --results-topic"),
+        (
+            &[
+                "--exactly-once",
+                "--results-topic",
+                "r",
+                "--state-dir",
+                "/tmp/x",
+            ][..],
+            "--state-dir",
+        ),
+    ] {
+        let o = cardinal()
+            .args(["run", "-b", "127.0.0.1:1", "-t", "frames"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(why), "{err}");
+    }
+}
+
 #[test]
 fn sigterm_checkpoints_commits_and_exits_zero() {
     let b = Broker::with_topics(&[]);

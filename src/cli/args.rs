@@ -532,6 +532,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub instance_id: Option<String>,
 
+    /// Publish the results and commit the frames' offsets in one Kafka transaction
+    /// per commit (every --checkpoint-interval), so that a consumer of the results
+    /// topic reading with isolation.level=read_committed sees each version of each
+    /// window once, across kills and restarts. Needs --results-topic and a broker
+    /// with transactions (Apache Kafka; not Tansu). Not yet with --state-dir or
+    /// --scale-out.
+    #[arg(long)]
+    pub exactly_once: bool,
+
     /// Watermark alignment: frames this far ahead of the slowest partition's event
     /// time wait (uncounted) until it catches up, so reading speed never makes a frame
     /// late and open windows stay bounded by the drift; partitions are paused while

@@ -262,7 +262,23 @@ pub(super) fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         scale_out: args.scale_out.then_some(kafka::ScaleOutOptions {
             emit_sketch: args.counting.emit_sketch,
         }),
+        exactly_once: args.exactly_once,
     };
+    if args.exactly_once {
+        let refuse = |why: &str| Err(UsageError(format!("--exactly-once {why}")).into());
+        if opts.results_topic.is_none() {
+            return refuse("needs --results-topic: the transaction is the results'");
+        }
+        if opts.state.is_some() {
+            return refuse(
+                "does not work with --state-dir yet: a checkpoint written before a \
+                 transaction that then aborts would skip its results",
+            );
+        }
+        if opts.scale_out.is_some() {
+            return refuse("does not work with --scale-out yet");
+        }
+    }
     if args.scale_out {
         let refuse = |why: &str| Err(UsageError(format!("--scale-out {why}")).into());
         if opts.results_topic.is_none() {

@@ -32,16 +32,22 @@ pub(super) struct KafkaHooks {
     pub(super) commit_interval: Duration,
     pub(super) last_commit: Instant,
     /// What was last sent per partition: not sent again until it moves.
-    pub(super) committed: HashMap<i32, i64>,
+    /// With the metadata it went with: a position that stays (the hour it starts is
+    /// open) is sent again when what is final has moved, or a restart would read a
+    /// stale `final-through` there and publish a window twice.
+    pub(super) committed: HashMap<i32, (i64, String)>,
     /// The last commit's failure, if it failed (the next one retries it).
     pub(super) commit_error: Option<String>,
     /// The commit under way, if any: what it sends, and where its answer arrives.
-    pub(super) in_flight: Option<(HashMap<i32, i64>, CommitAnswer)>,
+    pub(super) in_flight: Option<(HashMap<i32, (i64, String)>, CommitAnswer)>,
     pub(super) checkpoints: Option<Checkpointing>,
     /// The `--rejects` file, whose length each checkpoint records.
     pub(super) rejects_file: Option<crate::sink::RejectSink>,
     /// `--scale-out`: checkpoints go to the partials topic, results come from the merger.
     pub(super) scale: Option<scale::publish::Publisher>,
+    /// `--exactly-once`: offsets go into the results producer's transaction, which
+    /// each commit ends and opens anew.
+    pub(super) transactional: bool,
 }
 
 impl KafkaHooks {
@@ -106,7 +112,8 @@ impl KafkaHooks {
         };
         match result {
             Ok(()) => {
-                self.committed.extend(sent.iter().map(|(p, o)| (*p, *o)));
+                self.committed
+                    .extend(sent.iter().map(|(p, o)| (*p, o.clone())));
                 tracing::debug!(event = "offsets_committed", offsets = ?self.committed);
             }
             // Losing a partition mid-commit is normal during a rebalance: the next commit retries.
@@ -131,14 +138,18 @@ impl KafkaHooks {
         let mut sent = HashMap::new();
         let metadata = final_through_metadata(&state.final_through());
         for (p, pos) in &positions {
-            if self.committed.get(p) != Some(pos) {
+            let now = (*pos, metadata.clone());
+            if self.committed.get(p) != Some(&now) {
                 tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
                     .map_err(|e| live(format!("bad offset {pos} for {}[{p}]: {e}", self.topic)))?;
                 if let Some(mut e) = tpl.find_partition(&self.topic, *p) {
                     e.set_metadata(&metadata);
                 }
-                sent.insert(*p, *pos);
+                sent.insert(*p, now);
             }
+        }
+        if self.transactional {
+            return self.commit_transaction(&tpl, sent);
         }
         if tpl.count() == 0 {
             return Ok(());
@@ -152,6 +163,46 @@ impl KafkaHooks {
             })
             .map_err(|e| live(format!("cannot start a commit thread: {e}")))?;
         self.in_flight = Some((sent, rx));
+        Ok(())
+    }
+
+    /// `--exactly-once`: the offsets (with their metadata) join the transaction that
+    /// holds the results produced since the last commit, and the transaction commits:
+    /// a `read_committed` consumer sees those results exactly when the offsets that
+    /// stop them being produced again are committed. Then the next one begins. Any
+    /// failure ends the run: a restart's producer fences this one, and the broker
+    /// aborts what it left open.
+    fn commit_transaction(
+        &mut self,
+        tpl: &TopicPartitionList,
+        sent: HashMap<i32, (i64, String)>,
+    ) -> Result<(), PipelineError> {
+        let Some(results) = &self.results else {
+            return Ok(());
+        };
+        let failed = |what: &str, e: KafkaError| {
+            live(format!(
+                "--exactly-once: cannot {what} the transaction of {}: {e}",
+                results.topic
+            ))
+        };
+        if tpl.count() > 0 {
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| live("--exactly-once: the consumer has no group metadata yet"))?;
+            (results.producer)
+                .send_offsets_to_transaction(tpl, &group, self.timeout)
+                .map_err(|e| failed("add the offsets to", e))?;
+        }
+        (results.producer)
+            .commit_transaction(self.timeout)
+            .map_err(|e| failed("commit", e))?;
+        (results.producer)
+            .begin_transaction()
+            .map_err(|e| failed("begin", e))?;
+        self.committed.extend(sent);
+        tracing::debug!(event = "transaction_committed", offsets = ?self.committed);
         Ok(())
     }
 

@@ -184,6 +184,7 @@ mod tests {
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500],
         );
         let run = RunOptions {
+            exactly_once: false,
             kafka: opts.clone(),
             topic: "frames".into(),
             group: "lost-results".into(),
@@ -325,6 +326,7 @@ mod tests {
         producer.flush(Duration::from_secs(10)).unwrap();
         producer.context().check().unwrap();
         let run_opts = RunOptions {
+            exactly_once: false,
             kafka: opts,
             topic: "frames".into(),
             group: "record-ts".into(),

@@ -175,6 +175,8 @@ pub struct RunOptions {
     pub stall_timeout: Duration,
     /// `--scale-out`: share the topic with the group's other members.
     pub scale_out: Option<ScaleOutOptions>,
+    /// `--exactly-once`: results and offsets in one transaction per commit.
+    pub exactly_once: bool,
 }
 
 /// `--scale-out`'s settings.

@@ -114,11 +114,21 @@ pub fn run(
                 client = "producer",
                 settings = %opts.kafka.describe(PRODUCER_DEFAULTS)
             );
-            let p: ThreadedProducer<DeliveryTracker> = opts
-                .kafka
-                .config(PRODUCER_DEFAULTS)
+            let mut producer_config = opts.kafka.config(PRODUCER_DEFAULTS);
+            if opts.exactly_once {
+                // One id per group and topic: a restarted run fences the one it
+                // replaces, whose open transaction the broker then aborts.
+                producer_config.set(
+                    "transactional.id",
+                    format!("cardinal-{}-{}", opts.group, opts.topic),
+                );
+            }
+            let p: ThreadedProducer<DeliveryTracker> = producer_config
                 .create_with_context(DeliveryTracker::default())
                 .map_err(|e| opts.kafka.settings_error("producer", PRODUCER_DEFAULTS, e))?;
+            if opts.exactly_once {
+                begin_transactions(&p, t, opts.kafka.timeout)?;
+            }
             warn_if_results_shared(&opts.kafka, t, &opts.group);
             let topic = ResultsTopic {
                 topic: Arc::from(t.as_str()),
@@ -229,6 +239,7 @@ pub fn run(
         in_flight: None,
         checkpoints,
         rejects_file: opts.state.as_ref().and_then(|s| s.rejects_file.clone()),
+        transactional: opts.exactly_once,
     };
     let feeder_consumer = consumer.clone();
     let topic: Arc<str> = Arc::from(opts.topic.as_str());
@@ -339,4 +350,23 @@ fn finish_merging(
         report.checkpoint_summary = format!("{}\n{}", report.checkpoint_summary, merged.summary());
     }
     Ok(report)
+}
+
+/// `--exactly-once`: registers the producer's transactional id with the broker
+/// (fencing a previous run's producer and aborting its open transaction) and opens
+/// the first transaction.
+fn begin_transactions(
+    p: &ThreadedProducer<DeliveryTracker>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), PipelineError> {
+    p.init_transactions(timeout.max(Duration::from_secs(30)))
+        .map_err(|e| {
+            live(format!(
+                "--exactly-once: cannot start transactions for {topic}: {e} (the broker must \
+                 support them: Apache Kafka does, Tansu does not)"
+            ))
+        })?;
+    p.begin_transaction()
+        .map_err(|e| live(format!("--exactly-once: cannot begin a transaction: {e}")))
 }

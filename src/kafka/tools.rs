@@ -242,8 +242,12 @@ fn consume_up_to_end(
     from: impl Fn(i64) -> Offset,
     mut each: impl FnMut(Consumed) -> bool,
 ) -> Result<u64, PipelineError> {
+    // The end is where the broker says a partition ends for this reader, not an
+    // offset a message must reach: a transactional topic ends with commit markers,
+    // which are no messages, and `read_committed` stops at the last stable offset.
     const DEFAULTS: &[(&str, &str)] = &[
         ("enable.auto.commit", "false"),
+        ("enable.partition.eof", "true"),
         ("fetch.wait.max.ms", "5"),
         ("group.id", "cardinal-consume"),
     ];
@@ -298,7 +302,23 @@ fn consume_up_to_end(
                     break;
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // Past the end the run began with? The end may have grown since.
+                let reached = consumer
+                    .position()
+                    .ok()
+                    .and_then(|tpl| tpl.find_partition(topic, p).map(|e| e.offset()));
+                let high = remaining.get(&p).copied();
+                if let (Some(Offset::Offset(at)), Some(high)) = (reached, high)
+                    && at >= high
+                {
+                    remaining.remove(&p);
+                }
+                // A read_committed reader ends at the last stable offset.
+                if high.is_some() && read_committed(opts) {
+                    remaining.remove(&p);
+                }
+            }
             Some(Err(e)) => return Err(live(format!("cannot read {topic}: {e}"))),
             None if last_message.elapsed() > opts.timeout => {
                 return Err(live(format!(
@@ -311,6 +331,14 @@ fn consume_up_to_end(
         }
     }
     Ok(read)
+}
+
+/// Whether this reader sees only committed transactions (`-X isolation.level`).
+fn read_committed(opts: &KafkaOptions) -> bool {
+    (opts.layered(&[]))
+        .filter(|(k, _, _)| *k == "isolation.level")
+        .last()
+        .is_some_and(|(_, v, _)| v == "read_committed")
 }
 
 #[cfg(test)]

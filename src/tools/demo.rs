@@ -105,6 +105,7 @@ pub fn run(
     let target: SharedOffsets = Arc::new(Mutex::new(None));
     let fed = Arc::new(AtomicU64::new(0));
     let run_opts = RunOptions {
+        exactly_once: false,
         kafka: opts.clone(),
         topic: FRAMES_TOPIC.into(),
         group: "cardinal-demo".into(),
