@@ -22,6 +22,7 @@
 //! machines (`count --partials-out`, `cardinal merge`).
 //! [`checkpoint`] keeps the state and input positions in `--state-dir`; [`resume`]
 //! checkpoints a file run (a Kafka run's are in [`kafka`]).
+//! [`ts_unit`] is the range and unit of a `ts`, shared by [`parser`] and [`record`].
 //! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 //! [`client_config`] reads librdkafka properties files and masks secrets; [`sealed`]
@@ -47,6 +48,7 @@ pub mod sealed;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod ts_unit;
 pub mod watermark;
 pub mod window;
 
