@@ -28,6 +28,11 @@
 //! [`client_config`] reads librdkafka properties files and masks secrets; [`sealed`]
 //! is the one checksummed layout of the files Cardinal reads back.
 
+// Every `unsafe` block says why it is sound, and an `unsafe fn`'s body is not one
+// big unsafe block: each unsafe operation in it needs its own, with its reason.
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod aggregator;
 pub mod checkpoint;
 pub mod cli;

@@ -87,6 +87,8 @@ pub use crate::ts_unit::{MAX_TS, TsUnit};
 #[cfg(target_arch = "x86_64")]
 mod classify;
 #[cfg(target_arch = "x86_64")]
+mod positions;
+#[cfg(target_arch = "x86_64")]
 mod root_keys;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -393,6 +395,16 @@ fn decodes_to(raw: &[u8], name: &[u8]) -> bool {
         matches
     });
     ok && matches && at == name.len()
+}
+
+/// The index of the first byte from `i` on that is not JSON whitespace.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
+        i += 1;
+    }
+    i
 }
 
 /// Given the index just after an opening quote, returns the index of the closing
