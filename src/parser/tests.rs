@@ -448,6 +448,7 @@ fn unescape_is_wtf8() {
     assert_eq!(unescape(br"\u12"), None);
 }
 
+mod boundaries;
 mod paths;
 
 fn spec(uid: &str, ts: &str, unit: TsUnit) -> FrameSpec {
