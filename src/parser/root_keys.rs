@@ -33,9 +33,11 @@ impl<'a> Padded<'a> {
         self.line
     }
 
-    /// The 64 bytes from `at`, spaces past the end of the line. Panics if `at` is
-    /// more than 64 past the end (no caller reads further: blocks start before
-    /// the end, and words a few bytes after a token in the line).
+    /// The 64 bytes from `at`, spaces past the end of the line, for any `at` up to
+    /// 64 past the end (no caller reads further: blocks start before the end,
+    /// and words a few bytes after a token in the line). Further on, it panics
+    /// once the block would leave the padding: always for a line of 128 bytes or
+    /// more, from 193 bytes past its start for a shorter one.
     #[inline(always)]
     pub fn block(&self, at: usize) -> &[u8; 64] {
         match self.line.get(at..).and_then(|rest| rest.first_chunk::<64>()) {
@@ -187,6 +189,32 @@ impl Found {
                 self.ts_at.get_or_insert(i);
             }
             RootKey::Other => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every block up to 64 bytes past the end is the line's bytes, then spaces;
+    /// one that would leave the padding panics rather than reading out of bounds.
+    #[test]
+    fn padded_blocks_are_the_line_then_spaces() {
+        for len in 0..300 {
+            let line: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let padded = Padded::new(&line);
+            for at in 0..=len + 64 {
+                let want: Vec<u8> = (at..at + 64)
+                    .map(|i| line.get(i).copied().unwrap_or(b' '))
+                    .collect();
+                assert_eq!(&padded.block(at)[..], &want[..], "len {len}, at {at}");
+                let word = u64::from_le_bytes(want[..8].try_into().unwrap());
+                assert_eq!(padded.u64_at(at), word);
+            }
+            let past = |at: usize| std::panic::catch_unwind(|| padded.block(at)[0]).is_err();
+            assert!(past(len.max(128) + 65), "len {len}");
+            assert!(past(len + 193), "len {len}");
         }
     }
 }
