@@ -22,10 +22,16 @@
 //! machines (`count --partials-out`, `cardinal merge`).
 //! [`checkpoint`] keeps the state and input positions in `--state-dir`; [`resume`]
 //! checkpoints a file run (a Kafka run's are in [`kafka`]).
+//! [`ts_unit`] is the range and unit of a `ts`, shared by [`parser`] and [`record`].
 //! [`chart`] draws results as SVG (`cardinal chart`, and the `--http` live page).
 //! [`generator`] makes production-like frames for demos, tests and benchmarks.
 //! [`client_config`] reads librdkafka properties files and masks secrets; [`sealed`]
 //! is the one checksummed layout of the files Cardinal reads back.
+
+// Every `unsafe` block says why it is sound, and an `unsafe fn`'s body is not one
+// big unsafe block: each unsafe operation in it needs its own, with its reason.
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod aggregator;
 pub mod checkpoint;
@@ -47,6 +53,7 @@ pub mod sealed;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod ts_unit;
 pub mod watermark;
 pub mod window;
 

@@ -2,6 +2,9 @@
 //! Usage errors exit 2 (clap's convention), unreadable input, failed output or an
 //! unusable checkpoint 1.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

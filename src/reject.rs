@@ -117,4 +117,24 @@ mod tests {
             assert_eq!(*r as usize, i, "ALL is in declaration order");
         }
     }
+
+    /// (Here rather than in `record`'s tests, so that `record` never uses `reject`.)
+    #[test]
+    fn a_record_error_is_the_reason_the_json_field_would_be() {
+        let reasons = [
+            RecordError::NoKey,
+            RecordError::EmptyKey,
+            RecordError::KeyNotUtf8 { at: 0 },
+        ]
+        .map(|e| Reason::from(&e));
+        assert_eq!(
+            reasons,
+            [Reason::MissingUid, Reason::EmptyUid, Reason::UidNotString]
+        );
+        assert_eq!(Reason::from(&RecordError::NoTimestamp), Reason::BadTs);
+        assert_eq!(
+            Reason::from(&RecordError::TimestampOutOfRange(-5)),
+            Reason::BadTs
+        );
+    }
 }

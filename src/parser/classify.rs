@@ -40,14 +40,38 @@ pub(super) struct Masks {
 }
 
 /// How to classify a block and take a prefix XOR, per instruction set.
+///
+/// # Safety
+///
+/// Each implementation is compiled for the CPU features of its instruction set
+/// (SSE2: the x86_64 baseline; AVX2: `avx2,pclmulqdq,bmi1,bmi2,popcnt`;
+/// AVX-512: those and `avx512f,avx512bw`), and running an instruction the CPU
+/// lacks is undefined behaviour. So the methods are `unsafe fn`: the caller must
+/// make sure the CPU has the features, by detecting them (`simd::has_avx2`,
+/// `simd::has_avx512`) before entering the `#[target_feature]` function that
+/// calls them. The obligation is the caller's, not the implementor's, which is
+/// why the methods are unsafe rather than the trait: an `unsafe trait` would
+/// make implementing it the promise, and calling its methods safe.
+///
+/// Blocks are passed as `&[u8; 64]`, so that they are readable is the type's
+/// business, not part of the contract.
 pub(super) trait Isa {
     /// The checks that look at bytes of the blocks around each one: UTF-8 and
     /// the number grammar byte by byte, where the instruction set makes them
     /// cheap (else the line is validated as UTF-8 first, and numbers with
     /// shifted masks).
     type Lookback: Lookback;
-    /// `block` must be readable for 64 bytes.
-    unsafe fn classify(block: *const u8) -> Masks;
+    /// The masks of `block`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have this instruction set's features (see [`Isa`]).
+    unsafe fn classify(block: &[u8; 64]) -> Masks;
+    /// Each bit of `x` XORed with all those below it.
+    ///
+    /// # Safety
+    ///
+    /// As [`Isa::classify`].
     unsafe fn prefix_xor(x: u64) -> u64;
 }
 
@@ -57,10 +81,18 @@ pub(super) trait Lookback: Default {
     const BY_BLOCK: bool;
     /// Two masks: nonzero where the block, after those before it, is not valid
     /// UTF-8; and the bytes that would be errors in a number, from them and the
-    /// bytes around them (see [`Avx512Lookback::check`]). `block` and `next`, the
-    /// block and the 64 bytes from its second byte, must be readable.
-    unsafe fn check(&mut self, block: *const u8, next: *const u8) -> (u64, u64);
+    /// bytes around them (see [`Avx512Lookback::check`]). `next` is the 64 bytes
+    /// from the block's second byte.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have the features of the [`Isa`] whose `Lookback` this is.
+    unsafe fn check(&mut self, block: &[u8; 64], next: &[u8; 64]) -> (u64, u64);
     /// Whether the last block did not end inside a UTF-8 sequence.
+    ///
+    /// # Safety
+    ///
+    /// As [`Lookback::check`].
     unsafe fn complete(&self) -> bool;
 }
 
@@ -72,7 +104,7 @@ pub(super) struct NoLookback;
 impl Lookback for NoLookback {
     const BY_BLOCK: bool = false;
     #[inline(always)]
-    unsafe fn check(&mut self, _: *const u8, _: *const u8) -> (u64, u64) {
+    unsafe fn check(&mut self, _: &[u8; 64], _: &[u8; 64]) -> (u64, u64) {
         (0, 0)
     }
     #[inline(always)]
@@ -101,8 +133,9 @@ impl Isa for Sse2 {
     type Lookback = NoLookback;
 
     #[inline(always)]
-    unsafe fn classify(block: *const u8) -> Masks {
-        // SAFETY: SSE2 is baseline on x86_64; the caller guarantees 64 readable bytes.
+    unsafe fn classify(block: &[u8; 64]) -> Masks {
+        // SAFETY: SSE2 is baseline on x86_64; the loads read `block`'s 64 bytes,
+        // 16 at a time.
         unsafe {
             let splat = |c: u8| _mm_set1_epi8(c as i8);
             let eq = |v, c: u8| _mm_cmpeq_epi8(v, splat(c));
@@ -113,7 +146,7 @@ impl Isa for Sse2 {
             };
             let mut m = Masks::default();
             for i in 0..4 {
-                let v = _mm_loadu_si128(block.add(i * 16) as *const __m128i);
+                let v = _mm_loadu_si128(block.as_ptr().add(i * 16) as *const __m128i);
                 let bits = |x: __m128i| opaque((_mm_movemask_epi8(x) as u16 as u64) << (i * 16));
                 let folded = or(v, splat(0x20));
                 let digit = in_range(v, b'0', 10);
@@ -167,9 +200,9 @@ impl Isa for Avx2 {
     type Lookback = NoLookback;
 
     #[inline(always)]
-    unsafe fn classify(block: *const u8) -> Masks {
-        // SAFETY: only called from functions entered after feature detection; the
-        // caller guarantees 64 readable bytes.
+    unsafe fn classify(block: &[u8; 64]) -> Masks {
+        // SAFETY: the caller guarantees the CPU has AVX2 (see `Isa`); the loads
+        // read `block`'s 64 bytes, 32 at a time.
         unsafe {
             // Macros rather than closures: a closure would not inherit the AVX2
             // target feature, and its intrinsics would not be inlined.
@@ -225,7 +258,7 @@ impl Isa for Avx2 {
             );
             macro_rules! half {
                 ($off:expr) => {{
-                    let v = _mm256_loadu_si256(block.add($off) as *const __m256i);
+                    let v = _mm256_loadu_si256(block.as_ptr().add($off) as *const __m256i);
                     let folded = or!(v, splat!(0x20));
                     let digit = in_range!(v, b'0', 10);
                     let high = _mm256_and_si256(_mm256_srli_epi16(v, 4), splat!(0x0F));
@@ -284,7 +317,8 @@ impl Isa for Avx2 {
 
     #[inline(always)]
     unsafe fn prefix_xor(x: u64) -> u64 {
-        // SAFETY: as above; carry-less multiply by all ones is a prefix XOR.
+        // SAFETY: the caller guarantees the CPU has AVX2's set, `pclmulqdq`
+        // included; carry-less multiply by all ones is a prefix XOR.
         unsafe {
             let v = _mm_set_epi64x(0, x as i64);
             let ones = _mm_set1_epi8(-1);
@@ -300,9 +334,9 @@ impl Isa for Avx512 {
     type Lookback = Avx512Lookback;
 
     #[inline(always)]
-    unsafe fn classify(block: *const u8) -> Masks {
-        // SAFETY: only called from functions entered after feature detection; the
-        // caller guarantees 64 readable bytes.
+    unsafe fn classify(block: &[u8; 64]) -> Masks {
+        // SAFETY: the caller guarantees the CPU has AVX-512 F and BW (see `Isa`);
+        // the load reads `block`'s 64 bytes.
         unsafe {
             macro_rules! splat {
                 ($c:expr) => {
@@ -330,7 +364,7 @@ impl Isa for Avx512 {
             let op_table = table!(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0);
             let esc_low = table!(0, 0, 13, 0, 8, 8, 4, 0, 0, 0, 0, 0, 2, 0, 4, 1);
             let esc_high = table!(0, 0, 1, 0, 0, 2, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0);
-            let v = _mm512_loadu_si512(block as *const __m512i);
+            let v = _mm512_loadu_si512(block.as_ptr() as *const __m512i);
             let folded = _mm512_or_si512(v, splat!(0x20));
             let high = _mm512_and_si512(_mm512_srli_epi16(v, 4), splat!(0x0F));
             let digit = in_range!(v, b'0', 10);
@@ -360,7 +394,7 @@ impl Isa for Avx512 {
 
     #[inline(always)]
     unsafe fn prefix_xor(x: u64) -> u64 {
-        // SAFETY: as above.
+        // SAFETY: the caller guarantees AVX-512's features, which include AVX2's.
         unsafe { Avx2::prefix_xor(x) }
     }
 }
@@ -402,9 +436,9 @@ impl Lookback for Avx512Lookback {
     ///
     /// One `.` and one exponent per number, in that order, is left to the caller.
     #[inline(always)]
-    unsafe fn check(&mut self, block: *const u8, next: *const u8) -> (u64, u64) {
-        // SAFETY: only called from functions entered after AVX-512 detection;
-        // the caller guarantees 64 readable bytes at `block` and `next`.
+    unsafe fn check(&mut self, block: &[u8; 64], next: &[u8; 64]) -> (u64, u64) {
+        // SAFETY: the caller guarantees the CPU has AVX-512 F and BW (see
+        // `Lookback::check`); the loads read `block` and `next`, 64 bytes each.
         unsafe {
             const TOO_SHORT: i8 = 1 << 0;
             const TOO_LONG: i8 = 1 << 1;
@@ -484,7 +518,7 @@ impl Lookback for Avx512Lookback {
             );
             let nibble = splat!(0x0F);
             let shr4 = |v| _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-            let input = _mm512_loadu_si512(block as *const __m512i);
+            let input = _mm512_loadu_si512(block.as_ptr() as *const __m512i);
             // The previous 16 bytes of each 16-byte lane: the last lane of the
             // previous block, then this block's first three.
             let before = _mm512_alignr_epi64(input, self.prev, 6);
@@ -505,7 +539,7 @@ impl Lookback for Avx512Lookback {
             let must23_80 = _mm512_maskz_mov_epi8(must23, splat!(0x80u8));
             let utf8 = _mm512_test_epi8_mask(_mm512_xor_si512(must23_80, special), splat!(0xFFu8));
 
-            let after = _mm512_loadu_si512(next as *const __m512i);
+            let after = _mm512_loadu_si512(next.as_ptr() as *const __m512i);
             let digit = |v| _mm512_cmplt_epu8_mask(_mm512_sub_epi8(v, splat!(b'0')), splat!(10));
             let exp = |v| _mm512_cmpeq_epi8_mask(_mm512_or_si512(v, splat!(0x20)), splat!(b'e'));
             let eq = |v, c: u8| _mm512_cmpeq_epi8_mask(v, splat!(c));
@@ -527,7 +561,7 @@ impl Lookback for Avx512Lookback {
 
     #[inline(always)]
     unsafe fn complete(&self) -> bool {
-        // SAFETY: as above.
+        // SAFETY: the caller guarantees the CPU has AVX-512 F and BW.
         unsafe {
             // The last three bytes, if they begin a sequence too long for them.
             let max = _mm512_set_epi64(0xBFDF_EFFF_FFFF_FFFFu64 as i64, -1, -1, -1, -1, -1, -1, -1);

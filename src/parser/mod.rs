@@ -80,8 +80,14 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
+// In a module of their own, which `record` also uses, so that `record` need not
+// depend on the parser (whose errors `reject` maps, which maps `record`'s too).
+pub use crate::ts_unit::{MAX_TS, TsUnit};
+
 #[cfg(target_arch = "x86_64")]
 mod classify;
+#[cfg(target_arch = "x86_64")]
+mod positions;
 #[cfg(target_arch = "x86_64")]
 mod root_keys;
 mod scalar;
@@ -98,69 +104,6 @@ pub struct Frame<'a> {
     pub uid: Cow<'a, [u8]>,
     /// The `ts` in unix seconds.
     pub ts: i64,
-}
-
-/// Largest accepted `ts`: 9999-12-31T23:59:59Z, the end of RFC 3339 time.
-/// Anything later cannot be a click; anything earlier is the watermark's business.
-pub const MAX_TS: i64 = 253_402_300_799;
-
-/// The unit of the root `ts`, `--ts-unit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
-pub enum TsUnit {
-    /// Unix seconds.
-    #[default]
-    #[value(name = "s")]
-    Seconds,
-    /// Unix milliseconds (13 digits today).
-    #[value(name = "ms")]
-    Millis,
-    /// Unix microseconds (16 digits today).
-    #[value(name = "us")]
-    Micros,
-}
-
-impl TsUnit {
-    /// How many of the unit make a second.
-    pub const fn per_second(self) -> i64 {
-        match self {
-            TsUnit::Seconds => 1,
-            TsUnit::Millis => 1_000,
-            TsUnit::Micros => 1_000_000,
-        }
-    }
-
-    /// The `--ts-unit` value.
-    pub const fn name(self) -> &'static str {
-        match self {
-            TsUnit::Seconds => "s",
-            TsUnit::Millis => "ms",
-            TsUnit::Micros => "us",
-        }
-    }
-
-    /// The unit in words, for messages.
-    pub const fn words(self) -> &'static str {
-        match self {
-            TsUnit::Seconds => "seconds",
-            TsUnit::Millis => "milliseconds",
-            TsUnit::Micros => "microseconds",
-        }
-    }
-
-    /// The largest accepted value in this unit: the last one of [`MAX_TS`]'s second.
-    pub const fn max_value(self) -> i64 {
-        (MAX_TS + 1) * self.per_second() - 1
-    }
-
-    /// Digits a `ts` string may have (leading zeros included): 12 for seconds,
-    /// three more per factor of 1000. Also bounds the value below `i64::MAX`.
-    const fn max_digits(self) -> usize {
-        match self {
-            TsUnit::Seconds => 12,
-            TsUnit::Millis => 15,
-            TsUnit::Micros => 18,
-        }
-    }
 }
 
 /// Where the user id comes from, `run --uid-from`.
@@ -452,6 +395,16 @@ fn decodes_to(raw: &[u8], name: &[u8]) -> bool {
         matches
     });
     ok && matches && at == name.len()
+}
+
+/// The index of the first byte from `i` on that is not JSON whitespace.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
+        i += 1;
+    }
+    i
 }
 
 /// Given the index just after an opening quote, returns the index of the closing

@@ -44,20 +44,38 @@
 //! the verdict, with the exact error.
 
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use super::classify::{Avx2, Avx512, Isa, Lookback, Masks, Sse2};
+use super::positions::Positions;
 use super::root_keys::{Padded, RootKeys};
-use super::{Frame, FrameSpec, ParseError, extract};
+use super::{Frame, FrameSpec, ParseError, extract, skip_ws};
+
+/// One of the paths below, as a pointer: `unsafe`, since the AVX ones may only
+/// run on a CPU with their features.
+type ParseFn =
+    for<'a, 'b> unsafe fn(&'a [u8], &'b FrameSpec) -> Option<Result<Frame<'a>, ParseError>>;
+
+/// The fastest path this CPU can run, chosen once per process by [`detect`].
+static PATH: OnceLock<ParseFn> = OnceLock::new();
 
 pub(super) fn parse<'a>(line: &'a [u8], spec: &FrameSpec) -> Option<Result<Frame<'a>, ParseError>> {
+    let path = PATH.get_or_init(detect);
+    // SAFETY: `PATH` is private to this module and only ever set by `detect`,
+    // which returns a path whose features it has just detected on this CPU.
+    unsafe { path(line, spec) }
+}
+
+/// The fastest path the CPU has the features for. The features were detected for
+/// every frame before (up to twelve `is_x86_feature_detected!` a frame, each an
+/// atomic load and a test, on a CPU with AVX2 but not AVX-512).
+fn detect() -> ParseFn {
     if has_avx512() {
-        // SAFETY: the features were just detected.
-        unsafe { parse_avx512(line, spec) }
+        parse_avx512
     } else if has_avx2() {
-        // SAFETY: the features were just detected.
-        unsafe { parse_avx2(line, spec) }
+        parse_avx2
     } else {
-        parse_sse2(line, spec)
+        parse_sse2
     }
 }
 
@@ -71,12 +89,18 @@ pub(super) fn has_avx2() -> bool {
         && std::is_x86_feature_detected!("popcnt")
 }
 
+/// The AVX2 path.
+///
+/// # Safety
+///
+/// The CPU must have the features of [`has_avx2`] (check with it).
 #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
 pub(super) unsafe fn parse_avx2<'a>(
     line: &'a [u8],
     spec: &FrameSpec,
 ) -> Option<Result<Frame<'a>, ParseError>> {
-    // SAFETY: the caller checked the features; the body is inlined with them enabled.
+    // SAFETY: the caller guarantees the CPU has `Avx2`'s features; the body is
+    // inlined with them enabled.
     unsafe { parse_with::<Avx2>(line, spec) }
 }
 
@@ -87,20 +111,27 @@ pub(super) fn has_avx512() -> bool {
         && std::is_x86_feature_detected!("avx512bw")
 }
 
+/// The AVX-512 path.
+///
+/// # Safety
+///
+/// The CPU must have the features of [`has_avx512`] (check with it).
 #[target_feature(enable = "avx512f,avx512bw,avx2,pclmulqdq,bmi1,bmi2,popcnt")]
 pub(super) unsafe fn parse_avx512<'a>(
     line: &'a [u8],
     spec: &FrameSpec,
 ) -> Option<Result<Frame<'a>, ParseError>> {
-    // SAFETY: the caller checked the features; the body is inlined with them enabled.
+    // SAFETY: the caller guarantees the CPU has `Avx512`'s features; the body is
+    // inlined with them enabled.
     unsafe { parse_with::<Avx512>(line, spec) }
 }
 
+/// The SSE2 path, which every x86_64 CPU can run.
 pub(super) fn parse_sse2<'a>(
     line: &'a [u8],
     spec: &FrameSpec,
 ) -> Option<Result<Frame<'a>, ParseError>> {
-    // SAFETY: SSE2 is baseline on x86_64.
+    // SAFETY: SSE2 is in the x86_64 baseline, so every CPU this runs on has it.
     unsafe { parse_with::<Sse2>(line, spec) }
 }
 
@@ -187,6 +218,11 @@ struct Tokens {
     key_start: u64,
 }
 
+/// The fast path with the instruction set `I`.
+///
+/// # Safety
+///
+/// The CPU must have `I`'s features (see [`Isa`]).
 #[inline(always)]
 unsafe fn parse_with<'a, I: Isa>(
     line: &'a [u8],
@@ -211,49 +247,41 @@ unsafe fn parse_with<'a, I: Isa>(
     // Other names than `uid` and `ts` need every root key looked at: the
     // classifier's first-byte filter knows only those two.
     let all_keys = if spec.default_keys { 0 } else { !0 };
-    let mut root = RootKeys {
-        at: [MaybeUninit::uninit(); 256],
-        len: 0,
-        uid_at: None,
-        ts_at: None,
-        uids: 0,
-        tss: 0,
-    };
+    let mut root = RootKeys::new();
     // Every check ORs its offending bits in here; the verdict waits for the end.
     let mut errors: u64 = 0;
     // Written by the first pass before the third reads them: no need to clear
     // 2 KB for every frame.
     let mut tokens = [MaybeUninit::<Tokens>::uninit(); WINDOW];
     let mut toggles = [(0u64, 0u64); WINDOW];
-    // Only the first `bracket_count` entries are ever read, after being written:
-    // no need to clear 8 KB for every frame.
-    let mut brackets = [MaybeUninit::<u32>::uninit(); WINDOW * 64 + 8];
+    // Room for every bit of a window, and the four unconditional stores after
+    // the last; never cleared, only what was pushed is read.
+    let mut brackets = Positions::<{ WINDOW * 64 + 8 }>::new();
     let mut window = 0;
     while window < line.len() {
         let blocks = (line.len() - window).div_ceil(64).min(WINDOW);
         if window > 0 {
             prefetch(&line[window..line.len().min(window + WINDOW * 64)]);
         }
-        let mut bracket_count = 0;
+        brackets.clear();
         for (k, t) in tokens[..blocks].iter_mut().enumerate() {
             let pos = window + 64 * k;
-            // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
+            // SAFETY: our caller guarantees the CPU has `I`'s features.
             let t = t.write(unsafe {
-                let (utf8, number_rules) = lookback.check(padded.at(pos), padded.at(pos + 1));
+                let (utf8, number_rules) = lookback.check(padded.block(pos), padded.block(pos + 1));
                 errors |= utf8;
                 scan_block::<I>(&padded, pos, &mut c, &mut errors, number_rules)
             });
-            push_bits(&mut brackets, &mut bracket_count, pos, t.opens | t.closes);
+            brackets.push_bits(pos, t.opens | t.closes);
         }
         toggles[..blocks].fill((0, 0));
-        for at in &brackets[..bracket_count] {
-            // SAFETY: `push_bits` wrote every entry below `bracket_count`.
-            let at = unsafe { at.assume_init() } as usize;
-            n.step(line, at, window, &mut toggles);
+        for &at in brackets.as_slice() {
+            n.step(line, at as usize, window, &mut toggles);
         }
         for k in 0..blocks {
             let pos = window + 64 * k;
-            // SAFETY: the first pass wrote every block of the window; as above.
+            // SAFETY: the first pass wrote `tokens[..blocks]`; our caller
+            // guarantees the CPU has `I`'s features.
             let (e, root_keys) = unsafe {
                 grammar::<I>(
                     tokens[k].assume_init_ref(),
@@ -265,16 +293,13 @@ unsafe fn parse_with<'a, I: Isa>(
                 )
             };
             errors |= e;
-            root.push(pos, root_keys);
-            if root.len > 256 - 64 {
-                root.check(&padded, spec);
-            }
+            root.push(pos, root_keys, &padded, spec);
         }
         window += blocks * 64;
     }
-    root.check(&padded, spec);
-    // SAFETY: as above.
+    let root = root.finish(&padded, spec);
     if errors | n.errors | c.in_string != 0
+        // SAFETY: our caller guarantees the CPU has `I`'s features.
         || !unsafe { lookback.complete() }
         || n.root_end == usize::MAX
         || n.deepest > 64
@@ -305,26 +330,12 @@ fn prefetch(bytes: &[u8]) {
     }
 }
 
-/// Appends the positions of the bits of `bits` to `out`: four stores without a
-/// branch, since most blocks have fewer.
-#[inline(always)]
-pub(super) fn push_bits(out: &mut [MaybeUninit<u32>], len: &mut usize, pos: usize, bits: u64) {
-    let mut b = bits;
-    for i in 0..4 {
-        out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
-        b &= b.wrapping_sub(1);
-    }
-    let mut i = 4;
-    while b != 0 {
-        out[*len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
-        b &= b - 1;
-        i += 1;
-    }
-    *len += bits.count_ones() as usize;
-}
-
 /// First pass over a block: strings, escapes, control characters, tokens,
 /// numbers and literals.
+///
+/// # Safety
+///
+/// The CPU must have `I`'s features.
 #[inline(always)]
 unsafe fn scan_block<I: Isa>(
     padded: &Padded<'_>,
@@ -333,8 +344,8 @@ unsafe fn scan_block<I: Isa>(
     errors: &mut u64,
     number_rules: u64,
 ) -> Tokens {
-    // SAFETY: 64 readable bytes; the caller's feature guarantee is forwarded.
-    let m = unsafe { I::classify(padded.at(pos)) };
+    // SAFETY: our caller guarantees the CPU has `I`'s features.
+    let m = unsafe { I::classify(padded.block(pos)) };
 
     // Strings: from each opening quote up to, not including, its closing quote.
     let esc = escaped(m.backslash, &mut c.prev_escaped);
@@ -406,6 +417,10 @@ struct GrammarCarry {
 /// after `{` or `,` comes a key, and only keys are followed by `:`. Returns error
 /// bits and the keys directly in the root: those that may begin `uid`, `ts` or an
 /// escape, or all of them when `all_keys` is all ones.
+///
+/// # Safety
+///
+/// The CPU must have `I`'s features.
 #[inline(always)]
 unsafe fn grammar<I: Isa>(
     t: &Tokens,
@@ -417,7 +432,7 @@ unsafe fn grammar<I: Isa>(
 ) -> (u64, u64) {
     // Whether each position is directly in an object (before the bracket at that
     // position, if any, takes effect), and directly in the root.
-    // SAFETY: the caller's feature guarantee is forwarded.
+    // SAFETY: our caller guarantees the CPU has `I`'s features.
     let after = unsafe { I::prefix_xor(toggles.0) } ^ 0u64.wrapping_sub(g.in_object);
     let in_object = shifted(after, 0u64.wrapping_sub(g.in_object));
     g.in_object = after >> 63;
@@ -541,14 +556,6 @@ impl Nesting {
             self.root_end = self.root_end.min(at);
         }
     }
-}
-
-#[inline(always)]
-pub(super) fn skip_ws(line: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
-        i += 1;
-    }
-    i
 }
 
 /// A scalar starting at `at` that is not a number must be `true`, `false` or

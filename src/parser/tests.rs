@@ -448,6 +448,7 @@ fn unescape_is_wtf8() {
     assert_eq!(unescape(br"\u12"), None);
 }
 
+mod boundaries;
 mod paths;
 
 fn spec(uid: &str, ts: &str, unit: TsUnit) -> FrameSpec {
@@ -612,20 +613,10 @@ fn fast_path_answers_for_generated_frames() {
     };
     for f in FrameGen::new(&cfg) {
         let line = &f.line;
-        assert!(
-            simd::parse_sse2(line, &FrameSpec::DEFAULT).is_some(),
-            "{}",
-            String::from_utf8_lossy(line)
-        );
-        if simd::has_avx2() {
-            // SAFETY: the features were just detected.
-            let avx2 = unsafe { simd::parse_avx2(line, &FrameSpec::DEFAULT) };
-            assert!(avx2.is_some(), "{}", String::from_utf8_lossy(line));
-        }
-        if simd::has_avx512() {
-            // SAFETY: the features were just detected.
-            let avx512 = unsafe { simd::parse_avx512(line, &FrameSpec::DEFAULT) };
-            assert!(avx512.is_some(), "{}", String::from_utf8_lossy(line));
+        for (name, path) in paths::fast_paths("fast_path_answers_for_generated_frames") {
+            // SAFETY: `fast_paths` lists only the paths whose features it detected.
+            let answer = unsafe { path(line, &FrameSpec::DEFAULT) };
+            assert!(answer.is_some(), "{name}: {}", String::from_utf8_lossy(line));
         }
     }
 }

@@ -98,6 +98,45 @@ fn apply(line: &mut Vec<u8>, edits: &[(u8, usize, usize)]) {
     }
 }
 
+/// A fast path, as a pointer: `unsafe`, since the AVX ones may only run on a CPU
+/// with their features.
+pub type FastFn =
+    for<'a, 'b> unsafe fn(&'a [u8], &'b FrameSpec) -> Option<Result<Frame<'a>, ParseError>>;
+
+/// The fast paths this CPU can run, by name. A path it cannot run is not tested,
+/// and `test` says so on stderr (once per test; written past the test harness's
+/// capture, so it shows in a passing run too).
+pub fn fast_paths(test: &str) -> Vec<(&'static str, FastFn)> {
+    let mut paths: Vec<(&'static str, FastFn)> = vec![("sse2", simd::parse_sse2)];
+    if simd::has_avx2() {
+        paths.push(("avx2", simd::parse_avx2));
+    } else {
+        skipped(test, "AVX2 (with PCLMULQDQ, BMI1, BMI2, POPCNT)", "AVX2");
+    }
+    if simd::has_avx512() {
+        paths.push(("avx512", simd::parse_avx512));
+    } else {
+        skipped(test, "AVX-512 BW", "AVX-512");
+    }
+    paths
+}
+
+/// Says, once per test and path, that this CPU cannot run the path.
+pub fn skipped(test: &str, features: &str, path: &str) {
+    use std::io::Write;
+    use std::sync::Mutex;
+    static SAID: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (test.to_string(), path.to_string());
+    if !said.contains(&key) {
+        said.push(key);
+        _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: this CPU has no {features}; the {path} path was not tested by {test}"
+        );
+    }
+}
+
 pub fn agree(line: &[u8]) -> Result<(), TestCaseError> {
     agree_with(line, &FrameSpec::DEFAULT)
 }
@@ -105,16 +144,9 @@ pub fn agree(line: &[u8]) -> Result<(), TestCaseError> {
 /// The fast paths answer as the scalar parser does, under `spec`.
 pub fn agree_with(line: &[u8], spec: &FrameSpec) -> Result<(), TestCaseError> {
     let want = scalar::parse(line, spec);
-    let mut fast = vec![("sse2", simd::parse_sse2(line, spec))];
-    if simd::has_avx2() {
-        // SAFETY: the features were just detected.
-        fast.push(("avx2", unsafe { simd::parse_avx2(line, spec) }));
-    }
-    if simd::has_avx512() {
-        // SAFETY: the features were just detected.
-        fast.push(("avx512", unsafe { simd::parse_avx512(line, spec) }));
-    }
-    for (name, got) in fast {
+    for (name, path) in fast_paths("paths::agree_with") {
+        // SAFETY: `fast_paths` lists only the paths whose features it detected.
+        let got = unsafe { path(line, spec) };
         match got {
             Some(got) => prop_assert_eq!(&got, &want, "{}", name),
             // No valid frame here nests deeper than 64, the fast path's limit.
@@ -180,9 +212,12 @@ proptest! {
 
     #[test]
     fn avx2_and_sse2_classify_alike(block in prop::collection::vec(any::<u8>(), 64)) {
-        if simd::has_avx2() {
-            // SAFETY: 64 readable bytes; the features were just detected.
-            let (a, s) = unsafe { (classify_avx2(block.as_ptr()), Sse2::classify(block.as_ptr())) };
+        if !simd::has_avx2() {
+            skipped("avx2_and_sse2_classify_alike", "AVX2 (with PCLMULQDQ, BMI1, BMI2, POPCNT)", "AVX2");
+        } else {
+            let block: &[u8; 64] = block.as_slice().try_into().unwrap();
+            // SAFETY: the features were just detected; SSE2 is baseline.
+            let (a, s) = unsafe { (classify_avx2(block), Sse2::classify(block)) };
             // The AVX2 operator table also takes the control characters 0x0C and
             // 0x1A, which are errors anyway.
             prop_assert_eq!(a.op & !a.ctrl, s.op & !s.ctrl);
@@ -199,9 +234,12 @@ proptest! {
 
     #[test]
     fn avx512_and_sse2_classify_alike(block in prop::collection::vec(any::<u8>(), 64)) {
-        if simd::has_avx512() {
-            // SAFETY: 64 readable bytes; the features were just detected.
-            let (a, s) = unsafe { (classify_avx512(block.as_ptr()), Sse2::classify(block.as_ptr())) };
+        if !simd::has_avx512() {
+            skipped("avx512_and_sse2_classify_alike", "AVX-512 BW", "AVX-512");
+        } else {
+            let block: &[u8; 64] = block.as_slice().try_into().unwrap();
+            // SAFETY: the features were just detected; SSE2 is baseline.
+            let (a, s) = unsafe { (classify_avx512(block), Sse2::classify(block)) };
             // As AVX2's, the AVX-512 operator table also takes 0x0C and 0x1A.
             prop_assert_eq!(a.op & !a.ctrl, s.op & !s.ctrl);
             prop_assert_eq!(
@@ -287,14 +325,20 @@ const PIECES: &[&[u8]] = &[
     b" ",
 ];
 
+/// # Safety
+///
+/// The CPU must have the features of `simd::has_avx512`.
 #[target_feature(enable = "avx512f,avx512bw,avx2,pclmulqdq,bmi1,bmi2,popcnt")]
-unsafe fn classify_avx512(block: *const u8) -> Masks {
-    // SAFETY: the caller's guarantees, forwarded.
+unsafe fn classify_avx512(block: &[u8; 64]) -> Masks {
+    // SAFETY: the caller guarantees the CPU has AVX-512's features.
     unsafe { Avx512::classify(block) }
 }
 
+/// # Safety
+///
+/// The CPU must have the features of `simd::has_avx2`.
 #[target_feature(enable = "avx2,pclmulqdq,bmi1,bmi2,popcnt")]
-unsafe fn classify_avx2(block: *const u8) -> Masks {
-    // SAFETY: the caller's guarantees, forwarded.
+unsafe fn classify_avx2(block: &[u8; 64]) -> Masks {
+    // SAFETY: the caller guarantees the CPU has AVX2's features.
     unsafe { Avx2::classify(block) }
 }
