@@ -35,11 +35,11 @@ pub(super) struct KafkaHooks {
     /// With the metadata it went with: a position that stays (the hour it starts is
     /// open) is sent again when what is final has moved, or a restart would read a
     /// stale `final-through` there and publish a window twice.
-    pub(super) committed: HashMap<i32, (i64, String)>,
+    pub(super) committed: Sent,
     /// The last commit's failure, if it failed (the next one retries it).
     pub(super) commit_error: Option<String>,
     /// The commit under way, if any: what it sends, and where its answer arrives.
-    pub(super) in_flight: Option<(HashMap<i32, (i64, String)>, CommitAnswer)>,
+    pub(super) in_flight: Option<(Sent, CommitAnswer)>,
     pub(super) checkpoints: Option<Checkpointing>,
     /// The `--rejects` file, whose length each checkpoint records.
     pub(super) rejects_file: Option<crate::sink::RejectSink>,
@@ -49,6 +49,9 @@ pub(super) struct KafkaHooks {
     /// each commit ends and opens anew.
     pub(super) transactional: bool,
 }
+
+/// Per partition, the offset a commit sent and the metadata it went with.
+pub(super) type Sent = HashMap<i32, (i64, String)>;
 
 impl KafkaHooks {
     /// Flushes the results, checkpoints if asked, and returns the offset to commit
@@ -175,7 +178,7 @@ impl KafkaHooks {
     fn commit_transaction(
         &mut self,
         tpl: &TopicPartitionList,
-        sent: HashMap<i32, (i64, String)>,
+        sent: Sent,
     ) -> Result<(), PipelineError> {
         let Some(results) = &self.results else {
             return Ok(());

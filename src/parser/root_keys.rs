@@ -40,7 +40,11 @@ impl<'a> Padded<'a> {
     /// more, from 193 bytes past its start for a shorter one.
     #[inline(always)]
     pub fn block(&self, at: usize) -> &[u8; 64] {
-        match self.line.get(at..).and_then(|rest| rest.first_chunk::<64>()) {
+        match self
+            .line
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<64>())
+        {
             Some(block) => block,
             // `at >= len - 63 > start` here, so `at - start` does not wrap, and
             // the chunk fits while `at <= len + 64` (at most 192 past `start`).

@@ -616,7 +616,11 @@ fn fast_path_answers_for_generated_frames() {
         for (name, path) in paths::fast_paths("fast_path_answers_for_generated_frames") {
             // SAFETY: `fast_paths` lists only the paths whose features it detected.
             let answer = unsafe { path(line, &FrameSpec::DEFAULT) };
-            assert!(answer.is_some(), "{name}: {}", String::from_utf8_lossy(line));
+            assert!(
+                answer.is_some(),
+                "{name}: {}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 }

@@ -53,21 +53,27 @@ impl<'de> de::Deserialize<'de> for Root {
 
 fn verdict(line: &[u8], spec: &FrameSpec) -> Verdict {
     // Ignoring values, serde_json does not check UTF-8 inside strings.
-    if std::str::from_utf8(line).is_err() || serde_json::from_slice::<IgnoredAny>(line).is_err()
-    {
+    if std::str::from_utf8(line).is_err() || serde_json::from_slice::<IgnoredAny>(line).is_err() {
         return Verdict::Invalid;
     }
     let Ok(Root(entries)) = serde_json::from_slice::<Root>(line) else {
         return Verdict::Invalid;
     };
     let named = |name: &str| -> Vec<&Value> {
-        entries.iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect()
+        entries
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .collect()
     };
     let (uids, tss) = (named(spec.uid_field()), named(spec.ts_field()));
     if uids.len() > 1 || tss.len() > 1 {
         return Verdict::Duplicate;
     }
-    let uid = uids.first().and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let uid = uids
+        .first()
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty());
     let ts = tss
         .first()
         .and_then(|v| v.as_u64())
@@ -111,7 +117,11 @@ fn check(test: &str, line: &[u8], spec: &FrameSpec) {
         ) => true,
         _ => false,
     };
-    assert!(scalar_ok, "scalar: {scalar:?}, serde_json: {want:?}, on {}", shown());
+    assert!(
+        scalar_ok,
+        "scalar: {scalar:?}, serde_json: {want:?}, on {}",
+        shown()
+    );
     for (name, path) in fast_paths(test) {
         // SAFETY: `fast_paths` lists only the paths whose features it detected.
         let got = unsafe { path(line, spec) };
@@ -141,9 +151,18 @@ fn a_root_key_at_every_offset_across_a_window() {
         for (line, spec) in [
             (format!(r#"{{{pad}"uid":"x","ts":5}}"#), &FrameSpec::DEFAULT),
             (format!(r#"{{{pad}"ts":5,"uid":"x"}}"#), &FrameSpec::DEFAULT),
-            (format!(r#"{{{pad}"\u0075id":"x","ts":5}}"#), &FrameSpec::DEFAULT),
-            (format!(r#"{{{pad}"uix":"y","uid":"x","ts":5}}"#), &FrameSpec::DEFAULT),
-            (format!(r#"{{{pad}"tsx":"y","uid":"x","ts":5}}"#), &FrameSpec::DEFAULT),
+            (
+                format!(r#"{{{pad}"\u0075id":"x","ts":5}}"#),
+                &FrameSpec::DEFAULT,
+            ),
+            (
+                format!(r#"{{{pad}"uix":"y","uid":"x","ts":5}}"#),
+                &FrameSpec::DEFAULT,
+            ),
+            (
+                format!(r#"{{{pad}"tsx":"y","uid":"x","ts":5}}"#),
+                &FrameSpec::DEFAULT,
+            ),
             (format!(r#"{{{pad}"time":5,"uid":"x"}}"#), &other),
             (format!(r#"{{{pad}"ts":5,"uid":"x","time":6}}"#), &other),
         ] {
@@ -153,7 +172,10 @@ fn a_root_key_at_every_offset_across_a_window() {
         let tail = " ".repeat(200);
         for line in [
             format!(r#"{{{pad}"uid":"x","ts":5,"z":"{tail}"}}"#),
-            format!(r#"{{"uid":"a","ts":5,"p":"{}","uid":"x"}}"#, " ".repeat(at.saturating_sub(23))),
+            format!(
+                r#"{{"uid":"a","ts":5,"p":"{}","uid":"x"}}"#,
+                " ".repeat(at.saturating_sub(23))
+            ),
             format!(r#"{{"ts":5,"uid":"a",{pad}"ts":6,"z":"{tail}"}}"#),
         ] {
             check(test, line.as_bytes(), &FrameSpec::DEFAULT);
@@ -168,7 +190,9 @@ fn a_root_key_at_every_offset_across_a_window() {
 fn more_root_keys_than_a_batch() {
     let test = "more_root_keys_than_a_batch";
     let named = FrameSpec::new("user", "time", TsUnit::Seconds).unwrap();
-    for n in [1, 63, 64, 65, 191, 192, 193, 194, 255, 256, 257, 383, 384, 385, 1000] {
+    for n in [
+        1, 63, 64, 65, 191, 192, 193, 194, 255, 256, 257, 383, 384, 385, 1000,
+    ] {
         for (spec, k, uid, ts) in [
             (&FrameSpec::DEFAULT, "u", "uid", "ts"),
             (&FrameSpec::DEFAULT, "t", "uid", "ts"),
@@ -196,8 +220,22 @@ fn more_root_keys_than_a_batch() {
 fn literals_and_numbers_in_the_last_128_bytes() {
     let test = "literals_and_numbers_in_the_last_128_bytes";
     let values = [
-        "true", "false", "null", "tru", "nul", "fals", "truex", "nulll", "0", "-0",
-        "-1.5e+3", "01", "1.", "-", "1e", "123456789012345678901234",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "fals",
+        "truex",
+        "nulll",
+        "0",
+        "-0",
+        "-1.5e+3",
+        "01",
+        "1.",
+        "-",
+        "1e",
+        "123456789012345678901234",
     ];
     for value in values {
         for pad in 0..64 {
@@ -250,10 +288,17 @@ fn every_frame_length_from_1_to_300() {
             }
         }
         // Damaged at the end: the last byte dropped, doubled, or replaced.
-        let base = format!(r#"{{"uid":"x","ts":1{}}}"#, " ".repeat(len.saturating_sub(18)));
+        let base = format!(
+            r#"{{"uid":"x","ts":1{}}}"#,
+            " ".repeat(len.saturating_sub(18))
+        );
         let b = base.as_bytes();
         check(test, &b[..b.len() - 1], &FrameSpec::DEFAULT);
         check(test, &[b, b"}"].concat(), &FrameSpec::DEFAULT);
-        check(test, &[&b[..b.len() - 1], b"]"].concat(), &FrameSpec::DEFAULT);
+        check(
+            test,
+            &[&b[..b.len() - 1], b"]"].concat(),
+            &FrameSpec::DEFAULT,
+        );
     }
 }
