@@ -811,6 +811,35 @@ fn an_exactly_once_run_needs_a_results_topic_and_no_state_dir() {
     }
 }
 
+/// Issue 19: `demo --broker apache` goes through a running Apache Kafka, on topics
+/// of its own, so that it can run twice on one broker and say the same twice.
+#[test]
+fn the_demo_runs_on_a_running_apache_kafka_twice_alike() {
+    let b = Broker::start();
+    let port = b.addr.rsplit(':').next().unwrap().to_string();
+    let truth = expected(
+        &GenConfig {
+            frames: 20_000,
+            ..GenConfig::default()
+        },
+        &[Granularity::Minute, Granularity::Hour],
+    );
+    for round in 0..2 {
+        let o = ok(cardinal()
+            .args(["demo", "--broker", "apache", "--frames", "20000"])
+            .env("KAFKA_PORT", &port)
+            .output()
+            .unwrap());
+        // What it read back from its results topic: `KEY<TAB>JSON` lines.
+        let records: String = (String::from_utf8_lossy(&o.stdout).lines())
+            .filter(|l| l.contains('\t'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let got = counts(&records);
+        assert_eq!(got, truth, "round {round}");
+    }
+}
+
 #[test]
 fn sigterm_checkpoints_commits_and_exits_zero() {
     let b = Broker::with_topics(&[]);

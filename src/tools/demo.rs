@@ -3,7 +3,9 @@
 //! Generated frames are produced into a broker, `run` consumes them to the end and
 //! publishes results to a results topic, which is then read back and printed. The
 //! broker is librdkafka's in-process mock cluster unless `--broker tansu` asks for a
-//! Tansu broker (which must be installed: `scripts/kafka.sh install`).
+//! Tansu broker (which must be installed: `scripts/kafka.sh install`) or `--broker
+//! apache` for an Apache Kafka that is already running (`scripts/kafka.sh start`),
+//! on topics of the demo's own so that a second demo never mixes with the first.
 //!
 //! The mock cluster keeps only 5 MiB per partition and drops older data without an
 //! error, so the producer is paced to stay a bounded number of frames ahead of the
@@ -36,6 +38,9 @@ pub enum DemoBroker {
     Embedded,
     /// A Tansu broker (SQLite engine) started for the demo and stopped after it.
     Tansu,
+    /// A running Apache Kafka at 127.0.0.1:$KAFKA_PORT (9092 by default), such as
+    /// `scripts/kafka.sh start` starts; the demo's topics stay there afterwards.
+    Apache,
 }
 
 const FRAMES_TOPIC: &str = "clicks";
@@ -45,27 +50,58 @@ const PARTITIONS: i32 = 4;
 /// inside the mock cluster's 5 MiB.
 const MAX_LAG: u64 = 6_000;
 
-/// A running broker and how to reach it; stops it when dropped.
+/// A running broker and how to reach it; stops it when dropped (not one it found).
 enum Broker {
     Embedded(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
     Tansu(Tansu),
+    Apache(String),
+}
+
+/// The demo's two topics.
+struct Topics {
+    frames: String,
+    results: String,
 }
 
 impl Broker {
-    fn start(kind: DemoBroker) -> Result<Broker> {
+    fn start(kind: DemoBroker) -> Result<(Broker, Topics)> {
+        let fixed = Topics {
+            frames: FRAMES_TOPIC.into(),
+            results: RESULTS_TOPIC.into(),
+        };
         match kind {
             DemoBroker::Embedded => {
                 let cluster =
                     MockCluster::new(1).context("cannot start the embedded Kafka mock cluster")?;
-                cluster.create_topic(FRAMES_TOPIC, PARTITIONS, 1)?;
-                cluster.create_topic(RESULTS_TOPIC, 1, 1)?;
-                Ok(Broker::Embedded(cluster))
+                cluster.create_topic(&fixed.frames, PARTITIONS, 1)?;
+                cluster.create_topic(&fixed.results, 1, 1)?;
+                Ok((Broker::Embedded(cluster), fixed))
             }
             DemoBroker::Tansu => {
                 let tansu = Tansu::start(Engine::Sqlite)?;
-                tansu.create_topic(FRAMES_TOPIC, PARTITIONS, false)?;
-                tansu.create_topic(RESULTS_TOPIC, 1, true)?;
-                Ok(Broker::Tansu(tansu))
+                tansu.create_topic(&fixed.frames, PARTITIONS, false)?;
+                tansu.create_topic(&fixed.results, 1, true)?;
+                Ok((Broker::Tansu(tansu), fixed))
+            }
+            DemoBroker::Apache => {
+                let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+                let addr = format!("127.0.0.1:{port}");
+                let opts = options(&addr);
+                let run = crate::checkpoint::unix_ms();
+                let topics = Topics {
+                    frames: format!("{FRAMES_TOPIC}-demo-{run}"),
+                    results: format!("{RESULTS_TOPIC}-demo-{run}"),
+                };
+                kafka::create_topic(&opts, &topics.frames, PARTITIONS, false)
+                    .and_then(|()| kafka::create_topic(&opts, &topics.results, 1, true))
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "no Apache Kafka to use at {addr} ({e}); start one with \
+                             `scripts/kafka.sh start apache`, or leave out --broker for the \
+                             embedded one"
+                        )
+                    })?;
+                Ok((Broker::Apache(addr), topics))
             }
         }
     }
@@ -74,6 +110,7 @@ impl Broker {
         match self {
             Broker::Embedded(c) => c.bootstrap_servers(),
             Broker::Tansu(t) => t.addr().to_string(),
+            Broker::Apache(addr) => addr.clone(),
         }
     }
 
@@ -84,6 +121,7 @@ impl Broker {
                 c.bootstrap_servers()
             ),
             Broker::Tansu(t) => format!("Tansu (SQLite engine) at {}", t.addr()),
+            Broker::Apache(addr) => format!("Apache Kafka at {addr}"),
         }
     }
 }
@@ -99,7 +137,7 @@ pub fn run(
     config: &CountConfig,
     sinks: &mut Sinks,
 ) -> Result<Telemetry> {
-    let broker = Broker::start(kind)?;
+    let (broker, topics) = Broker::start(kind)?;
     crate::say!("cardinal demo: broker: {}", broker.describe());
     let opts = options(&broker.addr());
     let target: SharedOffsets = Arc::new(Mutex::new(None));
@@ -107,9 +145,9 @@ pub fn run(
     let run_opts = RunOptions {
         exactly_once: false,
         kafka: opts.clone(),
-        topic: FRAMES_TOPIC.into(),
-        group: "cardinal-demo".into(),
-        results_topic: Some(RESULTS_TOPIC.into()),
+        topic: topics.frames.clone(),
+        group: format!("cardinal-demo-{}", topics.frames),
+        results_topic: Some(topics.results.clone()),
         rejects_topic: None,
         from: StartFrom::Earliest,
         until: Until::Target(target.clone()),
@@ -126,7 +164,8 @@ pub fn run(
         let fed = fed.clone();
         let target = target.clone();
         let run_ended = run_ended.clone();
-        std::thread::spawn(move || produce_paced(&opts, frames, &fed, &target, &run_ended))
+        let topic = topics.frames.clone();
+        std::thread::spawn(move || produce_paced(&opts, &topic, frames, &fed, &target, &run_ended))
     };
     let report = kafka::run(&run_opts, config, sinks, Arc::new(AtomicBool::new(false)));
     // The producer paces itself on the run: a run that failed must not leave it waiting.
@@ -137,16 +176,18 @@ pub fn run(
     let report = report?;
     let produced = produced?;
     crate::say!(
-        "cardinal demo: produced {produced} frames to topic {FRAMES_TOPIC} ({PARTITIONS} partitions)"
+        "cardinal demo: produced {produced} frames to topic {} ({PARTITIONS} partitions)",
+        topics.frames
     );
 
     let mut published = Vec::new();
-    kafka::consume_to_end(&opts, RESULTS_TOPIC, |m| {
+    kafka::consume_to_end(&opts, &topics.results, |m| {
         published.push((m.key.unwrap_or_default(), m.payload));
         true
     })?;
     crate::say!(
-        "cardinal demo: topic {RESULTS_TOPIC} holds {} result records, keyed WINDOW/START:",
+        "cardinal demo: topic {} holds {} result records, keyed WINDOW/START:",
+        topics.results,
         published.len()
     );
     let mut out = std::io::stdout().lock();
@@ -171,6 +212,7 @@ pub fn run(
 /// the consumer, then publishes the end offsets its delivery reports gave.
 fn produce_paced(
     opts: &KafkaOptions,
+    topic: &str,
     frames: GenConfig,
     fed: &AtomicU64,
     target: &Mutex<Option<HashMap<i32, i64>>>,
@@ -188,7 +230,7 @@ fn produce_paced(
             std::thread::sleep(Duration::from_millis(1));
         }
         let key = kafka::root_key(&frame.line, "uid");
-        let mut record = BaseRecord::to(FRAMES_TOPIC).payload(&frame.line);
+        let mut record = BaseRecord::to(topic).payload(&frame.line);
         if let Some(k) = &key {
             record = record.key(k.as_slice());
         }
