@@ -1303,16 +1303,38 @@ fn a_results_topic_that_refuses_writes_fails_the_run_and_commits_no_frame_of_a_l
         seed: 31,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    // The frames before 13:43 first, and the rest once the group has committed
+    // some: on a loaded machine the run could otherwise reach the refused minute
+    // before its first commit landed, and the check below would check nothing.
+    let all = std::fs::read_to_string(write_frames(dir.path(), &cfg)).unwrap();
+    let cut = refused.parse::<jiff::Timestamp>().unwrap().as_second() - 60;
+    let (early, late): (Vec<&str>, Vec<&str>) = all.lines().partition(|l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .and_then(|v| v["ts"].as_i64().or_else(|| v["ts"].as_str()?.parse().ok()))
+            .is_some_and(|ts| ts < cut)
+    });
+    let part = |name: &str, lines: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        produce(&b, "frames", &path);
+    };
+    part("early.json", &early);
     let child = cardinal()
         .args(["run", "-b", &b.addr, "-t", "frames", "-g", "refused"])
-        .args(["--results-topic", "results", "--until-end"])
+        .args(["--results-topic", "results", "--idle-timeout", "1h"])
         // A commit after every batch: the minutes before the refused one are committed.
         .args(["--windows", "minute", "--checkpoint-interval", "1ms"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (0..4).all(|p| committed(&b, "refused", "frames", p).unwrap_or(0) == 0) {
+        assert!(Instant::now() < deadline, "no commit within 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    part("late.json", &late);
     let o = common::output_within(child, Duration::from_secs(180));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
