@@ -338,7 +338,7 @@ fn encode(link: &LinkRef) -> Vec<u8> {
 fn decode(bytes: &[u8]) -> Result<Link, String> {
     let (version, payload) = crate::sealed::open(MAGIC, "checkpoint", bytes)?;
     let decoded = match version {
-        3 => postcard::from_bytes::<LinkV3>(payload).map(Link::from),
+        3 => postcard::from_bytes::<LinkV3>(payload).map(|v3| Link::from(LinkV4::from(v3))),
         4 => postcard::from_bytes::<LinkV4>(payload).map(Link::from),
         VERSION => postcard::from_bytes(payload),
         _ => {
@@ -366,19 +366,18 @@ struct CheckpointV3 {
     state: Snapshot<HeldFrame>,
 }
 
-impl From<LinkV3> for Link {
-    fn from(v3: LinkV3) -> Link {
+impl From<LinkV3> for LinkV4 {
+    fn from(v3: LinkV3) -> LinkV4 {
         let c = v3.checkpoint;
-        Link {
+        LinkV4 {
             generation: v3.generation,
             sequence: v3.sequence,
-            checkpoint: Checkpoint {
+            checkpoint: CheckpointV4 {
                 identity: c.identity,
                 written_unix_ms: c.written_unix_ms,
                 input: c.input,
                 state: c.state,
                 rejects_bytes: None,
-                totals: None,
             },
         }
     }
