@@ -260,6 +260,20 @@ fn first_ts(lines: &[&[u8]]) -> i64 {
 }
 
 impl Setup {
+    /// Three live members, the first the merger, each with partitions, after a
+    /// few seconds of counting together.
+    fn three_members(&self) -> [Instance; 3] {
+        let mut a = self.instance(&[]);
+        a.wait_for("merger_active");
+        a.wait_for_partitions();
+        let mut b = self.instance(&[]);
+        b.wait_for_partitions();
+        let mut c = self.instance(&[]);
+        c.wait_for_partitions();
+        std::thread::sleep(Duration::from_secs(3));
+        [a, b, c]
+    }
+
     /// Waits (at most `within`) until a minute window starting at or after `from`
     /// is published final with its exact figures: every partition, the moved ones
     /// too, has then been read past it.
@@ -295,14 +309,7 @@ fn a_member_killed_and_never_restarted_is_taken_over_by_the_others() {
     let (text, want) = frames_in_thirds(&cfg);
     let [first, second, third] = thirds(&text);
     s.produce(&first, "first.json");
-    let mut a = s.instance(&[]);
-    a.wait_for("merger_active");
-    a.wait_for_partitions();
-    let mut b = s.instance(&[]);
-    b.wait_for_partitions();
-    let mut c = s.instance(&[]);
-    c.wait_for_partitions();
-    std::thread::sleep(Duration::from_secs(3));
+    let [mut a, mut b, mut c] = s.three_members();
     // Not the merger: this is about its partitions alone.
     c.run.0.kill().unwrap();
     let _ = c.run.0.wait();
@@ -335,14 +342,7 @@ fn an_instance_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     let [first, second, third] = thirds(&text);
     s.produce(&first, "first.json");
     // The first to start is the merger: the kill takes the merge step down too.
-    let mut a = s.instance(&[]);
-    a.wait_for("merger_active");
-    a.wait_for_partitions();
-    let mut b = s.instance(&[]);
-    b.wait_for_partitions();
-    let mut c = s.instance(&[]);
-    c.wait_for_partitions();
-    std::thread::sleep(Duration::from_secs(3));
+    let [mut a, mut b, mut c] = s.three_members();
     a.run.0.kill().unwrap();
     let _ = a.run.0.wait();
     let killed = Instant::now();
