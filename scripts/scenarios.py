@@ -32,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_calendar import Calendar  # noqa: E402  (the tests' calendar too)
 
 GRANULARITIES = ["minute", "hour", "day", "week", "month", "year"]
 ZONES = ["UTC", "Europe/Zurich", "America/New_York", "Asia/Kolkata", "Australia/Sydney",
@@ -41,49 +42,6 @@ ZONES = ["UTC", "Europe/Zurich", "America/New_York", "Asia/Kolkata", "Australia/
 MAX_TS = 253_402_300_799
 CONFIRM = 16
 MAX_AHEAD = 60
-
-
-# ---------------------------------------------------------------- the calendar
-
-class Calendar:
-    """Window bounds from the definitions: minutes and hours start where the local
-    clock shows :00; days, ISO weeks (Monday), months and years at the first instant
-    of their first local date. The zones used here change offset by whole hours."""
-
-    def __init__(self, name):
-        self.tz = ZoneInfo(name)
-        self.utc = name == "UTC"
-        self.midnights = {}
-
-    def midnight(self, d):
-        if d not in self.midnights:
-            self.midnights[d] = int(datetime(d.year, d.month, d.day, tzinfo=self.tz).timestamp())
-        return self.midnights[d]
-
-    def bounds(self, g, t):
-        local = datetime.fromtimestamp(t, self.tz)
-        if g == "minute":
-            s = t - local.second
-            return s, s + 60
-        if g == "hour":
-            s = t - 60 * local.minute - local.second
-            return s, s + 3600
-        d = local.date()
-        if g == "day":
-            a, b = d, d + timedelta(days=1)
-        elif g == "week":
-            a = d - timedelta(days=d.weekday())
-            b = a + timedelta(days=7)
-        elif g == "month":
-            a = d.replace(day=1)
-            b = date(a.year + 1, 1, 1) if a.month == 12 else date(a.year, a.month + 1, 1)
-        else:
-            a, b = date(d.year, 1, 1), date(d.year + 1, 1, 1)
-        return self.midnight(a), self.midnight(b)
-
-    def label(self, t):
-        d = datetime.fromtimestamp(t, self.tz)
-        return d.strftime("%Y-%m-%dT%H:%M:%SZ") if self.utc else d.isoformat()
 
 
 # ---------------------------------------------------------------- what a frame is

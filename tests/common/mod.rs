@@ -59,69 +59,13 @@ pub fn bin() -> String {
     std::env::var("CARDINAL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cardinal").to_string())
 }
 
-/// The reference calendar: for each timestamp on stdin, one line per granularity,
-/// `TS GRANULARITY START END`, with START and END formatted as Cardinal documents
-/// them (RFC 3339, `Z` in UTC, the zone's offset at that instant otherwise).
-///
-/// Written from the definitions, not from Cardinal's code: minutes and hours start
-/// where the local clock shows :00 (an hour keeps the offset it started with, so a
-/// DST fall-back has two 02:00 hours); days, ISO weeks (Monday), months and years
-/// start at the first instant of their first local date.
-const REFERENCE_CALENDAR: &str = r#"
-import sys
-from datetime import datetime, date, timedelta
-from zoneinfo import ZoneInfo
-
-name, grans = sys.argv[1], sys.argv[2].split(",")
-tz = ZoneInfo(name)
-utc = name in ("UTC", "Etc/UTC")
-
-formatted = {}
-def fmt(t):
-    if t not in formatted:
-        d = datetime.fromtimestamp(t, tz)
-        formatted[t] = d.strftime("%Y-%m-%dT%H:%M:%SZ") if utc else d.isoformat()
-    return formatted[t]
-
-midnights = {}
-def midnight(d):
-    # fold=0: an ambiguous local midnight is its first occurrence; a skipped one
-    # (a DST gap at 00:00) maps to the first instant of that day.
-    if d not in midnights:
-        midnights[d] = int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp())
-    return midnights[d]
-
-def bounds(g, t, local):
-    if g == "minute":
-        s = t - local.second
-        return s, s + 60
-    if g == "hour":
-        s = t - 60 * local.minute - local.second
-        return s, s + 3600
-    d = local.date()
-    if g == "day":
-        a, b = d, d + timedelta(days=1)
-    elif g == "week":
-        a = d - timedelta(days=d.weekday())
-        b = a + timedelta(days=7)
-    elif g == "month":
-        a = d.replace(day=1)
-        b = date(a.year + 1, 1, 1) if a.month == 12 else date(a.year, a.month + 1, 1)
-    elif g == "year":
-        a, b = date(d.year, 1, 1), date(d.year + 1, 1, 1)
-    else:
-        raise SystemExit("unknown granularity " + g)
-    return midnight(a), midnight(b)
-
-out = []
-for line in sys.stdin:
-    t = int(line)
-    local = datetime.fromtimestamp(t, tz)
-    for g in grans:
-        s, e = bounds(g, t, local)
-        out.append("%d %s %s %s" % (t, g, fmt(s), fmt(e)))
-sys.stdout.write("\n".join(out) + "\n")
-"#;
+/// The reference calendar, `scripts/reference_calendar.py` (shared with the
+/// scenario runner): for each timestamp on stdin, one line per granularity,
+/// `TS GRANULARITY START END`. Written from the definitions, not from Cardinal's
+/// code; the script's header says which.
+fn reference_calendar() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference_calendar.py")
+}
 
 /// (granularity, ts) -> (start, end) of the window containing `ts` in zone `tz`,
 /// from the reference calendar.
@@ -133,7 +77,8 @@ pub fn reference_windows(
     let ts: BTreeSet<i64> = timestamps.into_iter().collect();
     let names: Vec<&str> = grans.iter().map(|g| g.name()).collect();
     let mut child = Command::new("python3")
-        .args(["-c", REFERENCE_CALENDAR, tz, &names.join(",")])
+        .arg(reference_calendar())
+        .args([tz, &names.join(",")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
