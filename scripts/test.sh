@@ -7,7 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-# Style and lints first: they fail in a minute, the rest takes many.
+# Style and lints first: they fail in a minute, the rest takes many. A fresh
+# toolchain may lack the components.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/kafka.sh install apache
