@@ -14,7 +14,7 @@ ROUNDS=${2:-3}
 OUT=${3:-/dev/stdout}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
-  BIN=target/release/cardinal
+  BIN="${CARGO_TARGET_DIR:-target}/release/cardinal"
 fi
 WORK=$(mktemp -d)
 # A broker of our own (scripts/kafka.sh, on a free port, its data in $WORK).

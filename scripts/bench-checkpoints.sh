@@ -11,7 +11,7 @@ FRAMES=${1:-1000000}
 ROUNDS=${2:-3}
 WORK=${BENCH_DIR:-$(mktemp -d)}
 cargo build --release --quiet
-BIN=target/release/cardinal
+BIN="${CARGO_TARGET_DIR:-target}/release/cardinal"
 FILE="$WORK/frames-$FRAMES.json"
 [ -s "$FILE" ] || $BIN gen --frames "$FRAMES" -o "$FILE"
 cat "$FILE" > /dev/null

@@ -13,7 +13,7 @@ ROUNDS=${2:-3}
 OUT=${3:-/dev/stdout}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
-  BIN=target/release/cardinal
+  BIN="${CARGO_TARGET_DIR:-target}/release/cardinal"
 fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -17,7 +17,7 @@ trap '[ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"' EXIT
 
 python3 -c 'import duckdb, polars' 2>/dev/null || pip install --quiet duckdb polars
 cargo build --release --quiet
-BIN=target/release/cardinal
+BIN="${CARGO_TARGET_DIR:-target}/release/cardinal"
 FILE="$WORK/frames-$FRAMES.json"
 [ -s "$FILE" ] || $BIN gen --frames "$FRAMES" -o "$FILE"
 SIZE=$(stat -c %s "$FILE")

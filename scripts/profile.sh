@@ -15,7 +15,7 @@ ROUNDS=${ROUNDS:-3}
 command -v perf >/dev/null || { echo "perf is not installed: skipped" >&2; exit 0; }
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
-  BIN=target/release/cardinal
+  BIN="${CARGO_TARGET_DIR:-target}/release/cardinal"
 fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

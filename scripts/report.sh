@@ -13,12 +13,12 @@ QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 if [ $QUICK = 1 ]; then
   cargo build --quiet
-  BIN=target/debug/cardinal
+  BIN="${CARGO_TARGET_DIR:-target}/debug/cardinal"
   OUT=target/report-quick
   FRAMES=20000; USERS=20000; SEEDS=2; LATE_FRAMES=20000
 else
   cargo build --release --quiet
-  BIN=target/release/cardinal
+  BIN="${CARGO_TARGET_DIR:-target}/release/cardinal"
   OUT=docs/report
   FRAMES=200000; USERS=100000; SEEDS=5; LATE_FRAMES=300000
 fi

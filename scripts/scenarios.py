@@ -319,10 +319,14 @@ def main():
     ap.add_argument("--seeds", type=int, default=40, help="scenarios to run (default 40)")
     ap.add_argument("--first", type=int, default=1, help="the first seed (default 1)")
     ap.add_argument("--soak", type=float, default=0, help="run for this many seconds instead")
-    ap.add_argument("--bin", default=os.environ.get("CARDINAL_BIN", "target/release/cardinal"))
+    default_bin = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "cardinal")
+    ap.add_argument("--bin", default=os.environ.get("CARDINAL_BIN", default_bin),
+                    help="the build to test (default $CARDINAL_BIN, else the release build)")
     ap.add_argument("--keep", default="scenarios-failed", help="where failing cases go")
     ap.add_argument("--no-shrink", action="store_true")
     args = ap.parse_args()
+    if not os.access(args.bin, os.X_OK):
+        ap.error(f"--bin {args.bin}: no such executable (build it, or pass --bin PATH)")
     started = time.time()
     ran = faults = frames = windows = 0
     failures = []

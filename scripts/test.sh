@@ -46,5 +46,5 @@ cargo test --locked
 scripts/report.sh --quick > /dev/null
 # Random scenarios against a model written from the documented rules (a fixed set
 # of seeds; `scripts/scenarios.py --soak SECONDS` runs as long as asked).
-python3 scripts/scenarios.py --seeds 200 --bin "${CARGO_TARGET_DIR:-target}/release/cardinal"
+python3 scripts/scenarios.py --seeds 200 --bin "${CARGO_TARGET_DIR:-target}/debug/cardinal"
 
