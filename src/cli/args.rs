@@ -693,6 +693,12 @@ pub struct GenOptions {
     /// Average frame size in bytes (each frame 60-140% of it; small sizes overshoot a little).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..=100_000_000))]
     pub frame_bytes: u64,
+    /// What the rest of each frame looks like: `mixed` exercises every corner of
+    /// JSON (nesting, decoy keys, numbers, emoji); `challenge` is shaped like the
+    /// challenge's sample generator (short keys, long strings dense with escapes
+    /// and Cyrillic), the harder case for a parser's string scanning.
+    #[arg(long, value_enum, default_value_t = Profile::Mixed)]
+    pub profile: Profile,
 }
 
 impl From<&GenOptions> for GenConfig {
@@ -712,6 +718,7 @@ impl From<&GenOptions> for GenConfig {
             gap_at: o.gap_at,
             gap_seconds: o.gap_seconds,
             frame_bytes: usize::try_from(o.frame_bytes).unwrap_or(usize::MAX),
+            profile: o.profile,
         }
     }
 }

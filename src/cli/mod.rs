@@ -19,7 +19,7 @@ use crate::aggregator::{Alignment, Settings};
 use crate::checkpoint::{Checkpoint, Checkpointing, InputPosition, StateDir};
 use crate::counter::HllConfig;
 use crate::emitter::Format;
-use crate::generator::{self, GenConfig};
+use crate::generator::{self, GenConfig, Profile};
 use crate::kafka::{self, KafkaOptions, RunOptions, StartFrom, Until};
 use crate::metrics::{self, Metrics};
 use crate::parser::{FrameSpec, TsFrom, TsUnit, UidFrom};

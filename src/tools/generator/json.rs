@@ -220,6 +220,43 @@ pub(super) const FRAGMENTS: &[&[u8]] = &[
     b"ts",
 ];
 
+/// Root keys of the challenge-shaped profile: short and plain.
+pub(super) const SHORT_KEYS: &[&[u8]] = &[
+    br#""a""#,
+    br#""b""#,
+    br#""c""#,
+    br#""d""#,
+    br#""e""#,
+    br#""f""#,
+    br#""id""#,
+    br#""msg""#,
+    br#""text""#,
+    br#""tags""#,
+    br#""body""#,
+    br#""note""#,
+];
+
+/// String content of the challenge-shaped profile: what makes it hard is that
+/// about one byte in eight belongs to an escape, and a third of the text is
+/// two-byte Cyrillic.
+pub(super) const ESCAPED_TEXT: &[&[u8]] = &[
+    br"\t",
+    br#"\""#,
+    br"\\",
+    br"\n",
+    br"\f",
+    br"\t\t",
+    br#"\"\\"#,
+    b" ",
+    b"lorem ipsum dolor",
+    b"sit amet",
+    b"consectetur adipiscing",
+    "Привет".as_bytes(),
+    "съешь же ещё этих мягких французских булок".as_bytes(),
+    "да выпей чаю".as_bytes(),
+    "Ёжик".as_bytes(),
+];
+
 /// Lines that are not JSON objects; several still mention uid/ts.
 pub(super) const NOT_OBJECTS: &[&[u8]] = &[
     b"[1,2,3]",
@@ -245,7 +282,13 @@ pub(super) struct Pool {
 
 impl Pool {
     const SIZE: usize = 1024;
-    pub(super) fn build(seed: u64, users: u64, start: i64, frame_bytes: usize) -> Pool {
+    pub(super) fn build(
+        seed: u64,
+        users: u64,
+        start: i64,
+        frame_bytes: usize,
+        profile: Profile,
+    ) -> Pool {
         // Keeps the overshoot past a frame's target size small: 700 B at the
         // default 2000 B frames.
         let max_value = (frame_bytes * 7 / 20).max(8);
@@ -261,7 +304,10 @@ impl Pool {
         while spans.len() < Self::SIZE {
             w.spaced = chance(&mut w.rng, 0.1);
             let begin = w.out.len();
-            w.value(1);
+            match profile {
+                Profile::Mixed => w.value(1),
+                Profile::Challenge => w.challenge_value(),
+            }
             if w.out.len() - begin <= max_value {
                 spans.push((begin, w.out.len()));
             } else {
@@ -304,6 +350,47 @@ impl ValueWriter {
         } else {
             self.scalar();
         }
+    }
+
+    /// A root value of the challenge-shaped profile: mostly long escaped
+    /// strings, some arrays of them, a few flat objects and numbers.
+    pub(super) fn challenge_value(&mut self) {
+        match self.rng.random_range(0..100) {
+            0..70 => self.escaped_string(),
+            70..88 => {
+                self.out.push(b'[');
+                for i in 0..self.rng.random_range(1..=6) {
+                    if i > 0 {
+                        self.comma();
+                    }
+                    self.escaped_string();
+                }
+                self.out.push(b']');
+            }
+            88..95 => {
+                self.out.push(b'{');
+                for i in 0..self.rng.random_range(1..=3) {
+                    if i > 0 {
+                        self.comma();
+                    }
+                    self.out
+                        .extend_from_slice(SHORT_KEYS[self.rng.random_range(0..SHORT_KEYS.len())]);
+                    self.colon();
+                    self.escaped_string();
+                }
+                self.out.push(b'}');
+            }
+            _ => self.int(),
+        }
+    }
+
+    fn escaped_string(&mut self) {
+        self.out.push(b'"');
+        for _ in 0..self.rng.random_range(4..=40) {
+            let piece = ESCAPED_TEXT[self.rng.random_range(0..ESCAPED_TEXT.len())];
+            self.out.extend_from_slice(piece);
+        }
+        self.out.push(b'"');
     }
 
     pub(super) fn scalar(&mut self) {

@@ -60,6 +60,22 @@ pub struct GenConfig {
     /// pooled nested values are capped at 35% of it. Small sizes overshoot a
     /// little, since the root fields and the first pairs are always written.
     pub frame_bytes: usize,
+    /// What the frames look like besides their root `uid` and `ts`.
+    pub profile: Profile,
+}
+
+/// The shape of a frame's other members, for measuring parsers on more than one
+/// kind of JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Nested objects and arrays with decoy `uid`/`ts` keys, numbers of every
+    /// form, escapes, emoji and several scripts: every corner of the grammar.
+    #[default]
+    Mixed,
+    /// Shaped like the challenge's published sample generator: short ASCII keys,
+    /// long strings dense with `\t`, `\"`, `\\`, `\n`, `\f` escapes and
+    /// Cyrillic text, arrays of such strings, few numbers.
+    Challenge,
 }
 
 impl Default for GenConfig {
@@ -80,6 +96,7 @@ impl Default for GenConfig {
             gap_at: None,
             gap_seconds: 0,
             frame_bytes: 2000,
+            profile: Profile::Mixed,
         }
     }
 }
@@ -180,7 +197,7 @@ impl FrameGen {
         FrameGen {
             cfg: cfg.clone(),
             rng: Pcg64Mcg::seed_from_u64(cfg.seed),
-            pool: Pool::build(cfg.seed, users, cfg.start, cfg.frame_bytes),
+            pool: Pool::build(cfg.seed, users, cfg.start, cfg.frame_bytes, cfg.profile),
             produced: 0,
             clock: cfg.start,
             tick_p,
@@ -373,11 +390,15 @@ impl FrameGen {
 
     fn other_pair(&mut self, buf: &mut Vec<u8>, first: &mut bool, spaced: bool) {
         sep(buf, first, spaced);
-        buf.extend_from_slice(ROOT_KEYS[self.rng.random_range(0..ROOT_KEYS.len())]);
+        let (keys, numbers) = match self.cfg.profile {
+            Profile::Mixed => (ROOT_KEYS, 0.08),
+            Profile::Challenge => (SHORT_KEYS, 0.02),
+        };
+        buf.extend_from_slice(keys[self.rng.random_range(0..keys.len())]);
         colon(buf, spaced);
         // A few values not from the pool, so frames are not mere
         // permutations of a fixed set of snippets.
-        if chance(&mut self.rng, 0.08) {
+        if chance(&mut self.rng, numbers) {
             push_u64(buf, self.rng.random::<u32>().into());
         } else {
             let (a, b) = self.pool.spans[self.rng.random_range(0..self.pool.spans.len())];

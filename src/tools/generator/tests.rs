@@ -110,6 +110,50 @@ fn valid_frames_parse_and_match_truth() {
     assert!((450..=750).contains(&string_ts), "{string_ts} string ts");
 }
 
+/// The challenge profile is what its doc says: valid frames whose strings are
+/// dense with escapes and Cyrillic, checked by serde_json's decoding.
+#[test]
+fn the_challenge_profile_is_long_escaped_strings() {
+    let cfg = GenConfig {
+        profile: Profile::Challenge,
+        ..small(500)
+    };
+    let (mut bytes, mut escapes, mut cyrillic, mut numbers) = (0, 0, 0, 0);
+    for f in FrameGen::new(&cfg) {
+        assert_eq!(root_fields(&f.line), expected(&f.truth));
+        let v: Value = serde_json::from_slice(&f.line).unwrap();
+        for (key, value) in v.as_object().unwrap() {
+            assert!(key.len() <= 4 && key.is_ascii(), "{key}");
+            if key == "uid" || key == "ts" {
+                continue;
+            }
+            let strings: Vec<&str> = match value {
+                Value::String(s) => vec![s],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                Value::Object(o) => o.values().filter_map(Value::as_str).collect(),
+                _ => {
+                    numbers += 1;
+                    vec![]
+                }
+            };
+            for s in strings {
+                escapes += s.chars().filter(|c| "\t\n\u{c}\"\\".contains(*c)).count();
+                cyrillic += s
+                    .chars()
+                    .filter(|c| ('\u{400}'..='\u{4ff}').contains(c))
+                    .count();
+            }
+        }
+        bytes += f.line.len();
+    }
+    assert!(escapes * 40 > bytes, "{escapes} escapes in {bytes} B");
+    assert!(
+        cyrillic * 5 > bytes,
+        "{cyrillic} Cyrillic letters in {bytes} B"
+    );
+    assert!(numbers < 500, "{numbers} numbers besides ts in 500 frames");
+}
+
 #[test]
 fn frame_bytes_sets_the_size() {
     for (size, lo, hi) in [(200, 150, 300), (8000, 6500, 9000)] {
