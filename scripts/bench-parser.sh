@@ -5,13 +5,13 @@
 # (load-independent; the AVX2 path, since valgrind runs no AVX-512).
 # Usage: scripts/bench-parser.sh [FRAMES=20000] [ROUNDS=9] [OUT=/dev/stdout]
 # The anchors are a crate of their own (benches/anchors), built into
-# $ANCHORS_TARGET_DIR (default target/anchors) so that `cargo test` never builds
+# $ANCHORS_TARGET_DIR (default $CARGO_TARGET_DIR/anchors) so that `cargo test` never builds
 # simdjson's C++.
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
 cd "$(dirname "$0")/.."
 FRAMES=${1:-20000} ROUNDS=${2:-9} OUT=${3:-/dev/stdout}
-export ANCHORS_TARGET_DIR=${ANCHORS_TARGET_DIR:-target/anchors}
+export ANCHORS_TARGET_DIR=${ANCHORS_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/anchors}
 cargo build --release --quiet --manifest-path benches/anchors/Cargo.toml --target-dir "$ANCHORS_TARGET_DIR"
 BIN=$ANCHORS_TARGET_DIR/release/parser-anchors
 PIN=(); command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ] && PIN=(taskset -c 1)

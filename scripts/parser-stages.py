@@ -136,7 +136,7 @@ def main():
     args = ap.parse_args()
     binary = args.bin
     if not binary:
-        target = os.environ.get("ANCHORS_TARGET_DIR", "target/anchors")
+        target = os.environ.get("ANCHORS_TARGET_DIR") or os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "anchors")
         subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path",
                         "benches/anchors/Cargo.toml", "--target-dir", target], check=True)
         binary = os.path.join(target, "release", "parser-anchors")

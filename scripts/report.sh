@@ -4,13 +4,23 @@
 # names; medians and ratios, because the machine is shared and noisy.
 #
 # Usage: scripts/report.sh [--quick]
+#   (no option): the full run, about an hour on 2 cores; writes docs/report/.
 #   --quick: small sizes and the debug build, so CI can run it in a minute and the
 #            script cannot rot; its figures are not the report's. Writes to
 #            target/report-quick/ instead of docs/report/.
+#   --help:  this text.
+# Every run writes OUT/run.txt: the commit, the CPU and its flags, the cores, the
+# load average before and after, and the date, for the figures next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+case "${1:-}" in
+  "") ;;
+  --quick) QUICK=1 ;;
+  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "report.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "report.sh: one option at most (try --help)" >&2; exit 2; }
 if [ $QUICK = 1 ]; then
   cargo build --quiet
   BIN="${CARGO_TARGET_DIR:-target}/debug/cardinal"
@@ -23,8 +33,13 @@ else
   FRAMES=200000; USERS=100000; SEEDS=5; LATE_FRAMES=300000
 fi
 mkdir -p "$OUT"
+facts() {
+  echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- src benches scripts || echo ' (with uncommitted changes)')"
+  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); cores: $(nproc); avx512bw: $(grep -q avx512bw /proc/cpuinfo && echo yes || echo no); avx2: $(grep -q avx2 /proc/cpuinfo && echo yes || echo no)"
+}
+{ echo "scripts/report.sh${1:+ $1}, started $(date -u +%FT%TZ)"; facts; echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"; } > "$OUT/run.txt"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK"; echo "load average after: $(cut -d" " -f1-3 /proc/loadavg), ended $(date -u +%FT%TZ)" >> "$OUT/run.txt"' EXIT
 python3 -c 'import json' # python3 draws the charts; only its standard library
 
 # --- 1. HLL error against precision --------------------------------------------
@@ -233,6 +248,14 @@ EOF
 if [ $QUICK = 0 ]; then
   scripts/bench-vs-peers.sh 500000 3 | tee "$OUT/peers.txt"
 fi
+
+# --- 3. The parser against its anchors, and its instructions per stage ---------
+if [ $QUICK = 1 ]; then
+  scripts/bench-parser.sh 300 1 "$OUT/parser-anchors.txt"
+else
+  scripts/bench-parser.sh 20000 9 "$OUT/parser-anchors.txt"
+fi
+grep -v '^round' "$OUT/parser-anchors.txt"
 
 # --- 3. Where the time goes: a profile folded into stages ----------------------
 if [ $QUICK = 1 ]; then
