@@ -251,7 +251,7 @@ fi
 
 # --- 3. The parser against its anchors, and its instructions per stage ---------
 if [ $QUICK = 1 ]; then
-  scripts/bench-parser.sh 300 1 "$OUT/parser-anchors.txt"
+  ANCHORS_PROFILE=dev scripts/bench-parser.sh 300 1 "$OUT/parser-anchors.txt"
 else
   scripts/bench-parser.sh 20000 9 "$OUT/parser-anchors.txt"
 fi
