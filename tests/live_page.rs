@@ -141,6 +141,22 @@ fn the_live_page_shows_the_final_windows_in_a_browser() {
     assert_eq!(shown, want, "the page against the frames");
     let page = String::from_utf8_lossy(&dom.stdout);
     assert!(page.contains(r#"<b id="counted">600</b>"#), "{page}");
+    // The event-time lag in a unit a person reads: the watermark (base + 594) is
+    // about ten years behind the wall clock.
+    let lag = page
+        .split_once(r#"<b id="lag">"#)
+        .and_then(|(_, rest)| rest.split_once("</b>"))
+        .map(|(text, _)| text.to_string())
+        .unwrap_or_default();
+    let years = (jiff::Timestamp::now().as_second() - (base + 594)) as f64 / (365.25 * 86400.0);
+    let shown_years: f64 = lag
+        .strip_suffix(" years")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("event-time lag {lag:?}, not in years"));
+    assert!(
+        (shown_years - years).abs() < 0.11,
+        "{lag} against {years:.2} years"
+    );
     assert!(
         page.contains("<tr><td>truncated</td><td>2</td></tr>"),
         "the rejects table: {page}"
