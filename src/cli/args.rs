@@ -672,6 +672,14 @@ pub struct GenOptions {
     /// How late, at most, in seconds.
     #[arg(long, default_value_t = 5)]
     pub max_delay: i64,
+    /// Probability that a frame is very late instead: a heavy tail, log-uniform
+    /// from --max-delay to --tail-max-delay. `--disorder 0.3 --tail 0.001` is the
+    /// challenge's stream: nearly all frames within 5 s, one in a thousand later.
+    #[arg(long, default_value_t = 0.0)]
+    pub tail: f64,
+    /// The tail's longest delay, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub tail_max_delay: i64,
     /// Probability that `ts` is written as a string.
     #[arg(long, default_value_t = 0.0)]
     pub string_ts: f64,
@@ -711,6 +719,8 @@ impl From<&GenOptions> for GenConfig {
             seed: o.seed,
             disorder: o.disorder,
             max_delay: o.max_delay,
+            tail: o.tail,
+            tail_max_delay: o.tail_max_delay,
             string_ts: o.string_ts,
             crlf: o.crlf,
             bitflips: o.bitflips,

@@ -43,6 +43,12 @@ pub struct GenConfig {
     pub disorder: f64,
     /// A delayed frame is uniform `1..=max_delay` seconds older than the clock.
     pub max_delay: i64,
+    /// Probability that a frame is one of the tail's very late ones instead: its
+    /// delay is log-uniform from `max_delay` to `tail_max_delay` seconds (as many
+    /// a few seconds past the bulk as minutes past it), drawn after `disorder`.
+    pub tail: f64,
+    /// The longest delay in the tail, seconds.
+    pub tail_max_delay: i64,
     /// Probability that ts is written as a string of digits.
     pub string_ts: f64,
     /// End lines with `\r\n` instead of `\n`.
@@ -89,6 +95,8 @@ impl Default for GenConfig {
             seed: 1,
             disorder: 0.0,
             max_delay: 5,
+            tail: 0.0,
+            tail_max_delay: 300,
             string_ts: 0.0,
             crlf: false,
             bitflips: 0.0,
@@ -224,6 +232,16 @@ impl FrameGen {
         if self.cfg.max_delay >= 1 && chance(&mut self.rng, self.cfg.disorder) {
             let delay = self.rng.random_range(1..=self.cfg.max_delay);
             ts = (ts - delay).max(self.cfg.start);
+        }
+        if chance(&mut self.rng, self.cfg.tail) {
+            let (lo, hi) = (
+                self.cfg.max_delay.max(1) as f64,
+                self.cfg.tail_max_delay as f64,
+            );
+            if hi > lo {
+                let delay = (lo * (hi / lo).powf(self.rng.random::<f64>())).ceil() as i64;
+                ts = (self.clock - delay.max(1)).max(self.cfg.start);
+            }
         }
         let user = self.rng.random_range(0..self.users);
 

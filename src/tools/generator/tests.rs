@@ -226,6 +226,41 @@ fn disorder_is_bounded() {
     assert!(late > 1000, "{late} late frames");
 }
 
+/// `--tail`: one frame in a hundred here is later than `max_delay`, up to
+/// `tail_max_delay`, and as many delays fall below the geometric mean of the
+/// bounds as above it (log-uniform); the rest stay within `max_delay`.
+#[test]
+fn the_tail_is_rare_very_late_and_log_uniform() {
+    let cfg = GenConfig {
+        disorder: 0.3,
+        tail: 0.01,
+        tail_max_delay: 300,
+        rate: 100.0,
+        ..small(50_000)
+    };
+    let (mut max, mut tail) = (cfg.start, Vec::new());
+    for f in FrameGen::new(&cfg) {
+        let (_, ts) = expected(&f.truth).unwrap();
+        if max - ts > cfg.max_delay {
+            tail.push(max - ts);
+        }
+        max = max.max(ts);
+    }
+    assert!(
+        (350..=650).contains(&tail.len()),
+        "{} frames in the tail",
+        tail.len()
+    );
+    assert!(tail.iter().all(|&d| d <= 300), "{tail:?}");
+    let mean = (5.0f64 * 300.0).sqrt() as i64;
+    let below = tail.iter().filter(|&&d| d < mean).count();
+    assert!(
+        below * 10 > tail.len() * 4 && below * 10 < tail.len() * 6,
+        "{below} of {} below {mean} s",
+        tail.len()
+    );
+}
+
 #[test]
 fn bitflips_flip_one_high_bit() {
     let cfg = GenConfig {
