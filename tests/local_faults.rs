@@ -264,3 +264,65 @@ fn a_checkpoint_belongs_to_the_file_not_to_its_name() {
     assert_eq!(other.status.code(), Some(1), "{err}");
     assert!(err.contains("written for another job"), "{err}");
 }
+
+/// A backfill killed after its last chunk's checkpoint but before the one that
+/// says it finished: the next run resumes at the end, reads nothing, and prints
+/// what was still open; it must also record that it finished, so that the run
+/// after it has nothing to do (it used to print the same windows on every rerun).
+/// The kill lands there for sure: the run's stdout is a pipe nobody reads, so the
+/// end of input blocks in its flush, after the last chunk's checkpoint.
+#[test]
+fn a_backfill_killed_at_its_end_is_finished_by_the_next_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    let lines: String = (0..2000)
+        .map(|i| {
+            format!(
+                "{{\"uid\":\"u{}\",\"ts\":{}}}\n",
+                i % 37,
+                1_700_000_000 + 60 * i
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let state = dir.path().join("state");
+    let run = || {
+        let mut c = cardinal();
+        c.args(["count", "--format", "json", "--lateness", "3000000000s"])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--checkpoint-interval", "0s"])
+            .arg(&input);
+        c
+    };
+    let mut blocked = run()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !state.join("checkpoint").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint was ever written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Time to fill the pipe (2,000 records of about 180 B: more than its 64 KiB).
+    std::thread::sleep(Duration::from_secs(1));
+    blocked.kill().unwrap();
+    blocked.wait().unwrap();
+
+    let first = run().output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let printed = String::from_utf8_lossy(&first.stdout).lines().count();
+    assert!(printed > 0, "the resumed run printed nothing: {first:?}");
+    for again in 0..2 {
+        let out = run().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            0,
+            "rerun {again} after the finished one printed windows again: {stderr}"
+        );
+        assert!(stderr.contains("nothing to do"), "{stderr}");
+    }
+}

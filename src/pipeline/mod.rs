@@ -268,7 +268,7 @@ pub fn count_from(
         Some((s, r)) => (Some(s), Some(r)),
         None => (None, None),
     };
-    run(config, sinks, hooks, snapshot, move |feed| {
+    run_at(config, sinks, hooks, snapshot, resume, move |feed| {
         for (index, input) in inputs.into_iter().enumerate() {
             if resume.is_some_and(|r| index < r.input) {
                 continue;
@@ -318,9 +318,26 @@ pub fn run<F>(
 where
     F: FnOnce(Feed) + Send,
 {
+    run_at(config, sinks, hooks, restore, None, feeder)
+}
+
+/// [`run`] from a restored state taken at `at` in the files: until the first chunk
+/// is counted, that is where a checkpoint puts the run (a run resumed at the end
+/// of its input counts no chunk, and must still record that it finished).
+fn run_at<F>(
+    config: &CountConfig,
+    sinks: &mut Sinks,
+    hooks: &mut dyn Hooks,
+    restore: Option<Restored>,
+    at: Option<FileResume>,
+    feeder: F,
+) -> Result<CountReport, PipelineError>
+where
+    F: FnOnce(Feed) + Send,
+{
     match config.counter {
-        CounterKind::Exact => run_with::<Exact, F>(config, (), sinks, hooks, restore, feeder),
-        CounterKind::Hll(h) => run_with::<Hll, F>(config, h, sinks, hooks, restore, feeder),
+        CounterKind::Exact => run_with::<Exact, F>(config, (), sinks, hooks, restore, at, feeder),
+        CounterKind::Hll(h) => run_with::<Hll, F>(config, h, sinks, hooks, restore, at, feeder),
     }
 }
 
@@ -330,6 +347,7 @@ fn run_with<C: Counter, F>(
     sinks: &mut Sinks,
     hooks: &mut dyn Hooks,
     restore: Option<Restored>,
+    at: Option<FileResume>,
     feeder: F,
 ) -> Result<CountReport, PipelineError>
 where
@@ -398,6 +416,9 @@ where
         let mut stage = Aggregate::<C>::new(config, agg, sinks, hooks, pool, paused);
         if let Some(t) = &totals {
             stage.telemetry = Telemetry::resumed(t);
+        }
+        if let Some(at) = at {
+            stage.resumed_at(at);
         }
         let output_closed = match stage.consume(order_rx) {
             Ok(()) => false,

@@ -102,6 +102,12 @@ pub(super) struct Aggregate<'s, C: Counter> {
 }
 
 impl<'s, C: Counter> Aggregate<'s, C> {
+    /// The restored state was taken at `at` in the files: the position of the
+    /// state until a chunk moves it on.
+    pub(super) fn resumed_at(&mut self, at: super::FileResume) {
+        self.file_position = Some((at.input, at.offset, at.next_line));
+    }
+
     pub(super) fn new(
         config: &'s CountConfig,
         agg: Aggregator<C, HeldFrame>,
