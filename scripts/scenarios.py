@@ -30,10 +30,12 @@ kill, the order of the records (so a window that closed early shows even when no
 later frame was refused for it); with kills, that a window printed twice was
 printed alike.
 
-A failing scenario is shrunk and written to --keep (default scenarios-failed/) as
-its input file and the command that reproduces it.
+Fixed scenarios run first, every time: each targets a past bug by its commit
+(`--list-fixed` names them). A failing scenario is shrunk and written to --keep
+(default scenarios-failed/) as its input file and the command that reproduces it.
 
 Usage: scripts/scenarios.py [--seeds N] [--first S] [--soak SECONDS] [--bin PATH]
+                            [--no-fixed] [--only-fixed] [--list-fixed]
 """
 
 import argparse
@@ -154,7 +156,11 @@ def flip(rng, ts, bit=None):
 
 class Scenario:
     """A seed's options and lines. `reasons` maps each invalid line's bytes to the
-    reason the guide gives for it."""
+    reason the guide gives for it; `name` and `targets` are for fixed scenarios."""
+
+    name = None
+    targets = None
+    kill_after_checkpoints = None
 
     def __init__(self, seed):
         rng = random.Random(seed)
@@ -268,6 +274,8 @@ class Scenario:
         self.lines = lines
 
     def label(self):
+        if self.name:
+            return "fixed %s" % self.name
         return "seed %d (%s)" % (self.seed, self.kind)
 
     def options(self):
@@ -562,6 +570,17 @@ class Run:
         self.killed = 0
 
 
+def wait_for_checkpoints(p, state, n):
+    """Until the run has written `n` more checkpoint files (or ended, or 10 s)."""
+    seen = set(os.listdir(state)) if os.path.isdir(state) else set()
+    new = set()
+    deadline = time.time() + 10
+    while len(new) < n and p.poll() is None and time.time() < deadline:
+        if os.path.isdir(state):
+            new |= {f for f in os.listdir(state) if f.startswith("checkpoint")} - seen
+        time.sleep(0.001)
+
+
 def run_cardinal(binary, sc, lines, work):
     path = os.path.join(work, "in.json")
     with open(path, "wb") as f:
@@ -575,7 +594,10 @@ def run_cardinal(binary, sc, lines, work):
         delays = random.Random(sc.seed)
         for _ in range(sc.kills):
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            time.sleep(delays.uniform(0.0, 0.05))
+            if sc.kill_after_checkpoints:
+                wait_for_checkpoints(p, state, sc.kill_after_checkpoints)
+            else:
+                time.sleep(delays.uniform(0.0, 0.05))
             p.send_signal(signal.SIGKILL)
             stdout, stderr = p.communicate()
             out.killed += p.returncode == -signal.SIGKILL
@@ -710,6 +732,124 @@ def shrink(binary, sc, work):
     return lines
 
 
+# ---------------------------------------------------------------- fixed scenarios
+
+class Fixed(Scenario):
+    """A hand-written scenario, run every time."""
+
+    def __init__(self, name, targets, lines, grans=("minute",), tz="UTC", lateness=5,
+                 max_ahead=60, confirm=16, max_frame_bytes=None, kills=0,
+                 kill_after_checkpoints=None, reasons=None):
+        self.name, self.targets, self.seed, self.kind = name, targets, 0, "fixed"
+        self.lines = [line if isinstance(line, bytes) else line.encode() for line in lines]
+        self.grans, self.tz, self.lateness = list(grans), tz, lateness
+        self.max_ahead, self.confirm, self.max_frame_bytes = max_ahead, confirm, max_frame_bytes
+        self.kills = kills
+        self.kill_after_checkpoints = kill_after_checkpoints
+        self.reasons = {k.encode() if isinstance(k, str) else k: v
+                        for k, v in (reasons or {}).items()}
+
+
+def fr(uid, ts, pad=0):
+    return '{"uid":"%s","ts":%d%s}' % (uid, ts, ',"pad":"%s"' % ("x" * pad) if pad else "")
+
+
+def fixed_scenarios():
+    t = 1_468_244_340          # 2016-07-11T13:39:00Z
+    out = []
+    # ee281d0 (issue 18, item 3): ts 0 or a month-old ts among a file's first
+    # --confirm frames was released with them and opened a window of its own (the
+    # same frame from the 17th line on was late). Now an outlier; the very first
+    # frame alone is counted, whatever its gap.
+    for garbage, at in [(0, 3), (t - 30 * DAY, 9), (0, 15)]:
+        lines = [fr("u%d" % i, t + i) for i in range(40)]
+        lines.insert(at, fr("g", garbage))
+        out.append(Fixed("startup-garbage-%d-at-%d" % (garbage, at), "ee281d0", lines,
+                         grans=("minute", "day")))
+    short = [fr("u%d" % i, t + i) for i in range(8)]
+    short.insert(2, fr("g", 0))
+    out.append(Fixed("startup-garbage-in-a-short-input", "ee281d0", short))
+    out.append(Fixed("ts-0-first-is-counted", "ee281d0 (its exception)",
+                     [fr("g", 0)] + [fr("u%d" % i, t + i) for i in range(30)]))
+    # ee281d0 (issue 18, item 1): a line over --max-frame-bytes that arrived whole
+    # within one read was counted; only the line still growing at a read's end was
+    # measured. Lines of 1,020 to 1,030 bytes (and one of 5,000), boundary included.
+    lines = []
+    for i in range(60):
+        line = fr("u%d" % i, t + i)
+        if i % 3:
+            n = 1019 + i % 11       # 1,019 to 1,029 bytes
+            line = fr("u%d" % i, t + i, pad=n - len(line) - len(',"pad":""'))
+            assert len(line) == n
+        lines.append(line)
+    lines.append(fr("big", t + 61, pad=5000))
+    out.append(Fixed("too-large-lines-that-arrive-whole", "ee281d0", lines,
+                     max_frame_bytes=1024))
+    # ddac4a0 (issue 18, item 13): the guard was bounded by --confirm frames only
+    # (up to 100,000 of up to --max-frame-bytes). Now also by 16 MiB, and bytes fill
+    # it first here. (a) A genuine jump of 3 MiB frames must be made once 16 MiB
+    # are held, so a straggler from before the jump is late; before ddac4a0 the jump
+    # waited for 1,000 frames and the straggler counted. (b) Huge garbage frames that
+    # fill the buffer are outliers, not a jump: the frames after them spoke against
+    # them (what convict_contradicted is for).
+    mib = 1 << 20
+    jump = [fr("u%d" % i, t + i) for i in range(20)]
+    jump += [fr("j%d" % i, t + 3 * 3600 + i, pad=3 * mib) for i in range(8)]
+    jump += [fr("s", t + 10)] + [fr("k%d" % i, t + 3 * 3600 + 8 + i) for i in range(5)]
+    out.append(Fixed("huge-frames-jump-by-bytes", "ddac4a0", jump, grans=("minute", "hour"),
+                     confirm=1000, max_frame_bytes=4 * mib))
+    flips = []
+    for i in range(40):
+        flips.append(fr("u%d" % i, t + i))
+        if i % 10 == 5:
+            flips.append(fr("g%d" % i, (t + i) ^ (1 << 27), pad=7 * mib))   # +4 years
+    out.append(Fixed("huge-garbage-fills-the-guard", "ddac4a0", flips,
+                     grans=("minute", "hour", "year"), confirm=1000, max_frame_bytes=8 * mib))
+    # 0e0cd9b: what a jump releases is counted before the watermark moves, so the
+    # frames that prove a jump are never late, even those of a minute that the
+    # jump's median has passed (here the jump lands 40 s into a minute, a frame
+    # every 4 s); then a jump proven by exactly --confirm frames at the very end.
+    lines = [fr("u%d" % (i % 7), t + i // 10) for i in range(100)]
+    lines += [fr("v%d" % (i % 5), t + 3 * 3600 + 40 + 4 * i - (i % 3)) for i in range(100)]
+    lines += [fr("w%d" % i, t + 30 * DAY + i) for i in range(16)]
+    out.append(Fixed("a-jump-counts-the-frames-that-prove-it", "0e0cd9b", lines,
+                     grans=("minute", "hour", "day")))
+    # Bit flips in a sparse stream (tests/hostile_input.rs has one flip; here a
+    # burst of five of the same bit, and one back to 1970 once the clock runs).
+    lines = [fr("u%d" % i, t + 600 * i) for i in range(60)]
+    for at in range(30, 35):
+        lines[at] = fr("f", (t + 600 * at) ^ (1 << 31))
+    lines[50] = fr("b", (t + 600 * 50) ^ (1 << 30))
+    out.append(Fixed("sparse-stream-with-a-burst-of-flips", "0e0cd9b", lines,
+                     grans=("minute", "day")))
+    # End of input, GAP: a held frame with one contradiction and no support is
+    # counted (watermark.rs: "the frame supports itself"); ARCHITECTURE.md's wording
+    # would make it an outlier.
+    lines = [fr("u%d" % i, t + i) for i in range(50)] + [fr("a", 5000 + t), fr("b", 5001 + t),
+                                                         fr("c", t + 50)]
+    out.append(Fixed("held-at-the-end-one-against-none", "GAP (end of input)", lines))
+    # 127564b, e65f8c9, 2bbea23: across kills, the rejects file holds each line once
+    # (before 127564b a resumed run wrote them again); the summary covers the whole
+    # job (before e65f8c9 it covered the last run; before 2bbea23 a chain of change
+    # sets restored the whole state's counters, 299,008 of 300,000 frames). Three
+    # kills, each once the run has written three more checkpoint files (one per
+    # chunk of 4,096 lines), so each resume reads a whole state and change sets.
+    rng = random.Random(23)
+    lines = []
+    for i in range(60_000):
+        ts = t + i // 50 - rng.randint(0, 8)
+        if i % 997 == 0:
+            lines.append(b"{")
+        elif i % 1999 == 0:
+            lines.append(fr("f", ts ^ (1 << 33)))
+        else:
+            lines.append(fr("u%d" % rng.randrange(5000), ts))
+    out.append(Fixed("kills-mid-run-resume-the-whole-job", "127564b, e65f8c9, 2bbea23", lines,
+                     grans=("minute", "hour"), kills=3, kill_after_checkpoints=3,
+                     reasons={b"{": "truncated"}))
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -722,12 +862,21 @@ def main():
                     help="the build to test (default $CARDINAL_BIN, else the release build)")
     ap.add_argument("--keep", default="scenarios-failed", help="where failing cases go")
     ap.add_argument("--no-shrink", action="store_true")
+    ap.add_argument("--no-fixed", action="store_true", help="only the seeds")
+    ap.add_argument("--only-fixed", action="store_true", help="only the fixed scenarios")
+    ap.add_argument("--list-fixed", action="store_true",
+                    help="name the fixed scenarios and the commits they target")
     ap.add_argument("--kind", choices=KINDS, help="only seeds of this kind")
     args = ap.parse_args()
+    fixed = fixed_scenarios()
+    if args.list_fixed:
+        for sc in fixed:
+            print("%-44s %s" % (sc.name, sc.targets))
+        return 0
     if not os.access(args.bin, os.X_OK):
         ap.error(f"--bin {args.bin}: no such executable (build it, or pass --bin PATH)")
     started = time.time()
-    ran = kills = frames = windows = 0
+    ran = fixed_ran = kills = frames = windows = 0
     kinds = collections.Counter()
     failures = []
 
@@ -747,7 +896,7 @@ def main():
                 if not args.no_shrink:
                     small = shrink(args.bin, sc, work)
                 os.makedirs(args.keep, exist_ok=True)
-                stem = os.path.join(args.keep, "seed-%d" % sc.seed)
+                stem = os.path.join(args.keep, (sc.name or "seed-%d" % sc.seed))
                 with open(stem + ".json", "wb") as f:
                     f.write(b"\n".join(small) + b"\n")
                 repro = " ".join([args.bin, "count", "--format", "json", "--rejects",
@@ -755,8 +904,9 @@ def main():
                                  + [stem + ".json"])
                 if sc.kills:
                     repro += ("\n  (it failed with --state-dir DIR --checkpoint-interval 0s, "
-                              "SIGKILL %d times 0-50 ms into each run, then run to the end)"
-                              % sc.kills)
+                              "SIGKILL %d times %s, then run to the end)"
+                              % (sc.kills, "after 3 more checkpoint files each"
+                                 if sc.kill_after_checkpoints else "0-50 ms into each run"))
                 with open(stem + ".cmd", "w") as f:
                     f.write("# %s: %s\n%s\n" % (sc.label(), bad, repro))
                 failures.append(sc.label())
@@ -767,8 +917,12 @@ def main():
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    if not args.no_fixed:
+        for sc in fixed:
+            one(sc)
+            fixed_ran += 1
     seed = args.first
-    while True:
+    while not args.only_fixed:
         if args.soak and time.time() - started >= args.soak:
             break
         if not args.soak and ran >= args.seeds:
@@ -780,9 +934,9 @@ def main():
         one(sc)
         ran += 1
         kinds[sc.kind] += 1
-    print("scenarios: %d run (seeds %d to %d: %s), %d runs killed and resumed, "
+    print("scenarios: %d fixed and %d seeded run (seeds %d to %d: %s), %d runs killed and resumed, "
           "%d lines, %d windows checked, %d mismatches, %.0f s"
-          % (ran, args.first, seed - 1,
+          % (fixed_ran, ran, args.first, seed - 1,
              ", ".join("%d %s" % (kinds[k], k) for k in KINDS if kinds[k]),
              kills, frames, windows, len(failures), time.time() - started))
     return 1 if failures else 0
