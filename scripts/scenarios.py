@@ -21,14 +21,15 @@ Each scenario comes from a seed: a zone, a set of windows, a lateness, a
 Every kind also gets escaped and non-ASCII uids, invalid lines of fifteen kinds,
 lines at and over `--max-frame-bytes` to the byte, frames late or on time by one
 second (but sparse streams, whose disorder stays within the lateness), and
-sometimes one to three SIGKILLs, each run resuming from `--state-dir`.
+sometimes one to three SIGKILLs, each run resuming from `--state-dir`, then one
+more run after the end.
 
 Checked for every scenario: every window's users and frames; every rejected line
 once, with its reason (and for `late`, the windows it missed); every record final
 and version 1; the summary's counts (for a killed job, the whole job's); without a
 kill, the order of the records (so a window that closed early shows even when no
 later frame was refused for it); with kills, that a window printed twice was
-printed alike.
+printed alike, and that a run after the end prints nothing and leaves the rejects.
 
 Fixed scenarios run first, every time: each targets a past bug by its commit
 (`--list-fixed` names them). A failing scenario is shrunk and written to --keep
@@ -561,12 +562,13 @@ def summary_of(stderr):
 
 class Run:
     """What Cardinal printed for one scenario: each run's records, the rejects file,
-    and the last run's summary."""
+    the last run's summary, and what a run after the end did."""
 
     def __init__(self):
         self.runs = []
         self.rejects = []
         self.summary = None
+        self.after_end = None
         self.killed = 0
 
 
@@ -624,6 +626,14 @@ def run_cardinal(binary, sc, lines, work):
         for line in text.splitlines():
             v = json.loads(line)
             out.rejects.append((v["line"], v["reason"], v["detail"]))
+        if sc.kills:
+            # A finished backfill run again does nothing: no record, rejects kept.
+            again = subprocess.run(cmd, capture_output=True)
+            with open(rejects, encoding="utf-8") as f:
+                out.after_end = (again.returncode, again.stdout.decode(), f.read() == text)
+    elif sc.kills:
+        again = subprocess.run(cmd, capture_output=True)
+        out.after_end = (again.returncode, again.stdout.decode(), not os.path.exists(rejects))
     return out
 
 
@@ -697,7 +707,21 @@ def differences(want, got, sc):
         problems.append("summary differs%s: %s" % (
             " (the whole job's, across kills)" if sc.kills else "",
             ", ".join("%s model %s cardinal %s" % (k, ws[k], s.get(k)) for k in keys)))
+    if got.after_end is not None:
+        rc, stdout, kept = got.after_end
+        if rc != 0 or stdout or not kept:
+            problem = ("a run after the end: exit %d, %d records printed, rejects %s"
+                       % (rc, stdout.count("\n"), "kept" if kept else "changed"))
+            if rc == 0 and kept and stdout:
+                problem = KNOWN + problem
+            problems.append(problem)
     return problems
+
+
+# A disagreement found by this runner where Cardinal, not the model, is wrong, kept
+# until it is fixed (scripts/scenarios-regressions/README.md): reported, but fails the
+# run only with --strict, so that CI does not fail at random on a known bug.
+KNOWN = "KNOWN (scripts/scenarios-regressions/resume-at-end-republishes.py) "
 
 
 def check(binary, sc, lines, work):
@@ -710,8 +734,13 @@ def check(binary, sc, lines, work):
     return ("; ".join(problems) if problems else None), got, want
 
 
-def shrink(binary, sc, work):
-    """A smaller list of lines that still fails: drops halves, then quarters, ..."""
+def only_known(bad):
+    return all(p.startswith(KNOWN) for p in bad.split("; "))
+
+
+def shrink(binary, sc, work, strict=False):
+    """A smaller list of lines that still fails (for a reason not known, unless
+    `strict`): drops halves, then quarters, ..."""
     lines = sc.lines
     chunk = len(lines) // 2
     while chunk >= 1:
@@ -721,7 +750,8 @@ def shrink(binary, sc, work):
             shutil.rmtree(work, ignore_errors=True)
             os.makedirs(work)
             try:
-                failed = trial and check(binary, sc, trial, work)[0]
+                bad = trial and check(binary, sc, trial, work)[0]
+                failed = bad and (strict or not only_known(bad))
             except RuntimeError:
                 failed = True
             if failed:
@@ -867,6 +897,8 @@ def main():
     ap.add_argument("--list-fixed", action="store_true",
                     help="name the fixed scenarios and the commits they target")
     ap.add_argument("--kind", choices=KINDS, help="only seeds of this kind")
+    ap.add_argument("--strict", action="store_true",
+                    help="fail on known Cardinal bugs too (scripts/scenarios-regressions/)")
     args = ap.parse_args()
     fixed = fixed_scenarios()
     if args.list_fixed:
@@ -879,6 +911,7 @@ def main():
     ran = fixed_ran = kills = frames = windows = 0
     kinds = collections.Counter()
     failures = []
+    known = []
 
     def one(sc):
         nonlocal frames, windows, kills
@@ -891,10 +924,13 @@ def main():
             except RuntimeError as e:
                 bad = str(e)
             frames += len(sc.lines)
-            if bad:
+            if bad and not args.strict and only_known(bad):
+                known.append(sc.label())
+                print("KNOWN %s: %s" % (sc.label(), bad), flush=True)
+            elif bad:
                 small = sc.lines
                 if not args.no_shrink:
-                    small = shrink(args.bin, sc, work)
+                    small = shrink(args.bin, sc, work, args.strict)
                 os.makedirs(args.keep, exist_ok=True)
                 stem = os.path.join(args.keep, (sc.name or "seed-%d" % sc.seed))
                 with open(stem + ".json", "wb") as f:
@@ -904,7 +940,7 @@ def main():
                                  + [stem + ".json"])
                 if sc.kills:
                     repro += ("\n  (it failed with --state-dir DIR --checkpoint-interval 0s, "
-                              "SIGKILL %d times %s, then run to the end)"
+                              "SIGKILL %d times %s, then run to the end, then once more)"
                               % (sc.kills, "after 3 more checkpoint files each"
                                  if sc.kill_after_checkpoints else "0-50 ms into each run"))
                 with open(stem + ".cmd", "w") as f:
@@ -935,10 +971,13 @@ def main():
         ran += 1
         kinds[sc.kind] += 1
     print("scenarios: %d fixed and %d seeded run (seeds %d to %d: %s), %d runs killed and resumed, "
-          "%d lines, %d windows checked, %d mismatches, %.0f s"
+          "%d lines, %d windows checked, %d mismatches%s, %.0f s"
           % (fixed_ran, ran, args.first, seed - 1,
              ", ".join("%d %s" % (kinds[k], k) for k in KINDS if kinds[k]),
-             kills, frames, windows, len(failures), time.time() - started))
+             kills, frames, windows, len(failures),
+             " (and %d known: %s%s)" % (len(known), ", ".join(known[:4]),
+                                         ", ..." if len(known) > 4 else "") if known else "",
+             time.time() - started))
     return 1 if failures else 0
 
 
