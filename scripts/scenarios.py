@@ -279,13 +279,24 @@ class Scenario:
             return "fixed %s" % self.name
         return "seed %d (%s)" % (self.seed, self.kind)
 
-    def options(self):
+    def options(self, perturb=()):
+        """The options the model assumes, then any perturbation (Cardinal only)."""
         opts = collections.OrderedDict([
             ("--windows", ",".join(self.grans)), ("--tz", self.tz),
             ("--lateness", "%ds" % self.lateness), ("--max-ahead", "%ds" % self.max_ahead),
             ("--confirm", "%d" % self.confirm)])
         if self.max_frame_bytes:
             opts["--max-frame-bytes"] = "%d" % self.max_frame_bytes
+        for p in perturb:
+            name, op, value = p
+            current = opts.get(name)
+            if op == "=":
+                opts[name] = value
+            else:
+                number = int(re.match(r"\d+", current or "0").group())
+                unit = "s" if (current or "").endswith("s") else ""
+                number += int(value) if op == "+" else -int(value)
+                opts[name] = "%d%s" % (max(1 if name == "--confirm" else 0, number), unit)
         return [x for k, v in opts.items() for x in (k, v)]
 
 
@@ -583,13 +594,13 @@ def wait_for_checkpoints(p, state, n):
         time.sleep(0.001)
 
 
-def run_cardinal(binary, sc, lines, work):
+def run_cardinal(binary, sc, lines, work, perturb=()):
     path = os.path.join(work, "in.json")
     with open(path, "wb") as f:
         f.write(b"\n".join(lines) + b"\n")
     rejects = os.path.join(work, "rejects.jsonl")
     state = os.path.join(work, "state")
-    base = [binary, "count", "--format", "json", "--rejects", rejects] + sc.options()
+    base = [binary, "count", "--format", "json", "--rejects", rejects] + sc.options(perturb)
     out = Run()
     if sc.kills:
         cmd = base + ["--state-dir", state, "--checkpoint-interval", "0s", path]
@@ -724,12 +735,12 @@ def differences(want, got, sc):
 KNOWN = "KNOWN (scripts/scenarios-regressions/resume-at-end-republishes.py) "
 
 
-def check(binary, sc, lines, work):
+def check(binary, sc, lines, work, perturb=()):
     """(None if Cardinal agrees with the model, else what differs; what Cardinal did;
     what the model said)."""
     want = model(lines, sc)
     want.lines = len(lines)
-    got = run_cardinal(binary, sc, lines, work)
+    got = run_cardinal(binary, sc, lines, work, perturb)
     problems = differences(want, got, sc)
     return ("; ".join(problems) if problems else None), got, want
 
@@ -738,7 +749,7 @@ def only_known(bad):
     return all(p.startswith(KNOWN) for p in bad.split("; "))
 
 
-def shrink(binary, sc, work, strict=False):
+def shrink(binary, sc, work, perturb=(), strict=False):
     """A smaller list of lines that still fails (for a reason not known, unless
     `strict`): drops halves, then quarters, ..."""
     lines = sc.lines
@@ -750,7 +761,7 @@ def shrink(binary, sc, work, strict=False):
             shutil.rmtree(work, ignore_errors=True)
             os.makedirs(work)
             try:
-                bad = trial and check(binary, sc, trial, work)[0]
+                bad = trial and check(binary, sc, trial, work, perturb)[0]
                 failed = bad and (strict or not only_known(bad))
             except RuntimeError:
                 failed = True
@@ -882,6 +893,13 @@ def fixed_scenarios():
 
 # ---------------------------------------------------------------- main
 
+def parse_perturb(text):
+    m = re.fullmatch(r"(--[a-z-]+)([=+-])(.+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError("--perturb OPTION=VALUE, OPTION+N or OPTION-N")
+    return m.groups()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=40, help="scenarios to run (default 40)")
@@ -899,6 +917,11 @@ def main():
     ap.add_argument("--kind", choices=KINDS, help="only seeds of this kind")
     ap.add_argument("--strict", action="store_true",
                     help="fail on known Cardinal bugs too (scripts/scenarios-regressions/)")
+    # Debugging the runner itself: run Cardinal with an option the model does not
+    # assume (e.g. --perturb --confirm+1, --perturb --lateness=0s), to see that the
+    # runner notices. Repeatable.
+    ap.add_argument("--perturb", type=parse_perturb, action="append", default=[],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     fixed = fixed_scenarios()
     if args.list_fixed:
@@ -918,7 +941,7 @@ def main():
         work = tempfile.mkdtemp(prefix="cardinal-scenario-")
         try:
             try:
-                bad, got, want = check(args.bin, sc, sc.lines, work)
+                bad, got, want = check(args.bin, sc, sc.lines, work, args.perturb)
                 kills += got.killed
                 windows += len(want.results)
             except RuntimeError as e:
@@ -930,19 +953,21 @@ def main():
             elif bad:
                 small = sc.lines
                 if not args.no_shrink:
-                    small = shrink(args.bin, sc, work, args.strict)
+                    small = shrink(args.bin, sc, work, args.perturb, args.strict)
                 os.makedirs(args.keep, exist_ok=True)
                 stem = os.path.join(args.keep, (sc.name or "seed-%d" % sc.seed))
                 with open(stem + ".json", "wb") as f:
                     f.write(b"\n".join(small) + b"\n")
                 repro = " ".join([args.bin, "count", "--format", "json", "--rejects",
-                                  stem + ".rejects.jsonl"] + sc.options()
+                                  stem + ".rejects.jsonl"] + sc.options(args.perturb)
                                  + [stem + ".json"])
                 if sc.kills:
                     repro += ("\n  (it failed with --state-dir DIR --checkpoint-interval 0s, "
                               "SIGKILL %d times %s, then run to the end, then once more)"
                               % (sc.kills, "after 3 more checkpoint files each"
                                  if sc.kill_after_checkpoints else "0-50 ms into each run"))
+                if args.perturb:
+                    repro += "\n  (perturbed: the model assumed %s)" % " ".join(sc.options())
                 with open(stem + ".cmd", "w") as f:
                     f.write("# %s: %s\n%s\n" % (sc.label(), bad, repro))
                 failures.append(sc.label())
