@@ -2,8 +2,10 @@
 # The whole test suite, on a fresh machine: everything it needs is set up here.
 # The Kafka tests start their own brokers on free ports: Apache Kafka, the
 # reference (its jars from Maven Central, about 15 s the first time, then cached
-# in ~/.m2 and ~/.cache/cardinal), and Tansu where a file has not moved yet
-# (about 10 minutes the first time on 2 cores, then cached in ~/.cargo/bin).
+# in ~/.m2 and ~/.cache/cardinal; one broker per test binary, shared by its tests,
+# and one per test that kills or restarts it or needs a TLS or SASL listener), and
+# Tansu where a file has not moved yet (about 10 minutes the first time on 2 cores,
+# then cached in ~/.cargo/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

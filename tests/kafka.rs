@@ -1,6 +1,8 @@
 //! `cardinal run`, `produce` and `consume` against the reference broker, Apache
-//! Kafka (a KRaft node started per test on a free port, `common::apache`). Its jars
-//! come from Maven Central through `scripts/kafka.sh install` (scripts/test.sh does).
+//! Kafka (a KRaft node on a free port, `common::apache`): one shared by the tests of
+//! this file, each on topics and groups named after it, and one of its own for a
+//! test that kills or restarts it. Its jars come from Maven Central through
+//! `scripts/kafka.sh install` (scripts/test.sh does).
 
 mod common;
 
@@ -14,62 +16,85 @@ use std::time::{Duration, Instant};
 use cardinal::generator::GenConfig;
 use cardinal::tansu::{Engine, Tansu};
 use cardinal::window::Granularity;
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 
-/// A broker for one test, killed when dropped: Apache Kafka, or Tansu where a test
-/// needs what only Tansu does (a schema that refuses some records of a topic).
+/// A test's broker: the Apache Kafka this file's tests share, one of the test's own
+/// (killed when dropped) for a test that kills or restarts it, or Tansu where a
+/// test needs what only Tansu does (a schema that refuses some records of a topic).
+/// Topics and groups are named with [`Broker::name`], the test's own.
 struct Broker {
     kafka: Kafka,
     addr: String,
+    names: Names,
 }
 
 enum Kafka {
-    Apache(ApacheKafka),
+    Shared(&'static ApacheKafka),
+    Own(ApacheKafka),
     Tansu(Tansu),
 }
 
 impl Broker {
-    fn start() -> Broker {
-        let kafka = ApacheKafka::start();
-        let addr = kafka.addr().to_string();
+    /// The Apache Kafka every test of this file shares.
+    fn shared() -> Broker {
+        let kafka = ApacheKafka::shared();
         Broker {
-            kafka: Kafka::Apache(kafka),
-            addr,
+            addr: kafka.addr().to_string(),
+            kafka: Kafka::Shared(kafka),
+            names: Names::of_this_test(),
         }
+    }
+
+    /// An Apache Kafka of this test's own, which it may kill or restart.
+    fn own() -> Broker {
+        let kafka = ApacheKafka::start();
+        Broker {
+            addr: kafka.addr().to_string(),
+            kafka: Kafka::Own(kafka),
+            names: Names::of_this_test(),
+        }
+    }
+
+    /// `name` as this test's topic or group (prefixed with the test's name).
+    fn name(&self, name: &str) -> String {
+        self.names.get(name)
     }
 
     fn apache(&mut self) -> &mut ApacheKafka {
         match &mut self.kafka {
-            Kafka::Apache(k) => k,
-            Kafka::Tansu(_) => panic!("this test runs on Apache Kafka"),
+            Kafka::Own(k) => k,
+            _ => panic!("this test needs an Apache Kafka of its own (Broker::own)"),
         }
     }
 
     /// A one-partition compacted topic, as a results topic should be.
     fn kafka_topic_compacted(&self, name: &str) {
         match &self.kafka {
-            Kafka::Apache(k) => k.create_topic(name, 1, true),
+            Kafka::Shared(k) => k.create_topic(name, 1, true),
+            Kafka::Own(k) => k.create_topic(name, 1, true),
             Kafka::Tansu(t) => t.create_topic(name, 1, true).unwrap(),
         }
     }
 
     fn create_topic(&self, name: &str, partitions: i32) {
         match &self.kafka {
-            Kafka::Apache(k) => k.create_topic(name, partitions, false),
+            Kafka::Shared(k) => k.create_topic(name, partitions, false),
+            Kafka::Own(k) => k.create_topic(name, partitions, false),
             Kafka::Tansu(t) => t.create_topic(name, partitions, false).unwrap(),
         }
     }
 
-    /// A broker with a 4-partition `frames` topic and one-partition result topics.
+    /// The shared broker with this test's 4-partition `frames` topic and
+    /// one-partition result topics (each `name`d).
     fn with_topics(results: &[&str]) -> Broker {
-        let b = Broker::start();
-        b.create_topic("frames", 4);
+        let b = Broker::shared();
+        b.create_topic(&b.name("frames"), 4);
         for r in results {
-            b.create_topic(r, 1);
+            b.create_topic(&b.name(r), 1);
         }
         b
     }
@@ -153,25 +178,18 @@ fn four_partitions_through_a_results_topic_give_the_exact_count() {
         malformed: 0.01,
         ..GenConfig::default()
     };
+    let (frames, results) = (b.name("frames"), b.name("results"));
     let frames_file = write_frames(dir.path(), &cfg);
-    produce(&b, "frames", &frames_file);
+    produce(&b, &frames, &frames_file);
     let o = ok(cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "--results-topic",
-            "results",
-            "--until-end",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &b.name("g")])
+        .args(["--results-topic", &results, "--until-end"])
         .args(["--windows", "minute,hour", "--format", "json"])
         .output()
         .unwrap());
     let want = expected(&cfg, &[Granularity::Minute, Granularity::Hour]);
     assert_eq!(counts(&String::from_utf8_lossy(&o.stdout)), want, "stdout");
-    let published = results_topic(&b, "results");
+    let published = results_topic(&b, &results);
     assert_eq!(counts(&published), want, "results topic");
     // Keys are WINDOW/START.
     for line in published.lines() {
@@ -218,22 +236,15 @@ fn a_clean_stop_resumes_from_committed_offsets() {
     std::fs::write(&first, lines[..12_000].join("\n") + "\n").unwrap();
     std::fs::write(&second, lines[12_000..].join("\n") + "\n").unwrap();
 
+    let (frames, results, group) = (b.name("frames"), b.name("results"), b.name("resume"));
+
     // A live run over the first half, stopped with SIGTERM once it has published.
-    produce(&b, "frames", &first);
-    let first_ends = end_offsets(&b, "frames", 4);
+    produce(&b, &frames, &first);
+    let first_ends = end_offsets(&b, &frames, 4);
     assert_eq!(first_ends.iter().sum::<i64>(), 12_000);
     let mut live = cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "resume",
-            "--results-topic",
-            "results",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
+        .args(["--results-topic", &results])
         .args(["--format", "json", "--checkpoint-interval", "0s"])
         .env("RUST_LOG", "cardinal=info")
         .stdout(Stdio::piped())
@@ -261,7 +272,7 @@ fn a_clean_stop_resumes_from_committed_offsets() {
     // every partition moved), and never past what was there to read.
     let committed_at_stop: Vec<i64> = (0..4)
         .map(|p| {
-            committed(&b, "resume", "frames", p)
+            committed(&b, &group, &frames, p)
                 .unwrap_or_else(|| panic!("nothing committed on partition {p}"))
         })
         .collect();
@@ -299,21 +310,12 @@ fn a_clean_stop_resumes_from_committed_offsets() {
 
     // The second half, then a backfill from the committed offsets of the same group:
     // it reads exactly from the committed offsets to the ends, and commits the ends.
-    produce(&b, "frames", &second);
-    let ends = end_offsets(&b, "frames", 4);
+    produce(&b, &frames, &second);
+    let ends = end_offsets(&b, &frames, 4);
     assert_eq!(ends.iter().sum::<i64>(), 24_000);
     let o = ok(cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "resume",
-            "--results-topic",
-            "results",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
+        .args(["--results-topic", &results])
         .args(["--until-end", "--format", "json"])
         .output()
         .unwrap());
@@ -329,16 +331,15 @@ fn a_clean_stop_resumes_from_committed_offsets() {
         read, unread,
         "resumed from the committed offsets {committed_at_stop:?} to the ends {ends:?}: {summary}"
     );
-    let committed_at_end: Vec<Option<i64>> = (0..4)
-        .map(|p| committed(&b, "resume", "frames", p))
-        .collect();
+    let committed_at_end: Vec<Option<i64>> =
+        (0..4).map(|p| committed(&b, &group, &frames, p)).collect();
     assert_eq!(
         committed_at_end,
         ends.iter().map(|e| Some(*e)).collect::<Vec<_>>(),
         "a finished backfill commits everything it read"
     );
     assert_eq!(
-        counts(&results_topic(&b, "results")),
+        counts(&results_topic(&b, &results)),
         expected(&cfg, &[Granularity::Minute])
     );
 }
@@ -380,12 +381,13 @@ fn one_instance_survives_a_rebalance() {
     ];
     std::fs::write(&halves[0], first.join("\n") + "\n").unwrap();
     std::fs::write(&halves[1], second.join("\n") + "\n").unwrap();
-    produce(&b, "frames", &halves[0]);
+    let (frames, group) = (b.name("frames"), b.name("rebalance"));
+    produce(&b, &frames, &halves[0]);
     // A live run, so that it cannot finish before the rebalance (a backfill of
     // these frames once did, on a quiet machine, and the test saw no rebalance);
     // wall-clock quiet emits its last windows.
     let mut run = cardinal()
-        .args(["run", "-b", &b.addr, "-t", "frames", "-g", "rebalance"])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
         .args(["--format", "json", "--windows", "minute,hour"])
         .args(["--idle-timeout", "8s", "-X", "session.timeout.ms=6000"])
         .env("RUST_LOG", "cardinal=info")
@@ -406,13 +408,13 @@ fn one_instance_survives_a_rebalance() {
     std::thread::sleep(Duration::from_millis(500));
     let other: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &b.addr)
-        .set("group.id", "rebalance")
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("partition.assignment.strategy", "range")
         .create()
         .unwrap();
-    other.subscribe(&["frames"]).unwrap();
+    other.subscribe(&[&frames]).unwrap();
     let joined = Instant::now();
     while joined.elapsed() < Duration::from_secs(4) {
         // Poll to take part in the group, but never count or commit anything.
@@ -420,7 +422,7 @@ fn one_instance_survives_a_rebalance() {
     }
     other.unsubscribe();
     drop(other);
-    produce(&b, "frames", &halves[1]);
+    produce(&b, &frames, &halves[1]);
 
     let want = expected(&cfg, &[Granularity::Minute, Granularity::Hour]);
     let mut got = String::new();
@@ -470,37 +472,23 @@ fn an_unreachable_broker_fails_fast_and_names_it() {
 
 #[test]
 fn a_missing_topic_is_a_clear_error() {
-    let b = Broker::start();
+    let b = Broker::shared();
+    let missing = b.name("no-such-topic");
     let o = cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "no-such-topic",
-            "--timeout",
-            "5s",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &missing, "-g", &b.name("g")])
+        .args(["--timeout", "5s"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("no-such-topic"), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
     let o = cardinal()
-        .args([
-            "produce",
-            "-b",
-            &b.addr,
-            "-t",
-            "no-such-topic",
-            "--timeout",
-            "5s",
-        ])
+        .args(["produce", "-b", &b.addr, "-t", &missing, "--timeout", "5s"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-topic"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&missing));
 }
 
 /// Latest record per key on a results topic, as (window, start) -> (unique_users, frames).
@@ -536,6 +524,12 @@ fn kill_nine_with_an_instance_id_loses_nothing_and_counts_nothing_twice() {
 
 fn kill_nine_loop(instance_id: Option<&str>) {
     let b = Broker::with_topics(&["results-ref", "results-killed"]);
+    let (frames, results_ref, results_killed) = (
+        b.name("frames"),
+        b.name("results-ref"),
+        b.name("results-killed"),
+    );
+    let (group_ref, group_killed) = (b.name("ref"), b.name("killed"));
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 200_000,
@@ -546,7 +540,7 @@ fn kill_nine_loop(instance_id: Option<&str>) {
         max_delay: 3,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let common = [
         "--until-end",
         "--windows",
@@ -559,17 +553,8 @@ fn kill_nine_loop(instance_id: Option<&str>) {
         "session.timeout.ms=6000",
     ];
     ok(cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "ref",
-            "--results-topic",
-            "results-ref",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group_ref])
+        .args(["--results-topic", &results_ref])
         .args(common)
         .output()
         .unwrap());
@@ -577,35 +562,25 @@ fn kill_nine_loop(instance_id: Option<&str>) {
     let state = dir.path().join("state");
     let killed_run = || {
         let mut c = cardinal();
-        c.args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "killed",
-            "--results-topic",
-            "results-killed",
-            "--checkpoint-interval",
-            "500ms",
-        ])
-        .args(common)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(
-            instance_id
-                .map(|id| ["--instance-id", id])
-                .into_iter()
-                .flatten(),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        c.args(["run", "-b", &b.addr, "-t", &frames, "-g", &group_killed])
+            .args(["--results-topic", &results_killed])
+            .args(["--checkpoint-interval", "500ms"])
+            .args(common)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(
+                instance_id
+                    .map(|id| ["--instance-id", id])
+                    .into_iter()
+                    .flatten(),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c
     };
     let progress = || -> i64 {
         (0..4)
-            .map(|p| committed(&b, "killed", "frames", p).unwrap_or(0))
+            .map(|p| committed(&b, &group_killed, &frames, p).unwrap_or(0))
             .sum()
     };
     // Each run is killed only after it has checkpointed (and so committed) progress
@@ -652,8 +627,8 @@ fn kill_nine_loop(instance_id: Option<&str>) {
         String::from_utf8_lossy(&last.stderr)
     );
 
-    let reference = latest(&b, "results-ref");
-    let killed = latest(&b, "results-killed");
+    let reference = latest(&b, &results_ref);
+    let killed = latest(&b, &results_killed);
     assert!(reference.len() >= 8, "{reference:?}");
     assert!(killed.values().all(|v| v.2), "every window ends final");
     assert_eq!(
@@ -702,6 +677,7 @@ fn committed_records(b: &Broker, topic: &str) -> Vec<(String, u64, u64, u64, boo
 #[test]
 fn exactly_once_results_are_read_once_across_kill_nine() {
     let b = Broker::with_topics(&["results-eos"]);
+    let (frames, results, group) = (b.name("frames"), b.name("results-eos"), b.name("eos"));
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 150_000,
@@ -712,16 +688,11 @@ fn exactly_once_results_are_read_once_across_kill_nine() {
         max_delay: 3,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let run = || {
         let mut c = cardinal();
-        c.args(["run", "-b", &b.addr, "-t", "frames", "-g", "eos"])
-            .args([
-                "--results-topic",
-                "results-eos",
-                "--exactly-once",
-                "--until-end",
-            ])
+        c.args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
+            .args(["--results-topic", &results, "--exactly-once", "--until-end"])
             .args(["--windows", "minute,hour", "--format", "json"])
             .args([
                 "--checkpoint-interval",
@@ -739,11 +710,11 @@ fn exactly_once_results_are_read_once_across_kill_nine() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let before = committed_records(&b, "results-eos").len();
+        let before = committed_records(&b, &results).len();
         let mut child = run().spawn().unwrap();
         // Killed at a "random" moment once it has published something of its own.
         let started = Instant::now();
-        while committed_records(&b, "results-eos").len() == before
+        while committed_records(&b, &results).len() == before
             && started.elapsed() < Duration::from_secs(60)
             && child.try_wait().unwrap().is_none()
         {
@@ -764,7 +735,7 @@ fn exactly_once_results_are_read_once_across_kill_nine() {
     );
     assert!(kills > 0, "no run was killed mid-way");
 
-    let records = committed_records(&b, "results-eos");
+    let records = committed_records(&b, &results);
     let mut seen = BTreeMap::new();
     for (key, version, ..) in &records {
         *seen.entry((key.clone(), *version)).or_insert(0) += 1;
@@ -815,7 +786,7 @@ fn an_exactly_once_run_needs_a_results_topic_and_no_state_dir() {
 /// of its own, so that it can run twice on one broker and say the same twice.
 #[test]
 fn the_demo_runs_on_a_running_apache_kafka_twice_alike() {
-    let b = Broker::start();
+    let b = Broker::shared();
     let port = b.addr.rsplit(':').next().unwrap().to_string();
     let truth = expected(
         &GenConfig {
@@ -851,12 +822,12 @@ fn sigterm_checkpoints_commits_and_exits_zero() {
         seed: 5,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let frames = b.name("frames");
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let state = dir.path().join("state");
     let mut live = cardinal()
-        .args([
-            "run", "-b", &b.addr, "-t", "frames", "-g", "term", "--format", "json",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &b.name("term")])
+        .args(["--format", "json"])
         .arg("--state-dir")
         .arg(&state)
         .stdout(Stdio::piped())
@@ -898,12 +869,12 @@ fn when_frames_stop_the_open_windows_are_emitted_after_idle_timeout_plus_latenes
         seed: 3,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let frames = b.name("frames");
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let want = expected(&cfg, &[Granularity::Minute]);
     let mut live = cardinal()
-        .args([
-            "run", "-b", &b.addr, "-t", "frames", "-g", "quiet", "--format", "json",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &b.name("quiet")])
+        .args(["--format", "json"])
         .args(["--idle-timeout", "2s", "--lateness", "1s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -963,8 +934,9 @@ fn produce_to_partitions(b: &Broker, topic: &str, frames: &[(i32, String)]) {
 
 #[test]
 fn a_sparse_partition_beside_a_busy_one_loses_no_frame() {
-    let b = Broker::start();
-    b.create_topic("frames", 2);
+    let b = Broker::shared();
+    let frames = b.name("frames");
+    b.create_topic(&frames, 2);
     let base = 1_468_244_340i64;
     // Partition 0: a frame a second. Partition 1: a frame every 90 s, more than
     // --max-ahead apart, with one bit-flipped timestamp among them.
@@ -978,21 +950,13 @@ fn a_sparse_partition_beside_a_busy_one_loses_no_frame() {
     let mut on_one: Vec<(i32, String)> = sparse.iter().map(|f| (1, frame(f))).collect();
     on_one.insert(21, (1, frame(&("flip".to_string(), flip))));
     records.extend(on_one);
-    produce_to_partitions(&b, "frames", &records);
+    produce_to_partitions(&b, &frames, &records);
 
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("rejects.jsonl");
     let o = ok(cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "--until-end",
-            "--format",
-            "json",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &b.name("g")])
+        .args(["--until-end", "--format", "json"])
         .arg("--rejects")
         .arg(&rejects)
         .output()
@@ -1041,8 +1005,9 @@ fn committed(b: &Broker, group: &str, topic: &str, partition: i32) -> Option<i64
 
 #[test]
 fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
-    let b = Broker::start();
-    b.create_topic("frames", 1);
+    let b = Broker::shared();
+    let (frames, group) = (b.name("frames"), b.name("held"));
+    b.create_topic(&frames, 1);
     let base = 1_468_244_340i64;
     // Fifty ordinary frames, then five a day ahead: held by the outlier guard (fewer
     // than --confirm), after a quiet period has emitted every open window.
@@ -1055,10 +1020,10 @@ fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
         .enumerate()
         .map(|(i, t)| (0, format!(r#"{{"uid":"u{i}","ts":{t}}}"#)))
         .collect();
-    produce_to_partitions(&b, "frames", &records);
+    produce_to_partitions(&b, &frames, &records);
 
     let live = cardinal()
-        .args(["run", "-b", &b.addr, "-t", "frames", "-g", "held"])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
         .args([
             "--format",
             "json",
@@ -1076,7 +1041,7 @@ fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut at_50_since = None;
     loop {
-        let c = committed(&b, "held", "frames", 0);
+        let c = committed(&b, &group, &frames, 0);
         assert!(
             c.is_none_or(|c| c <= 50),
             "committed {c:?}: past the held frame at offset 50"
@@ -1101,24 +1066,15 @@ fn a_held_frame_is_never_committed_and_a_restart_counts_it() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert_eq!(
-        committed(&b, "held", "frames", 0),
+        committed(&b, &group, &frames, 0),
         Some(50),
         "SIGTERM commits no further"
     );
 
     // A restart without --state-dir reads the held frames again and counts them.
     let second = ok(cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "held",
-            "--until-end",
-        ])
-        .args(["--format", "json"])
+        .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
+        .args(["--until-end", "--format", "json"])
         .output()
         .unwrap());
     let mut got = common::minute_counts(&first.stdout);
@@ -1141,16 +1097,8 @@ fn backfill_under_way(
     String,
 ) {
     let mut run = cardinal()
-        .args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "--until-end",
-            "--format",
-            "json",
-        ])
+        .args(["run", "-b", &b.addr, "-t", &b.name("frames")])
+        .args(["-g", &b.name("g"), "--until-end", "--format", "json"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1165,8 +1113,9 @@ fn backfill_under_way(
 
 #[test]
 fn a_backfill_whose_broker_dies_fails_naming_it() {
-    let mut b = Broker::start();
-    b.create_topic("frames", 2);
+    let mut b = Broker::own();
+    let frames = b.name("frames");
+    b.create_topic(&frames, 2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 60_000,
@@ -1175,7 +1124,7 @@ fn a_backfill_whose_broker_dies_fails_naming_it() {
         seed: 5,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let (run, stdout, _) = backfill_under_way(&b, &["--stall-timeout", "5s"]);
     b.apache().kill();
     let killed_at = Instant::now();
@@ -1202,8 +1151,9 @@ fn a_backfill_whose_broker_dies_fails_naming_it() {
 
 #[test]
 fn a_flapping_broker_mid_backfill_loses_nothing() {
-    let mut b = Broker::start();
-    b.create_topic("frames", 2);
+    let mut b = Broker::own();
+    let frames = b.name("frames");
+    b.create_topic(&frames, 2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 60_000,
@@ -1212,7 +1162,7 @@ fn a_flapping_broker_mid_backfill_loses_nothing() {
         seed: 6,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let (mut run, mut stdout, first) = backfill_under_way(&b, &[]);
     // A flapping broker: down and up three times.
     for _ in 0..3 {
@@ -1291,6 +1241,7 @@ fn a_results_topic_that_refuses_writes_fails_the_run_and_commits_no_frame_of_a_l
     let b = Broker {
         kafka: Kafka::Tansu(tansu),
         addr,
+        names: Names::of_this_test(),
     };
     b.create_topic("frames", 4);
     b.create_topic("results", 1);
@@ -1377,8 +1328,9 @@ fn a_results_topic_that_refuses_writes_fails_the_run_and_commits_no_frame_of_a_l
 /// at once and count nothing twice; it used to wait for a message that would never
 /// come, and fail after --stall-timeout.
 fn rerun_at_the_end(args: &[&str]) {
-    let b = Broker::start();
-    b.create_topic("frames", 2);
+    let b = Broker::shared();
+    let (frames, group) = (b.name("frames"), b.name("again"));
+    b.create_topic(&frames, 2);
     let base = 1_468_244_340i64;
     let sent: Vec<(String, i64)> = (0..200)
         .map(|i| (format!("u{}", i % 17), base + i))
@@ -1386,10 +1338,11 @@ fn rerun_at_the_end(args: &[&str]) {
     let records: Vec<(i32, String)> = (sent.iter().enumerate())
         .map(|(i, (u, t))| (i as i32 % 2, format!(r#"{{"uid":"{u}","ts":{t}}}"#)))
         .collect();
-    produce_to_partitions(&b, "frames", &records);
+    produce_to_partitions(&b, &frames, &records);
     let run = || {
         cardinal()
-            .args(["run", "-b", &b.addr, "-t", "frames", "--until-end"])
+            .args(["run", "-b", &b.addr, "-t", &frames, "-g", &group])
+            .arg("--until-end")
             .args(["--format", "json", "--stall-timeout", "20s"])
             .args(args)
             .output()
@@ -1424,7 +1377,7 @@ fn a_backfill_restarted_at_its_end_offsets_finishes_and_counts_nothing_twice() {
 /// The same without a checkpoint: the group's committed offsets stand at the end.
 #[test]
 fn a_backfill_rerun_from_committed_offsets_at_the_end_finishes_and_counts_nothing() {
-    rerun_at_the_end(&["-g", "again"]);
+    rerun_at_the_end(&[]);
 }
 
 /// Issue 18, item 1: `run` without `--state-dir`, run to the end, then run again
@@ -1434,9 +1387,10 @@ fn a_backfill_rerun_from_committed_offsets_at_the_end_finishes_and_counts_nothin
 /// The expected latest value of every window is computed here from the frames.
 #[test]
 fn a_restart_never_republishes_a_final_window_with_less() {
-    let b = Broker::start();
-    b.create_topic("frames", 1);
-    b.kafka_topic_compacted("results");
+    let b = Broker::shared();
+    let (frames, results) = (b.name("frames"), b.name("results"));
+    b.create_topic(&frames, 1);
+    b.kafka_topic_compacted(&results);
     let dir = tempfile::tempdir().unwrap();
     let m0 = 1_468_242_000i64; // 2016-07-11T13:00:00Z, an hour's start
     let frame = |uid: &str, ts: i64| format!(r#"{{"uid":"{uid}","ts":{ts}}}"#);
@@ -1455,19 +1409,20 @@ fn a_restart_never_republishes_a_final_window_with_less() {
     let rejects = dir.path().join("rejects.jsonl");
     let run = || {
         ok(cardinal()
-            .args(["run", "-b", &b.addr, "-t", "frames", "-g", "restart"])
-            .args(["--results-topic", "results", "--until-end"])
+            .args(["run", "-b", &b.addr, "-t", &frames])
+            .args(["-g", &b.name("restart")])
+            .args(["--results-topic", &results, "--until-end"])
             .args(["--windows", "minute,hour", "--rejects"])
             .arg(&rejects)
             .output()
             .unwrap())
     };
-    produce(&b, "frames", &write("first.json", &lines(&first)));
+    produce(&b, &frames, &write("first.json", &lines(&first)));
     run();
-    let after_first = common::latest_results(&b.addr, "results");
-    produce(&b, "frames", &write("second.json", &lines(&second)));
+    let after_first = common::latest_results(&b.addr, &results);
+    produce(&b, &frames, &write("second.json", &lines(&second)));
     run();
-    let latest = common::latest_results(&b.addr, "results");
+    let latest = common::latest_results(&b.addr, &results);
 
     // The reference: each run publishes, at its end, every window it saw; a window
     // published final is never published again with less, and the straggler's
@@ -1512,43 +1467,36 @@ fn a_restart_never_republishes_a_final_window_with_less() {
 /// so here) must be in the file exactly once after the restart.
 #[test]
 fn a_restarted_run_keeps_the_rejects_written_before_its_checkpoint() {
-    let b = Broker::start();
-    b.create_topic("frames", 1);
+    let b = Broker::shared();
+    let frames = b.name("frames");
+    b.create_topic(&frames, 1);
     let dir = tempfile::tempdir().unwrap();
     let (text, invalid) = common::frames_with_every_seventh_invalid(60_000);
     let invalid: Vec<i64> = invalid.into_iter().map(|i| i as i64).collect();
     let input = dir.path().join("frames.json");
     std::fs::write(&input, text).unwrap();
     ok(cardinal()
-        .args(["produce", "-b", &b.addr, "-t", "frames"])
+        .args(["produce", "-b", &b.addr, "-t", &frames])
         .arg(&input)
         .output()
         .unwrap());
     let (state, rejects) = (dir.path().join("state"), dir.path().join("r.jsonl"));
     let run = || {
         let mut c = cardinal();
-        c.args([
-            "run",
-            "-b",
-            &b.addr,
-            "-t",
-            "frames",
-            "-g",
-            "rj",
-            "--until-end",
-        ])
-        .args([
-            "--checkpoint-interval",
-            "1ms",
-            "-X",
-            "session.timeout.ms=6000",
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--rejects")
-        .arg(&rejects)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        c.args(["run", "-b", &b.addr, "-t", &frames, "-g", &b.name("rj")])
+            .arg("--until-end")
+            .args([
+                "--checkpoint-interval",
+                "1ms",
+                "-X",
+                "session.timeout.ms=6000",
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--rejects")
+            .arg(&rejects)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c
     };
     let mut first = run().spawn().unwrap();
@@ -1589,20 +1537,13 @@ fn a_restart_that_takes_the_uid_from_elsewhere_is_refused() {
         seed: 3,
         ..GenConfig::default()
     };
-    produce(&b, "frames", &write_frames(dir.path(), &cfg));
+    let frames = b.name("frames");
+    produce(&b, &frames, &write_frames(dir.path(), &cfg));
     let state = dir.path().join("state");
     let run = |extra: &[&str]| {
         cardinal()
-            .args([
-                "run",
-                "-b",
-                &b.addr,
-                "-t",
-                "frames",
-                "-g",
-                "ident",
-                "--until-end",
-            ])
+            .args(["run", "-b", &b.addr, "-t", &frames, "-g", &b.name("ident")])
+            .arg("--until-end")
             .arg("--state-dir")
             .arg(&state)
             .args(extra)

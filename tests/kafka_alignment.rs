@@ -1,5 +1,6 @@
-//! Watermark alignment on the reference broker, Apache Kafka (a KRaft node per
-//! test, `common::apache`): partitions read
+//! Watermark alignment on the reference broker, Apache Kafka (one KRaft node shared
+//! by this file's tests, each on a topic and group of its own, `common::apache`):
+//! partitions read
 //! at different speeds, or a producer whose clock is a day behind, must neither
 //! make frames late nor keep windows open without bound. Expected counts are integer
 //! arithmetic on the frames sent (a UTC minute is `ts / 60`).
@@ -10,19 +11,21 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-fn broker(partitions: i32) -> ApacheKafka {
-    let t = ApacheKafka::start();
-    t.create_topic("frames", partitions, false);
-    t
+/// The shared broker, this test's names, and its `frames` topic of `partitions`.
+fn broker(partitions: i32) -> (&'static ApacheKafka, Names, String) {
+    let (t, names) = (ApacheKafka::shared(), Names::of_this_test());
+    let topic = names.get("frames");
+    t.create_topic(&topic, partitions, false);
+    (t, names, topic)
 }
 
-/// Sends `(partition, uid, ts)` frames in order and waits for every ack.
-fn send(t: &ApacheKafka, frames: &[(i32, String, i64)]) {
+/// Sends `(partition, uid, ts)` frames to `topic` in order and waits for every ack.
+fn send(t: &ApacheKafka, topic: &str, frames: &[(i32, String, i64)]) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", t.addr())
         .set("linger.ms", "5")
@@ -34,7 +37,7 @@ fn send(t: &ApacheKafka, frames: &[(i32, String, i64)]) {
             r#"{{"uid":"{uid}","ts":{ts},"pad":"{}"}}"#,
             "x".repeat(1000)
         );
-        let mut record = BaseRecord::<(), _>::to("frames")
+        let mut record = BaseRecord::<(), _>::to(topic)
             .partition(*partition)
             .payload(&payload);
         while let Err((_, back)) = p.send(record) {
@@ -62,7 +65,7 @@ fn most_open(stderr: &str) -> usize {
 
 #[test]
 fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
-    let t = broker(4);
+    let (t, names, topic) = broker(4);
     let base = 1_468_244_340i64;
     // Two hours of event time in every partition; partition 0 has ten times the
     // frames, so read at an even pace it would fall far behind the others.
@@ -75,11 +78,12 @@ fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
             frames.push((p, format!("p{p}-{}", i % 300), base + 2 * i));
         }
     }
-    send(&t, &frames);
+    send(t, &topic, &frames);
     let started = Instant::now();
     let o = cardinal()
-        .args(["run", "-b", t.addr(), "-t", "frames", "--until-end"])
-        .args(["--format", "json", "-g", "aligned", "--max-drift", "2m"])
+        .args(["run", "-b", t.addr(), "-t", &topic, "--until-end"])
+        .args(["-g", &names.get("aligned")])
+        .args(["--format", "json", "--max-drift", "2m"])
         // Small enough that the partitions ahead are paused and resumed.
         .args(["--max-waiting", "1000"])
         .output()
@@ -104,7 +108,7 @@ fn a_backfill_of_uneven_partitions_keeps_windows_bounded_and_counts_exactly() {
 
 #[test]
 fn a_partition_a_day_behind_is_judged_against_the_stream_and_named() {
-    let t = broker(2);
+    let (t, names, topic) = broker(2);
     let base = 1_468_244_340i64;
     const DAY: i64 = 86_400;
     let mut frames = Vec::new();
@@ -112,11 +116,12 @@ fn a_partition_a_day_behind_is_judged_against_the_stream_and_named() {
         frames.push((0, format!("u{}", i % 50), base + i));
         frames.push((1, format!("skewed{}", i % 50), base + i - DAY));
     }
-    send(&t, &frames);
+    send(t, &topic, &frames);
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("rejects.jsonl");
     let mut live = cardinal()
-        .args(["run", "-b", t.addr(), "-t", "frames", "--format", "json"])
+        .args(["run", "-b", t.addr(), "-t", &topic])
+        .args(["-g", &names.get("skewed"), "--format", "json"])
         .args([
             "--max-drift",
             "60s",
@@ -153,7 +158,7 @@ fn a_partition_a_day_behind_is_judged_against_the_stream_and_named() {
     let more: Vec<_> = (600..650)
         .map(|i| (1, format!("skewed{}", i % 50), base + i - DAY))
         .collect();
-    send(&t, &more);
+    send(t, &topic, &more);
     std::thread::sleep(Duration::from_secs(3));
     common::sigterm(&live);
     let out = live.wait_with_output().unwrap();

@@ -2,8 +2,9 @@
 //! this process, with `compression.type` set as any client would set it, then
 //! `cardinal run --until-end` must count them exactly (the expected counts come from
 //! the frames the test wrote, by integer arithmetic).
-//! - none, gzip, lz4, zstd and snappy on the reference broker, Apache Kafka (a
-//!   KRaft node per test, `common::apache`), which keeps the producer's codec;
+//! - none, gzip, lz4, zstd and snappy on the reference broker, Apache Kafka (one
+//!   KRaft node shared by this file's tests, each on topics of its own,
+//!   `common::apache`), which keeps the producer's codec;
 //! - snappy and zstd on librdkafka's mock cluster too, a second broker
 //!   implementation (snappy was first tested there because Tansu's SQLite engine
 //!   cannot serve snappy batches, see `/work/shared/kafka-broker.md`);
@@ -20,7 +21,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use cardinal::kafka::{DeliveryTracker, send_with_backpressure};
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -104,9 +105,9 @@ fn assert_counted_exactly(o: &Output, valid: &[(String, i64)], what: &str) {
 /// which Tansu could not serve, has its own test below).
 #[test]
 fn every_codec_tansu_serves_is_counted_exactly() {
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     for (k, codec) in ["none", "gzip", "lz4", "zstd"].into_iter().enumerate() {
-        let topic = format!("frames-{codec}");
+        let topic = names.get(&format!("frames-{codec}"));
         kafka.create_topic(&topic, 3, false);
         let (lines, valid) = frames(k as u64, 6000);
         produce(kafka.addr(), &topic, codec, &lines, None);
@@ -117,16 +118,17 @@ fn every_codec_tansu_serves_is_counted_exactly() {
     let (lines, valid) = frames(9, 3000);
     let file = dir.path().join("frames.json");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    kafka.create_topic("frames-produced-zstd", 2, false);
+    let produced = names.get("frames-produced-zstd");
+    kafka.create_topic(&produced, 2, false);
     let o = cardinal()
-        .args(["produce", "-b", kafka.addr(), "-t", "frames-produced-zstd"])
+        .args(["produce", "-b", kafka.addr(), "-t", &produced])
         .args(["-X", "compression.type=zstd", "--key-field", "uid"])
         .arg(&file)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_counted_exactly(
-        &run_until_end(kafka.addr(), "frames-produced-zstd"),
+        &run_until_end(kafka.addr(), &produced),
         &valid,
         "cardinal produce -X compression.type=zstd",
     );
@@ -135,15 +137,12 @@ fn every_codec_tansu_serves_is_counted_exactly() {
 /// Snappy on Apache Kafka, whose log keeps snappy batches as produced.
 #[test]
 fn snappy_is_counted_exactly_on_apache_kafka() {
-    let kafka = ApacheKafka::start();
-    kafka.create_topic("frames-snappy", 3, false);
+    let kafka = ApacheKafka::shared();
+    let topic = Names::of_this_test().get("frames-snappy");
+    kafka.create_topic(&topic, 3, false);
     let (lines, valid) = frames(11, 6000);
-    produce(kafka.addr(), "frames-snappy", "snappy", &lines, None);
-    assert_counted_exactly(
-        &run_until_end(kafka.addr(), "frames-snappy"),
-        &valid,
-        "snappy",
-    );
+    produce(kafka.addr(), &topic, "snappy", &lines, None);
+    assert_counted_exactly(&run_until_end(kafka.addr(), &topic), &valid, "snappy");
 }
 
 /// Snappy and zstd on a second broker implementation.

@@ -1,8 +1,9 @@
 //! `run --rejects-topic`: the dead-letter topic, on the reference broker, Apache
-//! Kafka (a KRaft node per test, `common::apache`). A dead-letter topic that
-//! refuses every record (as a full or misconfigured one would) is one whose
-//! `max.message.bytes` no record batch fits; on Tansu it was a schema no record
-//! met, and both refuse every record of the topic alike. A hostile stream is produced frame by frame with librdkafka, each
+//! Kafka (one KRaft node shared by this file's tests, each on topics and a group of
+//! its own, `common::apache`). A dead-letter topic that refuses every record (as a
+//! full or misconfigured one would) is one whose topic-level `max.message.bytes`
+//! no record batch fits; on Tansu it was a schema no record met, and both refuse
+//! every record of the topic alike. A hostile stream is produced frame by frame with librdkafka, each
 //! frame's partition and offset taken from its delivery report and its fate
 //! (counted, or rejected for a named reason) decided by the test, not by Cardinal.
 //! Every frame must then be either counted (the results equal counts computed here
@@ -16,7 +17,7 @@ use std::process::{Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -194,9 +195,11 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<Dead> {
     out
 }
 
-fn run(brokers: &str, extra: &[&str]) -> Output {
+/// A backfill of this test's `frames` topic, in its group `dlq-test`.
+fn run(brokers: &str, names: &Names, extra: &[&str]) -> Output {
+    let (frames, group) = (names.get("frames"), names.get("dlq-test"));
     let child = cardinal()
-        .args(["run", "-b", brokers, "-t", "frames", "-g", "dlq-test"])
+        .args(["run", "-b", brokers, "-t", &frames, "-g", &group])
         .args(["--until-end", "--windows", "minute", "--format", "json"])
         .args(["--stall-timeout", "30s", "-X", "session.timeout.ms=6000"])
         .args(extra)
@@ -209,14 +212,15 @@ fn run(brokers: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     let brokers = kafka.addr().to_string();
-    kafka.create_topic("frames", 2, false);
-    kafka.create_topic("dlq", 1, false);
+    let (topic, dlq) = (names.get("frames"), names.get("dlq"));
+    kafka.create_topic(&topic, 2, false);
+    kafka.create_topic(&dlq, 1, false);
     let frames = hostile();
-    let at = produce(&brokers, "frames", &frames);
+    let at = produce(&brokers, &topic, &frames);
 
-    let o = run(&brokers, &["--rejects-topic", "dlq"]);
+    let o = run(&brokers, &names, &["--rejects-topic", &dlq]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);
 
@@ -229,15 +233,11 @@ fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
     );
 
     // Rejected: each on the dead-letter topic once, where it came from.
-    let dead = read_topic(&brokers, "dlq");
+    let dead = read_topic(&brokers, &dlq);
     let mut by_position: HashMap<(i32, i64), &Dead> = HashMap::new();
     for d in &dead {
         let h = &d.headers;
-        assert_eq!(
-            h.get("__connect.errors.topic").map(String::as_str),
-            Some("frames"),
-            "{d:?}"
-        );
+        assert_eq!(h.get("__connect.errors.topic"), Some(&topic), "{d:?}");
         let p: i32 = h["__connect.errors.partition"].parse().unwrap();
         let o: i64 = h["__connect.errors.offset"].parse().unwrap();
         assert!(!h["__connect.errors.exception.message"].is_empty(), "{d:?}");
@@ -272,15 +272,7 @@ fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
 
     // As documented: `consume --keys --headers` shows why each frame is there.
     let shown = cardinal()
-        .args([
-            "consume",
-            "-b",
-            &brokers,
-            "-t",
-            "dlq",
-            "--keys",
-            "--headers",
-        ])
+        .args(["consume", "-b", &brokers, "-t", &dlq, "--keys", "--headers"])
         .output()
         .unwrap();
     assert!(shown.status.success(), "{shown:?}");
@@ -295,34 +287,37 @@ fn every_frame_is_counted_or_on_the_dead_letter_topic_once_with_its_headers() {
 
 #[test]
 fn a_missing_dead_letter_topic_is_an_error_naming_it() {
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     let brokers = kafka.addr().to_string();
-    kafka.create_topic("frames", 1, false);
+    kafka.create_topic(&names.get("frames"), 1, false);
+    let missing = names.get("no-such-dlq");
     let o = run(
         &brokers,
-        &["--rejects-topic", "no-such-dlq", "--timeout", "5s"],
+        &names,
+        &["--rejects-topic", &missing, "--timeout", "5s"],
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no-such-dlq"), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
 }
 
-/// A `dlq` topic that refuses every record: no record batch fits its size limit.
-fn refusing_dlq(kafka: &ApacheKafka) {
-    kafka.create_topic_with("dlq", 1, &[("max.message.bytes", "1")]);
+/// A dead-letter topic that refuses every record: no record batch fits its
+/// size limit (a topic-level setting: the shared broker takes other topics' records).
+fn refusing_dlq(kafka: &ApacheKafka, topic: &str) {
+    kafka.create_topic_with(topic, 1, &[("max.message.bytes", "1")]);
 }
 
-/// The group's committed offset of `frames[partition]`, if any.
-fn committed(brokers: &str, group: &str, partition: i32) -> Option<i64> {
+/// The group's committed offset of `topic[partition]`, if any.
+fn committed(brokers: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition("frames", partition);
+    tpl.add_partition(topic, partition);
     let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
-    match got.find_partition("frames", partition)?.offset() {
+    match got.find_partition(topic, partition)?.offset() {
         Offset::Offset(o) => Some(o),
         _ => None,
     }
@@ -332,10 +327,11 @@ fn committed(brokers: &str, group: &str, partition: i32) -> Option<i64> {
 fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_its_frame() {
     // The broker refuses every record of `dlq` (no batch fits), as a full or
     // misconfigured dead-letter topic would.
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     let brokers = kafka.addr().to_string();
-    kafka.create_topic("frames", 1, false);
-    refusing_dlq(&kafka);
+    let (topic, dlq, group) = (names.get("frames"), names.get("dlq"), names.get("dlq-test"));
+    kafka.create_topic(&topic, 1, false);
+    refusing_dlq(kafka, &dlq);
     // Ordered frames, one malformed frame deep in the stream.
     let mut frames: Vec<Sent> = (0..25_000i64)
         .map(|i| {
@@ -360,25 +356,26 @@ fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_it
     // A first run over the good start commits it, whatever the machine's speed: the
     // group has an offset before the bad frame arrives.
     let (first, rest) = frames.split_at(15_000);
-    produce(&brokers, "frames", first);
-    let o = run(&brokers, &["--rejects-topic", "dlq"]);
+    produce(&brokers, &topic, first);
+    let o = run(&brokers, &names, &["--rejects-topic", &dlq]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let before = committed(&brokers, "dlq-test", 0).expect("the first run committed");
+    let before = committed(&brokers, &group, &topic, 0).expect("the first run committed");
     assert!(before >= 15_000, "{before}");
 
-    let at = produce(&brokers, "frames", rest);
+    let at = produce(&brokers, &topic, rest);
     let bad_offset = at[5_000].1;
     let o = run(
         &brokers,
-        &["--rejects-topic", "dlq", "--checkpoint-interval", "1ms"],
+        &names,
+        &["--rejects-topic", &dlq, "--checkpoint-interval", "1ms"],
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("topic dlq"),
+        stderr.contains(&format!("topic {dlq}")),
         "the error names the topic: {stderr}"
     );
-    let c = committed(&brokers, "dlq-test", 0);
+    let c = committed(&brokers, &group, &topic, 0);
     assert!(
         c.is_some_and(|c| c >= before && c <= bad_offset),
         "committed at {c:?}, outside {before}..={bad_offset}: past the offset whose \
@@ -388,12 +385,13 @@ fn a_dead_letter_topic_that_refuses_writes_fails_the_run_and_no_commit_passes_it
 
 #[test]
 fn a_dead_letter_topic_that_is_the_input_or_the_results_is_a_usage_error() {
+    let names = Names::of_this_test();
     for extra in [
-        &["--rejects-topic", "frames"][..],
+        &["--rejects-topic", &names.get("frames")][..],
         &["--rejects-topic", "out", "--results-topic", "out"][..],
     ] {
         // No broker is needed: the options are refused before any connection.
-        let o = run("127.0.0.1:1", extra);
+        let o = run("127.0.0.1:1", &names, extra);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains("must differ from --topic"), "{stderr}");
@@ -421,9 +419,10 @@ fn hostile_file(path: &std::path::Path) -> Vec<(Vec<u8>, Fate)> {
 
 #[test]
 fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_and_line() {
-    let kafka = ApacheKafka::start();
+    let kafka = ApacheKafka::shared();
     let brokers = kafka.addr().to_string();
-    kafka.create_topic("dlq", 1, false);
+    let dlq = Names::of_this_test().get("dlq");
+    kafka.create_topic(&dlq, 1, false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.json");
     let lines = hostile_file(&file);
@@ -431,14 +430,7 @@ fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_a
 
     let o = cardinal()
         .args(["count", "--windows", "minute", "--format", "json"])
-        .args([
-            "--rejects-topic",
-            "dlq",
-            "-b",
-            &brokers,
-            "-X",
-            "linger.ms=5",
-        ])
+        .args(["--rejects-topic", &dlq, "-b", &brokers, "-X", "linger.ms=5"])
         .arg(&file)
         .output()
         .unwrap();
@@ -466,7 +458,7 @@ fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_a
     );
 
     // Not counted: each line on the topic once, with its file and line.
-    let dead = read_topic(&brokers, "dlq");
+    let dead = read_topic(&brokers, &dlq);
     let mut by_line: HashMap<usize, &Dead> = HashMap::new();
     for d in &dead {
         let h = &d.headers;
@@ -512,83 +504,71 @@ fn count_puts_every_frame_it_does_not_count_on_the_dead_letter_topic_with_file_a
 
 #[test]
 fn count_fails_naming_the_topic_and_broker_when_a_dead_letter_record_is_refused() {
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     let brokers = kafka.addr().to_string();
-    refusing_dlq(&kafka);
+    let (dlq, missing) = (names.get("dlq"), names.get("no-such"));
+    refusing_dlq(kafka, &dlq);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.json");
     hostile_file(&file);
     let o = cardinal()
-        .args([
-            "count",
-            "--rejects-topic",
-            "dlq",
-            "-b",
-            &brokers,
-            "--timeout",
-            "5s",
-        ])
+        .args(["count", "--rejects-topic", &dlq, "-b", &brokers])
+        .args(["--timeout", "5s"])
         .arg(&file)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("cannot write rejects to topic dlq on {brokers}")),
+        stderr.contains(&format!("cannot write rejects to topic {dlq} on {brokers}")),
         "{stderr}"
     );
     // A topic that does not exist fails before counting, naming it.
     let o = cardinal()
-        .args([
-            "count",
-            "--rejects-topic",
-            "no-such",
-            "-b",
-            &brokers,
-            "--timeout",
-            "5s",
-        ])
+        .args(["count", "--rejects-topic", &missing, "-b", &brokers])
+        .args(["--timeout", "5s"])
         .arg(&file)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no-such"), "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
     assert!(o.stdout.is_empty(), "nothing counted");
 }
 
 #[test]
 fn count_with_a_state_dir_checkpoints_no_line_whose_dead_letter_record_was_refused() {
-    // The first broker refuses every dead-letter record: the run fails, and its
-    // checkpoint must not pass a line whose record was lost. Resumed against a
-    // broker that accepts them, every rejected line is on the topic.
-    let refusing = ApacheKafka::start();
-    refusing_dlq(&refusing);
+    // The first dead-letter topic refuses every record: the run fails, and its
+    // checkpoint must not pass a line whose record was lost. Resumed with one that
+    // accepts them, every rejected line is on that topic.
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
+    let (refusing, accepting) = (names.get("dlq-refusing"), names.get("dlq"));
+    refusing_dlq(kafka, &refusing);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.json");
     let lines = hostile_file(&file);
     let state = dir.path().join("state");
-    let count = |brokers: &str| {
+    let count = |dlq: &str| {
         cardinal()
             .args(["count", "--windows", "minute", "--format", "json"])
-            .args(["--rejects-topic", "dlq", "-b", brokers, "--timeout", "5s"])
+            .args(["--rejects-topic", dlq, "-b", kafka.addr()])
+            .args(["--timeout", "5s"])
             .args(["--state-dir", state.to_str().unwrap()])
             .args(["--checkpoint-interval", "0s"])
             .arg(&file)
             .output()
             .unwrap()
     };
-    let o = count(refusing.addr());
+    let o = count(&refusing);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("topic dlq"), "{stderr}");
+    assert!(stderr.contains(&format!("topic {refusing}")), "{stderr}");
 
-    let accepting = ApacheKafka::start();
-    accepting.create_topic("dlq", 1, false);
-    let o = count(accepting.addr());
+    kafka.create_topic(&accepting, 1, false);
+    let o = count(&accepting);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "exit {:?}\n{stderr}", o.status);
-    let dead = read_topic(accepting.addr(), "dlq");
+    let dead = read_topic(kafka.addr(), &accepting);
     let on_topic: std::collections::HashSet<usize> = dead
         .iter()
         .map(|d| d.headers["cardinal.line"].parse().unwrap())

@@ -1,6 +1,7 @@
 //! Two `cardinal run`s in one consumer group, on the reference broker, Apache
-//! Kafka (a KRaft node per test, `common::apache`): its group coordinator is the
-//! one production runs against. One process counts a whole topic: a second member of its group would
+//! Kafka (one KRaft node shared by this file's tests, each on topics and groups of
+//! its own, `common::apache`): its group coordinator is the one production runs
+//! against. One process counts a whole topic: a second member of its group would
 //! hold a share of the partitions and publish partial counts under the same keys
 //! as whole ones. The expected counts come from the generator's truth, grouped
 //! without Cardinal's calendar code (tests/common).
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
 use cardinal::window::Granularity;
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::{Running, cardinal, stderr_lines, wait_for};
 
 fn produce(addr: &str, topic: &str, lines: &[&str], dir: &Path, name: &str) {
@@ -32,10 +33,15 @@ fn latest(addr: &str, topic: &str) -> BTreeMap<(String, String), (u64, bool)> {
 
 #[test]
 fn a_second_run_in_the_group_never_publishes_partial_counts() {
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     let addr = kafka.addr().to_string();
-    kafka.create_topic("frames", 4, false);
-    kafka.create_topic("results", 1, false);
+    let (frames, results, group) = (
+        names.get("frames"),
+        names.get("results"),
+        names.get("split"),
+    );
+    kafka.create_topic(&frames, 4, false);
+    kafka.create_topic(&results, 1, false);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 6000,
@@ -49,12 +55,12 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
     let text = String::from_utf8(text).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
-    produce(&addr, "frames", first, dir.path(), "first.json");
+    produce(&addr, &frames, first, dir.path(), "first.json");
 
     let run = |session_ms: &str| {
         cardinal()
-            .args(["run", "-b", &addr, "-t", "frames", "-g", "split"])
-            .args(["--results-topic", "results", "--format", "json"])
+            .args(["run", "-b", &addr, "-t", &frames, "-g", &group])
+            .args(["--results-topic", &results, "--format", "json"])
             .args(["--windows", "minute,hour", "--idle-timeout", "2s"])
             .args(["-X", &format!("session.timeout.ms={session_ms}")])
             .env("RUST_LOG", "cardinal=info")
@@ -84,7 +90,7 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
         Duration::from_secs(60),
     );
     // Frames that arrive while the topic is split: whoever counts them must count all.
-    produce(&addr, "frames", second, dir.path(), "second.json");
+    produce(&addr, &frames, second, dir.path(), "second.json");
 
     // The newcomer gives up once a crashed member's session would have expired.
     let joined = Instant::now();
@@ -111,7 +117,7 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
     );
     assert!(
         second_log.contains("another member of the group holds the others")
-            && second_log.contains("\"split\""),
+            && second_log.contains(&format!("\"{group}\"")),
         "the error names the group and why:\n{second_log}"
     );
     assert!(
@@ -127,10 +133,10 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
             .collect();
     assert!(!want.is_empty());
     let deadline = Instant::now() + Duration::from_secs(90);
-    let mut got = latest(&addr, "results");
+    let mut got = latest(&addr, &results);
     while got != want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        got = latest(&addr, "results");
+        got = latest(&addr, &results);
     }
     common::sigterm(&first_run.0);
     let _ = first_run.0.wait();
@@ -146,10 +152,11 @@ fn a_second_run_in_the_group_never_publishes_partial_counts() {
 /// run names another group it finds there, and says nothing of its own.
 #[test]
 fn a_run_names_another_group_that_published_to_its_results_topic() {
-    let kafka = ApacheKafka::start();
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
     let addr = kafka.addr().to_string();
-    kafka.create_topic("frames", 2, false);
-    kafka.create_topic("results", 1, true);
+    let (frames, results) = (names.get("frames"), names.get("results"));
+    kafka.create_topic(&frames, 2, false);
+    kafka.create_topic(&results, 1, true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = GenConfig {
         frames: 300,
@@ -160,20 +167,11 @@ fn a_run_names_another_group_that_published_to_its_results_topic() {
     cardinal::generator::generate(&cfg, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    produce(&addr, "frames", &lines, dir.path(), "frames.json");
+    produce(&addr, &frames, &lines, dir.path(), "frames.json");
     let backfill = |group: &str| {
         let child = cardinal()
-            .args([
-                "run",
-                "-b",
-                &addr,
-                "-t",
-                "frames",
-                "-g",
-                group,
-                "--until-end",
-            ])
-            .args(["--results-topic", "results"])
+            .args(["run", "-b", &addr, "-t", &frames, "-g", group])
+            .args(["--until-end", "--results-topic", &results])
             .env("RUST_LOG", "cardinal=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -184,14 +182,15 @@ fn a_run_names_another_group_that_published_to_its_results_topic() {
         assert!(o.status.success(), "{log}");
         log
     };
-    let first = backfill("nightly");
+    let (nightly, adhoc) = (names.get("nightly"), names.get("adhoc"));
+    let first = backfill(&nightly);
     assert!(!first.contains("results_topic_shared"), "{first}");
-    assert!(!latest(&addr, "results").is_empty());
-    let again = backfill("nightly");
+    assert!(!latest(&addr, &results).is_empty());
+    let again = backfill(&nightly);
     assert!(!again.contains("results_topic_shared"), "its own: {again}");
-    let other = backfill("adhoc");
+    let other = backfill(&adhoc);
     assert!(
-        other.contains("results_topic_shared") && other.contains("other_group=nightly"),
+        other.contains("results_topic_shared") && other.contains(&format!("other_group={nightly}")),
         "{other}"
     );
 }

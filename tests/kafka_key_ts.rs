@@ -1,5 +1,6 @@
 //! `run --uid-from key` and `--ts-from record-timestamp` on the reference broker,
-//! Apache Kafka (a KRaft node per test, `common::apache`). Records are produced here with librdkafka, key, timestamp and
+//! Apache Kafka (one KRaft node shared by this file's tests, each on topics and
+//! groups of its own, `common::apache`). Records are produced here with librdkafka, key, timestamp and
 //! value set by the test; each record's fate (counted as (uid, ts), or rejected
 //! for a named reason) is decided by the test, not by Cardinal. The counts must
 //! equal those computed independently (the generator's truth through the reference
@@ -15,7 +16,7 @@ use std::time::Duration;
 use cardinal::generator::GenConfig;
 use cardinal::kafka::{DeliveryTracker, consume_to_end};
 use cardinal::window::Granularity;
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -78,15 +79,37 @@ fn produce(brokers: &str, topic: &str, records: &[Rec]) {
     producer.context().check().unwrap();
 }
 
-fn run(brokers: &str, windows: &str, extra: &[&str]) -> Output {
-    run_in("key-ts", brokers, windows, extra)
+/// This test's `frames` and `dlq` topics on the shared broker.
+struct Topics {
+    kafka: &'static ApacheKafka,
+    names: Names,
 }
 
-fn run_in(group: &str, brokers: &str, windows: &str, extra: &[&str]) -> Output {
+impl Topics {
+    fn brokers(&self) -> &str {
+        self.kafka.addr()
+    }
+
+    fn frames(&self) -> String {
+        self.names.get("frames")
+    }
+
+    fn dlq(&self) -> String {
+        self.names.get("dlq")
+    }
+}
+
+fn run(t: &Topics, windows: &str, extra: &[&str]) -> Output {
+    run_in("key-ts", t, windows, extra)
+}
+
+/// A backfill of the test's `frames`, rejects to its `dlq`, in its group `group`.
+fn run_in(group: &str, t: &Topics, windows: &str, extra: &[&str]) -> Output {
     let child = cardinal()
-        .args(["run", "-b", brokers, "-t", "frames", "-g", group])
+        .args(["run", "-b", t.brokers(), "-t", &t.frames()])
+        .args(["-g", &t.names.get(group)])
         .args(["--until-end", "--windows", windows, "--format", "json"])
-        .args(["--rejects-topic", "dlq", "--stall-timeout", "30s"])
+        .args(["--rejects-topic", &t.dlq(), "--stall-timeout", "30s"])
         .args(["-X", "session.timeout.ms=6000"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -96,30 +119,37 @@ fn run_in(group: &str, brokers: &str, windows: &str, extra: &[&str]) -> Output {
     common::output_within(child, Duration::from_secs(180))
 }
 
-/// A broker with a 2-partition `frames` topic and a `dlq`, holding `records`.
+/// This test's 2-partition `frames` topic, holding `records`, and its `dlq`, on
+/// the shared broker.
 ///
 /// Kafka 4 refuses records stamped more than an hour ahead of its clock by default
 /// (`log.message.timestamp.after.max.ms`); the tests' records are stamped by them,
-/// some in the year 9999, for Cardinal to judge, so the broker takes any timestamp.
-fn broker_with(records: &[Rec]) -> ApacheKafka {
-    let kafka =
-        ApacheKafka::start_with(|_| format!("log.message.timestamp.after.max.ms={}\n", i64::MAX));
-    kafka.create_topic("frames", 2, false);
-    kafka.create_topic("dlq", 1, false);
-    produce(kafka.addr(), "frames", records);
-    kafka
+/// some in the year 9999, for Cardinal to judge, so both topics take any timestamp
+/// (the topic-level `message.timestamp.after.max.ms`, as the broker-level setting
+/// was when each test had a broker of its own).
+fn broker_with(records: &[Rec]) -> Topics {
+    let t = Topics {
+        kafka: ApacheKafka::shared(),
+        names: Names::of_this_test(),
+    };
+    let any_time = i64::MAX.to_string();
+    let configs = [("message.timestamp.after.max.ms", any_time.as_str())];
+    t.kafka.create_topic_with(&t.frames(), 2, &configs);
+    t.kafka.create_topic_with(&t.dlq(), 1, &configs);
+    produce(t.brokers(), &t.frames(), records);
+    t
 }
 
 /// Every rejected record is on the dead-letter topic once, with its value, its key
 /// and its reason; nothing else is. Values identify records (the tests make the
 /// rejected ones unique). Returns each one's detail, by value.
-fn check_dead_letters(brokers: &str, records: &[Rec]) -> HashMap<Vec<u8>, String> {
+fn check_dead_letters(t: &Topics, records: &[Rec]) -> HashMap<Vec<u8>, String> {
     // Value -> (key, reason, detail).
     type Dead = (Option<Vec<u8>>, String, String);
     let mut dead: HashMap<Vec<u8>, Dead> = HashMap::new();
     consume_to_end(
-        &cardinal::kafka::KafkaOptions::new(brokers, Duration::from_secs(30)),
-        "dlq",
+        &cardinal::kafka::KafkaOptions::new(t.brokers(), Duration::from_secs(30)),
+        &t.dlq(),
         |m| {
             let header = |name: &str| {
                 m.headers
@@ -232,11 +262,10 @@ fn uid_from_the_key_and_ts_from_the_record_timestamp_count_values_that_are_not_j
             ]);
         }
     }
-    let kafka = broker_with(&records);
-    let brokers = kafka.addr().to_string();
+    let t = broker_with(&records);
 
     let o = run(
-        &brokers,
+        &t,
         "minute,hour",
         &["--uid-from", "key", "--ts-from", "record-timestamp"],
     );
@@ -247,7 +276,7 @@ fn uid_from_the_key_and_ts_from_the_record_timestamp_count_values_that_are_not_j
         common::expected_from_truth(&cfg, &grans),
         "{stderr}"
     );
-    let details = check_dead_letters(&brokers, &records);
+    let details = check_dead_letters(&t, &records);
     let year_9999 = &details[&b"bad year 9999 0"[..]];
     assert!(
         year_9999.contains("record's timestamp") && year_9999.contains("record-timestamp"),
@@ -288,12 +317,11 @@ fn uid_from_the_key_with_ts_from_the_json() {
             ]);
         }
     }
-    let kafka = broker_with(&records);
-    let brokers = kafka.addr().to_string();
+    let t = broker_with(&records);
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("rejects.jsonl");
     let o = run(
-        &brokers,
+        &t,
         "minute",
         &["--uid-from", "key", "--rejects", rejects.to_str().unwrap()],
     );
@@ -315,7 +343,7 @@ fn uid_from_the_key_with_ts_from_the_json() {
         common::distinct_per_minute(counted.map(|(u, t)| (u.as_str(), *t))),
         "{stderr}"
     );
-    check_dead_letters(&brokers, &records);
+    check_dead_letters(&t, &records);
 }
 
 #[test]
@@ -350,9 +378,8 @@ fn uid_from_the_json_with_ts_from_the_record_timestamp() {
             ]);
         }
     }
-    let kafka = broker_with(&records);
-    let brokers = kafka.addr().to_string();
-    let o = run(&brokers, "minute", &["--ts-from", "record-timestamp"]);
+    let t = broker_with(&records);
+    let o = run(&t, "minute", &["--ts-from", "record-timestamp"]);
     let stderr = ok(&o);
     let counted = records.iter().filter_map(|r| r.fate.as_ref().ok());
     assert_eq!(
@@ -360,7 +387,7 @@ fn uid_from_the_json_with_ts_from_the_record_timestamp() {
         common::distinct_per_minute(counted.map(|(u, t)| (u.as_str(), *t))),
         "{stderr}"
     );
-    check_dead_letters(&brokers, &records);
+    check_dead_letters(&t, &records);
 }
 
 /// What the hooks saw when a run stopped: its checkpoint.
@@ -517,10 +544,9 @@ fn produce_sets_the_key_and_the_timestamp_from_the_frame_and_both_ways_count_the
     let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
     cardinal::generator::generate(&cfg, &mut f).unwrap();
     drop(f);
-    let kafka = broker_with(&[]);
-    let brokers = kafka.addr().to_string();
+    let t = broker_with(&[]);
     let produced = cardinal()
-        .args(["produce", "-b", &brokers, "-t", "frames"])
+        .args(["produce", "-b", t.brokers(), "-t", &t.frames()])
         .args(["--key-field", "uid", "--timestamp-field", "ts"])
         .arg(&file)
         .output()
@@ -529,13 +555,13 @@ fn produce_sets_the_key_and_the_timestamp_from_the_frame_and_both_ways_count_the
     assert!(!said.contains("without a usable"), "{said}");
     let want = common::expected_from_truth(&cfg, &[Granularity::Minute]);
     let from_record = run(
-        &brokers,
+        &t,
         "minute",
         &["--uid-from", "key", "--ts-from", "record-timestamp"],
     );
     let stderr = ok(&from_record);
     assert_eq!(counts(&from_record.stdout), want, "{stderr}");
-    let from_json = run_in("json-json", &brokers, "minute", &[]);
+    let from_json = run_in("json-json", &t, "minute", &[]);
     let stderr = ok(&from_json);
     assert_eq!(counts(&from_json.stdout), want, "{stderr}");
 }

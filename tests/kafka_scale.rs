@@ -1,6 +1,7 @@
 //! `cardinal run --scale-out`: several processes in one consumer group share a
-//! topic on the reference broker, Apache Kafka (a KRaft node per test,
-//! `common::apache`), whose group coordinator moves a dead member's partitions
+//! topic on the reference broker, Apache Kafka (one KRaft node shared by this
+//! file's tests, each with topics and groups of its own, `GROUP.partials` and
+//! `GROUP.merge` included, `common::apache`), whose group coordinator moves a dead member's partitions
 //! when its session expires, while members leave, join and die. The results topic must hold what one process would publish: the exact
 //! users and frames of every window, final. The expected figures come from the
 //! generator's truth, grouped by Python's calendar (tests/common), not by Cardinal.
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cardinal::generator::GenConfig;
 use cardinal::window::Granularity;
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::{Running, cardinal, stderr_lines};
 
 const GRANS: [Granularity; 2] = [Granularity::Minute, Granularity::Hour];
@@ -25,21 +26,29 @@ const SESSION: Duration = Duration::from_secs(6);
 /// (window, start) → (users, frames, final).
 type Windows = BTreeMap<(String, String), (u64, u64, bool)>;
 
+/// The shared broker, with this test's `frames` and `results` topics (named by
+/// `names`, as are its groups).
 struct Setup {
-    kafka: ApacheKafka,
+    kafka: &'static ApacheKafka,
     addr: String,
+    names: Names,
+    frames: String,
+    results: String,
     dir: tempfile::TempDir,
 }
 
 impl Setup {
     fn new(partitions: i32) -> Setup {
-        let kafka = ApacheKafka::start();
-        kafka.create_topic("frames", partitions, false);
-        kafka.create_topic("results", 1, true);
-        let addr = kafka.addr().to_string();
+        let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
+        let (frames, results) = (names.get("frames"), names.get("results"));
+        kafka.create_topic(&frames, partitions, false);
+        kafka.create_topic(&results, 1, true);
         Setup {
             kafka,
-            addr,
+            addr: kafka.addr().to_string(),
+            names,
+            frames,
+            results,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -47,23 +56,15 @@ impl Setup {
     fn produce(&self, lines: &[&[u8]], name: &str) {
         let file = self.dir.path().join(name);
         std::fs::write(&file, [lines.join(&b'\n'), b"\n".to_vec()].concat()).unwrap();
-        common::produce_keyed(&self.addr, "frames", &file);
+        common::produce_keyed(&self.addr, &self.frames, &file);
     }
 
-    /// A live instance of group `g`.
+    /// A live instance of the test's group `g`.
     fn instance(&self, extra: &[&str]) -> Instance {
         let mut child = cardinal()
-            .args([
-                "run",
-                "-b",
-                &self.addr,
-                "-t",
-                "frames",
-                "-g",
-                "g",
-                "--scale-out",
-            ])
-            .args(["--results-topic", "results", "--format", "json"])
+            .args(["run", "-b", &self.addr, "-t", &self.frames])
+            .args(["-g", &self.names.get("g"), "--scale-out"])
+            .args(["--results-topic", &self.results, "--format", "json"])
             .args(["--windows", "minute,hour", "--idle-timeout", "10s"])
             .args(["-X", &format!("session.timeout.ms={}", SESSION.as_millis())])
             .args(extra)
@@ -82,7 +83,7 @@ impl Setup {
 
     /// The latest record per window: (window, start) → (users, frames, final).
     fn results(&self) -> Windows {
-        (common::latest_results(&self.addr, "results").into_iter())
+        (common::latest_results(&self.addr, &self.results).into_iter())
             .map(|(k, v)| {
                 let users = v["unique_users"].as_u64().unwrap();
                 (
@@ -370,22 +371,15 @@ fn an_instance_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     }
 }
 
-/// A backfill shared by instances that start together, exact and HLL.
+/// A backfill shared by instances that start together, exact and HLL, in the
+/// test's group `group`, to its topic `results`.
 fn backfill(s: &Setup, group: &str, results: &str, extra: &[&str], n: usize) -> Vec<String> {
+    let (group, results) = (s.names.get(group), s.names.get(results));
     let children: Vec<_> = (0..n)
         .map(|_| {
             cardinal()
-                .args([
-                    "run",
-                    "-b",
-                    &s.addr,
-                    "-t",
-                    "frames",
-                    "-g",
-                    group,
-                    "--scale-out",
-                ])
-                .args(["--results-topic", results, "--until-end"])
+                .args(["run", "-b", &s.addr, "-t", &s.frames, "-g", &group])
+                .args(["--scale-out", "--results-topic", &results, "--until-end"])
                 .args(["--windows", "minute,hour", "-X", "session.timeout.ms=6000"])
                 // Many change sets per window, read in any order against the lanes.
                 .args(["--checkpoint-interval", "200ms"])
@@ -463,18 +457,13 @@ fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
 
     // HLL: the merged sketches are Apache's union of the instances' partial sketches.
     let hll = ["--counter", "hll", "--emit-sketch", "--format", "json"];
-    s.kafka.create_topic("results-hll", 1, true);
+    let results_hll = s.names.get("results-hll");
+    s.kafka.create_topic(&results_hll, 1, true);
     backfill(&s, "hll", "results-hll", &hll, 2);
     let merged = s.dir.path().join("merged.jsonl");
     let o = cardinal()
-        .args([
-            "consume",
-            "-b",
-            &s.addr,
-            "-t",
-            "results-hll",
-            "--latest-per-key",
-        ])
+        .args(["consume", "-b", &s.addr, "-t", &results_hll])
+        .arg("--latest-per-key")
         .output()
         .unwrap();
     let hll_lines: String = String::from_utf8_lossy(&o.stdout)
@@ -484,7 +473,8 @@ fn a_shared_backfill_is_exact_and_its_hll_partials_union_in_apaches_library() {
         .collect();
     std::fs::write(&merged, hll_lines).unwrap();
     let partials = s.dir.path().join("partials.jsonl");
-    partial_sketches(&s, "hll.partials", &partials);
+    let hll_partials = format!("{}.partials", s.names.get("hll"));
+    partial_sketches(&s, &hll_partials, &partials);
     let o = Command::new("python3")
         .args(["-c", common::HLL_UNION])
         .arg(&merged)

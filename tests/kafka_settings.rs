@@ -1,7 +1,9 @@
 //! Settings from the environment (`CARDINAL_*`) and librdkafka properties from a
-//! file (`-F`), end to end on the reference broker, Apache Kafka (a KRaft node per
-//! test, `common::apache`); and the errors a bad setting gives, which must name the
-//! file and line and never show a secret.
+//! file (`-F`), end to end on the reference broker, Apache Kafka (one KRaft node
+//! shared by this file's tests, on a topic and group of the test's own, also when
+//! they come from `CARDINAL_TOPIC` and `CARDINAL_GROUP`, `common::apache`); and the
+//! errors a bad setting gives, which must name the file and line and never show a
+//! secret.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 
 /// The binary with no `CARDINAL_*` or `RUST_LOG` from the caller's environment.
@@ -46,8 +48,9 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn a_backfill_configured_from_the_environment_and_a_properties_file_counts_exactly() {
-    let kafka = ApacheKafka::start();
-    kafka.create_topic("clicks", 2, false);
+    let (kafka, names) = (ApacheKafka::shared(), Names::of_this_test());
+    let (clicks, group) = (names.get("clicks"), names.get("from-env"));
+    kafka.create_topic(&clicks, 2, false);
     let dir = tempfile::tempdir().unwrap();
     let (text, valid) = frames(5000);
     let file = dir.path().join("frames.json");
@@ -56,7 +59,7 @@ fn a_backfill_configured_from_the_environment_and_a_properties_file_counts_exact
     // `produce` takes its brokers from the environment.
     let o = clean()
         .env("CARDINAL_BROKERS", kafka.addr())
-        .args(["produce", "-t", "clicks"])
+        .args(["produce", "-t", &clicks])
         .arg(&file)
         .output()
         .unwrap();
@@ -75,8 +78,8 @@ fn a_backfill_configured_from_the_environment_and_a_properties_file_counts_exact
     );
     let child = clean()
         .env("CARDINAL_CLIENT_CONFIG", &props)
-        .env("CARDINAL_TOPIC", "clicks")
-        .env("CARDINAL_GROUP", "from-env")
+        .env("CARDINAL_TOPIC", &clicks)
+        .env("CARDINAL_GROUP", &group)
         .env("CARDINAL_FORMAT", "json")
         .env("RUST_LOG", "cardinal=debug")
         .args(["run", "--until-end", "-X", "auto.offset.reset=earliest"])

@@ -1,5 +1,6 @@
-//! `--http` on the reference broker, Apache Kafka (a KRaft node per test,
-//! `common::apache`), whose consumer lag is real: `/metrics` is fetched and parsed
+//! `--http` on the reference broker, Apache Kafka (one KRaft node shared by this
+//! file's tests, each on a topic and group of its own, `common::apache`), whose
+//! consumer lag is real: `/metrics` is fetched and parsed
 //! by Python's `prometheus_client` (an independent parser), and its values are
 //! checked against what the test sent and against the rejects file; `/healthz` and
 //! `/readyz` answer as a Kubernetes probe expects.
@@ -11,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::apache::ApacheKafka;
+use common::apache::{ApacheKafka, Names};
 use common::cardinal;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -91,8 +92,9 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
     if python("import prometheus_client", "").is_err() {
         panic!("python3 -m pip install prometheus_client (scripts/test.sh does)");
     }
-    let t = ApacheKafka::start();
-    t.create_topic("frames", 3, false);
+    let (t, names) = (ApacheKafka::shared(), Names::of_this_test());
+    let (frames, group) = (names.get("frames"), names.get("g"));
+    t.create_topic(&frames, 3, false);
     let base = 1_468_244_340i64;
     // 600 valid frames over 10 minutes, spread over 3 partitions unevenly, and
     // frames that are rejected for known reasons.
@@ -112,7 +114,7 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
         .create()
         .unwrap();
     for (partition, payload) in &sent {
-        let mut record = BaseRecord::<(), _>::to("frames")
+        let mut record = BaseRecord::<(), _>::to(&frames)
             .partition(*partition)
             .payload(payload);
         while let Err((_, back)) = p.send(record) {
@@ -126,7 +128,8 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("rejects.jsonl");
     let mut run = cardinal()
-        .args(["run", "-b", t.addr(), "-t", "frames", "--from", "earliest"])
+        .args(["run", "-b", t.addr(), "-t", &frames, "-g", &group])
+        .args(["--from", "earliest"])
         .args([
             "--http",
             "127.0.0.1:0",
@@ -208,7 +211,7 @@ fn metrics_match_what_was_sent_and_the_rejects_file() {
                 (p, lag.map(|l| l as i64))
             })
             .collect();
-        broker = t.group_lag("cardinal", "frames");
+        broker = t.group_lag(&group, &frames);
         if ours == broker {
             break;
         }

@@ -4,16 +4,28 @@
 //! tests and a person at a shell start the same broker. `scripts/kafka.sh install`
 //! (which scripts/test.sh runs) copies its jars from Maven Central once.
 //!
+//! Each test binary shares one broker ([`ApacheKafka::shared`]), started by the
+//! first test that asks for it: a start costs about 5 s and 300-400 MB, and the
+//! tests of a binary run in parallel threads on it. A test on it names every topic
+//! and consumer group it uses with [`Names`] (the test's own name as a prefix), so
+//! that what it reads back, a whole topic or a group's lag, is its own. A test
+//! that kills or restarts its broker, or needs server properties of its own (a TLS
+//! or SASL listener), starts its own ([`ApacheKafka::start`] and friends), killed
+//! when dropped; topic-level settings (`create_topic_with`) need no broker of
+//! their own.
+//!
 //! The JVM is the direct child of this process (the script `exec`s it) and is
 //! asked to die with it (`PR_SET_PDEATHSIG`), from a thread that lives as long as
 //! the process: a test that panics, or a harness that is killed, leaves no broker.
+//! The shared broker lives in a static, which is never dropped: an `atexit`
+//! handler kills it, waits for it and removes its data when the binary exits.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use cardinal::kafka::{self, KafkaOptions};
@@ -28,6 +40,50 @@ pub struct Layout {
     pub controller_port: u16,
     /// `$KAFKA_DIR`: data, logs, and any files the extra properties name.
     pub dir: PathBuf,
+}
+
+/// Topic and consumer-group names of one test's own, for the shared broker: each
+/// name is the test's name, then `-`, then the name the test gives. Cardinal's
+/// `run` takes `cardinal` as its group when given none, and `--scale-out` derives
+/// `GROUP.partials` and `GROUP.merge` from it: a run on the shared broker is
+/// always given a `-g` from here.
+#[derive(Clone, Debug)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names for the running test, from its thread's name (libtest names each
+    /// test's thread after the test, `module::test_name`). Call it on that thread.
+    pub fn of_this_test() -> Names {
+        let thread = std::thread::current();
+        let test = thread
+            .name()
+            .filter(|n| *n != "main")
+            .expect("Names::of_this_test() on the test's own thread");
+        Names::new(test)
+    }
+
+    /// Names prefixed with `test`. Kafka takes `[A-Za-z0-9._-]` in a topic's name
+    /// and refuses one that differs from another only by `.` against `_`, so every
+    /// other character becomes `-`.
+    pub fn new(test: &str) -> Names {
+        let prefix: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        Names { prefix }
+    }
+
+    /// `name`, made this test's own.
+    pub fn get(&self, name: &str) -> String {
+        let name = format!("{}-{name}", self.prefix);
+        assert!(
+            name.len() <= 249,
+            "a topic's name is at most 249 bytes: {name}"
+        );
+        name
+    }
 }
 
 /// A running Apache Kafka; killed when dropped.
@@ -95,7 +151,41 @@ fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
 }
 
 impl ApacheKafka {
-    /// Starts a broker and waits until it serves metadata (about 5 s).
+    /// The broker this test binary shares: started by the first test that asks for
+    /// it (about 5 s), then the same for every test. Name topics and groups on it
+    /// with [`Names`]. It cannot be killed or restarted (`&`, not `&mut`): a test
+    /// that does either starts its own.
+    pub fn shared() -> &'static ApacheKafka {
+        static SHARED: OnceLock<ApacheKafka> = OnceLock::new();
+        /// Kills the shared broker and removes its data as the process exits: a
+        /// static is never dropped. (Killed with the process anyway, by its death
+        /// signal; this also waits for it and cleans up after it.)
+        extern "C" fn stop_shared() {
+            if let Some(k) = SHARED.get() {
+                if let Some(child) = &k.child {
+                    let pid = child.id() as libc::pid_t;
+                    // SAFETY: plain system calls on our own child's pid, which no one
+                    // else waits for (a shared broker is never killed otherwise).
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                    }
+                }
+                let _ = std::fs::remove_dir_all(k.dir.path());
+            }
+        }
+        SHARED.get_or_init(|| {
+            let kafka = ApacheKafka::start();
+            // SAFETY: registers a function that lives as long as the program.
+            let registered = unsafe { libc::atexit(stop_shared) };
+            assert_eq!(registered, 0, "atexit");
+            kafka
+        })
+    }
+
+    /// Starts a broker of the caller's own and waits until it serves metadata
+    /// (about 5 s): for a test that kills or restarts it; others take
+    /// [`ApacheKafka::shared`].
     pub fn start() -> ApacheKafka {
         ApacheKafka::start_with(|_| String::new())
     }
