@@ -371,6 +371,43 @@ fn an_instance_killed_and_restarted_loses_nothing_and_counts_nothing_twice() {
     }
 }
 
+/// Issue 19: three members count a live stream, a fourth joins while the three
+/// are live (the group moves partitions to it), then the first, the merger,
+/// leaves cleanly (its partitions and the merge move to the others); the results
+/// topic ends exact and final. Prints how long the fourth took from its start to
+/// its first partitions.
+#[test]
+fn a_fourth_member_joining_three_and_the_merger_leaving_publish_what_one_would() {
+    let s = Setup::new(6);
+    let cfg = config(61);
+    let (text, want) = frames_in_thirds(&cfg);
+    let [first, second, third] = thirds(&text);
+    s.produce(&first, "first.json");
+    let [mut a, mut b, mut c] = s.three_members();
+    let joined = Instant::now();
+    let mut d = s.instance(&[]);
+    d.wait_for_partitions();
+    println!(
+        "the fourth member's start to its first partitions: {:.1} s",
+        joined.elapsed().as_secs_f64()
+    );
+    s.produce(&second, "second.json");
+    // Four count the second third together for a moment; then the merger leaves.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.stop(), Some(0), "{}", a.log);
+    assert!(a.log.contains("partitions_released"), "{}", a.log);
+    s.produce(&third, "third.json");
+    s.await_results(
+        &want,
+        Duration::from_secs(150),
+        &mut [&mut a, &mut b, &mut c, &mut d],
+    );
+    for i in [&mut b, &mut c, &mut d] {
+        assert_eq!(i.stop(), Some(0), "{}", i.log);
+    }
+    assert!(want.len() > 20, "{want:?}");
+}
+
 /// A backfill shared by instances that start together, exact and HLL, in the
 /// test's group `group`, to its topic `results`.
 fn backfill(s: &Setup, group: &str, results: &str, extra: &[&str], n: usize) -> Vec<String> {
